@@ -1,0 +1,50 @@
+"""ament_python package: `colcon build` on a ROS 2 machine, or `pip install -e .` without a distro."""
+
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = "tdmpc2_ros"
+
+
+def tree(folder):
+    """(share/tdmpc2_ros/<dir>, [files]) for every directory under folder, so models/ keeps its layout."""
+    out = []
+    for root, _, files in os.walk(folder):
+        keep = [os.path.join(root, f) for f in files if not f.startswith(".")]
+        if keep:
+            out.append((os.path.join("share", PACKAGE, root), keep))
+    return out
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        *tree("models"),
+    ],
+    install_requires=["setuptools", "numpy", "pyyaml"],
+    extras_require={
+        # The robot side needs only numpy + onnxruntime (+ rclpy from ROS or the PyPI ROS wheels).
+        "robot": ["onnxruntime"],
+        "gpu": ["onnxruntime-gpu"],
+        "train": ["torch==2.13.0", "onnx", "onnxscript", "mujoco==3.17.0", "dm-control==1.0.50", "tqdm", "matplotlib", "imageio", "rosbags"],
+    },
+    zip_safe=True,
+    maintainer="tdmpc2_ros developers",
+    maintainer_email="dev@tdmpc2-ros.invalid",
+    description="TD-MPC2 world-model control for ROS 2",
+    license="MIT",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "tdmpc2-ros = tdmpc2_ros.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,173 @@
+"""`tdmpc2-ros bench`: planning latency, achieved GFLOP/s against a GEMM peak measured in the same
+run, training update time, and the planner's peak memory. Writes JSON and a readable table.
+
+Measured on ONNX Runtime CPU with 2 threads, walker-walk dimensions (obs 24, action 6), the default
+budget (512 samples, 24 policy trajectories, 64 elites, horizon 3, 6 iterations).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+OBS_DIM, ACTION_DIM = 24, 6
+THREADS = 2
+
+
+def gemm_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 MatMul throughput of ONNX Runtime on THREADS threads: the ceiling for the planner."""
+    import onnx
+    import onnx.helper as h
+    import onnxruntime as ort
+
+    a = h.make_tensor_value_info("a", onnx.TensorProto.FLOAT, [n, n])
+    b = h.make_tensor_value_info("b", onnx.TensorProto.FLOAT, [n, n])
+    c = h.make_tensor_value_info("c", onnx.TensorProto.FLOAT, [n, n])
+    model = h.make_model(h.make_graph([h.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c]),
+                         opset_imports=[h.make_opsetid("", 18)])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    sess.run(None, {"a": x, "b": x})
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sess.run(None, {"a": x, "b": x})
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / float(np.median(times)) / 1e9
+
+
+def _percentiles(samples_s: list[float]) -> dict:
+    ms = np.asarray(samples_s) * 1e3
+    return {"median_ms": round(float(np.median(ms)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2), "min_ms": round(float(ms.min()), 2), "n": len(ms)}
+
+
+def bench_planner(path: str, repeats: int) -> dict:
+    from tdmpc2_ros.runtime import OnnxPlanner
+
+    planner = OnnxPlanner(path, OBS_DIM, ACTION_DIM, threads=THREADS)
+    obs = np.random.default_rng(1).standard_normal(OBS_DIM).astype(np.float32)
+    for _ in range(5):
+        planner.plan(obs)
+    times = []
+    for _ in range(repeats):
+        noise = planner.draw_noise()  # drawn outside the timed call: the node draws it off the tick too
+        t = time.perf_counter()
+        planner.plan(obs, noise=noise)
+        times.append(time.perf_counter() - t)
+    return _percentiles(times)
+
+
+PEAK_RSS_SNIPPET = """
+import resource, sys, numpy as np
+from tdmpc2_ros.runtime import OnnxPlanner
+p = OnnxPlanner(sys.argv[1], threads=2)
+obs = np.zeros(p.obs_dim, np.float32)
+for _ in range(20): p.plan(obs)
+assert 'torch' not in sys.modules
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def planner_peak_rss_mb(path: str) -> float:
+    """Peak RSS of a fresh robot-side process (runtime only: no torch) that loads and runs the planner."""
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS_SNIPPET, path], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+
+def bench_update(preset: str, repeats: int) -> dict:
+    import torch
+
+    from tdmpc2_ros.core.agent import TDMPC2
+    from tdmpc2_ros.core.buffer import ReplayBuffer
+    from tdmpc2_ros.core.config import ModelConfig, TrainConfig
+    from tdmpc2_ros.runtime import PlanBudget
+
+    torch.set_num_threads(THREADS)
+    agent = TDMPC2(ModelConfig.from_preset(preset, OBS_DIM, ACTION_DIM), TrainConfig(), PlanBudget(), 0.99)
+    buf = ReplayBuffer(10_000, OBS_DIM, ACTION_DIM, 3)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        buf.add_episode(rng.standard_normal((501, OBS_DIM)), rng.uniform(-1, 1, (500, ACTION_DIM)), rng.random(500))
+    batches = [buf.sample(256) for _ in range(repeats + 3)]
+    for b in batches[:3]:
+        agent.update(*b)
+    times = []
+    for b in batches[3:]:
+        t = time.perf_counter()
+        agent.update(*b)
+        times.append(time.perf_counter() - t)
+    return _percentiles(times)
+
+
+def run_core_benchmark(args) -> int:
+    import torch
+
+    from tdmpc2_ros.benchmark.flops import plan_macs
+    from tdmpc2_ros.core.config import ModelConfig
+    from tdmpc2_ros.core.export import export_planner
+    from tdmpc2_ros.core.world_model import WorldModel
+    from tdmpc2_ros.runtime import PlanBudget
+
+    presets = [p for p in args.presets.split(",") if p]
+    planners = [p for p in args.planners.split(",") if p]
+    peak = gemm_peak_gflops()
+    result = {"machine": {"cpu_count": os.cpu_count(), "threads": THREADS, "platform": platform.platform(),
+                          "python": platform.python_version(), "torch": torch.__version__},
+              "gemm_peak_gflops": round(peak, 1), "dims": {"obs": OBS_DIM, "action": ACTION_DIM}, "planning": [], "update": []}
+    print(f"ONNX Runtime fp32 MatMul peak ({THREADS} threads, 2048^3): {peak:.0f} GFLOP/s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in presets:
+            cfg = ModelConfig.from_preset(preset, OBS_DIM, ACTION_DIM)
+            torch.manual_seed(0)
+            model = WorldModel(cfg)
+            for kind in planners:
+                budget = PlanBudget.reference(ACTION_DIM, planner=kind)
+                path = os.path.join(tmp, f"{preset}-{kind}.onnx")
+                export_planner(model, budget, 0.99, path, task="walker-walk(bench)")
+                lat = bench_planner(path, args.repeats)
+                macs = plan_macs(OBS_DIM, ACTION_DIM, cfg.enc_dim, cfg.mlp_dim, cfg.latent_dim, cfg.num_enc_layers, cfg.num_bins, budget)
+                ref_macs = plan_macs(OBS_DIM, ACTION_DIM, cfg.enc_dim, cfg.mlp_dim, cfg.latent_dim, cfg.num_enc_layers, cfg.num_bins, budget, executed=False)
+                gflops = 2 * macs / (lat["median_ms"] / 1e3) / 1e9
+                row = {"preset": preset, "planner": kind, "budget": budget.label(), **lat,
+                       "gflop_executed": round(2 * macs / 1e9, 2), "gflop_reference_loop": round(2 * ref_macs / 1e9, 2),
+                       "achieved_gflops": round(gflops, 1), "fraction_of_gemm_peak": round(gflops / peak, 3),
+                       "peak_rss_mb": round(planner_peak_rss_mb(path), 1)}
+                result["planning"].append(row)
+                print(f"plan {preset:4s} {kind:8s} median {lat['median_ms']:7.1f} ms  p99 {lat['p99_ms']:7.1f} ms  "
+                      f"{gflops:6.1f} GFLOP/s ({gflops / peak:.0%} of peak)  RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+            upd = bench_update(preset, max(10, args.repeats // 2))
+            result["update"].append({"preset": preset, "batch_size": 256, **upd})
+            print(f"update {preset:4s} batch 256: median {upd['median_ms']:.1f} ms", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    table = format_table(result)
+    out.with_suffix(".md").write_text(table)
+    print("\n" + table)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
+
+
+def format_table(r: dict) -> str:
+    lines = [f"GEMM peak (ONNX Runtime fp32 MatMul, {r['machine']['threads']} threads): {r['gemm_peak_gflops']} GFLOP/s", "",
+             "| preset | planner | median ms | p99 ms | GFLOP/plan | GFLOP/s | of peak | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p in r["planning"]:
+        lines.append(f"| {p['preset']} | {p['planner']} | {p['median_ms']} | {p['p99_ms']} | {p['gflop_executed']} | "
+                     f"{p['achieved_gflops']} | {p['fraction_of_gemm_peak']:.0%} | {p['peak_rss_mb']} |")
+    lines += ["", "| preset | update (batch 256) median ms | p99 ms |", "|---|---|---|"]
+    for u in r["update"]:
+        lines.append(f"| {u['preset']} | {u['median_ms']} | {u['p99_ms']} |")
+    return "\n".join(lines) + "\n"

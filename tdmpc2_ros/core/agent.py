@@ -1,0 +1,156 @@
+"""The TD-MPC2 agent: one entry point per thing a user does (act, update, state for checkpoints).
+
+Losses and weights follow the reference: 20 * consistency + 0.1 * reward + 0.1 * value
+(+ 1 * termination when episodic), each step weighted by rho^t and averaged over the horizon; TD
+targets bootstrap from the minimum of 2 random members of an EMA target ensemble.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tdmpc2_ros.core.config import ModelConfig, TrainConfig
+from tdmpc2_ros.core.planners import make_planner
+from tdmpc2_ros.core.scale import RunningScale
+from tdmpc2_ros.core.world_model import WorldModel
+from tdmpc2_ros.runtime.budget import PlanBudget
+
+
+class TDMPC2:
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, budget: PlanBudget, discount: float, seed: int = 0):
+        self.model_cfg, self.cfg, self.budget, self.discount = model_cfg, train_cfg, budget, float(discount)
+        if budget.horizon != train_cfg.horizon:
+            raise ValueError(f"planning horizon {budget.horizon} differs from the training horizon {train_cfg.horizon}")
+        torch.manual_seed(seed)
+        self.model = WorldModel(model_cfg).eval()
+        m, lr = self.model, train_cfg.lr
+        heads = [m._dynamics, m._reward, m._Qs] + ([m._termination] if m._termination is not None else [])
+        self.optim = torch.optim.Adam(
+            [
+                {"params": m._encoder.parameters(), "lr": lr * train_cfg.enc_lr_scale},
+                {"params": [p for h in heads for p in h.parameters()]},
+            ],
+            lr=lr,
+        )
+        self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=lr, eps=1e-5)
+        self.scale = RunningScale(train_cfg.tau)
+        self.planner = make_planner(self.model, budget, discount)
+        self.plan_rng = torch.Generator().manual_seed(seed + 1)
+        self.prev_mean = torch.zeros(budget.horizon, model_cfg.action_dim)
+        self.rho = train_cfg.rho ** torch.arange(train_cfg.horizon + 1, dtype=torch.float32)
+
+    # -- acting -------------------------------------------------------------------------------
+    def act(self, obs, t0: bool = False, explore: bool = False) -> np.ndarray:
+        """Plan one action in [-1, 1] with the same module that is exported to ONNX."""
+        obs = np.asarray(obs, np.float32)
+        if obs.shape != (self.model_cfg.obs_dim,) or not np.all(np.isfinite(obs)):
+            raise ValueError(
+                f"observation of shape {obs.shape} (finite: {bool(np.all(np.isfinite(obs)))}) does not fit "
+                f"the model's observation spec (dim={self.model_cfg.obs_dim}, finite)"
+            )
+        if t0:
+            self.prev_mean.zero_()
+        noise = torch.randn(self.budget.noise_size(self.model_cfg.action_dim), generator=self.plan_rng)
+        grad_ctx = torch.enable_grad() if self.budget.planner == "gradient" else torch.no_grad()
+        with grad_ctx:
+            action, mean, _, _ = self.planner(torch.from_numpy(obs), self.prev_mean, noise, torch.tensor([float(explore)]))
+        self.prev_mean = mean.detach()
+        return action.detach().numpy()
+
+    # -- learning -----------------------------------------------------------------------------
+    def _random_pair(self) -> torch.Tensor:
+        return torch.randperm(self.model_cfg.num_q)[:2]
+
+    @torch.no_grad()
+    def td_target(self, next_z, reward, terminated):
+        action = self.model.pi(next_z)[0]
+        q = self.model.Q(next_z, action, self._random_pair(), reduce="min", target=True)
+        return reward + self.discount * (1 - terminated) * q
+
+    def update(self, obs, action, reward, terminated) -> dict[str, float]:
+        """One gradient step on a batch of windows (time-major numpy or torch arrays)."""
+        obs, action, reward, terminated = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (obs, action, reward, terminated))
+        H, cfg, m = action.shape[0], self.cfg, self.model
+        with torch.no_grad():
+            next_z = m.encode(obs[1:])
+            td = self.td_target(next_z, reward, terminated)
+        m.train()
+        z = m.encode(obs[0])
+        zs = [z]
+        consistency = 0.0
+        for t in range(H):
+            z = m.next(z, action[t])
+            consistency = consistency + F.mse_loss(z, next_z[t]) * self.rho[t]
+            zs.append(z)
+        zs = torch.stack(zs)
+        q_logits = m.Q_logits(zs[:-1], action)  # [E, H, B, bins]
+        reward_logits = m.reward(zs[:-1], action)
+        rho = self.rho[:H].reshape(H, 1, 1)
+        reward_loss = (m.two_hot.soft_ce(reward_logits, reward) * rho).mean(dim=(1, 2)).sum()
+        value_loss = (m.two_hot.soft_ce(q_logits, td.unsqueeze(0)) * rho).mean(dim=(2, 3)).sum()
+        loss = (
+            cfg.consistency_coef * consistency / H
+            + cfg.reward_coef * reward_loss / H
+            + cfg.value_coef * value_loss / (H * self.model_cfg.num_q)
+        )
+        termination_loss = torch.zeros(())
+        if m._termination is not None:
+            termination_loss = F.binary_cross_entropy_with_logits(m.termination_logit(zs[1:]), terminated)
+            loss = loss + cfg.termination_coef * termination_loss
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip_norm)
+        self.optim.step()
+        self.optim.zero_grad(set_to_none=True)
+        pi_loss = self.update_pi(zs.detach())
+        m.soft_update_target(cfg.tau)
+        m.eval()
+        return {
+            "consistency_loss": float(consistency) / H,
+            "reward_loss": float(reward_loss) / H,
+            "value_loss": float(value_loss) / (H * self.model_cfg.num_q),
+            "termination_loss": float(termination_loss),
+            "pi_loss": pi_loss,
+            "total_loss": float(loss),
+            "grad_norm": float(grad_norm),
+            "pi_scale": float(self.scale.value),
+        }
+
+    def update_pi(self, zs: torch.Tensor) -> float:
+        """Maximise Q(z, pi(z)) / S plus 1e-4 * entropy; Q's own weights are held fixed."""
+        m = self.model
+        action, _, log_prob = m.pi(zs)
+        m._Qs.requires_grad_(False)
+        try:
+            q = m.Q(zs, action, self._random_pair(), reduce="avg")
+        finally:
+            m._Qs.requires_grad_(True)
+        self.scale.update(q[0])
+        q = self.scale(q)
+        entropy = -log_prob
+        loss = (-(self.cfg.entropy_coef * entropy + q).mean(dim=(1, 2)) * self.rho[: zs.shape[0]]).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m._pi.parameters(), self.cfg.grad_clip_norm)
+        self.pi_optim.step()
+        self.pi_optim.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+    # -- persistence --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optim": self.optim.state_dict(),
+            "pi_optim": self.pi_optim.state_dict(),
+            "scale": self.scale.state_dict(),
+            "plan_rng": self.plan_rng.get_state(),
+            "prev_mean": self.prev_mean.clone(),
+        }
+
+    def load_state_dict(self, d: dict):
+        self.model.load_state_dict(d["model"])
+        self.optim.load_state_dict(d["optim"])
+        self.pi_optim.load_state_dict(d["pi_optim"])
+        self.scale.load_state_dict(d["scale"])
+        self.plan_rng.set_state(d["plan_rng"])
+        self.prev_mean = d["prev_mean"].clone()

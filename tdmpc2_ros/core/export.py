@@ -1,0 +1,126 @@
+"""Export encoder + planner as ONE ONNX graph carrying its contract in the metadata.
+
+The planner module is first traced with make_fx, which turns torch.func.grad (gradient planner)
+into explicit backward operators and unrolls the fixed-budget loops; the trace is then converted by
+torch.onnx. The file is written atomically: a reader never sees half a model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from tdmpc2_ros.core.layers import export_friendly
+from tdmpc2_ros.core.planners import make_planner
+from tdmpc2_ros.core.world_model import WorldModel
+from tdmpc2_ros.runtime.budget import PlanBudget
+from tdmpc2_ros.runtime.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ModelContract, Spec
+
+OPSET = 18
+
+
+def example_inputs(obs_dim: int, action_dim: int, budget: PlanBudget, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (
+        torch.randn(obs_dim, generator=g),
+        torch.zeros(budget.horizon, action_dim),
+        torch.randn(budget.noise_size(action_dim), generator=g),
+        torch.zeros(1),
+    )
+
+
+def trace_planner(model: WorldModel, budget: PlanBudget, discount: float):
+    """A frozen copy of the model inside the planner, traced to a flat graph of tensor operators."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    planner = make_planner(frozen, budget, discount).eval()
+    inputs = example_inputs(model.cfg.obs_dim, model.cfg.action_dim, budget)
+    with export_friendly():
+        return make_fx(planner)(*inputs), inputs
+
+
+def _quiet_onnx_export(gm, inputs):
+    # The exporter narrates every step and warns about optional packages; keep the user's console clean.
+    for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            program = torch.onnx.export(
+                gm,
+                inputs,
+                dynamo=True,
+                external_data=False,
+                opset_version=OPSET,
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                verbose=False,
+            )
+    return program.model_proto
+
+
+def export_planner(
+    model: WorldModel,
+    budget: PlanBudget,
+    discount: float,
+    path: str | os.PathLike,
+    task: str = "",
+    train_step: int = 0,
+    checkpoint_sha256: str = "",
+    obs_names: tuple[str, ...] = (),
+    action_low: tuple[float, ...] = (),
+    action_high: tuple[float, ...] = (),
+    action_names: tuple[str, ...] = (),
+) -> ModelContract:
+    """Write the planner graph to `path` and return the contract stored in it."""
+    cfg = model.cfg
+    contract = ModelContract(
+        obs=Spec(cfg.obs_dim, tuple(obs_names)),
+        action=Spec(cfg.action_dim, tuple(action_names), tuple(action_low), tuple(action_high)),
+        budget=budget,
+        preset=cfg.preset,
+        task=task,
+        train_step=int(train_step),
+        checkpoint_sha256=checkpoint_sha256,
+        discount=float(discount),
+        extra={"model": cfg.to_dict(), "torch": torch.__version__, "tdmpc2_ros": _version()},
+    )
+    gm, inputs = trace_planner(model, budget, discount)
+    proto = _quiet_onnx_export(gm, inputs)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, contract.to_json()
+    proto.producer_name = "tdmpc2_ros"
+    write_atomically(Path(path), proto.SerializeToString())
+    return contract
+
+
+def write_atomically(path: Path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _version() -> str:
+    from tdmpc2_ros import __version__
+
+    return __version__

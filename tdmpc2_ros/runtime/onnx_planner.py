@@ -1,0 +1,123 @@
+"""Run an exported TD-MPC2 planner graph: one ONNX Runtime call per control tick.
+
+The graph holds the encoder and the whole fixed-budget search. This wrapper only validates the
+observation, draws the tick's noise from a seeded generator, carries the warm-start mean from one
+tick to the next, and makes the call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from tdmpc2_ros.runtime.contract import METADATA_KEY, ModelContract, ModelLoadError
+
+
+@dataclass
+class PlanResult:
+    action: np.ndarray  # [action_dim] in [-1, 1] (normalised action space)
+    value: float  # the chosen plan's value estimate
+    mean: np.ndarray  # [horizon, action_dim], warm start for the next tick
+    std: np.ndarray  # [action_dim], the search's final std of the first action
+
+
+def _session_options(threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return opts
+
+
+def default_providers() -> list[str]:
+    """CUDA first where onnxruntime-gpu provides it, otherwise CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class OnnxPlanner:
+    """A loaded planner graph plus its warm-start state.
+
+    Construction either fully succeeds or raises ModelLoadError/SpecMismatch; a caller that keeps
+    its previous planner until then loses nothing on a bad file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        obs_dim: int | None = None,
+        action_dim: int | None = None,
+        threads: int = 2,
+        providers: list[str] | None = None,
+        seed: int = 0,
+        expected_sha256: str | None = None,
+    ):
+        import onnxruntime as ort
+
+        self.path = str(path)
+        try:
+            with open(self.path, "rb") as f:
+                blob = f.read()
+        except OSError as e:
+            raise ModelLoadError(f"cannot read planner model {self.path}: {e.strerror or e}") from e
+        self.sha256 = hashlib.sha256(blob).hexdigest()
+        if expected_sha256 is not None and expected_sha256 != self.sha256:
+            raise ModelLoadError(f"{self.path}: sha256 {self.sha256} does not match the expected {expected_sha256}")
+        try:
+            self.session = ort.InferenceSession(blob, _session_options(threads), providers=providers or default_providers())
+        except Exception as e:  # onnxruntime raises several private exception types
+            raise ModelLoadError(f"{self.path} is not a loadable ONNX model (truncated or corrupt?): {e}") from e
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in meta:
+            raise ModelLoadError(f"{self.path} carries no '{METADATA_KEY}' metadata: not a tdmpc2_ros planner graph")
+        self.contract = ModelContract.from_json(meta[METADATA_KEY], source=self.path)
+        self.contract.check_caller(obs_dim, action_dim, source=self.path)
+        names = {i.name for i in self.session.get_inputs()}
+        if names != {"obs", "prev_mean", "noise", "explore"}:
+            raise ModelLoadError(f"{self.path}: graph inputs {sorted(names)} are not the planner signature")
+        self.rng = np.random.default_rng(seed)
+        self.reset()
+
+    @property
+    def obs_dim(self) -> int:
+        return self.contract.obs.dim
+
+    @property
+    def action_dim(self) -> int:
+        return self.contract.action.dim
+
+    def reset(self):
+        """Start of an episode: forget the warm start (the reference plans from a zero mean at t0)."""
+        self.prev_mean = np.zeros((self.contract.budget.horizon, self.action_dim), np.float32)
+
+    def draw_noise(self) -> np.ndarray:
+        return self.rng.standard_normal(self.contract.noise_size, dtype=np.float32)
+
+    def plan(self, obs, explore: bool = False, noise: np.ndarray | None = None) -> PlanResult:
+        """One control tick. Raises (naming the spec) on a malformed observation; never guesses."""
+        obs = self.contract.validate_obs(obs)
+        if noise is None:
+            noise = self.draw_noise()
+        action, mean, value, std = self.session.run(
+            None,
+            {
+                "obs": obs,
+                "prev_mean": self.prev_mean,
+                "noise": np.asarray(noise, np.float32),
+                "explore": np.array([1.0 if explore else 0.0], np.float32),
+            },
+        )
+        self.prev_mean = mean
+        return PlanResult(action=action, value=float(value[0]), mean=mean, std=std)
+
+    def fallback_action(self) -> np.ndarray:
+        """The previous plan's next action, for a tick that cannot plan in time."""
+        return self.prev_mean[1].copy() if self.prev_mean.shape[0] > 1 else self.prev_mean[0].copy()

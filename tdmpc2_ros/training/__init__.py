@@ -1,0 +1,1 @@
+"""Direct (ROS-free) training against dm_control, with checkpoints, evaluation and learning curves."""

@@ -1,0 +1,59 @@
+"""Checkpoints: written atomically, verified on load, never half-applied.
+
+A checkpoint is a torch pickle of plain containers (tensors, numpy arrays, dicts). Loading a corrupt
+or truncated file raises CheckpointError; the caller's current state is untouched because nothing
+is applied until the whole file has been read and checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import torch
+
+from tdmpc2_ros.core.export import write_atomically
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> str:
+    """Write `state` to path atomically; return the file's sha256."""
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, buf)
+    data = buf.getvalue()
+    write_atomically(Path(path), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("agent",)) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises many types for a damaged archive
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a tdmpc2_ros checkpoint of format {CHECKPOINT_FORMAT}")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}")
+    state["sha256"] = hashlib.sha256(data).hexdigest()
+    return state

@@ -1,0 +1,92 @@
+"""Learning curves: CSV logging and a PNG beside the published TD-MPC2 curve for the same task."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def find_paper_results(start: Path | None = None) -> Path | None:
+    """Locate shared/reference/paper-results (beside the checkout) or $TDMPC2_PAPER_RESULTS."""
+    env = os.environ.get("TDMPC2_PAPER_RESULTS")
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    for base in [start or Path.cwd(), Path(__file__).resolve()]:
+        for parent in [base, *base.parents]:
+            for cand in (parent / "shared/reference/paper-results", parent / "reference/paper-results"):
+                if cand.is_dir():
+                    return cand
+    return None
+
+
+def paper_curve(task: str, method: str = "tdmpc2", root: Path | None = None):
+    """(steps, mean, min, max) over seeds of a published curve, or None if not available."""
+    root = root or find_paper_results()
+    path = root / method / f"{task}.csv" if root else None
+    if path is None or not path.exists():
+        return None
+    rows = list(csv.DictReader(open(path)))
+    by_step: dict[int, list[float]] = {}
+    for r in rows:
+        by_step.setdefault(int(float(r["step"])), []).append(float(r["reward"]))
+    steps = np.array(sorted(by_step))
+    vals = [np.array(by_step[s]) for s in steps]
+    return steps, np.array([v.mean() for v in vals]), np.array([v.min() for v in vals]), np.array([v.max() for v in vals])
+
+
+class CsvLog:
+    """Append-only CSV that survives restarts (the header is written once)."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = Path(path), fields
+        if not self.path.exists():
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(fields)
+
+    def append(self, **row):
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row.get(k, "") for k in self.fields])
+
+    def read(self) -> list[dict]:
+        return list(csv.DictReader(open(self.path))) if self.path.exists() else []
+
+    def truncate_after(self, step: int, key: str = "step"):
+        """Drop rows logged past `step` (an interrupted run resuming from an earlier checkpoint)."""
+        rows = [r for r in self.read() if int(float(r[key])) <= step]
+        with open(self.path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def plot_learning_curve(eval_rows: list[dict], train_rows: list[dict], task: str, out: Path, title_extra: str = ""):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    if train_rows:
+        ax.plot([int(r["step"]) for r in train_rows], [float(r["episode_reward"]) for r in train_rows],
+                color="0.75", lw=0.8, label="training episodes (with exploration)")
+    if eval_rows:
+        ax.plot([int(r["step"]) for r in eval_rows], [float(r["episode_reward"]) for r in eval_rows],
+                "o-", color="C0", label="tdmpc2_ros evaluation")
+    paper = paper_curve(task)
+    if paper is not None:
+        steps, mean, lo, hi = paper
+        limit = max([int(r["step"]) for r in eval_rows + train_rows] or [steps[-1]])
+        keep = steps <= max(limit, 100_000)
+        ax.plot(steps[keep], mean[keep], "s--", color="C3", label="TD-MPC2 paper (mean of 3 seeds)")
+        ax.fill_between(steps[keep], lo[keep], hi[keep], color="C3", alpha=0.15)
+    ax.set_xlabel("environment steps (action repeat 2 included)")
+    ax.set_ylabel("episode return")
+    ax.set_title(f"{task} {title_extra}".strip())
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
