@@ -36,24 +36,43 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
+def load_weights(path):
+    """(model, discount, task, env_step, sha256) from a weights.pt or a trainer checkpoint.pt."""
     import torch
 
     from tdmpc2_ros.core.config import ModelConfig
-    from tdmpc2_ros.core.export import export_planner
     from tdmpc2_ros.core.world_model import WorldModel
     from tdmpc2_ros.training.checkpoint import CheckpointError, file_sha256
 
     try:
-        w = torch.load(args.weights, map_location="cpu", weights_only=False)
-        cfg = ModelConfig(**w["model_config"])
-        model = WorldModel(cfg)
+        w = torch.load(path, map_location="cpu", weights_only=False)
+        if "trainer" in w:  # a checkpoint: the model lives in the agent's state
+            t = w["trainer"]
+            w = {"model": w["agent"]["model"], "model_config": t["model_config"], "discount": t["discount"],
+                 "task": t["run_config"]["task"], "env_step": t["agent_step"] * t["run_config"]["action_repeat"]}
+        model = WorldModel(ModelConfig(**w["model_config"]))
         model.load_state_dict(w["model"])
     except Exception as e:
-        raise CheckpointError(f"cannot load weights {args.weights}: {e}") from e
-    budget = _budget_from(args, cfg.action_dim)
-    contract = export_planner(model, budget, w["discount"], args.out, task=w.get("task", ""), train_step=w.get("env_step", 0),
-                              checkpoint_sha256=file_sha256(args.weights))
+        raise CheckpointError(f"cannot load weights from {path}: {e}") from e
+    return model, w["discount"], w.get("task", ""), int(w.get("env_step", 0)), file_sha256(path)
+
+
+def cmd_export(args) -> int:
+    from tdmpc2_ros.core.export import export_ladder, export_planner
+    from tdmpc2_ros.envs.dmc import DMControlEnv
+    from tdmpc2_ros.runtime.ladder import default_budgets
+
+    model, discount, task, step, sha = load_weights(args.weights)
+    spec = {"task": task, "train_step": step, "checkpoint_sha256": sha}
+    if task:  # names and physical bounds travel with the model
+        env = DMControlEnv(task)
+        spec.update(obs_names=env.obs_names, action_low=tuple(env.action_low.tolist()), action_high=tuple(env.action_high.tolist()))
+    if args.ladder:
+        rungs = export_ladder(model, default_budgets(model.cfg.action_dim, args.planner), discount, args.out, **spec)
+        for r in rungs:
+            print(f"wrote {r.path} ({r.budget.label()})")
+        return 0
+    contract = export_planner(model, _budget_from(args, model.cfg.action_dim), discount, args.out, **spec)
     print(f"wrote {args.out}: {contract.describe()}")
     return 0
 
@@ -75,6 +94,12 @@ def cmd_bench(args) -> int:
     return run_core_benchmark(args)
 
 
+def cmd_bringup(args) -> int:
+    from tdmpc2_ros.ros import bringup
+
+    return bringup.run(args.set, bringup.parse_overrides(args.arguments))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tdmpc2-ros", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -93,9 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export", help="export weights.pt as an ONNX planner graph")
-    e.add_argument("--weights", required=True)
-    e.add_argument("--out", required=True)
+    e = sub.add_parser("export", help="export weights.pt (or a checkpoint.pt) as an ONNX planner graph")
+    e.add_argument("--weights", required=True, help="weights.pt or checkpoint.pt from `tdmpc2-ros train`")
+    e.add_argument("--out", required=True, help="an .onnx file, or a folder with --ladder")
+    e.add_argument("--ladder", action="store_true", help="export the default budget ladder into the folder --out")
     _budget_args(e)
     e.set_defaults(func=cmd_export)
 
@@ -114,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=30)
     b.add_argument("--out", default="benchmark/results/core.json")
     b.set_defaults(func=cmd_bench)
+    u = sub.add_parser("bringup", help="start a node set without the ros2 command (same description as launch/)")
+    u.add_argument("set", choices=["planner", "sim"], help="planner: sim + planner (like planner.launch.py); sim: the sim alone")
+    u.add_argument("arguments", nargs="*", help="launch arguments, name:=value (e.g. use_sim:=false mode:=lockstep)")
+    u.set_defaults(func=cmd_bringup)
     return p
 
 

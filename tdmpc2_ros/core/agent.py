@@ -33,8 +33,9 @@ class TDMPC2:
                 {"params": [p for h in heads for p in h.parameters()]},
             ],
             lr=lr,
+            foreach=True,  # one fused kernel per step kind instead of one per tensor
         )
-        self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=lr, eps=1e-5)
+        self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=lr, eps=1e-5, foreach=True)
         self.scale = RunningScale(train_cfg.tau)
         self.planner = make_planner(self.model, budget, discount)
         self.plan_rng = torch.Generator().manual_seed(seed + 1)

@@ -124,3 +124,20 @@ def _version() -> str:
     from tdmpc2_ros import __version__
 
     return __version__
+
+
+def export_ladder(model: WorldModel, budgets: list[PlanBudget], discount: float, folder: str | os.PathLike, **contract) -> list:
+    """Export the same weights at several budgets into one model folder with a ladder.json index,
+    largest budget first. Returns the rungs."""
+    import hashlib
+
+    from tdmpc2_ros.runtime.ladder import Rung, rung_filename, write_ladder_index
+
+    folder = Path(folder)
+    rungs = []
+    for budget in budgets:
+        path = folder / rung_filename(budget)
+        export_planner(model, budget, discount, path, **contract)
+        rungs.append(Rung(path, budget, hashlib.sha256(path.read_bytes()).hexdigest()))
+    write_ladder_index(folder, rungs, {"task": contract.get("task", ""), "train_step": contract.get("train_step", 0)})
+    return rungs

@@ -32,12 +32,18 @@ def export_friendly():
         _EXPORTING = prev
 
 
-def mish(x: torch.Tensor) -> torch.Tensor:
-    if not _EXPORTING:
-        return F.mish(x)
+def _mish_parts(x: torch.Tensor):
+    """(sigmoid(x), tanh(softplus(x))) without softplus: tanh(log(1 + e^x)) = p / (2 - p), p = s (2 - s)."""
     s = torch.sigmoid(x)
     p = s * (2.0 - s)
-    return x * p / (2.0 - p)
+    return s, p / (2.0 - p)
+
+
+def mish(x: torch.Tensor) -> torch.Tensor:
+    """x * tanh(softplus(x)): torch's kernel in eager mode, the Sigmoid form in an exported graph."""
+    if _EXPORTING:
+        return x * _mish_parts(x)[1]
+    return F.mish(x)
 
 
 class Mish(nn.Module):
@@ -102,7 +108,7 @@ class EnsembleLinear(nn.Module):
         w, b = self.weight, self.bias
         if members is not None:
             w, b = w.index_select(0, members), b.index_select(0, members)
-        x = torch.matmul(x, w) + b
+        x = torch.baddbmm(b, x.expand(w.shape[0], *x.shape[-2:]), w) if x.dim() == 2 else torch.baddbmm(b, x, w)
         if self.dropout is not None:
             x = self.dropout(x)
         if not self.normed:

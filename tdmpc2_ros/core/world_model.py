@@ -95,5 +95,4 @@ class WorldModel(nn.Module):
 
     @torch.no_grad()
     def soft_update_target(self, tau: float):
-        for p, tp in zip(self._Qs.parameters(), self._target_Qs.parameters()):
-            tp.lerp_(p, tau)
+        torch._foreach_lerp_(list(self._target_Qs.parameters()), list(self._Qs.parameters()), tau)

@@ -6,7 +6,12 @@ task's observation dict flattened in its (stable) key order. Rewards are summed 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+# Offscreen rendering by default: robots and CI machines have no display (EGL works without a GPU).
+os.environ.setdefault("MUJOCO_GL", "egl")
 
 EPISODE_SIM_STEPS = 1000  # every dm_control suite task, before action repeat
 

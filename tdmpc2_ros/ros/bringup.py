@@ -1,0 +1,139 @@
+"""The single description of what each bringup starts: nodes, parameter files, launch arguments
+and remappings. Two readers, one source:
+
+- launch/*.launch.py turn it into launch_ros Node actions (`ros2 launch tdmpc2_ros planner.launch.py`);
+- `tdmpc2-ros bringup planner` starts the same processes on a machine without the `ros2` command.
+
+A launch argument is written `name:=value` in both.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from tdmpc2_ros.ros.paths import share_dir
+
+
+@dataclass(frozen=True)
+class Argument:
+    name: str
+    default: str
+    description: str
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    executable: str  # console script (ros2 run) == module tdmpc2_ros.ros.<executable>
+    name: str
+    params_file: str  # under config/
+    arg_params: dict = field(default_factory=dict)  # parameter -> launch argument that sets it
+    remappings: tuple = ()
+    condition: str = ""  # launch argument that must be true for the node to start
+
+
+ARGUMENTS = {
+    a.name: a
+    for a in [
+        Argument("use_sim", "true", "start the MuJoCo sim node (false for Gazebo or a real robot)"),
+        Argument("mode", "realtime", "sim mode: realtime (wall-clock paced) or lockstep (steps on each command)"),
+        Argument("task", "cartpole-swingup", "dm_control domain-task the sim runs"),
+        Argument("model_path", "", "planner .onnx file or model folder; empty = the shipped cartpole model"),
+        Argument("control_rate_hz", "50.0", "planner control rate"),
+        Argument("trigger", "observation", "planner tick source: observation (event-driven) or timer"),
+        Argument("max_episodes", "0", "sim stops after this many episodes (0 = run until stopped)"),
+        Argument("use_sim_time", "true", "take time from /clock"),
+    ]
+}
+
+# The sim is the clock's source: it never takes use_sim_time itself.
+SIM = NodeSpec("sim_node", "sim_node", "sim.yaml", {"mode": "mode", "task": "task", "max_episodes": "max_episodes"},
+               condition="use_sim")
+PLANNER = NodeSpec("planner_node", "planner_node", "planner.yaml",
+                   {"model_path": "model_path", "control_rate_hz": "control_rate_hz", "trigger": "trigger",
+                    "use_sim_time": "use_sim_time"})
+
+NODE_SETS = {"planner": [SIM, PLANNER], "sim": [SIM]}
+
+
+def params_path(spec: NodeSpec) -> str:
+    return str(share_dir() / "config" / spec.params_file)
+
+
+def resolve(set_name: str, overrides: dict[str, str]) -> list[tuple[NodeSpec, dict[str, str]]]:
+    """The nodes a bringup starts, each with its launch-argument parameter values."""
+    if set_name not in NODE_SETS:
+        raise ValueError(f"unknown bringup {set_name!r}; choose from {sorted(NODE_SETS)}")
+    unknown = set(overrides) - set(ARGUMENTS)
+    if unknown:
+        raise ValueError(f"unknown launch arguments {sorted(unknown)}; known: {sorted(ARGUMENTS)}")
+    args = {k: overrides.get(k, a.default) for k, a in ARGUMENTS.items()}
+    out = []
+    for spec in NODE_SETS[set_name]:
+        if spec.condition and args[spec.condition].lower() not in ("true", "1", "yes"):
+            continue
+        out.append((spec, {param: args[arg] for param, arg in spec.arg_params.items()}))
+    return out
+
+
+def command(spec: NodeSpec, params: dict[str, str]) -> list[str]:
+    """The process a node runs in: the same --ros-args that `ros2 launch` would pass."""
+    cmd = [sys.executable, "-m", f"tdmpc2_ros.ros.{spec.executable}", "--ros-args", "-r", f"__node:={spec.name}",
+           "--params-file", params_path(spec)]
+    for key, value in params.items():
+        if value != "":
+            cmd += ["-p", f"{key}:={value}"]
+    for src, dst in spec.remappings:
+        cmd += ["-r", f"{src}:={dst}"]
+    return cmd
+
+
+def run(set_name: str, overrides: dict[str, str], env: dict | None = None) -> int:
+    """Start the node set, stream its output, stop everything when one node exits or on Ctrl-C.
+    Returns the first non-zero exit code of a node, else 0."""
+    procs = []
+    for spec, params in resolve(set_name, overrides):
+        cmd = command(spec, params)
+        print("[bringup] " + " ".join(cmd), flush=True)
+        procs.append((spec.name, subprocess.Popen(cmd, env={**os.environ, **(env or {})})))
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        while not stopping and all(p.poll() is None for _, p in procs):
+            time.sleep(0.1)
+        for name, p in procs:
+            if p.poll() is not None and p.returncode != 0:
+                print(f"[bringup] {name} exited with code {p.returncode}", flush=True)
+                code = code or p.returncode
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        for _, p in procs:
+            try:
+                p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return code
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition(":=")
+        if not sep:
+            raise ValueError(f"launch argument {item!r} is not name:=value")
+        out[key] = value
+    return out

@@ -1,0 +1,65 @@
+"""The planner node's parameters: declared in one place, read into one typed object.
+Defaults here equal config/planner.yaml; the YAML is what users edit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from tdmpc2_ros.ros import topics
+
+
+@dataclass
+class PlannerParams:
+    model_path: str = ""  # .onnx file or model folder with ladder.json; "" = the shipped cartpole model
+    control_rate_hz: float = 50.0
+    trigger: str = "timer"  # "timer": plan on a fixed-rate timer; "observation": plan when an observation arrives
+    deadline_fraction: float = 0.7  # a rung must have p99 <= fraction * period
+    ladder_warmup: int = 10
+    ladder_runs: int = 40
+    threads: int = 2
+    seed: int = 0
+    observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":all",)
+    action_topic: str = topics.COMMAND
+    episode_topic: str = topics.EPISODE
+    action_low: tuple[float, ...] = ()  # physical command limits; () = the model's action spec
+    action_high: tuple[float, ...] = ()
+    max_action_rate: float = 0.0  # physical units per second; 0 = no rate limit
+    safe_action: str = "zero"  # "zero" or "hold" (repeat the last command) on bad or stale input
+    max_observation_age_s: float = 0.1
+    explore: bool = False
+    diagnostics_period_s: float = 1.0
+
+    def validate(self):
+        problems = []
+        if self.control_rate_hz <= 0:
+            problems.append(f"control_rate_hz must be > 0 (got {self.control_rate_hz})")
+        if self.trigger not in ("timer", "observation"):
+            problems.append(f"trigger must be 'timer' or 'observation' (got {self.trigger!r})")
+        if self.safe_action not in ("zero", "hold"):
+            problems.append(f"safe_action must be 'zero' or 'hold' (got {self.safe_action!r})")
+        if not 0 < self.deadline_fraction <= 1:
+            problems.append(f"deadline_fraction must be in (0, 1] (got {self.deadline_fraction})")
+        if len(self.action_low) != len(self.action_high):
+            problems.append("action_low and action_high must have the same length")
+        if problems:
+            raise ValueError("invalid planner parameters: " + "; ".join(problems))
+        return self
+
+
+def declare_and_read(node) -> PlannerParams:
+    """Declare every field as a ROS parameter (default from the dataclass) and read them back."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    defaults = PlannerParams()
+    values = {}
+    for f in fields(PlannerParams):
+        default = getattr(defaults, f.name)
+        if isinstance(default, tuple):
+            # An empty array has no type to infer: declare it untyped (Humble, Jazzy and Kilted agree).
+            descriptor = ParameterDescriptor(dynamic_typing=not default)
+            node.declare_parameter(f.name, list(default) if default else None, descriptor)
+            value = node.get_parameter(f.name).value
+            values[f.name] = tuple(value) if value is not None else ()
+        else:
+            values[f.name] = node.declare_parameter(f.name, default).value
+    return PlannerParams(**values).validate()

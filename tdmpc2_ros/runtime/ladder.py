@@ -1,0 +1,90 @@
+"""A ladder of planning budgets for one model, and the start-up choice of the largest rung that
+fits the control period.
+
+The default TD-MPC2 budget costs several control periods at 50 Hz on a 2-core CPU, so a model
+folder ships the same weights exported at several budgets (ladder.json + one .onnx per rung,
+largest first). At start-up the planner measures each rung after warm-up and takes the largest
+whose p99 latency fits `fraction * period`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tdmpc2_ros.runtime.budget import PlanBudget
+from tdmpc2_ros.runtime.contract import ModelLoadError
+
+LADDER_FILE = "ladder.json"
+
+# (iterations, samples, elites, policy trajectories); horizon stays 3. Largest first.
+DEFAULT_RUNGS = [(6, 512, 64, 24), (6, 256, 32, 12), (4, 256, 32, 12), (4, 128, 16, 8), (3, 128, 16, 8), (3, 64, 8, 4), (2, 64, 8, 4)]
+
+
+def default_budgets(action_dim: int, planner: str = "mppi") -> list[PlanBudget]:
+    full = PlanBudget.reference(action_dim, planner=planner)
+    out = [full]
+    for it, s, e, p in DEFAULT_RUNGS[1:]:
+        out.append(PlanBudget(planner=planner, iterations=it, num_samples=s, num_elites=e, num_pi_trajs=p))
+    return out
+
+
+@dataclass(frozen=True)
+class Rung:
+    path: Path
+    budget: PlanBudget
+    sha256: str = ""
+
+
+def rung_filename(budget: PlanBudget) -> str:
+    return f"planner_{budget.label()}.onnx"
+
+
+def read_ladder(model_path: str | os.PathLike) -> list[Rung]:
+    """Rungs of a model folder (ladder.json), or the single rung of a bare .onnx file."""
+    p = Path(model_path)
+    if p.is_file():
+        return [Rung(p, PlanBudget())]  # budget is read from the graph's own metadata on load
+    index = p / LADDER_FILE
+    if not index.is_file():
+        raise ModelLoadError(f"model path {p} is neither an .onnx file nor a folder with {LADDER_FILE}")
+    try:
+        entries = json.loads(index.read_text())["rungs"]
+        rungs = [Rung(p / e["file"], PlanBudget.from_dict(e["budget"]), e.get("sha256", "")) for e in entries]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelLoadError(f"{index} is malformed: {e}") from e
+    if not rungs:
+        raise ModelLoadError(f"{index} lists no rungs")
+    return rungs
+
+
+def write_ladder_index(folder: Path, rungs: list[Rung], extra: dict | None = None):
+    doc = {"rungs": [{"file": r.path.name, "budget": r.budget.to_dict(), "sha256": r.sha256} for r in rungs], **(extra or {})}
+    (folder / LADDER_FILE).write_text(json.dumps(doc, indent=2))
+
+
+def measure_latency(plan_once, warmup: int, runs: int) -> np.ndarray:
+    """Seconds per call of plan_once(), after warm-up."""
+    for _ in range(warmup):
+        plan_once()
+    out = np.empty(runs)
+    for i in range(runs):
+        t = time.perf_counter()
+        plan_once()
+        out[i] = time.perf_counter() - t
+    return out
+
+
+def choose_rung(p99_by_rung: list[float], period_s: float, fraction: float) -> tuple[int, bool]:
+    """Index of the largest rung (rungs are ordered largest first) whose p99 fits fraction * period.
+    Returns (index, fits); if none fits, the cheapest rung and fits=False."""
+    limit = fraction * period_s
+    for i, p99 in enumerate(p99_by_rung):
+        if p99 <= limit:
+            return i, True
+    return int(np.argmin(p99_by_rung)), False
