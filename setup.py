@@ -41,10 +41,11 @@ setup(
     maintainer_email="dev@tdmpc2-ros.invalid",
     description="TD-MPC2 world-model control for ROS 2",
     license="MIT",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "tdmpc2-ros = tdmpc2_ros.cli:main",
+            "planner_node = tdmpc2_ros.ros.planner_node:main",
+            "sim_node = tdmpc2_ros.ros.sim_node:main",
         ],
     },
 )

@@ -233,7 +233,9 @@ class PlannerNode(Node):
             self.level, self.last_problem = OK, ""
 
     def destroy_node(self):
-        self.worker.shutdown(wait=True)
+        worker = getattr(self, "worker", None)  # absent when start-up was refused
+        if worker is not None:
+            worker.shutdown(wait=True)
         return super().destroy_node()
 
 

@@ -1,0 +1,308 @@
+"""``sim_node``: a MuJoCo simulation (``tdmpc2_ros.sim.SimEngine``) behind the ROS topic contract.
+
+It stands in for a robot + ros2_control: it publishes joint states and the task observation, and
+takes forward commands (physical units, one per actuator) on the controller's command topic.
+
+Topics (names are parameters; defaults from ``tdmpc2_ros.ros.topics``)
+------------------------------------------------------------------------
+=====================  ==========================  ============  =========================================
+topic                  type                        QoS           when
+=====================  ==========================  ============  =========================================
+joint_states_topic     sensor_msgs/JointState      SENSOR        with every observation; stamp = sim time;
+                                                                 hinge/slide joints (rad, rad/s, m, m/s);
+                                                                 effort = actuator force at the joint
+                                                                 (N·m / N) if every actuator drives one
+                                                                 joint, else empty
+observation_topic      std_msgs/Float64MultiArray  SENSOR        after each control step and at episode
+                                                                 start; one dim labelled "obs" (names are
+                                                                 logged at start)
+reward_topic           std_msgs/Float64            EVENTS        after each control step (summed over the
+                                                                 action repeat), before the observation
+episode_topic          std_msgs/Int64              EVENTS        episode index (0, 1, ...) when an episode
+                                                                 starts, before its first observation
+episode_return_topic   std_msgs/Float64            EVENTS        at each episode end, after its last reward
+clock_topic (/clock)   rosgraph_msgs/Clock         reliable, 1   each control step (publish_clock)
+command_topic (sub)    std_msgs/Float64MultiArray  COMMAND       physical units, clipped to the bounds
+=====================  ==========================  ============  =========================================
+
+Modes: ``realtime`` steps every ``control_dt`` of wall time (steady clock) with the last valid
+command (zero before any); ``lockstep`` steps once per valid command and republishes the last
+observation (same stamp) if no command came within ``lockstep_republish_s`` (0 disables), so a lost
+best-effort observation cannot deadlock the loop. A planner slower than ``lockstep_republish_s``
+would answer the republished observation too, so keep it above the planning time.
+
+Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p mode:=lockstep``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64, Float64MultiArray, Int64, MultiArrayDimension
+
+from tdmpc2_ros.ros import qos, topics
+from tdmpc2_ros.sim.engine import SimEngine, describe
+
+MODES = ("realtime", "lockstep")
+# /clock: newest time only. Reliable matches both reliable and best-effort (rclpy/rclcpp) subscribers.
+CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+
+PARAMETERS = {  # name: (default, description)
+    "task": ("cartpole-swingup", "dm_control suite task domain-task (ignored when mjcf_path is set)"),
+    "mjcf_path": ("", "MJCF file to simulate instead of a dm_control task"),
+    "reward_expression": ("", "reward of one physics step for mjcf_path (see tdmpc2_ros.sim.engine)"),
+    "done_expression": ("", "optional early-termination expression for mjcf_path"),
+    "reset_noise": (0.0, "mjcf_path: U(-x, x) noise on hinge/slide positions at reset"),
+    "episode_steps": (500, "control steps per episode for mjcf_path (dm_control tasks use their time limit)"),
+    "mode": ("realtime", "realtime (wall-clock timer) or lockstep (one step per command)"),
+    "action_repeat": (2, "physics steps per control step"),
+    "seed": (0, "random seed of the task (initial states)"),
+    "publish_clock": (True, "publish sim time on clock_topic"),
+    "lockstep_republish_s": (0.5, "lockstep: republish the last observation after this long without a "
+                                  "command (0 disables)"),
+    "max_episodes": (0, "shut down after this many episodes (0 = unlimited)"),
+    "joint_states_topic": (topics.JOINT_STATES, ""),
+    "observation_topic": (topics.OBSERVATION, ""),
+    "reward_topic": (topics.REWARD, ""),
+    "episode_topic": (topics.EPISODE, ""),
+    "episode_return_topic": (topics.EPISODE_RETURN, ""),
+    "command_topic": (topics.COMMAND, ""),
+    "clock_topic": (topics.CLOCK, ""),
+}
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot start with; the message names the parameter."""
+
+    def __init__(self, name: str, value, why: str):
+        super().__init__(f"invalid parameter '{name}' = {value!r}: {why}")
+        self.parameter = name
+
+
+def _stamp(seconds: float):
+    return Time(nanoseconds=int(round(seconds * 1e9))).to_msg()
+
+
+class SimNode(Node):
+    """The simulator node. Counters for tests and tools: ``steps``, ``episodes``, ``malformed_commands``."""
+
+    def __init__(self, **kwargs):
+        super().__init__("sim_node", **kwargs)
+        try:
+            self._setup()
+        except BaseException:
+            self.destroy_node()
+            raise
+
+    # --- setup --------------------------------------------------------------------------------
+    def _setup(self) -> None:
+        for name, (default, description) in PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.params = p
+        self.mode = str(p["mode"]).strip().lower()
+        if self.mode not in MODES:
+            raise ParameterError("mode", p["mode"], f"expected one of {', '.join(MODES)}")
+        for name in ("action_repeat", "episode_steps"):
+            if int(p[name]) < 1:
+                raise ParameterError(name, p[name], "must be >= 1")
+        if int(p["max_episodes"]) < 0:
+            raise ParameterError("max_episodes", p["max_episodes"], "must be >= 0 (0 = unlimited)")
+        if not float(p["lockstep_republish_s"]) >= 0:
+            raise ParameterError("lockstep_republish_s", p["lockstep_republish_s"], "must be >= 0 (0 disables)")
+        self.engine = self._make_engine(p)
+        self.max_episodes = int(p["max_episodes"])
+        self.republish_s = float(p["lockstep_republish_s"])
+
+        self.steps = 0  # control steps, all episodes
+        self.episodes = 0  # completed episodes
+        self.malformed_commands = 0
+        self.clipped_commands = 0
+        self.republished = 0
+        self.episode_returns: list[float] = []
+        self.finished = False  # max_episodes reached; main() then exits
+        self._return = 0.0
+        self._command = self.engine.last_command.copy()  # realtime: zero (clipped) before any command
+        self._obs_msg = self._joint_msg = None
+        self._last_obs_wall = time.monotonic()
+
+        self.command_topic = p["command_topic"]
+        self._pub_joints = self.create_publisher(JointState, p["joint_states_topic"], qos.SENSOR)
+        self._pub_obs = self.create_publisher(Float64MultiArray, p["observation_topic"], qos.SENSOR)
+        self._pub_reward = self.create_publisher(Float64, p["reward_topic"], qos.EVENTS)
+        self._pub_episode = self.create_publisher(Int64, p["episode_topic"], qos.EVENTS)
+        self._pub_return = self.create_publisher(Float64, p["episode_return_topic"], qos.EVENTS)
+        self._pub_clock = self.create_publisher(ClockMsg, p["clock_topic"], CLOCK_QOS) if p["publish_clock"] else None
+        self._sub_cmd = self.create_subscription(Float64MultiArray, self.command_topic, self._on_command, qos.COMMAND)
+
+        log = self.get_logger()
+        for line in describe(self.engine):
+            log.info(line)
+        if self.engine.skipped_joints:
+            log.info(f"not in joint_states (free/ball joints): {', '.join(self.engine.skipped_joints)}")
+        log.info(f"mode={self.mode} control_dt={self.engine.control_dt:g}s action_repeat={self.engine.action_repeat} "
+                 f"episode_steps={self.engine.episode_steps} seed={p['seed']} commands on {self.command_topic}")
+        if self.get_parameter("use_sim_time").value:
+            log.warning("use_sim_time is true, but this node is the clock source; its timers use steady time")
+
+        # Timers run on the steady clock: never on /clock, which this node itself drives.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timers = []
+        self._start_episode()
+        if self.mode == "realtime":
+            self._timers.append(self.create_timer(self.engine.control_dt, self._on_tick, clock=steady))
+        elif self.republish_s > 0:
+            self._timers.append(self.create_timer(self.republish_s / 4, self._on_republish_check, clock=steady))
+
+    def _make_engine(self, p) -> SimEngine:
+        seed, repeat = int(p["seed"]), int(p["action_repeat"])
+        if p["mjcf_path"]:
+            path = os.path.expanduser(str(p["mjcf_path"]))
+            if not os.path.isfile(path):
+                raise ParameterError("mjcf_path", p["mjcf_path"], "file not found")
+            if not str(p["reward_expression"]).strip():
+                raise ParameterError("reward_expression", p["reward_expression"], "must be set when mjcf_path is set")
+            reward = {"expression": p["reward_expression"], "done": p["done_expression"] or None}
+            try:
+                return SimEngine.from_mjcf(path, reward, episode_steps=int(p["episode_steps"]), action_repeat=repeat,
+                                           seed=seed, reset_noise=float(p["reset_noise"]))
+            except ValueError as e:
+                which = "reward_expression" if "reward" in str(e) else "mjcf_path"
+                raise ParameterError(which, p[which], str(e)) from e
+        try:
+            return SimEngine.from_task(str(p["task"]), seed=seed, action_repeat=repeat)
+        except ValueError as e:
+            raise ParameterError("task", p["task"], str(e)) from e
+
+    # --- publishing ---------------------------------------------------------------------------
+    def _start_episode(self) -> None:
+        obs = self.engine.reset()
+        self._return = 0.0
+        self._command = self.engine.last_command.copy()
+        self._pub_episode.publish(Int64(data=self.engine.episode))
+        self._publish_state(obs)
+
+    def _publish_state(self, obs: np.ndarray) -> None:
+        e = self.engine
+        stamp = _stamp(e.time)
+        if self._pub_clock is not None:
+            self._pub_clock.publish(ClockMsg(clock=stamp))
+        js = JointState()
+        js.header.stamp = stamp
+        js.name = list(e.joint_names)
+        js.position = e.joint_positions().tolist()
+        js.velocity = e.joint_velocities().tolist()
+        js.effort = e.joint_efforts().tolist() if e.actuators_map_to_joints else []
+        om = Float64MultiArray()
+        om.layout.dim = [MultiArrayDimension(label="obs", size=len(obs), stride=len(obs))]
+        om.data = obs.tolist()
+        self._joint_msg, self._obs_msg = js, om
+        self._pub_joints.publish(js)
+        self._pub_obs.publish(om)
+        self._last_obs_wall = time.monotonic()
+
+    # --- stepping -----------------------------------------------------------------------------
+    def _advance(self, command: np.ndarray) -> None:
+        obs, reward, done = self.engine.step(command)
+        self.steps += 1
+        self._return += reward
+        self._pub_reward.publish(Float64(data=float(reward)))
+        if not done:
+            self._publish_state(obs)
+            return
+        self._pub_return.publish(Float64(data=float(self._return)))
+        self.episodes += 1
+        self.episode_returns.append(self._return)
+        self.get_logger().info(f"episode {self.engine.episode} return {self._return:.3f} "
+                               f"({self.engine.step_in_episode} steps)")
+        if self.max_episodes and self.episodes >= self.max_episodes:
+            self._finish()
+        else:
+            self._start_episode()
+
+    def _finish(self) -> None:
+        self.finished = True
+        for t in self._timers:
+            t.cancel()
+        for pub in (self._pub_reward, self._pub_return, self._pub_episode):  # don't lose the last events
+            pub.wait_for_all_acked(Duration(seconds=2.0))
+        self.get_logger().info(f"max_episodes={self.max_episodes} reached after {self.steps} steps; shutting down")
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        if self.finished:
+            return
+        ok, reason = self.engine.validate_command(msg.data)
+        if not ok:
+            self.malformed_commands += 1
+            self.get_logger().error(f"ignoring malformed command on {self.command_topic}: {reason} "
+                                    f"({self.malformed_commands} so far)", throttle_duration_sec=1.0)
+            return
+        command, clipped = self.engine.clip_command(msg.data)
+        if clipped:
+            self.clipped_commands += 1
+            self.get_logger().warning(
+                f"command {list(msg.data)} outside [{self.engine.action_low.tolist()}, "
+                f"{self.engine.action_high.tolist()}]; clipped ({self.clipped_commands} so far)",
+                throttle_duration_sec=1.0)
+        if self.mode == "realtime":
+            self._command = command
+        else:
+            self._advance(command)
+
+    def _on_tick(self) -> None:
+        if not self.finished:
+            self._advance(self._command)
+
+    def _on_republish_check(self) -> None:
+        if self.finished or self._obs_msg is None or time.monotonic() - self._last_obs_wall < self.republish_s:
+            return
+        self.republished += 1
+        self._pub_joints.publish(self._joint_msg)
+        self._pub_obs.publish(self._obs_msg)
+        self._last_obs_wall = time.monotonic()
+
+    def destroy_node(self):
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.close()
+            self.engine = None
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down
+    node = None
+    try:
+        try:
+            node = SimNode()
+        except Exception as e:  # a bad parameter: say which, exit non-zero
+            rclpy.logging.get_logger("sim_node").fatal(f"sim_node failed to start: {e}")
+            return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not node.finished:
+            executor.spin_once(timeout_sec=0.1)
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""planner_node against real rclpy: start-up refusals, commands within limits, safe action on bad
+or stale input, fallback on overrun, diagnostics; and the adapters and ladder choice it relies on."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import Quaternion, Vector3
+from nav_msgs.msg import Odometry
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Float64MultiArray
+
+from conftest import SMALL_OBS_DIM
+from ros_harness import Ros, node_env, small_ladder
+from tdmpc2_ros.ros import qos
+from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, extract, parse_source
+from tdmpc2_ros.runtime import ModelLoadError, PlanBudget, SpecMismatch
+from tdmpc2_ros.runtime.ladder import choose_rung, read_ladder
+
+OBS_TOPIC, CMD_TOPIC = "/tdmpc2/observation", "/tdmpc2_controller/commands"
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    return small_ladder(tmp_path_factory)
+
+
+def start_planner(ros: Ros, model_path, **params):
+    from tdmpc2_ros.ros.planner_node import PlannerNode
+
+    overrides = {"model_path": str(model_path), "ladder_warmup": 2, "ladder_runs": 5, "trigger": "timer", **params}
+    return ros.add(PlannerNode(context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]))
+
+
+@pytest.fixture
+def ros():
+    r = Ros()
+    yield r
+    r.close()
+
+
+def peer(ros: Ros):
+    """A test-side node that publishes observations and records commands and diagnostics."""
+    n = ros.node("peer")
+    out = {"commands": [], "diagnostics": []}
+    n.create_subscription(Float64MultiArray, CMD_TOPIC, lambda m: out["commands"].append(np.array(m.data)), qos.COMMAND)
+    n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: out["diagnostics"].append(m.status[0]), 10)
+    pub = n.create_publisher(Float64MultiArray, OBS_TOPIC, qos.SENSOR)
+    return n, pub, out
+
+
+def test_refuses_a_missing_model(ros, tmp_path):
+    with pytest.raises(ModelLoadError, match="nowhere"):
+        start_planner(ros, tmp_path / "nowhere")
+
+
+def test_refuses_a_model_whose_spec_differs_from_the_sources(ros, ladder):
+    # Sources give 3 elements; the model eats 5. Both numbers must appear in the refusal.
+    with pytest.raises(SpecMismatch) as err:
+        start_planner(ros, ladder, observation_sources=[f"array:{OBS_TOPIC}:0-2"])
+    assert "3" in str(err.value) and "5" in str(err.value)
+
+
+def test_main_exits_nonzero_with_the_reason(tmp_path):
+    env = node_env(219)
+    out = subprocess.run([sys.executable, "-m", "tdmpc2_ros.ros.planner_node", "--ros-args", "-p",
+                          f"model_path:={tmp_path / 'missing.onnx'}"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "refusing to start" in out.stderr and "missing.onnx" in out.stderr
+
+
+def test_chooses_the_largest_rung_that_fits(ros, ladder):
+    rungs = read_ladder(ladder)
+    # At 1 Hz with the whole period allowed, the largest rung always fits.
+    node = start_planner(ros, ladder, control_rate_hz=1.0, deadline_fraction=1.0)
+    assert node.planner.contract.budget == rungs[0].budget
+    assert "chose " + rungs[0].budget.label() in node.ladder_report
+
+
+def test_ladder_choice_rule():
+    assert choose_rung([0.050, 0.012, 0.004], period_s=0.02, fraction=0.7) == (1, True)
+    assert choose_rung([0.050, 0.030], period_s=0.02, fraction=0.7) == (1, False)  # none fits: the cheapest
+    assert choose_rung([0.010], period_s=0.02, fraction=0.7) == (0, True)
+
+
+def test_commands_stay_within_the_configured_limits(ros, ladder):
+    start_planner(ros, ladder, action_low=[-0.2], action_high=[0.3], max_observation_age_s=1.0)
+    n, pub, out = peer(ros)
+    rng = np.random.default_rng(0)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=list(rng.normal(0, 3, SMALL_OBS_DIM)))))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 30, 60)
+    cmds = np.concatenate(out["commands"])
+    assert np.all(cmds >= -0.2 - 1e-12) and np.all(cmds <= 0.3 + 1e-12)
+    assert np.all(np.isfinite(cmds))
+
+
+def test_action_shaper_scales_clamps_and_rate_limits():
+    from tdmpc2_ros.ros.planner_node import ActionShaper
+
+    # Model acts in [-1, 1] mapped to [-10, 10] N; the robot allows [-4, 6] N and 50 N/s at 50 Hz.
+    shaper = ActionShaper([-10.0], [10.0], [-4.0], [6.0], max_rate=50.0, period_s=0.02)
+    assert shaper.physical([0.5])[0] == pytest.approx(5.0)
+    out = [shaper.shape(shaper.physical([1.0]))[0] for _ in range(8)]
+    assert np.allclose(np.diff([0.0] + out), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])  # 1 N per tick up to 6 N
+    assert shaper.shape([-100.0])[0] == pytest.approx(5.0)  # far below the limit: still only one step down
+    assert shaper.safe("hold")[0] == pytest.approx(5.0)
+    assert shaper.safe("zero")[0] == pytest.approx(4.0)  # towards zero, rate-limited
+    with pytest.raises(SpecMismatch):
+        ActionShaper([-1.0], [1.0], [-1.0, -1.0], [1.0, 1.0], 0.0, 0.02)
+
+
+@pytest.mark.parametrize("bad", ["short", "nan", "inf"])
+def test_bad_observation_gives_the_safe_action_and_an_error_diagnostic(ros, ladder, bad):
+    node = start_planner(ros, ladder, safe_action="zero", diagnostics_period_s=0.2, max_observation_age_s=1.0)
+    n, pub, out = peer(ros)
+    data = {"short": [0.1, 0.2], "nan": [0.0, math.nan, 0.0, 0.0, 0.0], "inf": [0.0, 0.0, math.inf, 0.0, 0.0]}[bad]
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=data)))
+    assert ros.spin_until(lambda: node.safe_actions >= 5 and any(d.level == DiagnosticStatus.ERROR for d in out["diagnostics"]), 30)
+    assert np.allclose(np.concatenate(out["commands"]), 0.0)  # zero is the safe command, nothing else left
+    error = next(d for d in out["diagnostics"] if d.level == DiagnosticStatus.ERROR)
+    assert "5" in error.message or "NaN" in error.message  # names the expected spec or the bad values
+
+
+def test_stale_observation_gives_the_safe_action(ros, ladder):
+    node = start_planner(ros, ladder, max_observation_age_s=0.25, safe_action="hold")
+    n, pub, out = peer(ros)
+    pub_timer = n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 10, 60)  # before the first observation: safe actions
+    baseline = node.safe_actions
+    pub_timer.cancel()  # the sensor goes silent
+    assert ros.spin_until(lambda: node.safe_actions >= baseline + 5, 30)
+    ros.spin_for(0.1)  # let the last commands arrive
+    held = out["commands"][-4:]
+    # 'hold' repeats the last planned command (the random model's commands are never exactly equal).
+    assert all(np.array_equal(c, held[0]) for c in held)
+    planned = [c for c in out["commands"] if not np.array_equal(c, held[0])]
+    assert planned, "the node planned before the sensor went silent"
+
+
+def test_overrun_publishes_the_fallback_and_counts_the_miss(ros, ladder):
+    # 1 kHz with a 1% deadline: no plan fits, every tick must still publish something.
+    node = start_planner(ros, ladder, control_rate_hz=1000.0, deadline_fraction=0.01, max_observation_age_s=1.0)
+    n, pub, out = peer(ros)
+    n.create_timer(0.005, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: node.missed_deadlines >= 20, 60)
+    assert node.published == node.ticks  # no tick went without a command
+    assert all(np.all(np.isfinite(c)) and np.all(np.abs(c) <= 1.0) for c in out["commands"])
+
+
+# -- adapters --------------------------------------------------------------------------------------
+def test_joint_state_adapter_by_name_and_transform():
+    msg = JointState(name=["slider", "hinge_1"], position=[0.3, math.pi / 3], velocity=[1.5, -2.0])
+    asm = ObservationAssembler(["joint_state:/joint_states:position:slider",
+                                "joint_state:/joint_states:cos(position):hinge_1",
+                                "joint_state:/joint_states:sin(position):hinge_1",
+                                "joint_state:/joint_states:velocity:slider",
+                                "joint_state:/joint_states:velocity:hinge_1"])
+    asm.update("/joint_states", msg, 0.0)
+    assert np.allclose(asm.assemble(), [0.3, 0.5, math.sqrt(3) / 2, 1.5, -2.0])
+    assert asm.fixed_width() == 5
+
+
+def test_imu_odometry_and_array_adapters():
+    imu = Imu(angular_velocity=Vector3(x=0.1, y=0.2, z=0.3), orientation=Quaternion(w=1.0))
+    odom = Odometry()
+    odom.twist.twist.linear.x = 2.5
+    odom.pose.pose.position.y = -1.0
+    arr = Float64MultiArray(data=[1.0, 2.0, 3.0, 4.0])
+    assert extract(parse_source("imu:/imu:angular_velocity.z"), imu)[0] == pytest.approx(0.3)
+    assert extract(parse_source("imu:/imu:orientation.w"), imu)[0] == 1.0
+    assert extract(parse_source("odometry:/odom:twist.linear.x"), odom)[0] == 2.5
+    assert extract(parse_source("odometry:/odom:pose.position.y"), odom)[0] == -1.0
+    assert list(extract(parse_source("array:/a:1-2"), arr)) == [2.0, 3.0]
+    assert list(extract(parse_source("array:/a:all"), arr)) == [1.0, 2.0, 3.0, 4.0]
+
+
+@pytest.mark.parametrize("spec", ["", "bogus:/x:1", "joint_state:/js:position", "joint_state:/js:torque:j1",
+                                  "array:/a:3-1", "array:/a:x", "joint_state:/js:tan(position):j1"])
+def test_malformed_sources_are_refused(spec):
+    with pytest.raises(AdapterError):
+        parse_source(spec)
+
+
+def test_missing_joint_or_index_is_an_error_not_a_guess():
+    with pytest.raises(AdapterError, match="hinge_9"):
+        extract(parse_source("joint_state:/js:position:hinge_9"), JointState(name=["hinge_1"], position=[0.0]))
+    with pytest.raises(AdapterError, match="4 elements"):
+        extract(parse_source("array:/a:6"), Float64MultiArray(data=[0.0] * 4))

@@ -1,0 +1,94 @@
+"""Import boundaries: the robot-side runtime needs no torch; the core needs no ROS."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import tdmpc2_ros
+
+PACKAGE = Path(tdmpc2_ros.__file__).resolve().parent
+ROOT = PACKAGE.parent
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_runtime_import_does_not_import_torch():
+    code = (
+        "import sys, tdmpc2_ros.runtime\n"
+        "from tdmpc2_ros.runtime import OnnxPlanner, PlanBudget, ModelContract, SpecMismatch, ModelLoadError\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.') or m.startswith('rclpy'))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_runtime_plans_with_torch_unavailable(small_onnx):
+    """A robot without torch installed loads and runs an exported planner (torch imports are made
+    to fail in the child process)."""
+    path, contract = small_onnx
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
+        "import numpy as np\n"
+        "from tdmpc2_ros.runtime import OnnxPlanner\n"
+        f"p = OnnxPlanner({str(path)!r}, obs_dim={contract.obs.dim}, action_dim={contract.action.dim})\n"
+        "r = p.plan(np.zeros(p.obs_dim, np.float32), explore=True)\n"
+        "assert r.action.shape == (p.action_dim,) and np.all(np.abs(r.action) <= 1)\n"
+        "assert r.mean.shape == (p.contract.budget.horizon, p.action_dim)\n"
+        "print(repr(float(r.value)))\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert np.isfinite(float(result.stdout.strip()))
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_core_never_imports_ros():
+    files = sorted((PACKAGE / "core").rglob("*.py"))
+    assert len(files) >= 10
+    for f in files:
+        text = f.read_text()
+        assert "rclpy" not in text, f"{f} mentions rclpy"
+        mods = _imported_modules(f)
+        ros = {m for m in mods if m.split(".")[0] in {"rclpy", "rosidl_runtime_py", "std_msgs", "sensor_msgs", "geometry_msgs"}}
+        assert not ros, f"{f} imports {ros}"
+
+
+def test_runtime_sources_never_import_torch_at_module_level():
+    for f in sorted((PACKAGE / "runtime").rglob("*.py")):
+        mods = _imported_modules(f)
+        assert not {m for m in mods if m.split(".")[0] in {"torch", "rclpy"}}, f
+        assert not {m for m in mods if m.startswith("tdmpc2_ros.core") or m.startswith("tdmpc2_ros.training")}, f
+
+
+def test_core_import_does_not_import_ros():
+    code = (
+        "import sys\n"
+        "import tdmpc2_ros.core.agent, tdmpc2_ros.core.export, tdmpc2_ros.core.planners\n"
+        "assert not [m for m in sys.modules if m.startswith('rclpy')]\n"
+        "print('ok')\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,232 @@
+"""sim_node over real rclpy/DDS: lockstep in-process and across processes, realtime rate, malformed
+commands, episode boundaries and bad parameters. Every wait has a deadline, so nothing can hang."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before any rclpy context exists
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import pytest  # noqa: E402
+import rclpy  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.signals import SignalHandlerOptions  # noqa: E402
+from rosgraph_msgs.msg import Clock  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64, Float64MultiArray, Int64  # noqa: E402
+
+from tdmpc2_ros.ros import qos, topics  # noqa: E402
+from tdmpc2_ros.ros.sim_node import ParameterError, SimNode  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+PENDULUM = str(ROOT / "test" / "assets" / "pendulum.xml")
+# One DDS domain per test (localhost only), so tests and concurrent runs cannot hear each other.
+DOMAIN = {"lockstep": 61, "processes": 62, "realtime": 63, "malformed": 64, "bad_mode": 65, "episodes": 66,
+          "bad_params": 67}
+
+
+@contextmanager
+def ros_session(domain_id: int):
+    ctx = Context()
+    rclpy.init(context=ctx, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+    executor = SingleThreadedExecutor(context=ctx)
+    try:
+        yield ctx, executor
+    finally:
+        for node in list(executor.get_nodes()):
+            executor.remove_node(node)
+            node.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
+        rclpy.try_shutdown(context=ctx)
+
+
+def spin_until(executor, cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        executor.spin_once(timeout_sec=0.02)
+    return cond()
+
+
+def spin_for(executor, seconds: float) -> None:
+    spin_until(executor, lambda: False, seconds)
+
+
+class Driver(Node):
+    """The planner's side of the contract: records everything, optionally answers each observation."""
+
+    def __init__(self, context, policy=None):
+        super().__init__("sim_test_driver", context=context)
+        self.policy, self.answer, self.limit = policy, policy is not None, None
+        self.obs, self.rewards, self.episodes, self.returns, self.joints, self.clock = [], [], [], [], [], []
+        self.commands_sent = 0
+        self.cmd = self.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
+        self.create_subscription(Float64MultiArray, topics.OBSERVATION, self._on_obs, qos.SENSOR)
+        self.create_subscription(Float64, topics.REWARD, lambda m: self.rewards.append(m.data), qos.EVENTS)
+        self.create_subscription(Int64, topics.EPISODE, lambda m: self.episodes.append(m.data), qos.EVENTS)
+        self.create_subscription(Float64, topics.EPISODE_RETURN, lambda m: self.returns.append(m.data), qos.EVENTS)
+        self.create_subscription(JointState, topics.JOINT_STATES, self.joints.append, qos.SENSOR)
+        self.create_subscription(Clock, topics.CLOCK, self.clock.append, qos.SENSOR)
+
+    def _on_obs(self, msg):
+        self.obs.append(list(msg.data))
+        if self.answer and (self.limit is None or self.commands_sent < self.limit):
+            self.send(self.policy(len(self.obs)))
+
+    def send(self, values):
+        self.cmd.publish(Float64MultiArray(data=[float(v) for v in values]))
+        self.commands_sent += 1
+
+    def connected(self) -> bool:
+        return self.cmd.get_subscription_count() >= 1 and self.count_publishers(topics.REWARD) >= 1
+
+
+def make_sim(ctx, **params) -> SimNode:
+    return SimNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+
+
+def test_lockstep_in_process_one_step_per_command():
+    n = 30
+    with ros_session(DOMAIN["lockstep"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="lockstep", lockstep_republish_s=0.3)
+        driver = Driver(ctx)
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, driver.connected, 15.0), "discovery did not complete"
+        # The first observation went out before anyone listened; the republish brings it back.
+        assert spin_until(ex, lambda: len(driver.obs) >= 1, 5.0)
+        assert sim.steps == 0 and driver.rewards == [] and sim.republished >= 1
+        assert driver.obs[0] == pytest.approx(sim.engine.observation().tolist(), abs=0)
+
+        driver.policy, driver.limit, driver.answer = (lambda i: [math.sin(0.3 * i)]), n, True
+        assert spin_until(ex, lambda: driver.commands_sent >= n, 15.0)
+        assert spin_until(ex, lambda: len(driver.rewards) >= n and sim.steps >= n, 5.0)
+        spin_for(ex, 0.2)
+        assert sim.steps == n == len(driver.rewards)
+        assert all(0.0 <= r <= 2.0 for r in driver.rewards)
+        assert sim.engine.step_in_episode == n and sim.episodes == 0
+        # joint states: stamped with sim time (a multiple of control_dt), hinge/slide names, force effort.
+        js = driver.joints[-1]
+        assert list(js.name) == ["slider", "hinge_1"] and len(js.position) == len(js.velocity) == 2
+        assert len(js.effort) == 2
+        stamp = js.header.stamp.sec + js.header.stamp.nanosec * 1e-9
+        assert stamp == pytest.approx(round(stamp / 0.02) * 0.02, abs=1e-9) and 0 < stamp <= n * 0.02 + 1e-9
+        assert driver.clock and driver.clock[-1].clock.sec * 1e9 + driver.clock[-1].clock.nanosec <= n * 0.02e9 + 1
+
+
+def test_lockstep_across_processes_full_episode():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MUJOCO_GL="egl", ROS_DOMAIN_ID=str(DOMAIN["processes"]),
+               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    cmd = [sys.executable, "-m", "tdmpc2_ros.ros.sim_node", "--ros-args", "-p", "mode:=lockstep",
+           "-p", "max_episodes:=1", "-p", "seed:=5", "-p", "lockstep_republish_s:=0.3"]
+    with ros_session(DOMAIN["processes"]) as (ctx, ex):
+        driver = Driver(ctx, policy=lambda i: [math.sin(0.05 * i)])
+        ex.add_node(driver)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert spin_until(ex, lambda: len(driver.returns) >= 1 or proc.poll() is not None, 120.0), \
+                f"no episode return; rewards={len(driver.rewards)}"
+            spin_until(ex, lambda: proc.poll() is not None, 20.0)
+            spin_for(ex, 0.2)
+            assert len(driver.returns) == 1, (driver.returns, len(driver.rewards))
+            assert len(driver.rewards) == 500
+            assert driver.returns[0] == pytest.approx(sum(driver.rewards), abs=1e-9)
+            out, _ = proc.communicate(timeout=20)
+            assert proc.returncode == 0, out[-3000:]
+            assert "episode 0 return" in out and "max_episodes=1 reached" in out
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def test_realtime_rate():
+    with ros_session(DOMAIN["realtime"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="realtime")
+        driver = Driver(ctx)
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, lambda: len(driver.obs) >= 1, 15.0)
+        assert sim.engine.control_dt == pytest.approx(0.02)
+        obs0, steps0, t0 = len(driver.obs), sim.steps, time.monotonic()
+        spin_for(ex, 2.0)
+        elapsed = time.monotonic() - t0
+        expected = elapsed / sim.engine.control_dt
+        assert len(driver.obs) - obs0 >= 0.5 * expected, (len(driver.obs) - obs0, expected)
+        assert sim.steps - steps0 >= 0.5 * expected
+        assert len(driver.rewards) >= 0.5 * expected
+        stamps = [c.clock.sec + c.clock.nanosec * 1e-9 for c in driver.clock]
+        assert len(stamps) >= 10 and all(b > a for a, b in zip(stamps, stamps[1:]))
+        # No command yet: the cart is driven with zero force; then the last command is held.
+        assert sim.engine.last_command.tolist() == [0.0]
+        driver.send([0.7])
+        assert spin_until(ex, lambda: sim.engine.last_command.tolist() == [0.7], 5.0)
+
+
+def test_malformed_commands_are_ignored_and_counted():
+    with ros_session(DOMAIN["malformed"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="lockstep", lockstep_republish_s=0.3)
+        driver = Driver(ctx)
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, lambda: driver.connected() and len(driver.obs) >= 1, 15.0)
+        before = sim.engine.observation()
+        for i, bad in enumerate(([0.1, 0.2], [float("nan")], [], [float("inf")]), start=1):
+            driver.send(bad)
+            assert spin_until(ex, lambda: sim.malformed_commands >= i, 5.0), bad
+        spin_for(ex, 0.1)
+        assert sim.malformed_commands == 4 and sim.steps == 0 and driver.rewards == []
+        assert sim.engine.observation().tolist() == before.tolist()
+        # Still alive: a valid (out-of-range) command is clipped and steps the sim once.
+        driver.send([5.0])
+        assert spin_until(ex, lambda: sim.steps == 1 and len(driver.rewards) == 1, 5.0)
+        assert sim.clipped_commands == 1 and sim.engine.last_command.tolist() == [1.0]
+        assert sim.malformed_commands == 4
+
+
+def test_mjcf_episodes_and_max_episodes():
+    with ros_session(DOMAIN["episodes"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="lockstep", mjcf_path=PENDULUM, reward_expression="cos(qpos[0])",
+                       episode_steps=5, max_episodes=2, lockstep_republish_s=0.3)
+        driver = Driver(ctx, policy=lambda i: [1.0])
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, lambda: sim.finished, 20.0), (sim.steps, sim.episodes)
+        spin_until(ex, lambda: len(driver.returns) >= 2, 2.0)
+        assert sim.episodes == 2 and sim.steps == 10 and len(driver.rewards) == 10
+        assert driver.returns == pytest.approx([sum(driver.rewards[:5]), sum(driver.rewards[5:])], abs=1e-9)
+        assert driver.returns == pytest.approx(sim.episode_returns, abs=1e-12)
+        assert 1 in driver.episodes  # the second episode was announced (episode 0 may predate discovery)
+        assert list(driver.joints[-1].name) == ["hinge"] and list(driver.joints[-1].effort) == [1.0]
+        n_obs, n_steps = len(driver.obs), sim.steps
+        driver.send([1.0])  # after max_episodes, commands no longer step anything
+        spin_for(ex, 0.5)
+        assert sim.steps == n_steps and len(driver.obs) == n_obs
+
+
+def test_bad_parameters_name_the_parameter(tmp_path):
+    with ros_session(DOMAIN["bad_params"]) as (ctx, ex):
+        for params, name in (({"mode": "fast"}, "mode"), ({"task": "cartpole-flyaway"}, "task"),
+                             ({"mjcf_path": str(tmp_path / "missing.xml"), "reward_expression": "1.0"}, "mjcf_path"),
+                             ({"mjcf_path": PENDULUM}, "reward_expression"),
+                             ({"mjcf_path": PENDULUM, "reward_expression": "qpos["}, "reward_expression"),
+                             ({"action_repeat": 0}, "action_repeat")):
+            with pytest.raises(ParameterError, match=f"'{name}'") as info:
+                make_sim(ctx, **params)
+            assert info.value.parameter == name
+
+
+def test_bad_mode_fails_at_start_in_a_process():
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MUJOCO_GL="egl", ROS_DOMAIN_ID=str(DOMAIN["bad_mode"]),
+               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    result = subprocess.run([sys.executable, "-m", "tdmpc2_ros.ros.sim_node", "--ros-args", "-p", "mode:=turbo"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "mode" in result.stderr and "turbo" in result.stderr, result.stderr[-2000:]
