@@ -36,25 +36,32 @@ def cmd_train(args) -> int:
     return 0
 
 
-def load_weights(path):
-    """(model, discount, task, env_step, sha256) from a weights.pt or a trainer checkpoint.pt."""
+def load_weights(path, with_updates: bool = False):
+    """(model, discount, task, env_step, sha256[, gradient updates]) from a weights.pt or a trainer
+    checkpoint.pt."""
     import torch
 
     from tdmpc2_ros.core.config import ModelConfig
     from tdmpc2_ros.core.world_model import WorldModel
     from tdmpc2_ros.training.checkpoint import CheckpointError, file_sha256
 
+    from tdmpc2_ros.training.checkpoint import MAGIC, load_checkpoint
+
     try:
-        w = torch.load(path, map_location="cpu", weights_only=False)
+        with open(path, "rb") as f:
+            is_checkpoint = f.read(len(MAGIC)) == MAGIC
+        w = load_checkpoint(path) if is_checkpoint else torch.load(path, map_location="cpu", weights_only=False)
         if "trainer" in w:  # a checkpoint: the model lives in the agent's state
-            t = w["trainer"]
+            t, optim_state = w["trainer"], w["agent"]["optim"]["state"]
             w = {"model": w["agent"]["model"], "model_config": t["model_config"], "discount": t["discount"],
-                 "task": t["run_config"]["task"], "env_step": t["agent_step"] * t["run_config"]["action_repeat"]}
+                 "task": t["run_config"]["task"], "env_step": t["agent_step"] * t["run_config"]["action_repeat"],
+                 "updates": int(next(iter(optim_state.values()))["step"]) if optim_state else 0}
         model = WorldModel(ModelConfig(**w["model_config"]))
         model.load_state_dict(w["model"])
     except Exception as e:
         raise CheckpointError(f"cannot load weights from {path}: {e}") from e
-    return model, w["discount"], w.get("task", ""), int(w.get("env_step", 0)), file_sha256(path)
+    out = (model, w["discount"], w.get("task", ""), int(w.get("env_step", 0)), file_sha256(path))
+    return (*out, w.get("updates")) if with_updates else out
 
 
 def cmd_export(args) -> int:
@@ -88,6 +95,29 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_eval_ladder(args) -> int:
+    """Evaluation return of every rung of a model folder, against the full budget (rung 0)."""
+    import numpy as np
+
+    from tdmpc2_ros.runtime.ladder import read_ladder
+    from tdmpc2_ros.training.evaluate import evaluate_onnx
+
+    rows = []
+    for rung in read_ladder(args.model):
+        returns = evaluate_onnx(rung.path, args.task, args.episodes, seed=args.seed, threads=args.threads)
+        rows.append({"budget": rung.budget.label(), "episodes": len(returns), "mean": round(float(np.mean(returns)), 2),
+                     "std": round(float(np.std(returns)), 2), "returns": [round(r, 2) for r in returns]})
+        print(f"{rows[-1]['budget']:28s} mean {rows[-1]['mean']:8.2f} (std {rows[-1]['std']:.2f}) over {len(returns)} episodes", flush=True)
+    full = rows[0]["mean"]
+    table = ["| budget | episodes | mean return | std | vs full budget |", "|---|---|---|---|---|"]
+    table += [f"| {r['budget']} | {r['episodes']} | {r['mean']} | {r['std']} | {r['mean'] - full:+.1f} |" for r in rows]
+    print("\n".join(table))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"model": args.model, "task": args.task, "seed": args.seed, "rungs": rows}, indent=2))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from tdmpc2_ros.benchmark import run_core_benchmark
 
@@ -98,6 +128,23 @@ def cmd_bringup(args) -> int:
     from tdmpc2_ros.ros import bringup
 
     return bringup.run(args.set, bringup.parse_overrides(args.arguments))
+
+
+def cmd_ship(args) -> int:
+    from tdmpc2_ros.training.ship import ship
+
+    card = ship(args.weights, args.out, args.episodes, args.reproduce, args.eval_seed, args.note)
+    print(json.dumps(card["evaluation"], indent=2))
+    print(f"shipped {args.out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from tdmpc2_ros.demo import run_demo
+
+    summary = run_demo(episodes=args.episodes, model_path=args.model or "", run_dir=args.run_dir,
+                       control_rate_hz=args.rate)
+    return 0 if summary["episodes"] == args.episodes else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,12 +181,37 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--video", help="write the first episode as MP4/GIF here")
     v.set_defaults(func=cmd_eval)
 
+    l = sub.add_parser("eval-ladder", help="evaluation return at each rung of a model folder's budget ladder")
+    l.add_argument("--model", required=True, help="model folder with ladder.json")
+    l.add_argument("--task", default="cartpole-swingup")
+    l.add_argument("--episodes", type=int, default=10)
+    l.add_argument("--seed", type=int, default=0)
+    l.add_argument("--threads", type=int, default=2)
+    l.add_argument("--out", help="write the results as JSON here")
+    l.set_defaults(func=cmd_eval_ladder)
+
     b = sub.add_parser("bench", help="planning/training speed and memory benchmark (JSON + table)")
     b.add_argument("--presets", default="1M,5M")
     b.add_argument("--planners", default="mppi")
     b.add_argument("--repeats", type=int, default=30)
     b.add_argument("--out", default="benchmark/results/core.json")
     b.set_defaults(func=cmd_bench)
+    s = sub.add_parser("ship", help="export the ladder, evaluate, and write a model folder with its model card")
+    s.add_argument("--weights", required=True, help="weights.pt or checkpoint.pt produced by `tdmpc2-ros train`")
+    s.add_argument("--out", required=True, help="model folder, e.g. models/cartpole_swingup")
+    s.add_argument("--episodes", type=int, default=10)
+    s.add_argument("--eval-seed", type=int, default=0)
+    s.add_argument("--reproduce", required=True, help="the exact command that produced the weights")
+    s.add_argument("--note", default="")
+    s.set_defaults(func=cmd_ship)
+
+    d = sub.add_parser("demo", help="sim + planner with the shipped model in real time; video, latency histogram")
+    d.add_argument("--episodes", type=int, default=5)
+    d.add_argument("--model", help="model folder or .onnx (default: the shipped cartpole model)")
+    d.add_argument("--rate", type=float, default=50.0, help="control rate in Hz")
+    d.add_argument("--run-dir")
+    d.set_defaults(func=cmd_demo)
+
     u = sub.add_parser("bringup", help="start a node set without the ros2 command (same description as launch/)")
     u.add_argument("set", choices=["planner", "sim"], help="planner: sim + planner (like planner.launch.py); sim: the sim alone")
     u.add_argument("arguments", nargs="*", help="launch arguments, name:=value (e.g. use_sim:=false mode:=lockstep)")

@@ -1,7 +1,9 @@
 """Shared fixtures of the tdmpc2_ros test suite.
 
 Everything runs on CPU with 2 threads. Exports are the expensive part of the suite (10-60 s each),
-so the small planner graph that several files use is exported once per session.
+so the small planner graph that several files use is exported once per session. Constants and
+model builders live in core_helpers.py (import them from there; they are re-exported here for
+older imports).
 """
 
 from __future__ import annotations
@@ -10,36 +12,22 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import numpy as np
-import pytest
-import torch
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 torch.set_num_threads(2)
 
-from tdmpc2_ros.core.config import ModelConfig  # noqa: E402
+from core_helpers import (  # noqa: E402,F401
+    SMALL_ACTION_DIM,
+    SMALL_EXPORT,
+    SMALL_OBS_DIM,
+    TINY_BUDGET,
+    make_model,
+    perturb_,
+)
 from tdmpc2_ros.core.world_model import WorldModel  # noqa: E402
 from tdmpc2_ros.runtime.budget import PlanBudget  # noqa: E402
-
-# A deliberately small budget for tests that need a planner but not the reference's search.
-TINY_BUDGET = dict(iterations=2, num_samples=64, num_elites=8, num_pi_trajs=8)
-# What the small session-wide ONNX export is built from.
-SMALL_OBS_DIM, SMALL_ACTION_DIM = 5, 1
-SMALL_EXPORT = dict(task="unit-test", train_step=1234, checkpoint_sha256="ab" * 32)
-
-
-def perturb_(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:
-    """Add scale * N(0, 1) to every parameter (and buffer-free target copy) so no head is all zero."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g))
-    return model
-
-
-def make_model(preset: str, obs_dim: int, action_dim: int, seed: int = 0, perturb: bool = True, **overrides) -> WorldModel:
-    torch.manual_seed(seed)
-    model = WorldModel(ModelConfig.from_preset(preset, obs_dim, action_dim, **overrides)).eval()
-    return perturb_(model, seed=seed + 1) if perturb else model
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ _LADDER_CACHE: dict = {}
 def small_ladder(tmp_path_factory) -> Path:
     """A two-rung model folder (cartpole dims, random perturbed 1M weights), exported once per run."""
     if "path" not in _LADDER_CACHE:
-        from conftest import SMALL_OBS_DIM, make_model
+        from core_helpers import SMALL_OBS_DIM, make_model
         from tdmpc2_ros.core.export import export_ladder
         from tdmpc2_ros.runtime import PlanBudget
 

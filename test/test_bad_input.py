@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from conftest import SMALL_ACTION_DIM, SMALL_OBS_DIM, TINY_BUDGET
+from core_helpers import SMALL_ACTION_DIM, SMALL_OBS_DIM, TINY_BUDGET
 from tdmpc2_ros.core.agent import TDMPC2
 from tdmpc2_ros.core.config import ModelConfig, TrainConfig
 from tdmpc2_ros.runtime import ModelLoadError, OnnxPlanner, PlanBudget, SpecMismatch

@@ -14,7 +14,7 @@ import onnx
 import pytest
 import torch
 
-from conftest import SMALL_EXPORT, make_model
+from core_helpers import SMALL_EXPORT, make_model
 from tdmpc2_ros.core.export import export_planner
 from tdmpc2_ros.core.planners import make_planner
 from tdmpc2_ros.runtime import FORMAT_VERSION, OnnxPlanner, PlanBudget
@@ -129,3 +129,28 @@ def test_onnx_plan_reproducible_and_seeded(small_onnx):
     # reset() forgets the warm start.
     a.reset()
     assert np.all(a.prev_mean == 0) and a.prev_mean.shape == (contract.budget.horizon, 1)
+
+
+def test_onnx_matches_torch_episodic_model(tmp_path):
+    """The termination branch of the value estimate (episodic tasks) survives export too."""
+    from core_helpers import TINY_BUDGET
+
+    model = make_model("1M", 4, 2, seed=3, episodic=True)
+    z = model.encode(torch.randn(256, 4))
+    terminates = (model.termination_logit(z) > 0).float().mean().item()
+    assert 0.05 < terminates < 0.95  # both branches are exercised
+    budget = PlanBudget(planner="mppi", **TINY_BUDGET)
+    path = tmp_path / "episodic.onnx"
+    export_planner(model, budget, DISCOUNT, path)
+    onnx_planner = OnnxPlanner(path, obs_dim=4, action_dim=2)
+    rng = np.random.default_rng(0)
+    for draw in range(3):
+        obs = rng.standard_normal(4).astype(np.float32)
+        prev_mean = np.clip(rng.standard_normal((3, 2)), -1, 1).astype(np.float32)
+        noise = rng.standard_normal(budget.noise_size(2)).astype(np.float32)
+        onnx_planner.prev_mean = prev_mean.copy()
+        got = onnx_planner.plan(obs, explore=draw == 2, noise=noise)
+        a, mean, value, std = torch_plan(model, budget, obs, prev_mean, noise, draw == 2)
+        np.testing.assert_allclose(got.action, a, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(got.mean, mean, atol=1e-4, rtol=0)
+        assert got.value == pytest.approx(value, rel=1e-4, abs=1e-5)

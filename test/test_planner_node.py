@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
 
-from conftest import SMALL_OBS_DIM
+from core_helpers import SMALL_OBS_DIM
 from ros_harness import Ros, node_env, small_ladder
 from tdmpc2_ros.ros import qos
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, extract, parse_source

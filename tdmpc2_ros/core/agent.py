@@ -108,7 +108,7 @@ class TDMPC2:
         m.soft_update_target(cfg.tau)
         m.eval()
         return {
-            "consistency_loss": float(consistency) / H,
+            "consistency_loss": float(consistency.detach()) / H,
             "reward_loss": float(reward_loss) / H,
             "value_loss": float(value_loss) / (H * self.model_cfg.num_q),
             "termination_loss": float(termination_loss),
@@ -138,6 +138,12 @@ class TDMPC2:
         return float(loss.detach())
 
     # -- persistence --------------------------------------------------------------------------
+    @property
+    def updates(self) -> int:
+        """Gradient steps taken so far (Adam's own counter)."""
+        state = self.optim.state_dict()["state"]
+        return int(next(iter(state.values()))["step"]) if state else 0
+
     def state_dict(self) -> dict:
         return {
             "model": self.model.state_dict(),
@@ -149,7 +155,18 @@ class TDMPC2:
         }
 
     def load_state_dict(self, d: dict):
-        self.model.load_state_dict(d["model"])
+        """Apply a saved state, or raise without changing anything (torch would copy every tensor
+        whose shape fits before failing on the first that does not)."""
+        current = self.model.state_dict()
+        incoming = d["model"]
+        wrong = [k for k in current if k not in incoming or tuple(incoming[k].shape) != tuple(current[k].shape)]
+        extra = [k for k in incoming if k not in current]
+        if wrong or extra:
+            shapes = [f"{k}: saved shape {tuple(incoming[k].shape) if k in incoming else 'missing'}, "
+                      f"this agent's shape {tuple(current[k].shape)}" for k in wrong[:5]]
+            raise ValueError(f"saved model does not fit this agent ({self.model_cfg.preset}, obs {self.model_cfg.obs_dim}, "
+                             f"action {self.model_cfg.action_dim}): {'; '.join(shapes)}; unexpected keys {extra[:5]}")
+        self.model.load_state_dict(incoming)
         self.optim.load_state_dict(d["optim"])
         self.pi_optim.load_state_dict(d["pi_optim"])
         self.scale.load_state_dict(d["scale"])

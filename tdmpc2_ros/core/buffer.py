@@ -29,7 +29,12 @@ class ReplayBuffer:
     def add_episode(self, obs, action, reward, terminated=None):
         """obs [T+1, obs_dim], action [T, action_dim], reward [T]; terminated [T] (optional)."""
         obs = np.asarray(obs, np.float32)
-        action = np.asarray(action, np.float32).reshape(-1, self.action_dim)
+        action = np.asarray(action, np.float32)
+        if action.ndim == 1 and self.action_dim == 1:
+            action = action[:, None]
+        if action.ndim != 2 or action.shape[1] != self.action_dim:
+            raise ValueError(f"action of shape {action.shape} does not fit obs_dim={self.obs_dim} action_dim={self.action_dim} "
+                             f"(expected [T, {self.action_dim}])")
         reward = np.asarray(reward, np.float32).reshape(-1)
         T = action.shape[0]
         if obs.shape != (T + 1, self.obs_dim) or reward.shape != (T,):
@@ -40,6 +45,8 @@ class ReplayBuffer:
         if T + 1 > self.capacity:
             raise ValueError(f"episode of {T + 1} rows exceeds the buffer capacity {self.capacity}")
         term = np.zeros(T, np.float32) if terminated is None else np.asarray(terminated, np.float32).reshape(-1)
+        if term.shape != (T,):  # checked before anything is written: a refused episode leaves no trace
+            raise ValueError(f"terminated has {term.shape[0]} entries for {T} transitions")
         rows = (self.cursor + np.arange(T + 1)) % self.capacity
         self.obs[rows] = obs
         self.action[rows[0]], self.reward[rows[0]], self.terminated[rows[0]] = np.nan, np.nan, 0.0

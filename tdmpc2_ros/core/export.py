@@ -108,6 +108,9 @@ def export_planner(
 def write_atomically(path: Path, data: bytes):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model is read by other users and services
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

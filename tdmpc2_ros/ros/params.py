@@ -21,7 +21,8 @@ class PlannerParams:
     observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":all",)
     action_topic: str = topics.COMMAND
     episode_topic: str = topics.EPISODE
-    action_low: tuple[float, ...] = ()  # physical command limits; () = the model's action spec
+    command_scale: tuple[float, ...] = ()  # model action units -> command units (e.g. motor gear); () = 1
+    action_low: tuple[float, ...] = ()  # command limits (after scaling); () = the model's action spec
     action_high: tuple[float, ...] = ()
     max_action_rate: float = 0.0  # physical units per second; 0 = no rate limit
     safe_action: str = "zero"  # "zero" or "hold" (repeat the last command) on bad or stale input

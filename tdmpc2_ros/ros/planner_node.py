@@ -20,6 +20,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, MultiArrayDimension
@@ -40,13 +41,16 @@ class ActionShaper:
     """Normalised action in [-1, 1] -> physical command: scaled to the model's action spec, clamped
     to the configured limits, rate-limited. The only way a command leaves the node."""
 
-    def __init__(self, model_low, model_high, limit_low, limit_high, max_rate: float, period_s: float):
-        self.model_low, self.model_high = np.asarray(model_low, float), np.asarray(model_high, float)
+    def __init__(self, model_low, model_high, limit_low, limit_high, max_rate: float, period_s: float, scale=()):
+        # scale: per-element factor from the model's action units to the command topic's (e.g. a
+        # motor gear, when a ros2_control effort controller takes N or N m).
+        scale = np.asarray(scale if len(scale) else np.ones(len(model_low)), float)
+        self.model_low, self.model_high = np.asarray(model_low, float) * scale, np.asarray(model_high, float) * scale
         self.low = np.asarray(limit_low if len(limit_low) else model_low, float)
         self.high = np.asarray(limit_high if len(limit_high) else model_high, float)
-        if not (self.low.shape == self.high.shape == self.model_low.shape):
-            raise SpecMismatch(f"action limits of length {self.low.shape[0]}/{self.high.shape[0]} do not match the model's "
-                               f"action dim {self.model_low.shape[0]}")
+        if not (self.low.shape == self.high.shape == self.model_low.shape == scale.shape):
+            raise SpecMismatch(f"action limits of length {self.low.shape[0]}/{self.high.shape[0]} or command_scale of length "
+                               f"{scale.shape[0]} do not match the model's action dim {self.model_low.shape[0]}")
         self.max_step = max_rate * period_s if max_rate > 0 else math.inf
         self.last = np.clip(np.zeros_like(self.low), self.low, self.high)
 
@@ -75,7 +79,8 @@ class PlannerNode(Node):
         self.planner, self.ladder_report = self._load_model()
         c = self.planner.contract
         self.shaper = ActionShaper(c.action.low or [-1.0] * c.action.dim, c.action.high or [1.0] * c.action.dim,
-                                   self.p.action_low, self.p.action_high, self.p.max_action_rate, self.period)
+                                   self.p.action_low, self.p.action_high, self.p.max_action_rate, self.period,
+                                   self.p.command_scale)
         self.worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan")
         self.pending: futures.Future | None = None
         self.lock = threading.Lock()
@@ -94,34 +99,42 @@ class PlannerNode(Node):
         for topic, kind in self.assembler.topics.items():
             self.create_subscription(MESSAGE_TYPES[kind], topic, self._make_callback(topic), qos.SENSOR)
         self.create_subscription(Int64, self.p.episode_topic, self._on_episode, qos.EVENTS)
+        # The control loop and its health report run on the steady clock: with use_sim_time a
+        # /clock-driven timer would stall whenever the sim does (or before it starts).
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.p.trigger == "timer":
-            self.create_timer(self.period, self.tick)
-        self.create_timer(self.p.diagnostics_period_s, self.publish_diagnostics)
+            self.create_timer(self.period, self.tick, clock=steady)
+        self.create_timer(self.p.diagnostics_period_s, self.publish_diagnostics, clock=steady)
         self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}")
 
     # -- start-up -------------------------------------------------------------------------------
     def _load_model(self):
-        """Load every rung (refusing any whose spec differs from the configured sources), measure
-        them, keep the largest that fits the period."""
+        """Load the rungs largest first (refusing any whose spec differs from the configured
+        sources), measure each after warm-up, keep the first (largest) that fits the period."""
         path = self.p.model_path or str(default_model())
         obs_dim = self.assembler.fixed_width()
-        rungs = read_ladder(path)
-        measured = []
-        for rung in rungs:
+        limit = self.p.deadline_fraction * self.period
+        measured, chosen = [], None
+        for rung in read_ladder(path):
             planner = OnnxPlanner(rung.path, obs_dim=obs_dim, threads=self.p.threads, seed=self.p.seed,
                                   expected_sha256=rung.sha256 or None)
             obs = np.zeros(planner.obs_dim, np.float32)
-            lat = measure_latency(lambda: planner.plan(obs), self.p.ladder_warmup, self.p.ladder_runs)
-            measured.append((planner, float(np.percentile(lat, 99)), float(np.median(lat))))
-        index, fits = choose_rung([m[1] for m in measured], self.period, self.p.deadline_fraction)
-        table = ", ".join(f"{m[0].contract.budget.label()}: p50 {m[2] * 1e3:.1f} ms p99 {m[1] * 1e3:.1f} ms" for m in measured)
-        chosen = measured[index][0]
-        chosen.reset()
-        report = (f"budget ladder at {self.p.control_rate_hz:g} Hz (limit {self.p.deadline_fraction * self.period * 1e3:.1f} ms): "
-                  f"[{table}] -> chose {chosen.contract.budget.label()}" + ("" if fits else " (NO rung fits; expect misses)"))
+            lat = measure_latency(lambda: planner.plan(obs), self.p.ladder_warmup, self.p.ladder_runs, limit)
+            p99 = float(np.percentile(lat, 99))
+            measured.append((planner.contract.budget.label(), p99, float(np.median(lat)), len(lat)))
+            if chosen is None or p99 < chosen[1]:
+                chosen = (planner, p99)
+            if p99 <= limit:
+                break
+        fits = chosen[1] <= limit
+        table = ", ".join(f"{label}: p50 {p50 * 1e3:.1f} ms p99 {p99 * 1e3:.1f} ms ({n} runs)" for label, p99, p50, n in measured)
+        planner = chosen[0]
+        planner.reset()
+        report = (f"budget ladder at {self.p.control_rate_hz:g} Hz (limit {limit * 1e3:.1f} ms): [{table}] -> chose "
+                  f"{planner.contract.budget.label()}" + ("" if fits else " (NO rung fits; expect misses)"))
         if not fits:
             self.get_logger().warning(report)
-        return chosen, report
+        return planner, report
 
     # -- inputs ---------------------------------------------------------------------------------
     def _make_callback(self, topic: str):
@@ -243,6 +256,9 @@ def main(args=None) -> int:
     rclpy.init(args=args)
     try:
         node = PlannerNode()
+    except KeyboardInterrupt:  # stopped while measuring the ladder
+        rclpy.try_shutdown()
+        return 0
     except Exception as e:  # refuse to start, saying why (missing model, spec mismatch, bad parameter)
         print(f"planner_node: refusing to start: {e}", file=sys.stderr)
         rclpy.try_shutdown()

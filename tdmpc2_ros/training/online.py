@@ -211,7 +211,7 @@ class OnlineTrainer:
         sha = self.save()
         torch.save({"model": self.agent.model.state_dict(), "model_config": self.model_cfg.to_dict(),
                     "discount": self.discount, "budget": self.budget.to_dict(), "task": self.cfg.task,
-                    "env_step": self.env_step}, self.run_dir / "weights.pt")
+                    "env_step": self.env_step, "updates": self.agent.updates}, self.run_dir / "weights.pt")
         self.export(self.run_dir / "planner.onnx", checkpoint_sha=file_sha256(self.run_dir / "weights.pt"))
         evals = self.eval_log.read()
         summary = {

@@ -1,0 +1,203 @@
+"""`tdmpc2-ros demo`: the MuJoCo sim and the planner with the shipped model, in real time, as
+separate processes started from the shared bringup description. A third process (this one) watches
+the topics like any client would and reports:
+
+- each episode's return (from /tdmpc2/episode_return);
+- observation-to-command latency measured across processes: arrival of a command here minus arrival
+  of the observation it answers, plus the planner's own tick and ONNX-call latencies from /diagnostics;
+- missed deadlines;
+and leaves in the run folder: rollout.mp4 (the first episode, rendered afterwards from the recorded
+joint states so rendering never competes with the control loop), latency_histogram.png, summary.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _watch(domain_env: dict, episodes: int, timeout_s: float, log):
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64, Float64MultiArray, Int64
+
+    from tdmpc2_ros.ros import qos, topics
+
+    ctx = rclpy.Context()
+    ctx.init(domain_id=int(domain_env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("demo_observer", context=ctx)
+    rec = {"returns": [], "latency": [], "diag": {}, "states": [], "episode": -1, "obs_t": None}
+
+    def on_obs(_msg):
+        rec["obs_t"] = time.monotonic()
+
+    def on_cmd(_msg):
+        if rec["obs_t"] is not None:
+            rec["latency"].append(time.monotonic() - rec["obs_t"])
+            rec["obs_t"] = None  # one answer per observation
+
+    def on_joint_state(msg):
+        if rec["episode"] == 0:
+            rec["states"].append((list(msg.name), list(msg.position), list(msg.velocity)))
+
+    def on_return(msg):
+        rec["returns"].append(msg.data)
+        log(f"episode {len(rec['returns']) - 1}: return {msg.data:.1f}")
+
+    def on_episode(msg):
+        rec["episode"] = msg.data
+
+    def on_diag(msg):
+        for status in msg.status:
+            if status.name.startswith("tdmpc2_ros: planner"):
+                rec["diag"] = {kv.key: kv.value for kv in status.values}
+
+    node.create_subscription(Float64MultiArray, topics.OBSERVATION, on_obs, qos.SENSOR)
+    node.create_subscription(Float64MultiArray, topics.COMMAND, on_cmd, qos.COMMAND)
+    node.create_subscription(JointState, topics.JOINT_STATES, on_joint_state, qos.SENSOR)
+    node.create_subscription(Float64, topics.EPISODE_RETURN, on_return, qos.EVENTS)
+    node.create_subscription(Int64, topics.EPISODE, on_episode, qos.EVENTS)
+    node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, 10)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(rec["returns"]) < episodes and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        ctx.try_shutdown()
+    return rec
+
+
+def _wait_for_planner(env: dict, timeout_s: float) -> bool:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    ctx = rclpy.Context()
+    ctx.init(domain_id=int(env["ROS_DOMAIN_ID"]))
+    node = rclpy.create_node("demo_wait", context=ctx)
+    from rclpy.executors import SingleThreadedExecutor
+
+    seen = []
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: seen.append(m), 10)
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not seen and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        ctx.try_shutdown()
+    return bool(seen)
+
+
+def _render(task: str, states, path: Path, fps: int):
+    import imageio.v2 as imageio
+
+    from tdmpc2_ros.envs import DMControlEnv
+
+    env = DMControlEnv(task)
+    physics = env.physics
+    frames = []
+    for names, pos, vel in states:
+        for name, q, v in zip(names, pos, vel):
+            physics.named.data.qpos[name] = q
+            physics.named.data.qvel[name] = v
+        physics.forward()
+        frames.append(physics.render(height=240, width=320, camera_id=0))
+    if frames:
+        imageio.mimsave(str(path), frames, fps=fps)
+
+
+def _histogram(latency_ms: np.ndarray, path: Path, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=120)
+    ax.hist(latency_ms, bins=60, color="C0")
+    for q, style in ((50, "--"), (99, ":")):
+        v = np.percentile(latency_ms, q)
+        ax.axvline(v, color="k", ls=style, lw=1, label=f"p{q} = {v:.1f} ms")
+    ax.set_xlabel("observation -> command latency across processes (ms)")
+    ax.set_ylabel("ticks")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None, task: str = "cartpole-swingup",
+             control_rate_hz: float = 50.0, domain: int | None = None) -> dict:
+    from tdmpc2_ros.ros import bringup
+    from tdmpc2_ros.ros.paths import default_model
+
+    run = Path(run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    run.mkdir(parents=True, exist_ok=True)
+    log_file = open(run / "demo.log", "w")
+
+    def log(line: str):
+        print(line, flush=True)
+        log_file.write(line + "\n")
+
+    model = model_path or str(default_model())
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain if domain is not None else 50 + os.getpid() % 100),
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}
+    args = {"mode": "realtime", "task": task, "model_path": model, "control_rate_hz": str(control_rate_hz),
+            "max_episodes": str(episodes + 1)}
+    procs = []
+    log(f"demo: {task} in real time at {control_rate_hz:g} Hz with {model}; run folder {run}")
+    # The planner first: it measures its budget ladder before it can act. The sim starts once the
+    # planner reports on /diagnostics, so no episode is played without it.
+    nodes = sorted(bringup.resolve("planner", args), key=lambda sp: sp[0].name != "planner_node")
+    for spec, params in nodes:
+        procs.append(subprocess.Popen(bringup.command(spec, params), env=env, stdout=log_file, stderr=subprocess.STDOUT))
+        if spec.name == "planner_node" and not _wait_for_planner(env, timeout_s=180):
+            log("the planner did not come up within 180 s; see demo.log")
+            break
+    try:
+        rec = _watch(env, episodes, timeout_s=120 + episodes * 30, log=log)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    latency_ms = np.asarray(rec["latency"]) * 1e3
+    d = rec["diag"]
+    summary = {
+        "task": task, "model": model, "episodes": len(rec["returns"]), "returns": [round(r, 2) for r in rec["returns"]],
+        "mean_return": round(float(np.mean(rec["returns"])), 2) if rec["returns"] else None,
+        "obs_to_command_ms": {f"p{q}": round(float(np.percentile(latency_ms, q)), 2) for q in (50, 90, 99)} if len(latency_ms) else {},
+        "planner_diagnostics": d,
+    }
+    log(f"returns: {summary['returns']} (mean {summary['mean_return']})")
+    if len(latency_ms):
+        log(f"observation -> command across processes: p50 {summary['obs_to_command_ms']['p50']} ms, "
+            f"p99 {summary['obs_to_command_ms']['p99']} ms over {len(latency_ms)} ticks")
+        _histogram(latency_ms, run / "latency_histogram.png", f"{task}, {control_rate_hz:g} Hz, budget {d.get('budget', '?')}")
+    if d:
+        log(f"planner: budget {d.get('budget')}, ONNX call p99 {d.get('plan_latency_p99_ms')} ms, tick p99 "
+            f"{d.get('tick_latency_p99_ms')} ms, missed deadlines {d.get('missed_deadlines')} of {d.get('ticks')} ticks")
+    _render(task, rec["states"], run / "rollout.mp4", fps=int(round(control_rate_hz)))
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    log(f"wrote {run / 'rollout.mp4'}, {run / 'latency_histogram.png'}, {run / 'summary.json'}")
+    log_file.close()
+    return summary
