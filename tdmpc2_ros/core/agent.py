@@ -109,11 +109,11 @@ class TDMPC2:
         m.eval()
         return {
             "consistency_loss": float(consistency.detach()) / H,
-            "reward_loss": float(reward_loss) / H,
-            "value_loss": float(value_loss) / (H * self.model_cfg.num_q),
-            "termination_loss": float(termination_loss),
+            "reward_loss": float(reward_loss.detach()) / H,
+            "value_loss": float(value_loss.detach()) / (H * self.model_cfg.num_q),
+            "termination_loss": float(termination_loss.detach()),
             "pi_loss": pi_loss,
-            "total_loss": float(loss),
+            "total_loss": float(loss.detach()),
             "grad_norm": float(grad_norm),
             "pi_scale": float(self.scale.value),
         }
