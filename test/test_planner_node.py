@@ -192,3 +192,15 @@ def test_missing_joint_or_index_is_an_error_not_a_guess():
         extract(parse_source("joint_state:/js:position:hinge_9"), JointState(name=["hinge_1"], position=[0.0]))
     with pytest.raises(AdapterError, match="4 elements"):
         extract(parse_source("array:/a:6"), Float64MultiArray(data=[0.0] * 4))
+
+
+def test_error_diagnostic_clears_once_input_recovers(ros, ladder):
+    node = start_planner(ros, ladder, diagnostics_period_s=0.2, max_observation_age_s=1.0)
+    n, pub, out = peer(ros)
+    state = {"bad": True}
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.1, 0.2] if state["bad"] else [0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: any(d.level == DiagnosticStatus.ERROR for d in out["diagnostics"]), 30)
+    state["bad"] = False
+    count = len(out["diagnostics"])
+    assert ros.spin_until(lambda: any(d.level == DiagnosticStatus.OK for d in out["diagnostics"][count:]), 30)
+    assert node.safe_actions > 0

@@ -184,8 +184,6 @@ class PlannerNode(Node):
             return
         self.consecutive_misses = 0
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
-        if self.level != OK and not self.last_problem.startswith("observation"):
-            self.level = OK
 
     def _plan(self, obs):
         t = time.perf_counter()
@@ -242,8 +240,9 @@ class PlannerNode(Node):
         message = self.last_problem if self.level != OK else "planning"
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: planner", "planner_node",
                                            self.level, message, values))
-        if self.level == WARN:  # a warning decays once it has been reported
-            self.level, self.last_problem = OK, ""
+        # Each report carries the worst level since the previous one; a problem that persists is
+        # flagged again by the next tick, one that has cleared no longer shows.
+        self.level, self.last_problem = OK, ""
 
     def destroy_node(self):
         worker = getattr(self, "worker", None)  # absent when start-up was refused
