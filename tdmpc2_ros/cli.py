@@ -72,8 +72,7 @@ def cmd_export(args) -> int:
     model, discount, task, step, sha = load_weights(args.weights)
     spec = {"task": task, "train_step": step, "checkpoint_sha256": sha}
     if task:  # names and physical bounds travel with the model
-        env = DMControlEnv(task)
-        spec.update(obs_names=env.obs_names, action_low=tuple(env.action_low.tolist()), action_high=tuple(env.action_high.tolist()))
+        spec.update(DMControlEnv(task).contract_spec())
     if args.ladder:
         rungs = export_ladder(model, default_budgets(model.cfg.action_dim, args.planner), discount, args.out, **spec)
         for r in rungs:

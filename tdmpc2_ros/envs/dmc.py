@@ -42,6 +42,11 @@ class DMControlEnv:
         self.obs_dim = len(self.obs_names)
         self.episode_length = EPISODE_SIM_STEPS // action_repeat
 
+    def contract_spec(self) -> dict:
+        """Names and physical action bounds that an exported planner carries in its contract."""
+        return {"obs_names": self.obs_names, "action_low": tuple(self.action_low.tolist()),
+                "action_high": tuple(self.action_high.tolist())}
+
     def _obs_names(self):
         for key, spec in self._env.observation_spec().items():
             n = int(np.prod(spec.shape)) if spec.shape else 1

@@ -169,8 +169,7 @@ class OnlineTrainer:
     def export(self, path: Path, checkpoint_sha: str = "") -> Path:
         export_planner(
             self.agent.model, self.budget, self.discount, path, task=self.cfg.task, train_step=self.env_step,
-            checkpoint_sha256=checkpoint_sha, obs_names=self.env.obs_names,
-            action_low=tuple(self.env.action_low.tolist()), action_high=tuple(self.env.action_high.tolist()),
+            checkpoint_sha256=checkpoint_sha, **self.env.contract_spec(),
         )
         return path
 

@@ -34,8 +34,7 @@ def ship(weights: str, out: str, episodes: int, reproduce: str, seed: int, note:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
     try:
         rungs = export_ladder(model, default_budgets(model.cfg.action_dim), discount, staging, task=task, train_step=step,
-                              checkpoint_sha256=source_sha, obs_names=env.obs_names,
-                              action_low=tuple(env.action_low.tolist()), action_high=tuple(env.action_high.tolist()))
+                              checkpoint_sha256=source_sha, **env.contract_spec())
         torch.save({"model": model.state_dict(), "model_config": model.cfg.to_dict(), "discount": discount,
                     "task": task, "env_step": step, "updates": updates}, staging / "weights.pt")
         full = rungs[0]
