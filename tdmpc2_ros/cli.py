@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
 
     cfg = RunConfig(task=args.task, steps=args.steps, preset=args.preset, seed=args.seed, planner=args.planner,
                     eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, checkpoint_freq=args.checkpoint_freq,
-                    threads=args.threads)
+                    threads=args.threads, act_backend=args.act_backend, compile=args.compile)
     run_dir = Path(args.run_dir or f"runs/{args.task}-{args.preset}-s{args.seed}")
     summary = OnlineTrainer(cfg, run_dir, resume=args.resume).run()
     print(json.dumps(summary, indent=2))
@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-episodes", type=int, default=10)
     t.add_argument("--checkpoint-freq", type=int, default=10_000)
     t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--act-backend", choices=["onnx", "torch"], default="onnx",
+                   help="plan while collecting through ONNX Runtime with the live weights (default), or the torch planner")
+    t.add_argument("--compile", action="store_true", help="torch.compile the world-model loss (for long runs)")
     t.add_argument("--run-dir")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     t.set_defaults(func=cmd_train)

@@ -154,3 +154,30 @@ def test_onnx_matches_torch_episodic_model(tmp_path):
         np.testing.assert_allclose(got.action, a, atol=1e-4, rtol=0)
         np.testing.assert_allclose(got.mean, mean, atol=1e-4, rtol=0)
         assert got.value == pytest.approx(value, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mppi", "gradient"])
+def test_live_weights_actor_follows_the_weights(kind):
+    """The graph that acts while training takes the weights as inputs: it must plan exactly what the
+    torch planner plans, and keep doing so after the weights change in place (an update)."""
+    from tdmpc2_ros.core.export import LiveOnnxActor
+
+    obs_dim, action_dim = TASKS["cartpole"]
+    model = make_model("1M", obs_dim, action_dim, seed=11)
+    budget = PlanBudget(planner=kind, **REDUCED)
+    actor = LiveOnnxActor(model, budget, DISCOUNT, threads=2)
+    rng = np.random.default_rng(5)
+    for round_ in range(2):
+        if round_ == 1:
+            with torch.no_grad():  # what an optimiser step does: same tensors, new values
+                for p in model.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+        obs = rng.standard_normal(obs_dim).astype(np.float32)
+        prev_mean = np.clip(rng.standard_normal((budget.horizon, action_dim)), -1, 1).astype(np.float32)
+        noise = rng.standard_normal(budget.noise_size(action_dim)).astype(np.float32)
+        args = (torch.from_numpy(obs), torch.from_numpy(prev_mean), torch.from_numpy(noise), torch.tensor([1.0]))
+        got = actor(*args)
+        want = torch_plan(model, budget, obs, prev_mean, noise, True)
+        for g, w, name in zip(got, want, OUTPUT_NAMES):
+            np.testing.assert_allclose(g.numpy().reshape(-1), np.asarray(w, np.float32).reshape(-1), atol=1e-4, rtol=1e-4,
+                                       err_msg=f"{name}, round {round_}")

@@ -112,9 +112,9 @@ def test_loss_matches_an_independent_computation(batch):
     gamma, rho, nq = agent.discount, cfg.rho, m.cfg.num_q
     torch.manual_seed(1234)
     with torch.no_grad():
+        pair = torch.randperm(nq)[:2]  # the update draws the target pair first, then the policy noise
         next_z = m.encode(obs[1:])
         a_next = m.pi(next_z)[0]
-        pair = torch.randperm(nq)[:2]
         q = torch.stack([m.two_hot.decode(m.Q_logits(next_z, a_next, target=True)[int(i)]) for i in pair]).min(0).values
         td = reward + gamma * (1 - term) * q
 

@@ -19,8 +19,13 @@ from tdmpc2_ros.runtime.budget import PlanBudget
 
 
 class TDMPC2:
-    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, budget: PlanBudget, discount: float, seed: int = 0):
+    def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, budget: PlanBudget, discount: float, seed: int = 0,
+                 act_backend: str = "torch", threads: int = 2):
         self.model_cfg, self.cfg, self.budget, self.discount = model_cfg, train_cfg, budget, float(discount)
+        if act_backend not in ("torch", "onnx"):
+            raise ValueError(f"act_backend must be 'torch' or 'onnx', not {act_backend!r}")
+        # "onnx": plan through a live-weights ONNX graph (same numbers, about twice as fast on a CPU).
+        self.act_backend, self.threads, self._actor = act_backend, threads, None
         if budget.horizon != train_cfg.horizon:
             raise ValueError(f"planning horizon {budget.horizon} differs from the training horizon {train_cfg.horizon}")
         torch.manual_seed(seed)
@@ -54,6 +59,13 @@ class TDMPC2:
         if t0:
             self.prev_mean.zero_()
         noise = torch.randn(self.budget.noise_size(self.model_cfg.action_dim), generator=self.plan_rng)
+        if self.act_backend == "onnx":
+            if self._actor is None:  # traced on first use: seed steps never pay for it
+                from tdmpc2_ros.core.export import LiveOnnxActor
+
+                self._actor = LiveOnnxActor(self.model, self.budget, self.discount, threads=self.threads)
+            action, self.prev_mean, _, _ = self._actor(torch.from_numpy(obs), self.prev_mean, noise, torch.tensor([float(explore)]))
+            return action.numpy()
         grad_ctx = torch.enable_grad() if self.budget.planner == "gradient" else torch.no_grad()
         with grad_ctx:
             action, mean, _, _ = self.planner(torch.from_numpy(obs), self.prev_mean, noise, torch.tensor([float(explore)]))
@@ -65,19 +77,17 @@ class TDMPC2:
         return torch.randperm(self.model_cfg.num_q)[:2]
 
     @torch.no_grad()
-    def td_target(self, next_z, reward, terminated):
+    def td_target(self, next_z, reward, terminated, pair):
         action = self.model.pi(next_z)[0]
-        q = self.model.Q(next_z, action, self._random_pair(), reduce="min", target=True)
+        q = self.model.Q(next_z, action, pair, reduce="min", target=True)
         return reward + self.discount * (1 - terminated) * q
 
-    def update(self, obs, action, reward, terminated) -> dict[str, float]:
-        """One gradient step on a batch of windows (time-major numpy or torch arrays)."""
-        obs, action, reward, terminated = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (obs, action, reward, terminated))
+    def model_loss(self, obs, action, reward, terminated, pair):
+        """The world-model loss on a batch of windows, and its parts (pair: the 2 target members)."""
         H, cfg, m = action.shape[0], self.cfg, self.model
         with torch.no_grad():
             next_z = m.encode(obs[1:])
-            td = self.td_target(next_z, reward, terminated)
-        m.train()
+            td = self.td_target(next_z, reward, terminated, pair)
         z = m.encode(obs[0])
         zs = [z]
         consistency = 0.0
@@ -89,28 +99,39 @@ class TDMPC2:
         q_logits = m.Q_logits(zs[:-1], action)  # [E, H, B, bins]
         reward_logits = m.reward(zs[:-1], action)
         rho = self.rho[:H].reshape(H, 1, 1)
-        reward_loss = (m.two_hot.soft_ce(reward_logits, reward) * rho).mean(dim=(1, 2)).sum()
-        value_loss = (m.two_hot.soft_ce(q_logits, td.unsqueeze(0)) * rho).mean(dim=(2, 3)).sum()
-        loss = (
-            cfg.consistency_coef * consistency / H
-            + cfg.reward_coef * reward_loss / H
-            + cfg.value_coef * value_loss / (H * self.model_cfg.num_q)
-        )
+        reward_loss = (m.two_hot.soft_ce(reward_logits, reward) * rho).mean(dim=(1, 2)).sum() / H
+        value_loss = (m.two_hot.soft_ce(q_logits, td.unsqueeze(0)) * rho).mean(dim=(2, 3)).sum() / (H * self.model_cfg.num_q)
+        consistency = consistency / H
+        loss = cfg.consistency_coef * consistency + cfg.reward_coef * reward_loss + cfg.value_coef * value_loss
         termination_loss = torch.zeros(())
         if m._termination is not None:
             termination_loss = F.binary_cross_entropy_with_logits(m.termination_logit(zs[1:]), terminated)
             loss = loss + cfg.termination_coef * termination_loss
+        return loss, (consistency, reward_loss, value_loss, termination_loss), zs
+
+    def compile(self):
+        """Compile the world-model loss (forward and backward) with torch.compile: about a minute
+        once, then a faster update for a long run. The optimiser steps stay eager."""
+        self._model_loss = torch.compile(self.model_loss, dynamic=False)
+
+    def update(self, obs, action, reward, terminated) -> dict[str, float]:
+        """One gradient step on a batch of windows (time-major numpy or torch arrays)."""
+        obs, action, reward, terminated = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (obs, action, reward, terminated))
+        m = self.model
+        m.train()
+        loss_fn = getattr(self, "_model_loss", self.model_loss)
+        loss, (consistency, reward_loss, value_loss, termination_loss), zs = loss_fn(obs, action, reward, terminated, self._random_pair())
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(m.parameters(), self.cfg.grad_clip_norm)
         self.optim.step()
         self.optim.zero_grad(set_to_none=True)
         pi_loss = self.update_pi(zs.detach())
-        m.soft_update_target(cfg.tau)
+        m.soft_update_target(self.cfg.tau)
         m.eval()
         return {
-            "consistency_loss": float(consistency.detach()) / H,
-            "reward_loss": float(reward_loss.detach()) / H,
-            "value_loss": float(value_loss.detach()) / (H * self.model_cfg.num_q),
+            "consistency_loss": float(consistency.detach()),
+            "reward_loss": float(reward_loss.detach()),
+            "value_loss": float(value_loss.detach()),
             "termination_loss": float(termination_loss.detach()),
             "pi_loss": pi_loss,
             "total_loss": float(loss.detach()),

@@ -46,7 +46,7 @@ def trace_planner(model: WorldModel, budget: PlanBudget, discount: float):
         return make_fx(planner)(*inputs), inputs
 
 
-def _quiet_onnx_export(gm, inputs):
+def _quiet_onnx_export(gm, inputs, input_names=INPUT_NAMES):
     # The exporter narrates every step and warns about optional packages; keep the user's console clean.
     for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -62,7 +62,7 @@ def _quiet_onnx_export(gm, inputs):
                 dynamo=True,
                 external_data=False,
                 opset_version=OPSET,
-                input_names=list(INPUT_NAMES),
+                input_names=list(input_names),
                 output_names=list(OUTPUT_NAMES),
                 verbose=False,
             )
@@ -103,6 +103,47 @@ def export_planner(
     proto.producer_name = "tdmpc2_ros"
     write_atomically(Path(path), proto.SerializeToString())
     return contract
+
+
+class LiveOnnxActor:
+    """The planner graph with the world model's weights as graph inputs, for acting while training.
+
+    Training plans one action per agent step with weights that change after every update.
+    Re-exporting each step is out of the question, and the torch planner is about twice as slow as
+    ONNX Runtime on a CPU. This graph is traced once; each call feeds the live parameters (zero-copy
+    numpy views of the torch tensors), so it always plans with the current weights and computes
+    what the torch planner computes (tested to 1e-4).
+    """
+
+    PREFIX = "w."
+
+    def __init__(self, model: WorldModel, budget: PlanBudget, discount: float, threads: int = 2):
+        import onnxruntime as ort
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        from tdmpc2_ros.runtime.onnx_planner import _session_options
+
+        planner = make_planner(model, budget, discount).eval()
+        self._params = list(planner.named_parameters())
+        names = [n for n, _ in self._params]
+
+        def plan(weights, obs, prev_mean, noise, explore):
+            return torch.func.functional_call(planner, dict(zip(names, weights)), (obs, prev_mean, noise, explore))
+
+        weights = [p.detach() for _, p in self._params]
+        inputs = example_inputs(model.cfg.obs_dim, model.cfg.action_dim, budget)
+        with export_friendly():
+            gm = make_fx(plan)(weights, *inputs)
+        proto = _quiet_onnx_export(gm, (weights, *inputs), [self.PREFIX + n for n in names] + list(INPUT_NAMES))
+        self.session = ort.InferenceSession(proto.SerializeToString(), _session_options(threads), providers=["CPUExecutionProvider"])
+        used = {i.name for i in self.session.get_inputs()}
+        # Weights the search never touches (target Qs, unused heads) are pruned from the graph.
+        self._fed = [(self.PREFIX + n, p) for n, p in self._params if self.PREFIX + n in used]
+
+    def __call__(self, obs, prev_mean, noise, explore):
+        feed = {name: p.detach().numpy() for name, p in self._fed}
+        feed.update(obs=obs.numpy(), prev_mean=prev_mean.numpy(), noise=noise.numpy(), explore=explore.numpy())
+        return tuple(torch.from_numpy(x) for x in self.session.run(list(OUTPUT_NAMES), feed))
 
 
 def write_atomically(path: Path, data: bytes):
