@@ -33,6 +33,7 @@ setup(
     extras_require={
         # The robot side needs only numpy + onnxruntime (+ rclpy from ROS or the PyPI ROS wheels).
         "robot": ["onnxruntime"],
+        "record": ["rosbags"],  # recorder_node and tdmpc2_ros.bags
         "gpu": ["onnxruntime-gpu"],
         "train": ["torch==2.13.0", "onnx", "onnxscript", "mujoco==3.17.0", "dm-control==1.0.50", "tqdm", "matplotlib", "imageio", "rosbags"],
     },
@@ -46,6 +47,7 @@ setup(
             "tdmpc2-ros = tdmpc2_ros.cli:main",
             "planner_node = tdmpc2_ros.ros.planner_node:main",
             "sim_node = tdmpc2_ros.ros.sim_node:main",
+            "recorder_node = tdmpc2_ros.ros.recorder_node:main",
         ],
     },
 )

@@ -92,3 +92,29 @@ def test_core_import_does_not_import_ros():
     )
     result = _python(code)
     assert result.returncode == 0, result.stderr
+
+
+def test_bags_and_recorder_never_import_torch():
+    """The bag layer (numpy + rosbags) and the recorder node (+ rclpy) run on a robot without torch;
+    the bag layer needs no ROS either."""
+    bag_files = sorted((PACKAGE / "bags").rglob("*.py"))
+    assert len(bag_files) >= 5
+    for f in bag_files + [PACKAGE / "ros" / "recorder_node.py"]:
+        mods = _imported_modules(f)
+        assert not {m for m in mods if m.split(".")[0] == "torch"}, f
+        assert not {m for m in mods if m.startswith("tdmpc2_ros.core") or m.startswith("tdmpc2_ros.training")}, f
+        if f.parent.name == "bags":
+            assert not {m for m in mods if m.split(".")[0] in {"rclpy", "std_msgs"}}, f
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
+        "import tdmpc2_ros.bags\n"
+        "assert not [m for m in sys.modules if m.startswith('rclpy')], 'bags imported rclpy'\n"
+        "import tdmpc2_ros.ros.recorder_node\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('torch.') or m.startswith('tdmpc2_ros.core'))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

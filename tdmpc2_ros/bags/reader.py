@@ -1,0 +1,520 @@
+"""Read transitions back from rosbag2 bags (MCAP or sqlite3) as episodes for ``ReplayBuffer.add_episode``.
+
+Two sources:
+
+1. **Transition records** (``/tdmpc2/transition``, std_msgs/Float64MultiArray in the record layout of
+   ``tdmpc2_ros.runtime.transition``), as the planner publishes them and ``recorder_node`` records them.
+   ``read_record_arrays`` decodes a bag into columns (``Records``), ``read_records`` into
+   ``Transition`` objects, and ``episodes_from_arrays`` / ``episodes_from_records`` chain them into
+   episodes. ``episodes_from_bag`` does both.
+
+   Chaining never invents data. Record B follows record A only if they have the same episode id,
+   ``B.step == A.step + 1``, ``B.obs`` is bitwise equal to ``A.next_obs`` (float64 as recorded), A is
+   neither terminated nor truncated, and the link is unambiguous (exactly one candidate B, and no
+   other record also claims B). Exact duplicate records (a topic recorded twice) are dropped first.
+   Every maximal chain is one episode fragment ``(obs [T+1, n], action [T, m], reward [T],
+   terminated [T])``; a gap (a lost record, a restart that reused episode ids, a model switch that
+   changed the observation) therefore splits an episode instead of joining unrelated states.
+   Fragments are returned in bag-time order of their first record.
+
+2. **Raw topics** recorded with ``ros2 bag record`` around any other controller: ``episodes_from_raw``.
+   Alignment rule, with ``tol = tolerance_s`` and observations o_k at bag times T_k (sorted):
+
+   - a pair (o_k, o_{k+1}) is a candidate transition if both lie in the same episode and
+     ``T_{k+1} - T_k <= max_obs_gap_s`` (default 1.5 x the median observation interval, so a lost
+     observation is a gap, not a transition); if the observation message carries ``episode``/``step``
+     segments (the sim's step message), ``step`` must also advance by exactly one;
+   - its action a_k is the **last command in [T_k - tol, T_{k+1} - tol)**: a command sent in reply to
+     o_k (or up to ``tol`` before it, for timestamp jitter) and early enough to have been applied
+     before o_{k+1} was measured; a robot that holds the newest command applies exactly that one.
+     These windows tile the time axis, so no command is used twice. Commands are in physical units
+     and are mapped to [-1, 1] with ``action_low/high`` (then clipped, as the robot clips them);
+   - its reward r_k is **the reward nearest T_{k+1}, within tol**: the sim publishes the reward of a
+     step just before the observation it produced. A reward that would serve two pairs is ambiguous
+     and both pairs are dropped;
+   - a pair without such a command or reward is skipped and counted, as are commands and rewards
+     that no transition used (``RawEpisodes.counts``). Consecutive kept pairs form a fragment.
+   Episodes: the optional Int64 episode topic announces each episode just before its first
+   observation; o_k belongs to the episode announced last at or before ``T_k + tol``. Without it,
+   nothing tells a reset from a step, so pass the episode topic whenever the robot resets.
+   ``terminated`` is always 0 here (raw topics do not say whether an episode ended by termination).
+
+Bad bags (missing, unfinished, truncated or unreadable files, no transition topic, no rewards, no
+transition recoverable) raise ``BagSkipped(path, reason)``; ``str(e)`` is one line naming both.
+
+Decoding is vectorised (``tdmpc2_ros.bags.cdr``): per message only rosbags' own read loop runs in
+Python. No ROS, no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from tdmpc2_ros.bags.cdr import (
+    FLOAT64,
+    FLOAT64_MULTI_ARRAY,
+    INT64,
+    decode_float64_multiarrays,
+    decode_float64s,
+    decode_int64s,
+)
+from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, TAG_SEP, SegmentError, Transition
+
+TRANSITION_TOPIC = "/tdmpc2/transition"
+
+
+class BagSkipped(Exception):
+    """A bag that yields no data; ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = Path(path), str(reason)
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+class Episode(NamedTuple):
+    """One episode fragment, in ``ReplayBuffer.add_episode(*episode)`` order (float32)."""
+
+    obs: np.ndarray  # [T+1, obs_dim]
+    action: np.ndarray  # [T, action_dim]
+    reward: np.ndarray  # [T]
+    terminated: np.ndarray  # [T]
+
+
+# --- bag access --------------------------------------------------------------------------------
+def _read_topics(bag_path, want) -> tuple[dict[str, str], dict[str, tuple[str, np.ndarray, list]]]:
+    """-> ({topic: msgtype} of the whole bag, {topic: (msgtype, timestamps int64 sorted, raws)}) for
+    the connections ``want(topic, msgtype)`` selects. Raises BagSkipped for anything unreadable."""
+    from rosbags.rosbag2 import Reader
+
+    path = Path(bag_path)
+    if not path.exists():
+        raise BagSkipped(path, "does not exist")
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise BagSkipped(path, "no metadata.yaml (an unfinished bag, or not a rosbag2 folder)")
+    try:
+        with Reader(path) as reader:
+            all_topics = {c.topic: c.msgtype for c in reader.connections}
+            conns = [c for c in reader.connections if want(c.topic, c.msgtype)]
+            buckets = {c.id: (c.topic, c.msgtype, [], []) for c in conns}
+            if conns:
+                for conn, ts, raw in reader.messages(connections=conns):
+                    b = buckets[conn.id]
+                    b[2].append(ts)
+                    b[3].append(raw)
+    except BagSkipped:
+        raise
+    except Exception as e:  # noqa: BLE001 — rosbags, sqlite, mcap, yaml or OS errors all mean "unreadable"
+        raise BagSkipped(path, f"unreadable ({type(e).__name__}: {e})") from e
+    out: dict[str, tuple[str, np.ndarray, list]] = {}
+    for topic, msgtype, stamps, raws in buckets.values():
+        if topic in out:  # the same topic under two connections (e.g. two QoS profiles): merge
+            stamps = list(out[topic][1]) + stamps
+            raws = out[topic][2] + raws
+        ts = np.asarray(stamps, np.int64)
+        order = np.argsort(ts, kind="stable")
+        out[topic] = (msgtype, ts[order], [raws[i] for i in order])
+    return all_topics, out
+
+
+def _describe(topics: dict[str, str]) -> str:
+    return ", ".join(f"{t} ({m})" for t, m in sorted(topics.items())) or "none"
+
+
+# --- transition records ------------------------------------------------------------------------
+@dataclass
+class Records:
+    """Transition records as columns (float64 as recorded), sorted by bag time."""
+
+    episode: np.ndarray  # int64 [N]
+    step: np.ndarray  # int64 [N]
+    obs: np.ndarray  # float64 [N, obs_dim]
+    action: np.ndarray  # float64 [N, action_dim]
+    reward: np.ndarray  # float64 [N]
+    next_obs: np.ndarray  # float64 [N, obs_dim]
+    terminated: np.ndarray  # bool [N]
+    truncated: np.ndarray  # bool [N]
+    timestamp: np.ndarray  # int64 [N], bag time in ns (0 for records built from Transition objects)
+    model_version: np.ndarray  # object [N] of str ("" if untagged)
+    dropped: dict = field(default_factory=dict)  # reason -> number of messages not decoded
+
+    def __len__(self) -> int:
+        return int(self.episode.shape[0])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.obs.shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.action.shape[1])
+
+    def subset(self, index) -> "Records":
+        return Records(*(getattr(self, f)[index] for f in _COLUMNS), dropped=dict(self.dropped))
+
+    def to_transitions(self) -> list[Transition]:
+        """Transition objects, as ``Transition.unpack`` would build them (float32 vectors)."""
+        obs, action, next_obs = (a.astype(np.float32) for a in (self.obs, self.action, self.next_obs))
+        return [Transition(e, s, o, a, r, no, te, tr, m) for e, s, o, a, r, no, te, tr, m in zip(
+            self.episode.tolist(), self.step.tolist(), obs, action, self.reward.tolist(), next_obs,
+            self.terminated.tolist(), self.truncated.tolist(), self.model_version.tolist())]
+
+    @classmethod
+    def from_transitions(cls, transitions: Sequence[Transition]) -> "Records":
+        n = len(transitions)
+        if n == 0:
+            raise ValueError("no transitions")
+        t = transitions
+        return cls(np.fromiter((x.episode for x in t), np.int64, n), np.fromiter((x.step for x in t), np.int64, n),
+                   np.stack([np.asarray(x.obs, np.float64).reshape(-1) for x in t]),
+                   np.stack([np.asarray(x.action, np.float64).reshape(-1) for x in t]),
+                   np.fromiter((x.reward for x in t), np.float64, n),
+                   np.stack([np.asarray(x.next_obs, np.float64).reshape(-1) for x in t]),
+                   np.fromiter((x.terminated for x in t), bool, n), np.fromiter((x.truncated for x in t), bool, n),
+                   np.zeros(n, np.int64), np.array([x.model_version for x in t], dtype=object))
+
+
+_COLUMNS = ("episode", "step", "obs", "action", "reward", "next_obs", "terminated", "truncated", "timestamp",
+            "model_version")
+
+
+def _record_columns(dims, data: np.ndarray) -> dict:
+    """Slice a block of same-layout record messages into columns; SegmentError if not a record layout."""
+    probe = Transition.unpack(list(dims), data[0])  # validates the layout exactly as subscribers do
+    offsets, tags, start = {}, {}, 0
+    for label, size in dims:
+        if size == 0 and TAG_SEP in label:
+            key, _, value = label.partition(TAG_SEP)
+            tags[key] = value
+            continue
+        offsets[label] = (start, start + size)
+        start += size
+    for name in ("episode", "step", "reward", "terminated", "truncated"):
+        a, b = offsets[name]
+        if b - a != 1:
+            raise SegmentError(f"transition record segment {name!r} has {b - a} values, expected 1")
+    col = {name: data[:, a:b] for name, (a, b) in offsets.items() if name in RECORD_SEGMENTS}
+    k = data.shape[0]
+    return {"episode": col["episode"][:, 0].astype(np.int64), "step": col["step"][:, 0].astype(np.int64),
+            "obs": col["obs"], "action": col["action"], "reward": col["reward"][:, 0],
+            "next_obs": col["next_obs"], "terminated": col["terminated"][:, 0] != 0,
+            "truncated": col["truncated"][:, 0] != 0,
+            "model_version": np.full(k, probe.model_version, dtype=object)}
+
+
+def read_record_arrays(bag_path, topics: Sequence[str] | None = None) -> Records:
+    """Every transition record in a bag, as columns sorted by bag time.
+
+    ``topics``: the record topics to read; None reads every Float64MultiArray topic whose messages
+    have the record layout (other Float64MultiArray topics, e.g. observations, are ignored).
+    Messages that do not decode are counted in ``Records.dropped``; records whose observation or
+    action size differs from the majority too (``"other_shape"``). Raises BagSkipped if the bag
+    holds no record at all.
+    """
+    path = Path(bag_path)
+    wanted = None if topics is None else set(topics)
+    all_topics, data = _read_topics(path, lambda t, m: m == FLOAT64_MULTI_ARRAY and (wanted is None or t in wanted))
+    if not data:
+        what = "no transition-record topic" if wanted is None else f"none of the topics {sorted(wanted)}"
+        raise BagSkipped(path, f"{what} (std_msgs/msg/Float64MultiArray); the bag has: {_describe(all_topics)}")
+    dropped: dict[str, int] = {}
+    parts: dict[tuple[int, int], list[dict]] = {}
+    reasons: list[str] = []
+    for topic, (_, stamps, raws) in data.items():
+        blocks, errors = decode_float64_multiarrays(raws)
+        if errors:
+            dropped["undecodable"] = dropped.get("undecodable", 0) + len(errors)
+            reasons.append(f"{topic}: {errors[0][1]}")
+        for dims, (values, index) in blocks.items():
+            try:
+                cols = _record_columns(dims, values)
+            except SegmentError as e:
+                if wanted is not None:  # an explicitly named record topic: count the misfits
+                    dropped["not_a_record"] = dropped.get("not_a_record", 0) + len(index)
+                    reasons.append(f"{topic}: {e}")
+                continue
+            cols["timestamp"] = stamps[index]
+            shape = (cols["obs"].shape[1], cols["action"].shape[1])
+            parts.setdefault(shape, []).append(cols)
+    if not parts:
+        why = f"; {reasons[0]}" if reasons else ""
+        n = sum(len(v[2]) for v in data.values())
+        raise BagSkipped(path, f"no transition records in {n} message(s) on {', '.join(sorted(data))}{why}")
+    sizes = {shape: sum(len(c["episode"]) for c in cs) for shape, cs in parts.items()}
+    best = max(sizes, key=sizes.get)
+    other = sum(n for shape, n in sizes.items() if shape != best)
+    if other:
+        dropped["other_shape"] = other
+    cols = {name: np.concatenate([c[name] for c in parts[best]]) for name in _COLUMNS}
+    order = np.argsort(cols["timestamp"], kind="stable")
+    return Records(**{name: cols[name][order] for name in _COLUMNS}, dropped=dropped)
+
+
+def read_records(bag_path, topics: Sequence[str] | None = None) -> list[Transition]:
+    """Every transition record in a bag as ``Transition`` objects, in bag-time order."""
+    return read_record_arrays(bag_path, topics).to_transitions()
+
+
+def _row_keys(*columns: np.ndarray) -> np.ndarray:
+    """One opaque bytes key per row of the given columns (bitwise float64 comparison)."""
+    n = columns[0].shape[0]
+    mat = np.ascontiguousarray(np.concatenate([np.asarray(c, np.float64).reshape(n, -1) for c in columns], axis=1))
+    return mat.view(np.dtype((np.void, mat.shape[1] * 8))).reshape(n)
+
+
+def episodes_from_arrays(records: Records, min_transitions: int = 1) -> list[Episode]:
+    """Chain records into episode fragments (rule in the module docstring); fragments with fewer
+    than ``min_transitions`` transitions are dropped."""
+    n = len(records)
+    if n == 0:
+        return []
+    r = records
+    full = _row_keys(r.episode, r.step, r.obs, r.action, r.reward, r.next_obs, r.terminated, r.truncated)
+    _, first = np.unique(full, return_index=True)
+    if first.shape[0] < n:  # exact duplicates: keep the first of each
+        r = r.subset(np.sort(first))
+        n = len(r)
+    start_keys = _row_keys(r.episode, r.step, r.obs)
+    next_keys = _row_keys(r.episode, r.step + 1, r.next_obs)
+    uniq, inverse = np.unique(np.concatenate([start_keys, next_keys]), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    id_start, id_next = inverse[:n], inverse[n:]
+    count = np.bincount(id_start, minlength=uniq.shape[0])
+    owner = np.full(uniq.shape[0], -1, np.int64)
+    owner[id_start] = np.arange(n)
+    link = (count[id_next] == 1) & ~r.terminated & ~r.truncated
+    succ = np.where(link, owner[id_next], -1)
+    claims = np.bincount(succ[link], minlength=n)
+    link &= claims[np.maximum(succ, 0)] == 1
+    succ[~link] = -1
+    has_pred = np.zeros(n, bool)
+    has_pred[succ[link]] = True
+
+    obs32, next32 = r.obs.astype(np.float32), r.next_obs.astype(np.float32)
+    action32, reward32 = r.action.astype(np.float32), r.reward.astype(np.float32)
+    term32 = r.terminated.astype(np.float32)
+    nxt = succ.tolist()
+    episodes = []
+    for head in np.flatnonzero(~has_pred).tolist():
+        chain = [head]
+        while (j := nxt[chain[-1]]) >= 0:
+            chain.append(j)
+        if len(chain) < min_transitions:
+            continue
+        idx = np.asarray(chain)
+        episodes.append(Episode(np.concatenate([obs32[idx], next32[idx[-1:]]]), action32[idx], reward32[idx],
+                                term32[idx]))
+    return episodes
+
+
+def episodes_from_records(transitions: Sequence[Transition], min_transitions: int = 1) -> list[Episode]:
+    """Chain ``Transition`` objects (any order, any number of bags) into episode fragments."""
+    if not transitions:
+        return []
+    return episodes_from_arrays(Records.from_transitions(transitions), min_transitions)
+
+
+def episodes_from_bag(bag_path, topics: Sequence[str] | None = None, min_transitions: int = 1) -> list[Episode]:
+    """``episodes_from_arrays(read_record_arrays(bag_path, topics))``. Raises BagSkipped."""
+    return episodes_from_arrays(read_record_arrays(bag_path, topics), min_transitions)
+
+
+# --- raw topics --------------------------------------------------------------------------------
+@dataclass
+class RawEpisodes:
+    """What ``episodes_from_raw`` recovered, and what it skipped."""
+
+    episodes: list[Episode]
+    counts: dict  # observations, pairs, transitions, skipped_*, unmatched_*, malformed_*, clipped_commands
+
+    @property
+    def transitions(self) -> int:
+        return int(sum(e.action.shape[0] for e in self.episodes))
+
+
+def _observation_columns(raws) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Observation messages -> (obs [K, n] float64, episode [K] float (NaN = none), step [K] float,
+    kept index [K], malformed count). Uses the 'obs' segment when the layout labels one."""
+    blocks, errors = decode_float64_multiarrays(raws)
+    by_dim: dict[int, list] = {}
+    bad = len(errors)
+    for dims, (values, index) in blocks.items():
+        offsets, start = {}, 0
+        for label, size in dims:
+            if size == 0 and TAG_SEP in label:
+                continue
+            offsets[label] = (start, start + size)
+            start += size
+        if start != values.shape[1]:
+            bad += len(index)
+            continue
+        a, b = offsets.get("obs", (0, values.shape[1]))
+        k = len(index)
+
+        def scalar(name):  # a one-value segment (the sim's step message has 'episode' and 'step')
+            lo, hi = offsets.get(name, (0, 0))
+            return values[:, lo] if hi - lo == 1 else np.full(k, np.nan)
+
+        ep, st = scalar("episode"), scalar("step")
+        by_dim.setdefault(b - a, []).append((values[:, a:b], ep, st, index))
+    if not by_dim:
+        return np.zeros((0, 0)), np.zeros(0), np.zeros(0), np.zeros(0, np.int64), bad
+    sizes = {d: sum(len(p[3]) for p in ps) for d, ps in by_dim.items()}
+    best = max(sizes, key=sizes.get)
+    bad += sum(v for d, v in sizes.items() if d != best)
+    ps = by_dim[best]
+    obs, ep, st, index = (np.concatenate([p[i] for p in ps]) for i in range(4))
+    order = np.argsort(index, kind="stable")
+    obs, ep, st, index = obs[order], ep[order], st[order], index[order]
+    finite = np.isfinite(obs).all(axis=1)
+    bad += int((~finite).sum())
+    return obs[finite], ep[finite], st[finite], index[finite], bad
+
+
+def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic: str,
+                      episode_topic: str | None = None, *, action_low, action_high, tolerance_s: float = 0.005,
+                      max_obs_gap_s: float | None = None, min_transitions: int = 1) -> RawEpisodes:
+    """Rebuild transitions from raw observation / command / reward topics by bag timestamps.
+
+    observations: std_msgs/Float64MultiArray ('obs' segment if labelled, else all data);
+    commands: std_msgs/Float64MultiArray in physical units within [action_low, action_high];
+    rewards: std_msgs/Float64; episode_topic: std_msgs/Int64 (optional). Rule: module docstring.
+    Raises BagSkipped if a topic is missing or empty, or no transition can be aligned.
+    """
+    path = Path(bag_path)
+    low = np.asarray(action_low, np.float64).reshape(-1)
+    high = np.asarray(action_high, np.float64).reshape(-1)
+    if low.shape != high.shape or low.size == 0 or not np.all(high > low):
+        raise ValueError(f"action_low {low.tolist()} / action_high {high.tolist()} must be non-empty, of equal "
+                         f"length, with high > low")
+    if not tolerance_s > 0:
+        raise ValueError(f"tolerance_s must be > 0 (got {tolerance_s})")
+    expected = {obs_topic: FLOAT64_MULTI_ARRAY, command_topic: FLOAT64_MULTI_ARRAY, reward_topic: FLOAT64}
+    if episode_topic:
+        expected[episode_topic] = INT64
+    all_topics, data = _read_topics(path, lambda t, m: t in expected)
+    for topic, msgtype in expected.items():
+        what = {obs_topic: "observations", command_topic: "commands", reward_topic: "rewards"}.get(topic, "episodes")
+        if topic not in all_topics:
+            raise BagSkipped(path, f"no {what}: topic {topic} is not in the bag (it has: {_describe(all_topics)})")
+        if all_topics[topic] != msgtype:
+            raise BagSkipped(path, f"{what} topic {topic} is {all_topics[topic]}, expected {msgtype}")
+        if topic not in data or not data[topic][2]:
+            if topic != episode_topic:
+                raise BagSkipped(path, f"no {what}: topic {topic} holds no messages")
+    tol = int(round(tolerance_s * 1e9))
+    counts: dict[str, int] = {}
+
+    # observations
+    _, t_obs_all, obs_raws = data[obs_topic]
+    obs, obs_ep, obs_step, kept, counts["malformed_observations"] = _observation_columns(obs_raws)
+    t_obs = t_obs_all[kept]
+    k = obs.shape[0]
+    counts["observations"] = k
+
+    # commands -> normalised actions
+    _, t_cmd_all, cmd_raws = data[command_topic]
+    blocks, errors = decode_float64_multiarrays(cmd_raws)
+    bad_cmd = len(errors)
+    cmd_parts = []
+    for dims, (values, index) in blocks.items():
+        if values.shape[1] != low.size:
+            bad_cmd += len(index)
+            continue
+        cmd_parts.append((values, index))
+    if cmd_parts:
+        cmd = np.concatenate([p[0] for p in cmd_parts])
+        cidx = np.concatenate([p[1] for p in cmd_parts])
+        order = np.argsort(cidx, kind="stable")
+        cmd, cidx = cmd[order], cidx[order]
+        finite = np.isfinite(cmd).all(axis=1)
+        bad_cmd += int((~finite).sum())
+        cmd, cidx = cmd[finite], cidx[finite]
+    else:
+        cmd, cidx = np.zeros((0, low.size)), np.zeros(0, np.int64)
+    t_cmd = t_cmd_all[cidx]
+    actions = (2.0 * cmd - (high + low)) / (high - low)
+    counts["malformed_commands"] = bad_cmd
+    counts["clipped_commands"] = int((np.abs(actions) > 1.0 + 1e-9).any(axis=1).sum())
+    actions = np.clip(actions, -1.0, 1.0)
+
+    # rewards
+    _, t_rew_all, rew_raws = data[reward_topic]
+    rew, ok = decode_float64s(rew_raws)
+    ok &= np.isfinite(rew)
+    counts["malformed_rewards"] = int((~ok).sum())
+    rew, t_rew = rew[ok], t_rew_all[ok]
+
+    # episode of each observation
+    if episode_topic and episode_topic in data and data[episode_topic][2]:
+        _, t_ep, ep_raws = data[episode_topic]
+        _, ep_ok = decode_int64s(ep_raws)
+        episode = np.searchsorted(t_ep[ep_ok], t_obs + tol, side="right").astype(np.float64)
+    elif k and np.isfinite(obs_ep).all():
+        episode = obs_ep
+    else:
+        episode = np.zeros(k)
+
+    # candidate pairs (o_j, o_{j+1})
+    pairs = max(k - 1, 0)
+    counts["pairs"] = pairs
+    if pairs:
+        t0, t1 = t_obs[:-1], t_obs[1:]
+        dt = t1 - t0
+        same = episode[:-1] == episode[1:]
+        steps_known = np.isfinite(obs_step[:-1]) & np.isfinite(obs_step[1:])
+        consecutive = ~steps_known | (obs_step[1:] == obs_step[:-1] + 1)
+        if max_obs_gap_s is None:
+            dts = dt[same & consecutive]
+            max_gap = int(1.5 * np.median(dts)) if dts.size else 0
+        else:
+            max_gap = int(round(max_obs_gap_s * 1e9))
+        in_time = (dt <= max_gap) & (dt > 0) & consecutive
+
+        # command: the last one in [T_j - tol, T_{j+1} - tol)
+        ci = np.searchsorted(t_cmd, t1 - tol, side="left") - 1
+        has_cmd = (ci >= 0) & (t_cmd[np.maximum(ci, 0)] >= t0 - tol) if t_cmd.size else np.zeros(pairs, bool)
+        # reward: nearest to T_{j+1}, within tol
+        if t_rew.size:
+            ri = np.searchsorted(t_rew, t1, side="left")
+            lo_i, hi_i = np.clip(ri - 1, 0, t_rew.size - 1), np.clip(ri, 0, t_rew.size - 1)
+            d_lo, d_hi = np.abs(t_rew[lo_i] - t1), np.abs(t_rew[hi_i] - t1)
+            ri = np.where(d_hi < d_lo, hi_i, lo_i)
+            has_rew = np.minimum(d_lo, d_hi) <= tol
+        else:
+            ri, has_rew = np.zeros(pairs, np.int64), np.zeros(pairs, bool)
+
+        valid = same & in_time & has_cmd & has_rew
+        uses = np.bincount(ri[valid], minlength=max(t_rew.size, 1))
+        ambiguous = valid & (uses[ri] > 1)
+        valid &= ~ambiguous
+        counts["skipped_episode_boundary"] = int((~same).sum())
+        counts["skipped_gap"] = int((same & ~in_time).sum())
+        counts["skipped_no_command"] = int((same & in_time & ~has_cmd).sum())
+        counts["skipped_no_reward"] = int((same & in_time & has_cmd & ~has_rew).sum())
+        counts["skipped_ambiguous_reward"] = int(ambiguous.sum())
+    else:
+        valid = np.zeros(0, bool)
+        ci = ri = np.zeros(0, np.int64)
+        for name in ("episode_boundary", "gap", "no_command", "no_reward", "ambiguous_reward"):
+            counts[f"skipped_{name}"] = 0
+    counts["transitions"] = int(valid.sum())
+    counts["unmatched_commands"] = int(t_cmd.size - np.unique(ci[valid]).size)
+    counts["unmatched_rewards"] = int(t_rew.size - np.unique(ri[valid]).size)
+    if not counts["transitions"]:
+        detail = ", ".join(f"{key}={v}" for key, v in counts.items() if v)
+        raise BagSkipped(path, f"no transition could be aligned within {tolerance_s:g} s ({detail})")
+
+    # fragments: runs of consecutive valid pairs
+    edges = np.diff(np.concatenate([[0], valid.astype(np.int8), [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    obs32, act32, rew32 = obs.astype(np.float32), actions.astype(np.float32), rew.astype(np.float32)
+    episodes = []
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        if b - a < min_transitions:
+            continue
+        episodes.append(Episode(obs32[a : b + 1], act32[ci[a:b]], rew32[ri[a:b]], np.zeros(b - a, np.float32)))
+    return RawEpisodes(episodes, counts)

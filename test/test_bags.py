@@ -1,0 +1,437 @@
+"""tdmpc2_ros.bags without ROS: the writer's complete-or-hidden bags and splitting, transition records
+read back exactly, chaining records into episodes without inventing data, raw-topic alignment by
+timestamps, bad bags skipped with a reason, and the ingest ledger across restarts."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+from rosbags.rosbag2 import Reader
+
+from tdmpc2_ros.bags import (
+    BagSkipped,
+    BagWriter,
+    IngestLedger,
+    closed_bags,
+    encode_float64,
+    encode_float64_multiarray,
+    encode_int64,
+    episodes_from_arrays,
+    episodes_from_bag,
+    episodes_from_raw,
+    episodes_from_records,
+    partial_bags,
+    read_record_arrays,
+    read_records,
+)
+from tdmpc2_ros.bags.cdr import FLOAT64, FLOAT64_MULTI_ARRAY, INT64, decode_float64_multiarrays
+from tdmpc2_ros.bags.writer import typestore
+from tdmpc2_ros.core.buffer import ReplayBuffer
+from tdmpc2_ros.runtime.transition import Transition
+
+T0 = 1_700_000_000_000_000_000  # ns
+OBS, ACT = 5, 2
+
+
+def make_episode(rng, episode: int, steps: int, model: str = "m1", terminated_last: bool = False) -> list[Transition]:
+    obs = rng.normal(size=(steps + 1, OBS))
+    out = []
+    for k in range(steps):
+        out.append(Transition(episode, k, obs[k], rng.uniform(-1, 1, ACT), float(rng.normal()), obs[k + 1],
+                              terminated=terminated_last and k == steps - 1, truncated=False, model_version=model))
+    return out
+
+
+def as_received(t: Transition) -> Transition:
+    """What any subscriber decodes from the wire: Transition.unpack of the packed record."""
+    return Transition.unpack(*t.pack())
+
+
+def assert_same(a: Transition, b: Transition) -> None:
+    assert (a.episode, a.step, a.reward, a.terminated, a.truncated, a.model_version) == \
+        (b.episode, b.step, b.reward, b.terminated, b.truncated, b.model_version)
+    for name in ("obs", "action", "next_obs"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+def write_all(writer: BagWriter, transitions, dt_ns: int = 20_000_000, start: int = T0) -> list[int]:
+    stamps = []
+    for i, t in enumerate(transitions):
+        stamps.append(start + i * dt_ns)
+        writer.write_transition(t, stamps[-1])
+    return stamps
+
+
+# --- CDR ---------------------------------------------------------------------------------------
+def test_cdr_matches_rosbags_and_rclpy():
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import Float64, Float64MultiArray, Int64, MultiArrayDimension
+
+    t = make_episode(np.random.default_rng(0), 3, 1)[0]
+    dims, data = t.pack()
+    ours = encode_float64_multiarray(dims, data)
+    ts = typestore()
+    F, L, D = (ts.types[f"std_msgs/msg/{n}"] for n in ("Float64MultiArray", "MultiArrayLayout", "MultiArrayDimension"))
+    ref = ts.serialize_cdr(F(layout=L(dim=[D(label=lb, size=s, stride=s) for lb, s in dims], data_offset=0),
+                             data=np.asarray(data)), FLOAT64_MULTI_ARRAY)
+    assert ours == bytes(ref)
+    msg = Float64MultiArray(data=data.tolist())
+    msg.layout.dim = [MultiArrayDimension(label=lb, size=s, stride=s) for lb, s in dims]
+    wire = serialize_message(msg)  # rclpy leaves padding bytes uninitialised: only the fields must agree
+    blocks, errors = decode_float64_multiarrays([wire, ours, wire])
+    assert errors == [] and list(blocks) == [tuple(dims)]
+    values, index = blocks[tuple(dims)]
+    assert index.tolist() == [0, 1, 2] and np.array_equal(values, np.tile(data, (3, 1)))
+    assert serialize_message(Float64(data=2.5)) == encode_float64(2.5)
+    assert serialize_message(Int64(data=-7)) == encode_int64(-7)
+
+
+# --- writer + records round trip -----------------------------------------------------------------
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_round_trip_exact(tmp_path, storage):
+    rng = np.random.default_rng(1)
+    written = make_episode(rng, 0, 40) + make_episode(rng, 1, 25, model="m2", terminated_last=True)
+    with BagWriter(tmp_path, storage=storage, prefix="run") as w:
+        stamps = write_all(w, written)
+        w.write("/tdmpc2/episode_return", FLOAT64, encode_float64(12.5), stamps[-1] + 1)
+        assert w.current is not None and w.current.name.startswith(".run_") and w.current.name.endswith(".partial")
+        assert closed_bags(tmp_path) == []  # the open bag is invisible
+    bags = closed_bags(tmp_path)
+    assert len(bags) == 1 and partial_bags(tmp_path) == [] and bags == w.closed
+    bag = bags[0]
+    suffix = {"mcap": ".mcap", "sqlite3": ".db3"}[storage]
+    assert sorted(p.name for p in bag.iterdir()) == sorted(["metadata.yaml", bag.name + suffix])
+    with Reader(bag) as r:  # readable by plain rosbags, with the counts ros2 bag info shows
+        assert r.message_count == len(written) + 1
+        assert {c.topic: c.msgtype for c in r.connections} == {"/tdmpc2/transition": FLOAT64_MULTI_ARRAY,
+                                                               "/tdmpc2/episode_return": FLOAT64}
+        assert r.start_time == T0 and r.end_time == stamps[-1] + 2
+    read = read_records(bag)
+    assert len(read) == len(written)
+    for a, b in zip(read, written):
+        assert_same(a, as_received(b))
+    arrays = read_record_arrays(bag)
+    assert arrays.timestamp.tolist() == stamps and arrays.dropped == {}
+    assert arrays.obs_dim == OBS and arrays.action_dim == ACT
+
+
+def test_split_by_size_gives_several_complete_bags(tmp_path):
+    rng = np.random.default_rng(2)
+    written = make_episode(rng, 0, 200)
+    record_bytes = len(encode_float64_multiarray(*written[0].pack()))
+    with BagWriter(tmp_path, split_size_bytes=30 * record_bytes) as w:
+        write_all(w, written)
+    bags = closed_bags(tmp_path)
+    assert len(bags) == 7 and partial_bags(tmp_path) == []
+    counts = [len(read_records(b)) for b in bags]
+    assert counts == [30] * 6 + [20]
+    read = [t for b in bags for t in read_records(b)]
+    for a, b in zip(read, written, strict=True):
+        assert_same(a, as_received(b))
+    names = [b.name for b in bags]
+    assert names == sorted(names) and [n[-4:] for n in names] == [f"{i:04d}" for i in range(7)]
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_split_by_duration_and_idle_roll(tmp_path, storage):
+    rng = np.random.default_rng(3)
+    written = make_episode(rng, 0, 100)
+    w = BagWriter(tmp_path, storage=storage, split_duration_s=0.5)
+    stamps = write_all(w, written, dt_ns=50_000_000)  # 5 s of data, 10 messages per 0.5 s
+    assert len(closed_bags(tmp_path)) == 9  # the tenth is still open
+    # the open bag began at stamps[90]: it is due 0.5 s later, even if no message comes
+    assert w.roll_if_due(stamps[90] + 490_000_000) is None
+    last = w.roll_if_due(stamps[90] + 500_000_000)
+    assert last is not None and w.current is None and w.close() is None
+    bags = closed_bags(tmp_path)
+    assert len(bags) == 10 and bags[-1] == last
+    for b in bags:
+        ts = read_record_arrays(b).timestamp
+        assert len(ts) == 10 and ts[-1] - ts[0] < 500_000_000
+    read = [t for b in bags for t in read_records(b)]
+    for a, b in zip(read, written, strict=True):
+        assert_same(a, as_received(b))
+
+
+def test_open_bag_is_hidden_and_unreadable_until_closed(tmp_path):
+    w = BagWriter(tmp_path)
+    write_all(w, make_episode(np.random.default_rng(4), 0, 5))
+    hidden = w.current
+    assert closed_bags(tmp_path) == [] and partial_bags(tmp_path) == [hidden]
+    with pytest.raises(BagSkipped, match="no metadata.yaml"):
+        read_records(hidden / hidden.name[1:-len(".partial")])
+    w.close()
+    assert not hidden.exists() and len(closed_bags(tmp_path)) == 1
+
+
+# --- records -> episodes ---------------------------------------------------------------------------
+def check_never_invents(episodes, transitions):
+    """Every transition of every fragment is one of the input transitions, field for field."""
+    known = {(t.obs.astype(np.float32).tobytes(), t.action.astype(np.float32).tobytes(),
+              np.float32(t.reward).tobytes(), t.next_obs.astype(np.float32).tobytes()) for t in transitions}
+    total = 0
+    for ep in episodes:
+        T = ep.action.shape[0]
+        assert ep.obs.shape == (T + 1, OBS) and ep.reward.shape == ep.terminated.shape == (T,)
+        assert ep.obs.dtype == ep.action.dtype == ep.reward.dtype == np.float32
+        for k in range(T):
+            key = (ep.obs[k].tobytes(), ep.action[k].tobytes(), ep.reward[k].tobytes(), ep.obs[k + 1].tobytes())
+            assert key in known, f"transition {k} of a fragment is not in the input"
+        total += T
+    return total
+
+
+def test_episodes_split_on_gaps_and_never_invent():
+    rng = np.random.default_rng(5)
+    ep0 = make_episode(rng, 0, 10)
+    ep1 = make_episode(rng, 1, 6, terminated_last=True)
+    # a lost record (step 5 of episode 0) and a record whose obs does not continue its predecessor
+    ep1_broken = list(ep1)
+    ep1_broken[3] = Transition(1, 3, ep1[3].obs + 1e-3, ep1[3].action, ep1[3].reward, ep1[3].next_obs)
+    transitions = ep0[:5] + ep0[6:] + ep1_broken
+    shuffled = [transitions[i] for i in rng.permutation(len(transitions))]
+    shuffled += shuffled[:4]  # duplicates (the same record recorded twice)
+    episodes = episodes_from_records(shuffled)
+    lengths = sorted(e.action.shape[0] for e in episodes)
+    assert lengths == [3, 3, 4, 5] and sum(lengths) == len(transitions)
+    by_first = {e.obs[0].tobytes(): e for e in episodes}
+    e = by_first[ep0[0].obs.astype(np.float32).tobytes()]
+    assert np.array_equal(e.obs, np.stack([t.obs for t in ep0[:5]] + [ep0[4].next_obs]).astype(np.float32))
+    assert np.array_equal(e.action, np.stack([t.action for t in ep0[:5]]).astype(np.float32))
+    assert np.array_equal(e.reward, np.array([t.reward for t in ep0[:5]], np.float32))
+    tail = by_first[ep1_broken[3].obs.astype(np.float32).tobytes()]
+    assert tail.terminated.tolist() == [0.0, 0.0, 1.0]
+    assert by_first[ep1[0].obs.astype(np.float32).tobytes()].terminated.tolist() == [0.0, 0.0, 0.0]
+    assert check_never_invents(episodes, transitions) == len(transitions)
+    buffer = ReplayBuffer(1000, OBS, ACT, horizon=3)
+    for ep in episodes:
+        buffer.add_episode(*ep)
+    assert len(buffer) == len(transitions) and buffer.num_episodes == 4
+    assert [e.action.shape[0] for e in episodes_from_records(shuffled, min_transitions=4)] in ([5, 4], [4, 5])
+
+
+def test_reused_episode_ids_and_terminal_records_do_not_chain():
+    rng = np.random.default_rng(6)
+    run_a, run_b = make_episode(rng, 0, 8, model="a"), make_episode(rng, 0, 8, model="b")  # a restart reuses id 0
+    interleaved = [t for pair in zip(run_a, run_b) for t in pair]
+    episodes = episodes_from_records(interleaved)
+    assert sorted(e.action.shape[0] for e in episodes) == [8, 8]
+    assert check_never_invents(episodes, interleaved) == 16
+    # a terminated record ends its fragment even if a "next" record claims to continue it
+    done = make_episode(rng, 2, 4, terminated_last=True)
+    after = Transition(2, 4, done[-1].next_obs, np.zeros(ACT), 0.0, rng.normal(size=OBS))
+    assert sorted(e.action.shape[0] for e in episodes_from_records(done + [after])) == [1, 4]
+    assert episodes_from_records([]) == []
+
+
+def test_episodes_from_bag_match_in_memory_chaining(tmp_path):
+    rng = np.random.default_rng(7)
+    written = make_episode(rng, 0, 30) + make_episode(rng, 1, 30)
+    with BagWriter(tmp_path) as w:
+        write_all(w, written[:12] + written[13:])
+    from_bag = episodes_from_bag(closed_bags(tmp_path)[0])
+    in_memory = episodes_from_records(written[:12] + written[13:])
+    assert [e.action.shape[0] for e in from_bag] == [12, 17, 30]
+    for a, b in zip(from_bag, in_memory, strict=True):
+        for x, y in zip(a, b):
+            assert np.array_equal(x, y)
+
+
+def test_ingest_throughput_mcap(tmp_path):
+    n = 20_000
+    rng = np.random.default_rng(8)
+    written = [t for e in range(20) for t in make_episode(rng, e, n // 20)]
+    with BagWriter(tmp_path) as w:
+        write_all(w, written)
+    bag = closed_bags(tmp_path)[0]
+    buffer = ReplayBuffer(n + 100, OBS, ACT, horizon=3)
+    t0 = time.perf_counter()
+    for ep in episodes_from_bag(bag):
+        buffer.add_episode(*ep)
+    rate = n / (time.perf_counter() - t0)
+    assert len(buffer) == n and buffer.num_episodes == 20
+    assert rate >= 20_000, f"{rate:.0f} transitions/s"
+
+
+# --- raw topics ------------------------------------------------------------------------------------
+DT = 20_000_000  # 50 Hz
+MS = 1_000_000
+
+
+def write_raw_bag(directory, rng, *, obs_label="obs", rewards=True, commands=True):
+    """Two episodes of a 3-dim system with action bounds [-10, 10] x [0, 4], recorded as the sim and a
+    controller publish them: episode announcement, then observations; a command 3 ms (+-1 ms) after
+    each observation; the step's reward 0.2 ms before the next observation. The last observation of
+    an episode is never published (as in sim_node). Irregularities (documented in the return):
+    step 7's command arrives 19 ms late (outside the window), step 11's reward 8 ms early, and
+    observation 15 of episode 0 is lost."""
+    low, high = np.array([-10.0, 0.0]), np.array([10.0, 4.0])
+    truth = []  # (episode, obs, action_normalised, reward, next_obs)
+    w = BagWriter(directory)
+    w.add_topic("/obs", FLOAT64_MULTI_ARRAY)
+    w.add_topic("/cmd", FLOAT64_MULTI_ARRAY)
+    w.add_topic("/reward", FLOAT64)
+    w.add_topic("/episode", INT64)
+    t = T0
+    lengths = (20, 12)
+    for episode, steps in enumerate(lengths):
+        obs = rng.normal(size=(steps + 1, 3))
+        act = rng.uniform(-1, 1, size=(steps, 2))
+        rew = rng.normal(size=steps)
+        w.write("/episode", INT64, encode_int64(episode), t - 100_000)
+        for k in range(steps):
+            jitter = int(rng.integers(-MS, MS))
+            if not (episode == 0 and k == 15):
+                dims = [(obs_label, 3)] if obs_label else [("", 3)]
+                w.write("/obs", FLOAT64_MULTI_ARRAY, encode_float64_multiarray(dims, obs[k]), t + jitter)
+            cmd = low + (act[k] + 1) / 2 * (high - low)
+            cmd_t = t + jitter + 3 * MS + int(rng.integers(-MS, MS))
+            if episode == 0 and k == 7:
+                cmd_t = t + 19 * MS  # too late for step 7 (window ends at T_8 - 5 ms)
+            if commands:
+                w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], cmd), cmd_t)
+            reward_t = t + DT - 200_000 - (8 * MS if (episode == 0 and k == 11) else 0)
+            if rewards:
+                w.write("/reward", FLOAT64, encode_float64(rew[k]), reward_t)
+            truth.append((episode, k, obs[k], act[k], rew[k], obs[k + 1]))
+            t += DT
+        t += DT  # reset
+    return w.close(), truth, low, high
+
+
+def test_raw_alignment_with_jitter_and_skips(tmp_path):
+    bag, truth, low, high = write_raw_bag(tmp_path, np.random.default_rng(9))
+    result = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high,
+                               tolerance_s=0.005)
+    c = result.counts
+    # episode 0: 19 published observations -> 18 pairs; (14, 16) is a gap; step 7 lacks its command
+    # (the late one lands in step 8's window, where step 8's own command is later and wins); step 11
+    # lacks its reward. Episode 1: 12 observations -> 11 pairs. One pair crosses the episode boundary.
+    assert c["observations"] == 31 and c["pairs"] == 30
+    assert c["skipped_episode_boundary"] == 1 and c["skipped_gap"] == 1
+    assert c["skipped_no_command"] == 1 and c["skipped_no_reward"] == 1 and c["skipped_ambiguous_reward"] == 0
+    assert c["transitions"] == 26 == result.transitions
+    assert c["unmatched_commands"] == 32 - 26 and c["unmatched_rewards"] == 32 - 26
+    assert c["clipped_commands"] == 0 and c["malformed_commands"] == 0
+    # fragments of episode 0: steps 0-6, 8-10, 12-13 and 16-18 (14 -> 16 is a gap; step 19's next
+    # observation was never published); episode 1: steps 0-10 (step 11's next observation is missing)
+    expected = [(0, range(0, 7)), (0, range(8, 11)), (0, range(12, 14)), (0, range(16, 19)), (1, range(0, 11))]
+    assert [e.action.shape[0] for e in result.episodes] == [len(r) for _, r in expected]
+    table = {(e, k): (o, a, r, no) for e, k, o, a, r, no in truth}
+    for ep, (episode, steps) in zip(result.episodes, expected):
+        for i, k in enumerate(steps):
+            o, a, r, no = table[(episode, k)]
+            assert np.array_equal(ep.obs[i], o.astype(np.float32))
+            assert np.array_equal(ep.obs[i + 1], no.astype(np.float32))
+            assert np.allclose(ep.action[i], a, atol=1e-6) and ep.reward[i] == np.float32(r)
+        assert not ep.terminated.any()
+
+
+def test_raw_alignment_without_obs_label_and_tighter_tolerance(tmp_path):
+    bag, _, low, high = write_raw_bag(tmp_path, np.random.default_rng(10), obs_label="")
+    wide = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high)
+    assert wide.transitions == 26  # unlabelled observations: all data is the observation
+    # With a 0.1 ms tolerance, rewards (0.2 ms before the observation, plus up to 1 ms jitter) mostly miss.
+    tight = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high,
+                              tolerance_s=0.0001)
+    assert tight.transitions < wide.transitions and tight.counts["skipped_no_reward"] > 1
+
+
+# --- bad bags --------------------------------------------------------------------------------------
+def test_bad_bags_are_skipped_with_a_reason(tmp_path):
+    # unknown topics only
+    with BagWriter(tmp_path / "a", prefix="unknown") as w:
+        w.write("/foo", FLOAT64, encode_float64(1.0), T0)
+        w.write("/bar", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([("obs", 2)], [1.0, 2.0]), T0 + 1)
+    bag = closed_bags(tmp_path / "a")[0]
+    with pytest.raises(BagSkipped) as info:
+        read_records(bag)
+    assert info.value.path == bag and str(bag) in str(info.value)
+    assert "no transition records" in info.value.reason and "/bar" in info.value.reason
+    with pytest.raises(BagSkipped, match="none of the topics"):
+        read_records(bag, topics=["/tdmpc2/transition"])
+    with BagWriter(tmp_path / "b", prefix="only_ints") as w:
+        w.write("/episode", INT64, encode_int64(3), T0)
+    with pytest.raises(BagSkipped, match="no transition-record topic.*/episode"):
+        read_records(closed_bags(tmp_path / "b")[0])
+
+    # raw topics without rewards: the topic absent, or present with no messages
+    bag, _, low, high = write_raw_bag(tmp_path / "c", np.random.default_rng(11), rewards=False)
+    with pytest.raises(BagSkipped, match="no rewards: topic /reward holds no messages") as info:
+        episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high)
+    assert info.value.path == bag
+    with pytest.raises(BagSkipped, match="no rewards: topic /rewards is not in the bag"):
+        episodes_from_raw(bag, "/obs", "/cmd", "/rewards", action_low=low, action_high=high)
+    with pytest.raises(BagSkipped, match="expected std_msgs/msg/Float64"):
+        episodes_from_raw(bag, "/obs", "/cmd", "/obs", action_low=low, action_high=high)
+
+    # truncated and missing files
+    rng = np.random.default_rng(12)
+    for storage in ("mcap", "sqlite3"):
+        with BagWriter(tmp_path / storage, storage=storage) as w:
+            write_all(w, make_episode(rng, 0, 300))
+        bag = closed_bags(tmp_path / storage)[0]
+        assert len(read_records(bag)) == 300
+        data_file = next(p for p in bag.iterdir() if p.name != "metadata.yaml")
+        data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+        with pytest.raises(BagSkipped, match="unreadable") as info:
+            read_records(bag)
+        assert info.value.path == bag
+    gone = tmp_path / "gone"
+    with pytest.raises(BagSkipped, match="does not exist"):
+        read_records(gone)
+    (tmp_path / "notabag").mkdir()
+    with pytest.raises(BagSkipped, match="no metadata.yaml"):
+        read_records(tmp_path / "notabag")
+
+
+def test_malformed_records_are_counted_not_fatal(tmp_path):
+    rng = np.random.default_rng(13)
+    good = make_episode(rng, 0, 10)
+    with BagWriter(tmp_path) as w:
+        write_all(w, good)
+        # a record without its reward segment, and bytes that are no Float64MultiArray at all
+        dims, data = good[0].pack()
+        bad_dims = [(lb, s) for lb, s in dims if lb != "reward"]
+        bad = np.delete(data, 2 + OBS + ACT)
+        w.write("/tdmpc2/transition", FLOAT64_MULTI_ARRAY, encode_float64_multiarray(bad_dims, bad), T0 + 10**9)
+        w.write("/tdmpc2/transition", FLOAT64_MULTI_ARRAY, b"\x00\x01\x00\x00\xff\xff", T0 + 10**9 + 1)
+    bag = closed_bags(tmp_path)[0]
+    records = read_record_arrays(bag, topics=["/tdmpc2/transition"])
+    assert len(records) == 10 and records.dropped == {"not_a_record": 1, "undecodable": 1}
+    assert len(read_record_arrays(bag)) == 10  # auto-detect ignores what is not a record
+
+
+# --- ledger ----------------------------------------------------------------------------------------
+def test_ledger_survives_restart(tmp_path):
+    rng = np.random.default_rng(14)
+    bags_dir = tmp_path / "bags"
+    with BagWriter(bags_dir, split_size_bytes=1) as w:  # one bag per message
+        write_all(w, make_episode(rng, 0, 3))
+    bags = closed_bags(bags_dir)
+    assert len(bags) == 3
+    ledger = IngestLedger(tmp_path / "ledger.jsonl")
+    assert ledger.pending(bags_dir) == bags
+    ledger.mark(bags[0], transitions=1, episodes=1)
+    ledger.mark(bags[1], status="skipped", reason="no rewards")
+    # restart: a new instance reads what the old one wrote; a torn last line is ignored
+    with open(tmp_path / "ledger.jsonl", "a") as f:
+        f.write('{"bag": "half-writ')
+    again = IngestLedger(tmp_path / "ledger.jsonl")
+    assert again.torn_lines == 1 and len(again) == 2
+    assert again.is_ingested(bags[0]) and again.is_ingested(bags[1]) and not again.is_ingested(bags[2])
+    assert again.entry(bags[1])["reason"] == "no rewards" and again.entry(bags[0])["transitions"] == 1
+    assert again.pending(bags_dir) == [bags[2]]
+    again.mark(bags[2], transitions=1)
+    third = IngestLedger(tmp_path / "ledger.jsonl")
+    assert third.torn_lines == 1 and third.pending(bags_dir) == []
+    # a different bag under an ingested name is ingested again
+    shutil.rmtree(bags[0])
+    w2 = BagWriter(tmp_path / "other", prefix="x")
+    write_all(w2, make_episode(rng, 5, 2))
+    shutil.move(str(w2.close()), str(bags[0]))
+    assert not IngestLedger(tmp_path / "ledger.jsonl").is_ingested(bags[0])
