@@ -181,7 +181,7 @@ def test_imu_odometry_and_array_adapters():
 
 
 @pytest.mark.parametrize("spec", ["", "bogus:/x:1", "joint_state:/js:position", "joint_state:/js:torque:j1",
-                                  "array:/a:3-1", "array:/a:x", "joint_state:/js:tan(position):j1"])
+                                  "array:/a:3-1", "array:/a:1-x", "joint_state:/js:tan(position):j1"])
 def test_malformed_sources_are_refused(spec):
     with pytest.raises(AdapterError):
         parse_source(spec)

@@ -25,6 +25,7 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64, Float64MultiArray, Int64  # noqa: E402
 
+from tdmpc2_ros.runtime.transition import unpack  # noqa: E402
 from tdmpc2_ros.ros import qos, topics  # noqa: E402
 from tdmpc2_ros.ros.sim_node import ParameterError, SimNode  # noqa: E402
 
@@ -71,6 +72,8 @@ class Driver(Node):
         self.policy, self.answer, self.limit = policy, policy is not None, None
         self.obs, self.rewards, self.episodes, self.returns, self.joints, self.clock = [], [], [], [], [], []
         self.commands_sent = 0
+        self.steps = []  # every step message's segments, terminal ones included
+        self.sent = []
         self.cmd = self.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
         self.create_subscription(Float64MultiArray, topics.OBSERVATION, self._on_obs, qos.SENSOR)
         self.create_subscription(Float64, topics.REWARD, lambda m: self.rewards.append(m.data), qos.EVENTS)
@@ -80,12 +83,17 @@ class Driver(Node):
         self.create_subscription(Clock, topics.CLOCK, self.clock.append, qos.SENSOR)
 
     def _on_obs(self, msg):
-        self.obs.append(list(msg.data))
+        segs, _ = unpack([(d.label, d.size) for d in msg.layout.dim], msg.data)
+        self.steps.append(segs)
+        if segs["last"][0]:  # an episode's final observation is not answered (the contract)
+            return
+        self.obs.append(list(segs["obs"]))
         if self.answer and (self.limit is None or self.commands_sent < self.limit):
             self.send(self.policy(len(self.obs)))
 
     def send(self, values):
         self.cmd.publish(Float64MultiArray(data=[float(v) for v in values]))
+        self.sent.append([float(v) for v in values])
         self.commands_sent += 1
 
     def connected(self) -> bool:
@@ -115,6 +123,13 @@ def test_lockstep_in_process_one_step_per_command():
         assert sim.steps == n == len(driver.rewards)
         assert all(0.0 <= r <= 2.0 for r in driver.rewards)
         assert sim.engine.step_in_episode == n and sim.episodes == 0
+        # The step message pairs o_k with the reward and the applied command of step k-1 -> k.
+        fresh = [m for m in driver.steps if m["step"][0] > 0]
+        assert [int(m["step"][0]) for m in fresh] == list(range(1, n + 1))
+        assert [float(m["reward"][0]) for m in fresh] == driver.rewards
+        assert [list(m["applied_action"]) for m in fresh] == driver.sent
+        assert all(m["episode"][0] == 0 and m["last"][0] == 0 for m in driver.steps)
+        assert math.isnan(driver.steps[0]["reward"][0])  # step 0 follows no action
         # joint states: stamped with sim time (a multiple of control_dt), hinge/slide names, force effort.
         js = driver.joints[-1]
         assert list(js.name) == ["slider", "hinge_1"] and len(js.position) == len(js.velocity) == 2
@@ -140,6 +155,10 @@ def test_lockstep_across_processes_full_episode():
             spin_for(ex, 0.2)
             assert len(driver.returns) == 1, (driver.returns, len(driver.rewards))
             assert len(driver.rewards) == 500
+            # The episode's final observation is published (last = 1) and was not answered.
+            final = driver.steps[-1]
+            assert final["last"][0] == 1 and final["step"][0] == 500 and final["reward"][0] == driver.rewards[-1]
+            assert driver.commands_sent == 500
             assert driver.returns[0] == pytest.approx(sum(driver.rewards), abs=1e-9)
             out, _ = proc.communicate(timeout=20)
             assert proc.returncode == 0, out[-3000:]

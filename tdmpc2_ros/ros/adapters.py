@@ -5,7 +5,10 @@ Each observation source is one string (a ROS string-array parameter cannot hold 
 
     <type>:<topic>:<field>[:<joint>]
 
-    array:/tdmpc2/observation:all            every element of a Float64MultiArray
+    array:/tdmpc2/observation:obs            the segment labelled "obs" in the layout (the sim's step
+                                             message: see tdmpc2_ros/runtime/transition.py); an
+                                             array without layout dims is taken whole
+    array:/some/topic:all                    every element of a Float64MultiArray
     array:/tdmpc2/observation:2-4            elements 2, 3, 4 (inclusive range) or a single index
     array32:/some/topic:0                    the same for Float32MultiArray
     joint_state:/joint_states:position:slider
@@ -25,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tdmpc2_ros.runtime.transition import SegmentError, unpack
+
 SOURCE_TYPES = ("array", "array32", "joint_state", "imu", "odometry")
 _TRANSFORMS = {"cos": math.cos, "sin": math.sin}
 
@@ -42,6 +47,7 @@ class Source:
     transform: str = ""  # "", "cos" or "sin"
     first: int = 0  # array sources: index range [first, last]; last = -1 means "to the end"
     last: int = 0
+    label: str = ""  # array sources: take the layout segment with this label
 
     @property
     def spec(self) -> str:
@@ -66,11 +72,14 @@ def parse_source(text: str) -> Source:
     if kind in ("array", "array32"):
         if field == "all":
             return Source(kind, topic, field, first=0, last=-1)
+        if field.isidentifier():
+            return Source(kind, topic, field, first=0, last=-1, label=field)
         try:
             lo, _, hi = field.partition("-")
             first, last = int(lo), int(hi) if hi else int(lo)
         except ValueError:
-            raise AdapterError(f"observation source {text!r}: array field must be 'all', an index or 'i-j'") from None
+            raise AdapterError(f"observation source {text!r}: array field must be 'all', a segment label, "
+                               "an index or 'i-j'") from None
         if first < 0 or last < first:
             raise AdapterError(f"observation source {text!r}: bad index range {field}")
         return Source(kind, topic, field, first=first, last=last)
@@ -92,6 +101,8 @@ def _attr_path(msg, path: str, spec: str) -> float:
 def extract(source: Source, msg) -> np.ndarray:
     """The elements a source contributes, from its latest message."""
     if source.kind in ("array", "array32"):
+        if source.label:
+            return segment(msg, source.label, source.spec)
         data = np.asarray(msg.data, dtype=np.float64)
         last = data.shape[0] - 1 if source.last == -1 else source.last
         if last >= data.shape[0]:
@@ -114,6 +125,23 @@ def extract(source: Source, msg) -> np.ndarray:
     if source.transform:
         value = _TRANSFORMS[source.transform](value)
     return np.array([value])
+
+
+def segments_of(msg) -> dict[str, np.ndarray]:
+    """A Float(32|64)MultiArray's labelled segments (tdmpc2_ros.runtime.transition)."""
+    return unpack([(d.label, d.size) for d in msg.layout.dim], msg.data)[0]
+
+
+def segment(msg, label: str, spec: str) -> np.ndarray:
+    if not msg.layout.dim:  # a plain array without a layout is taken whole
+        return np.asarray(msg.data, dtype=np.float64)
+    try:
+        segs = segments_of(msg)
+    except SegmentError as e:
+        raise AdapterError(f"source {spec}: {e}") from None
+    if label not in segs:
+        raise AdapterError(f"source {spec}: the message has no segment labelled {label!r} (labels: {sorted(segs)})")
+    return segs[label]
 
 
 def source_width(source: Source) -> int | None:
@@ -152,8 +180,12 @@ class ObservationAssembler:
         """Age of the stalest input (inf if a topic has never been heard)."""
         return max((now_s - self.latest[t][1]) if t in self.latest else math.inf for t in self.topics)
 
-    def assemble(self) -> np.ndarray:
-        missing = [t for t in self.topics if t not in self.latest]
+    def assemble(self, override: dict | None = None) -> np.ndarray:
+        """The model input from the latest messages (or, for the topics in `override`, from those
+        messages instead, without storing them)."""
+        latest = {t: m for t, (m, _) in self.latest.items()}
+        latest.update(override or {})
+        missing = [t for t in self.topics if t not in latest]
         if missing:
             raise AdapterError(f"no message yet on {missing}")
-        return np.concatenate([extract(s, self.latest[s.topic][0]) for s in self.sources])
+        return np.concatenate([extract(s, latest[s.topic]) for s in self.sources])

@@ -18,7 +18,7 @@ class PlannerParams:
     ladder_runs: int = 40
     threads: int = 2
     seed: int = 0
-    observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":all",)
+    observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":obs",)
     action_topic: str = topics.COMMAND
     episode_topic: str = topics.EPISODE
     command_scale: tuple[float, ...] = ()  # model action units -> command units (e.g. motor gear); () = 1
@@ -29,6 +29,9 @@ class PlannerParams:
     max_observation_age_s: float = 0.1
     explore: bool = False
     diagnostics_period_s: float = 1.0
+    transition_topic: str = topics.TRANSITION  # what each executed step was; "" = do not publish
+    model_update_topic: str = topics.MODEL_UPDATE  # announcements of new model versions (hot swap)
+    model_cache_dir: str = ""  # where models announced inline are written; "" = ~/.cache/tdmpc2_ros/models
 
     def validate(self):
         problems = []

@@ -5,13 +5,18 @@ A thin adapter around tdmpc2_ros.runtime (numpy + onnxruntime; no torch):
 - at start-up the budget ladder is measured and the largest rung that fits the period is chosen;
 - each tick plans in a worker thread with a deadline. A late plan is replaced by the previous
   plan's next action (from its warm-start mean) and counted as a miss; bad or stale input yields
-  the configured safe action. Nothing malformed or out of limits is ever published.
+  the configured safe action. Nothing malformed or out of limits is ever published;
+- each executed step is published as a transition record (runtime/transition.py) for the recorder;
+- a model-update announcement (or a model_path change) is checked beside the running model and
+  swapped in between two ticks (runtime/hot_swap.py); ~/rollback returns to the previous version.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
+import json
 import math
+import os
 import sys
 import threading
 import time
@@ -20,18 +25,23 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, MultiArrayDimension
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, MultiArrayDimension, String
+from std_srvs.srv import Trigger
 
 from tdmpc2_ros.ros import qos, topics
-from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler
+from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segments_of
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, RollingStats, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
-from tdmpc2_ros.runtime.ladder import choose_rung, measure_latency, read_ladder
+from tdmpc2_ros.runtime.hot_swap import HotSwapper
+from tdmpc2_ros.runtime.ladder import measure_latency, read_ladder
+from tdmpc2_ros.runtime.model_store import MANIFEST
+from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
 MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
                  "odometry": Odometry}
@@ -58,6 +68,11 @@ class ActionShaper:
         a = np.clip(np.asarray(normalised, float), -1.0, 1.0)
         return self.model_low + (a + 1.0) * 0.5 * (self.model_high - self.model_low)
 
+    def normalised(self, physical) -> np.ndarray:
+        """Inverse of physical(): a command in the topic's units back to the model's [-1, 1]."""
+        span = np.where(self.model_high > self.model_low, self.model_high - self.model_low, 1.0)
+        return np.clip(2.0 * (np.asarray(physical, float) - self.model_low) / span - 1.0, -1.0, 1.0)
+
     def shape(self, physical) -> np.ndarray:
         cmd = np.clip(np.asarray(physical, float), self.low, self.high)
         cmd = self.last + np.clip(cmd - self.last, -self.max_step, self.max_step)
@@ -77,6 +92,11 @@ class PlannerNode(Node):
         self.period = 1.0 / self.p.control_rate_hz
         self.assembler = ObservationAssembler(list(self.p.observation_sources))
         self.planner, self.ladder_report = self._load_model()
+        self.model_version = version_of(self.p.model_path or str(default_model()), self.planner)
+        self.previous: list[tuple[object, str]] = []  # (planner, version) for ~/rollback, newest last
+        self.swaps = 0
+        self._pending_rollback = None
+        self.last_obs = None  # the newest model input, for probing a swap candidate
         c = self.planner.contract
         self.shaper = ActionShaper(c.action.low or [-1.0] * c.action.dim, c.action.high or [1.0] * c.action.dim,
                                    self.p.action_low, self.p.action_high, self.p.max_action_rate, self.period,
@@ -94,6 +114,16 @@ class PlannerNode(Node):
         self.last_problem = ""
         self.level = OK
 
+        self.pairer = TransitionPairer(self.shaper.normalised)
+        self.transition_pub = (self.create_publisher(Float64MultiArray, self.p.transition_topic, qos.EVENTS)
+                               if self.p.transition_topic else None)
+        limit = self.p.deadline_fraction * self.period
+        cache = self.p.model_cache_dir or os.path.expanduser("~/.cache/tdmpc2_ros/models")
+        self.swapper = HotSwapper(lambda: (self.planner, self.last_obs), limit, self.p.ladder_warmup, self.p.ladder_runs,
+                                  self.p.threads, self.p.seed, cache, self._log)
+        self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
+        self.create_service(Trigger, "~/rollback", self._on_rollback)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.cmd_pub = self.create_publisher(Float64MultiArray, self.p.action_topic, qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         for topic, kind in self.assembler.topics.items():
@@ -141,11 +171,42 @@ class PlannerNode(Node):
         first_topic = self.assembler.sources[0].topic
 
         def callback(msg):
-            self.assembler.update(topic, msg, time.monotonic())
-            if self.p.trigger == "observation" and topic == first_topic:
+            step = self._step_segments(topic, msg)
+            last = step is not None and step["last"][0] >= 0.5
+            if not last:  # an episode's final observation is logged, never planned on
+                self.assembler.update(topic, msg, time.monotonic())
+            if step is not None:
+                self._log_step(topic, msg, step)
+            if self.p.trigger == "observation" and topic == first_topic and not last:
                 self.tick()
 
         return callback
+
+    def _step_segments(self, topic: str, msg):
+        """The segments of a step message (sim_node's observation), or None for a plain array."""
+        if self.transition_pub is None or topic != self.assembler.sources[0].topic or not hasattr(msg, "layout"):
+            return None
+        try:
+            segs = segments_of(msg)
+        except SegmentError:
+            return None  # malformed: the observation path reports it
+        return segs if "last" in segs and "step" in segs else None
+
+    def _log_step(self, topic: str, msg, step: dict):
+        """Publish the transition that this step message completes (exact pairing: the message
+        carries o_t+1 with r_t and a_t)."""
+        try:
+            model_input = self.planner.contract.validate_obs(self.assembler.assemble({topic: msg}))
+        except (AdapterError, ValueError):
+            self.pairer.prev = None  # an unusable observation breaks the chain
+            return
+        record = self.pairer.observe(step, model_input, self.model_version)
+        if record is not None:
+            dims, data = record.pack()
+            out = Float64MultiArray()
+            out.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size) for label, size in dims]
+            out.data = data.tolist()
+            self.transition_pub.publish(out)
 
     def _on_episode(self, msg: Int64):
         self.reset_requested = True  # new episode: plan from a zero warm start (the reference's t0)
@@ -165,6 +226,12 @@ class PlannerNode(Node):
     def tick(self):
         start = time.monotonic()
         self.ticks += 1
+        if self.pending is None or self.pending.done():  # the worker is idle: a model may change hands
+            rollback, self._pending_rollback = self._pending_rollback, None
+            if rollback is not None:
+                self._install(rollback, rollback=True)
+            else:
+                self._install(self.swapper.take_ready())
         obs, problem = self._observation(start)
         if obs is None:
             self._publish(self.shaper.safe(self.p.safe_action), start, safe=True)
@@ -191,7 +258,59 @@ class PlannerNode(Node):
         self.plan_latency.add(time.perf_counter() - t)
         with self.lock:
             self.last_mean = result.mean
+        self.last_obs = obs
+        self.swapper.notify_tick()  # a swap candidate may probe now, in this tick's slack
         return result.action
+
+    # -- hot swap ------------------------------------------------------------------------------
+    def _install(self, candidate, rollback: bool = False):
+        """Between two ticks (the worker is idle): a pointer swap that keeps the warm start."""
+        if candidate is None:
+            return
+        planner, version = (candidate if rollback else (candidate.planner, candidate.version))
+        planner.prev_mean = self.planner.prev_mean.copy()
+        if not rollback:
+            self.previous = (self.previous + [(self.planner, self.model_version)])[-3:]
+        old, self.planner, self.model_version = self.model_version, planner, version
+        self.swaps += 1
+        self._log("info", f"{'rolled back' if rollback else 'swapped'} model {old} -> {version} at tick {self.ticks}")
+
+    def _on_model_update(self, msg: String):
+        try:
+            announcement = json.loads(msg.data)
+            version = str(announcement["version"])
+        except (ValueError, KeyError, TypeError) as e:
+            self._log("error", f"ignoring a malformed model announcement on {self.p.model_update_topic}: {e}")
+            return
+        if version == self.model_version:
+            return  # transient-local redelivery of what is already running
+        self._log("info", f"model update {version} announced; checking it beside the running {self.model_version}")
+        self.swapper.request({"announcement": announcement})
+
+    def _on_set_parameters(self, params):
+        for prm in params:
+            if prm.name == "model_path" and prm.value and prm.value != self.p.model_path:
+                self.p.model_path = prm.value
+                self.swapper.request({"path": prm.value, "version": version_of(prm.value, None)})
+        return SetParametersResult(successful=True)
+
+    def _on_rollback(self, request, response):
+        if not self.previous:
+            response.success, response.message = False, f"no previous model to roll back to (running {self.model_version})"
+            return response
+        planner, version = self.previous.pop()
+        self._pending_rollback = (planner, version)
+        response.success, response.message = True, f"rolling back {self.model_version} -> {version} at the next tick"
+        return response
+
+    def _log(self, level: str, text: str):
+        """For the swapper thread too: a rejected update is a warning on /diagnostics, not an error
+        (the running model is fine)."""
+        if level == "error":
+            self.level, self.last_problem = max(self.level, WARN), text
+            self.get_logger().error(text)
+        else:
+            self.get_logger().info(text)
 
     def _fallback(self, start: float, why: str):
         """The previous plan's next action (the warm-start mean one step on, then two, ...)."""
@@ -234,6 +353,8 @@ class PlannerNode(Node):
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),
             "ticks": self.ticks, "missed_deadlines": self.missed_deadlines, "safe_actions": self.safe_actions,
+            "model_version": self.model_version, "swaps": self.swaps, "swaps_rejected": self.swapper.rejected,
+            "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "control_rate_hz": self.p.control_rate_hz,
         }
@@ -245,10 +366,25 @@ class PlannerNode(Node):
         self.level, self.last_problem = OK, ""
 
     def destroy_node(self):
+        swapper = getattr(self, "swapper", None)
+        if swapper is not None:
+            swapper.stop()
         worker = getattr(self, "worker", None)  # absent when start-up was refused
         if worker is not None:
             worker.shutdown(wait=True)
         return super().destroy_node()
+
+
+def version_of(model_path: str, planner) -> str:
+    """A model store version folder names itself in its manifest; otherwise the graph's sha256."""
+    manifest = os.path.join(model_path, MANIFEST)
+    if os.path.isfile(manifest):
+        try:
+            with open(manifest) as f:
+                return str(json.load(f)["version"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return planner.sha256[:12] if planner is not None else os.path.basename(os.path.normpath(model_path))
 
 
 def main(args=None) -> int:

@@ -14,8 +14,13 @@ joint_states_topic     sensor_msgs/JointState      SENSOR        with every obse
                                                                  (N·m / N) if every actuator drives one
                                                                  joint, else empty
 observation_topic      std_msgs/Float64MultiArray  SENSOR        after each control step and at episode
-                                                                 start; one dim labelled "obs" (names are
-                                                                 logged at start)
+                                                                 start: the step message, labelled
+                                                                 segments obs | reward | applied_action |
+                                                                 episode | step | last (see
+                                                                 tdmpc2_ros/runtime/transition.py; obs
+                                                                 names are logged at start). The final
+                                                                 observation of an episode has last = 1
+                                                                 and must not be answered with a command
 reward_topic           std_msgs/Float64            EVENTS        after each control step (summed over the
                                                                  action repeat), before the observation
 episode_topic          std_msgs/Int64              EVENTS        episode index (0, 1, ...) when an episode
@@ -36,6 +41,7 @@ Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -54,6 +60,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int64, MultiArrayDimension
 
 from tdmpc2_ros.ros import qos, topics
+from tdmpc2_ros.runtime.transition import pack
 from tdmpc2_ros.sim.engine import SimEngine, describe
 
 MODES = ("realtime", "lockstep")
@@ -193,9 +200,9 @@ class SimNode(Node):
         self._return = 0.0
         self._command = self.engine.last_command.copy()
         self._pub_episode.publish(Int64(data=self.engine.episode))
-        self._publish_state(obs)
+        self._publish_state(obs, math.nan)
 
-    def _publish_state(self, obs: np.ndarray) -> None:
+    def _publish_state(self, obs: np.ndarray, reward: float, last: bool = False) -> None:
         e = self.engine
         stamp = _stamp(e.time)
         if self._pub_clock is not None:
@@ -206,9 +213,12 @@ class SimNode(Node):
         js.position = e.joint_positions().tolist()
         js.velocity = e.joint_velocities().tolist()
         js.effort = e.joint_efforts().tolist() if e.actuators_map_to_joints else []
+        # One message carries o_t+1 with the r_t and a_t that led to it: transitions pair exactly.
+        dims, data = pack([("obs", obs), ("reward", [reward]), ("applied_action", e.last_command),
+                           ("episode", [e.episode]), ("step", [e.step_in_episode]), ("last", [float(last)])])
         om = Float64MultiArray()
-        om.layout.dim = [MultiArrayDimension(label="obs", size=len(obs), stride=len(obs))]
-        om.data = obs.tolist()
+        om.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size) for label, size in dims]
+        om.data = data.tolist()
         self._joint_msg, self._obs_msg = js, om
         self._pub_joints.publish(js)
         self._pub_obs.publish(om)
@@ -220,8 +230,8 @@ class SimNode(Node):
         self.steps += 1
         self._return += reward
         self._pub_reward.publish(Float64(data=float(reward)))
+        self._publish_state(obs, reward, last=done)
         if not done:
-            self._publish_state(obs)
             return
         self._pub_return.publish(Float64(data=float(self._return)))
         self.episodes += 1

@@ -8,3 +8,5 @@ EPISODE_RETURN = "/tdmpc2/episode_return"  # std_msgs/Float64, EVENTS QoS, at ea
 COMMAND = "/tdmpc2_controller/commands"  # std_msgs/Float64MultiArray, COMMAND QoS (ros2_control style)
 CLOCK = "/clock"  # rosgraph_msgs/Clock
 DIAGNOSTICS = "/diagnostics"  # diagnostic_msgs/DiagnosticArray
+TRANSITION = "/tdmpc2/transition"  # std_msgs/Float64MultiArray, EVENTS QoS, one record per executed step
+MODEL_UPDATE = "/tdmpc2/model_update"  # std_msgs/String (JSON announcement), LATCHED QoS (transient local)

@@ -1,0 +1,160 @@
+"""A versioned, content-addressed store of exported planner ladders, and the announcement that
+tells a running planner about a new version.
+
+Layout:
+
+    <store>/<version>/ladder.json, planner_*.onnx, manifest.json
+    <store>/.<version>.tmp/          (being written; never read)
+
+A version is ``v<NNNN>-<sha12>``: a sequence number (so `ls` sorts by age) and the first 12 hex
+digits of the hash over the files' own sha256s, so the same weights get the same suffix. A version
+folder is renamed into place only after every file is written and fsynced: a reader sees a
+complete version or none. The manifest records version, parent version, training steps, the bags
+that were used and each file's sha256.
+
+The announcement (JSON in a std_msgs/String, transient-local QoS) names the version and every
+file's sha256, and either the store path (robot shares the trainer's disk) or the files' bytes in
+base64 (it does not). Pure Python: no ROS, no torch.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tdmpc2_ros.runtime.ladder import LADDER_FILE, read_ladder
+
+MANIFEST = "manifest.json"
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+@dataclass
+class Manifest:
+    version: str
+    parent: str = ""
+    env_steps: int = 0
+    updates: int = 0
+    bags: list = field(default_factory=list)
+    files: dict = field(default_factory=dict)  # file name -> sha256
+    created: float = 0.0
+    notes: dict = field(default_factory=dict)  # validation results, eval returns, ...
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        return cls(**json.loads(text))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ModelStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first."""
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+    def latest(self) -> Manifest | None:
+        v = self.versions()
+        return self.manifest(v[-1]) if v else None
+
+    def manifest(self, version: str) -> Manifest:
+        path = self.root / version / MANIFEST
+        try:
+            return Manifest.from_json(path.read_text())
+        except (OSError, ValueError, TypeError) as e:
+            raise StoreError(f"cannot read the manifest of version {version} ({path}): {e}") from e
+
+    def path(self, version: str) -> Path:
+        return self.root / version
+
+    def add(self, ladder_folder: str | os.PathLike, parent: str = "", env_steps: int = 0, updates: int = 0,
+            bags: list | None = None, notes: dict | None = None) -> Manifest:
+        """Copy an exported ladder folder into the store as a new version."""
+        src = Path(ladder_folder)
+        rungs = read_ladder(src)  # refuses a folder that is not a ladder
+        names = [LADDER_FILE] + [r.path.name for r in rungs]
+        files = {n: _sha256(src / n) for n in names}
+        digest = hashlib.sha256("".join(f"{n}={files[n]};" for n in sorted(files)).encode()).hexdigest()[:12]
+        version = f"v{len(self.versions()) + 1:04d}-{digest}"
+        tmp = self.root / f".{version}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        for n in names:
+            shutil.copyfile(src / n, tmp / n)
+        m = Manifest(version, parent, int(env_steps), int(updates), list(bags or []), files, time.time(), dict(notes or {}))
+        (tmp / MANIFEST).write_text(m.to_json())
+        for n in names + [MANIFEST]:
+            with open(tmp / n, "rb+") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        os.replace(tmp, self.root / version)
+        _fsync_dir(self.root)
+        return m
+
+    def announcement(self, version: str, inline: bool = False) -> dict:
+        """What the trainer publishes on the model-update topic."""
+        m = self.manifest(version)
+        msg = {"version": m.version, "parent": m.parent, "env_steps": m.env_steps, "files": m.files}
+        if inline:
+            msg["inline"] = {n: base64.b64encode((self.path(version) / n).read_bytes()).decode() for n in m.files}
+        else:
+            msg["path"] = str(self.path(version).resolve())
+        return msg
+
+
+def materialise(announcement: dict, cache_dir: str | os.PathLike) -> Path:
+    """The local model folder an announcement refers to, every file checked against its sha256.
+    Inline bytes are written under cache_dir/<version>/. Raises StoreError naming the problem."""
+    try:
+        version, files = str(announcement["version"]), dict(announcement["files"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(f"announcement lacks version/files: {e}") from e
+    if LADDER_FILE not in files:
+        raise StoreError(f"announcement of {version} lists no {LADDER_FILE}")
+    if "inline" in announcement:
+        folder = Path(cache_dir) / version
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, b64 in announcement["inline"].items():
+            if name not in files or "/" in name or name.startswith("."):
+                raise StoreError(f"announcement of {version}: unexpected inline file {name!r}")
+            (folder / name).write_bytes(base64.b64decode(b64))
+    elif "path" in announcement:
+        folder = Path(announcement["path"])
+    else:
+        raise StoreError(f"announcement of {version} has neither a path nor inline files")
+    for name, sha in files.items():
+        p = folder / name
+        if not p.is_file():
+            raise StoreError(f"version {version}: {p} is missing")
+        got = _sha256(p)
+        if got != sha:
+            raise StoreError(f"version {version}: {name} has sha256 {got[:16]}..., the announcement says {str(sha)[:16]}...")
+    return folder

@@ -1,0 +1,106 @@
+"""Pure pieces of the learning loop: the labelled-segment messages, exact transition pairing, the
+versioned model store and its announcements (no ROS, no torch in the code under test)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from tdmpc2_ros.runtime.ladder import LADDER_FILE
+from tdmpc2_ros.runtime.model_store import MANIFEST, ModelStore, StoreError, materialise
+from tdmpc2_ros.runtime.transition import SegmentError, Transition, TransitionPairer, pack, unpack
+
+
+def step_msg(episode, step, obs, reward=math.nan, applied=(0.0,), last=False):
+    dims, data = pack([("obs", obs), ("reward", [reward]), ("applied_action", applied), ("episode", [episode]),
+                       ("step", [step]), ("last", [float(last)])])
+    return unpack(dims, data)[0]
+
+
+def test_pack_unpack_round_trip_with_tags():
+    dims, data = pack([("a", [1.0, 2.0]), ("b", [3.0])], {"model": "v0001-abc"})
+    assert dims == [("a", 2), ("b", 1), ("model:v0001-abc", 0)]
+    segs, tags = unpack(dims, data)
+    assert list(segs["a"]) == [1.0, 2.0] and list(segs["b"]) == [3.0] and tags == {"model": "v0001-abc"}
+    with pytest.raises(SegmentError, match="3 values but the message holds 4"):
+        unpack(dims, [1.0, 2.0, 3.0, 4.0])
+
+
+def test_transition_record_round_trip():
+    t = Transition(3, 7, np.arange(5, dtype=np.float32), np.array([0.25], np.float32), 0.5,
+                   np.arange(5, 10, dtype=np.float32), False, True, "v0002-ff")
+    back = Transition.unpack(*t.pack())
+    assert (back.episode, back.step, back.reward, back.terminated, back.truncated, back.model_version) == (3, 7, 0.5, False, True, "v0002-ff")
+    np.testing.assert_array_equal(back.obs, t.obs)
+    np.testing.assert_array_equal(back.next_obs, t.next_obs)
+    np.testing.assert_array_equal(back.action, t.action)
+    with pytest.raises(SegmentError, match="lacks segment"):
+        Transition.unpack([("episode", 1)], [0.0])
+
+
+def test_pairer_pairs_exactly_and_never_bridges_a_gap():
+    pairer = TransitionPairer(lambda a: np.asarray(a) / 2.0)  # physical -> normalised
+    o = [np.full(2, float(k), np.float32) for k in range(6)]
+    assert pairer.observe(step_msg(0, 0, o[0]), o[0], "v1") is None  # first observation: nothing yet
+    t = pairer.observe(step_msg(0, 1, o[1], reward=0.7, applied=[1.0]), o[1], "v1")
+    assert (t.episode, t.step, t.reward, t.model_version) == (0, 0, pytest.approx(0.7), "v1")
+    np.testing.assert_array_equal(t.obs, o[0])
+    np.testing.assert_array_equal(t.next_obs, o[1])
+    assert t.action.tolist() == [0.5]  # the applied command, normalised
+    # Step 2 is lost: step 3 cannot be paired with step 1's observation.
+    assert pairer.observe(step_msg(0, 3, o[3], reward=0.1), o[3], "v1") is None
+    assert pairer.gaps == 1
+    t = pairer.observe(step_msg(0, 4, o[4], reward=0.2, last=True), o[4], "v2")
+    assert t.step == 3 and t.truncated and not t.terminated and t.model_version == "v1"  # the model that acted
+    # After the final observation, a new episode starts from scratch.
+    assert pairer.observe(step_msg(1, 0, o[5]), o[5], "v2") is None
+    assert pairer.emitted == 2 and pairer.gaps == 1
+
+
+def _fake_ladder(folder, payload=b"graph"):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "planner_x.onnx").write_bytes(payload)
+    (folder / LADDER_FILE).write_text(json.dumps({"rungs": [{"file": "planner_x.onnx", "budget": {}, "sha256": ""}]}))
+    return folder
+
+
+def test_store_versions_are_complete_and_content_addressed(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    a = store.add(_fake_ladder(tmp_path / "a"), env_steps=1000, updates=500, bags=["bag_0"])
+    b = store.add(_fake_ladder(tmp_path / "b", b"other graph"), parent=a.version, env_steps=2000)
+    c = store.add(_fake_ladder(tmp_path / "c"), parent=b.version)  # same bytes as a
+    assert store.versions() == [a.version, b.version, c.version]
+    assert a.version.startswith("v0001-") and b.version.startswith("v0002-")
+    assert a.version[6:] == c.version[6:] != b.version[6:]  # the suffix is the content hash
+    m = store.manifest(b.version)
+    assert (m.parent, m.env_steps, set(m.files)) == (a.version, 2000, {LADDER_FILE, "planner_x.onnx"})
+    assert store.latest().version == c.version
+    # A half-written version (a crash before the rename) is invisible.
+    (tmp_path / "store" / ".v0004-deadbeef.tmp").mkdir()
+    assert store.versions() == [a.version, b.version, c.version]
+    assert (store.path(a.version) / MANIFEST).is_file()
+
+
+def test_announcements_by_path_and_inline_are_verified(tmp_path):
+    store = ModelStore(tmp_path / "store")
+    v = store.add(_fake_ladder(tmp_path / "a")).version
+    by_path = store.announcement(v)
+    assert materialise(by_path, tmp_path / "cache") == store.path(v).resolve()
+    inline = json.loads(json.dumps(store.announcement(v, inline=True)))  # survives the JSON of a String message
+    folder = materialise(inline, tmp_path / "cache")
+    assert folder == tmp_path / "cache" / v and (folder / "planner_x.onnx").read_bytes() == b"graph"
+
+    bad = dict(by_path, files={**by_path["files"], "planner_x.onnx": "0" * 64})
+    with pytest.raises(StoreError, match="planner_x.onnx has sha256"):
+        materialise(bad, tmp_path / "cache")
+    tampered = dict(inline, inline={**inline["inline"], "planner_x.onnx": "Z3JhcGg="[:-4] + "AAAA"})
+    with pytest.raises(StoreError, match="sha256"):
+        materialise(tampered, tmp_path / "cache2")
+    escape = dict(inline, inline={"../evil.onnx": "AAAA"})
+    with pytest.raises(StoreError, match="unexpected inline file"):
+        materialise(escape, tmp_path / "cache3")
+    with pytest.raises(StoreError, match="neither a path nor inline"):
+        materialise({"version": v, "files": by_path["files"]}, tmp_path / "cache4")
