@@ -77,7 +77,10 @@ def test_use_sim_false_starts_only_the_planner():
 def test_launch_files_read_the_same_description():
     """launch/*.launch.py cannot run here (no launch/launch_ros on PyPI); check they delegate to the
     shared description rather than carrying a second copy of nodes and parameters."""
-    for name, node_set in [("planner.launch.py", "planner"), ("sim.launch.py", "sim")]:
+    launch_files = sorted(p.name for p in (REPO / "launch").glob("*.launch.py"))
+    assert launch_files == ["learn.launch.py", "planner.launch.py", "sim.launch.py", "trainer.launch.py"]
+    for name in launch_files:
+        node_set = name.split(".")[0]
         tree = ast.parse((REPO / "launch" / name).read_text())
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "describe"]
         assert [c.args[0].value for c in calls] == [node_set]

@@ -211,3 +211,22 @@ def test_swap_reject_rollback_param_and_inline(planner, models):
     assert proc.poll() is None
     robot.ros.spin_until(lambda: len(robot.records) >= robot.k - 1, 5)
     assert _steps_are_contiguous(robot.records)
+
+
+def test_a_model_store_stands_for_its_newest_version(models, tmp_path):
+    import logging
+    import threading
+
+    from tdmpc2_ros.ros.planner_node import resolve_model_path
+
+    store, log = models["store"], logging.getLogger("test")
+    newest = store.versions()[-1]
+    assert resolve_model_path(str(store.root), 0.0, log) == str(store.path(newest))
+    assert resolve_model_path(str(store.path(models["v1"])), 0.0, log) == str(store.path(models["v1"]))  # a version itself
+    # An empty store is waited on: the first version that appears is taken.
+    empty = ModelStore(tmp_path / "empty")
+    threading.Timer(0.7, lambda: empty.add(store.path(models["v2"]))).start()
+    got = resolve_model_path(str(empty.root), 30.0, log)
+    assert got == str(empty.path(empty.versions()[0]))
+    # Nothing appears: after the wait the path is returned unchanged, and the loader names it.
+    assert resolve_model_path(str(tmp_path / "never"), 0.2, log) == str(tmp_path / "never")

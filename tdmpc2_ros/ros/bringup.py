@@ -47,6 +47,11 @@ ARGUMENTS = {
         Argument("trigger", "observation", "planner tick source: observation (event-driven) or timer"),
         Argument("max_episodes", "0", "sim stops after this many episodes (0 = run until stopped)"),
         Argument("use_sim_time", "true", "take time from /clock"),
+        Argument("explore", "false", "planner adds std[0] exploration noise (true while learning)"),
+        Argument("model_wait_s", "0.0", "model_path is an empty model store: wait this long for a first version"),
+        Argument("bag_dir", "tdmpc2_bags", "where the recorder writes bags and the trainer reads them"),
+        Argument("store_dir", "tdmpc2_models", "the trainer's versioned model store"),
+        Argument("run_dir", "runs/learn", "the trainer's run folder (checkpoint, ledger, learning curve)"),
     ]
 }
 
@@ -55,9 +60,18 @@ SIM = NodeSpec("sim_node", "sim_node", "sim.yaml", {"mode": "mode", "task": "tas
                condition="use_sim")
 PLANNER = NodeSpec("planner_node", "planner_node", "planner.yaml",
                    {"model_path": "model_path", "control_rate_hz": "control_rate_hz", "trigger": "trigger",
-                    "use_sim_time": "use_sim_time"})
+                    "use_sim_time": "use_sim_time", "explore": "explore", "model_wait_s": "model_wait_s"})
+RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir": "bag_dir"})
+TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
+                   {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir"})
 
-NODE_SETS = {"planner": [SIM, PLANNER], "sim": [SIM]}
+NODE_SETS = {
+    "planner": [SIM, PLANNER],
+    "sim": [SIM],
+    "trainer": [TRAINER],
+    # The whole loop: act (exploring), record, learn, hot-swap. Point model_path at store_dir.
+    "learn": [SIM, PLANNER, RECORDER, TRAINER],
+}
 
 
 def params_path(spec: NodeSpec) -> str:

@@ -31,6 +31,7 @@ class PlannerParams:
     diagnostics_period_s: float = 1.0
     transition_topic: str = topics.TRANSITION  # what each executed step was; "" = do not publish
     model_update_topic: str = topics.MODEL_UPDATE  # announcements of new model versions (hot swap)
+    model_wait_s: float = 0.0  # model_path is an empty model store: wait this long for a first version
     model_cache_dir: str = ""  # where models announced inline are written; "" = ~/.cache/tdmpc2_ros/models
 
     def validate(self):

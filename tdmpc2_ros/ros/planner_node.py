@@ -92,9 +92,11 @@ class PlannerNode(Node):
         self.period = 1.0 / self.p.control_rate_hz
         self.assembler = ObservationAssembler(list(self.p.observation_sources))
         self.planner, self.ladder_report = self._load_model()
-        self.model_version = version_of(self.p.model_path or str(default_model()), self.planner)
+        self.model_version = version_of(self.p.model_path, self.planner)
         self.previous: list[tuple[object, str]] = []  # (planner, version) for ~/rollback, newest last
         self.swaps = 0
+        self._swap_tick = False
+        self.swap_tick_latency = RollingStats()
         self._pending_rollback = None
         self.last_obs = None  # the newest model input, for probing a swap candidate
         c = self.planner.contract
@@ -141,7 +143,8 @@ class PlannerNode(Node):
     def _load_model(self):
         """Load the rungs largest first (refusing any whose spec differs from the configured
         sources), measure each after warm-up, keep the first (largest) that fits the period."""
-        path = self.p.model_path or str(default_model())
+        path = resolve_model_path(self.p.model_path or str(default_model()), self.p.model_wait_s, self.get_logger())
+        self.p.model_path = path
         obs_dim = self.assembler.fixed_width()
         limit = self.p.deadline_fraction * self.period
         measured, chosen = [], None
@@ -273,6 +276,7 @@ class PlannerNode(Node):
             self.previous = (self.previous + [(self.planner, self.model_version)])[-3:]
         old, self.planner, self.model_version = self.model_version, planner, version
         self.swaps += 1
+        self._swap_tick = True  # _publish records this tick's latency as a swap tick's
         self._log("info", f"{'rolled back' if rollback else 'swapped'} model {old} -> {version} at tick {self.ticks}")
 
     def _on_model_update(self, msg: String):
@@ -331,6 +335,9 @@ class PlannerNode(Node):
         self.published += 1
         self.safe_actions += int(safe)
         self.tick_latency.add(now - start)
+        if self._swap_tick:
+            self.swap_tick_latency.add(now - start)
+            self._swap_tick = False
         if not safe and self.assembler.latest:
             newest = max(t for _, t in self.assembler.latest.values())
             self.obs_to_action.add(now - newest)
@@ -353,7 +360,8 @@ class PlannerNode(Node):
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),
             "ticks": self.ticks, "missed_deadlines": self.missed_deadlines, "safe_actions": self.safe_actions,
-            "model_version": self.model_version, "swaps": self.swaps, "swaps_rejected": self.swapper.rejected,
+            "model_version": self.model_version, "swaps": self.swaps,
+            "swap_tick_latency_max_ms": round(self.swap_tick_latency.percentile(100) * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "control_rate_hz": self.p.control_rate_hz,
@@ -373,6 +381,32 @@ class PlannerNode(Node):
         if worker is not None:
             worker.shutdown(wait=True)
         return super().destroy_node()
+
+
+def resolve_model_path(path: str, wait_s: float, log) -> str:
+    """A model store folder (versions with manifests) stands for its newest version. An empty store
+    is waited on for up to wait_s (a learning loop whose trainer writes the first version)."""
+    from tdmpc2_ros.runtime.model_store import ModelStore
+
+    def is_store(p):
+        return os.path.isdir(p) and not os.path.isfile(os.path.join(p, "ladder.json")) and (
+            not os.listdir(p) or any(os.path.isfile(os.path.join(p, d, MANIFEST)) for d in os.listdir(p)))
+
+    deadline = time.monotonic() + wait_s
+    announced = False
+    while True:
+        if os.path.isfile(path) or (os.path.isdir(path) and not is_store(path)):
+            return path
+        if is_store(path):
+            latest = ModelStore(path).latest()
+            if latest is not None:
+                return str(ModelStore(path).path(latest.version))
+        if time.monotonic() >= deadline:
+            return path  # the loader names what is missing
+        if not announced:
+            log.info(f"waiting up to {wait_s:g} s for a model to appear in {path}")
+            announced = True
+        time.sleep(0.5)
 
 
 def version_of(model_path: str, planner) -> str:

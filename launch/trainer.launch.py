@@ -1,0 +1,11 @@
+"""ros2 launch tdmpc2_ros trainer.launch.py — the 'trainer' node set (trainer_node alone, next to a running robot) of tdmpc2_ros.ros.bringup."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _description import describe  # noqa: E402
+
+
+def generate_launch_description():
+    return describe("trainer")
