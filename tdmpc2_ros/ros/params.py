@@ -27,6 +27,7 @@ class PlannerParams:
     max_action_rate: float = 0.0  # physical units per second; 0 = no rate limit
     safe_action: str = "zero"  # "zero" or "hold" (repeat the last command) on bad or stale input
     max_observation_age_s: float = 0.1
+    duplicate_window_s: float = 1.0  # a step message seen again within this time is a republish: not answered
     explore: bool = False
     diagnostics_period_s: float = 1.0
     transition_topic: str = topics.TRANSITION  # what each executed step was; "" = do not publish

@@ -95,6 +95,8 @@ class PlannerNode(Node):
         self.model_version = version_of(self.p.model_path, self.planner)
         self.previous: list[tuple[object, str]] = []  # (planner, version) for ~/rollback, newest last
         self.swaps = 0
+        self._inflight_step, self._inflight_time = None, 0.0  # the step message last answered, and when
+        self.duplicate_observations = 0
         self._swap_tick = False
         self.swap_tick_latency = RollingStats()
         self._pending_rollback = None
@@ -178,16 +180,27 @@ class PlannerNode(Node):
             last = step is not None and step["last"][0] >= 0.5
             if not last:  # an episode's final observation is logged, never planned on
                 self.assembler.update(topic, msg, time.monotonic())
-            if step is not None:
+            if step is not None and self.transition_pub is not None:
                 self._log_step(topic, msg, step)
             if self.p.trigger == "observation" and topic == first_topic and not last:
+                key = None if step is None else (int(step["episode"][0]), int(step["step"][0]))
+                now = time.monotonic()
+                if key is not None and key == self._inflight_step and (
+                        (self.pending is not None and not self.pending.done())
+                        or now - self._inflight_time < self.p.duplicate_window_s):
+                    # A lockstep sim republished a step we are planning or have just answered: a
+                    # second answer would make it step twice. (If our answer was lost, a later
+                    # republish, after the window, is answered.)
+                    self.duplicate_observations += 1
+                    return
+                self._inflight_step, self._inflight_time = key, now
                 self.tick()
 
         return callback
 
     def _step_segments(self, topic: str, msg):
         """The segments of a step message (sim_node's observation), or None for a plain array."""
-        if self.transition_pub is None or topic != self.assembler.sources[0].topic or not hasattr(msg, "layout"):
+        if topic != self.assembler.sources[0].topic or not hasattr(msg, "layout"):
             return None
         try:
             segs = segments_of(msg)
@@ -360,6 +373,8 @@ class PlannerNode(Node):
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),
             "ticks": self.ticks, "missed_deadlines": self.missed_deadlines, "safe_actions": self.safe_actions,
+            "duplicate_observations": self.duplicate_observations,
+            "transitions_published": self.pairer.emitted, "transition_gaps": self.pairer.gaps,
             "model_version": self.model_version, "swaps": self.swaps,
             "swap_tick_latency_max_ms": round(self.swap_tick_latency.percentile(100) * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "last_swap_result": self.swapper.last_result,

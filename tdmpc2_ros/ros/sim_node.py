@@ -33,8 +33,8 @@ command_topic (sub)    std_msgs/Float64MultiArray  COMMAND       physical units,
 Modes: ``realtime`` steps every ``control_dt`` of wall time (steady clock) with the last valid
 command (zero before any); ``lockstep`` steps once per valid command and republishes the last
 observation (same stamp) if no command came within ``lockstep_republish_s`` (0 disables), so a lost
-best-effort observation cannot deadlock the loop. A planner slower than ``lockstep_republish_s``
-would answer the republished observation too, so keep it above the planning time.
+best-effort observation cannot deadlock the loop. The step message names its episode and step, so a
+planner still busy with that step ignores the republished copy instead of answering it twice.
 
 Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p mode:=lockstep``.
 """

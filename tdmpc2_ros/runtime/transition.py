@@ -112,6 +112,8 @@ class TransitionPairer:
     def observe(self, segments: dict, model_input: np.ndarray, version: str) -> Transition | None:
         require(segments, ("reward", "applied_action", "episode", "step", "last"), "step message")
         episode, step = int(segments["episode"][0]), int(segments["step"][0])
+        if self.prev is not None and (self.prev[0], self.prev[1]) == (episode, step):
+            return None  # the same step again (a lockstep sim's republish)
         last = bool(segments["last"][0] >= 0.5)
         # A task that can fail (not dm_control's time limits) may say so in a "terminated" segment.
         terminated = bool(segments["terminated"][0] >= 0.5) if "terminated" in segments else False

@@ -1,0 +1,147 @@
+"""`tdmpc2-ros bench-loop`: the learning loop's speed bars, as JSON and a readable table.
+
+- Ingest: transition records written to an MCAP bag by the recorder's writer, read back into the
+  replay buffer (bag -> episodes -> ReplayBuffer.add_episode). Transitions per second.
+- Swap cost: sim (real time, 50 Hz) and planner started through the bringup, then a sequence of
+  model versions announced on /tdmpc2/model_update. From the planner's /diagnostics: the latency of
+  each tick in which a swap happened against the median tick, and the deadlines missed while
+  swapping. The versions hold the same ladder (only the mechanism is measured; a version is a
+  version to the planner whatever its weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: int = 5, storage: str = "mcap") -> dict:
+    from tdmpc2_ros.bags import BagWriter, closed_bags, episodes_from_bag
+    from tdmpc2_ros.core.buffer import ReplayBuffer
+    from tdmpc2_ros.runtime.transition import Transition
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        with BagWriter(tmp, storage=storage) as writer:
+            obs = rng.standard_normal(obs_dim).astype(np.float32)
+            for i in range(transitions):
+                ep, k = divmod(i, episode_length)
+                if k == 0:
+                    obs = rng.standard_normal(obs_dim).astype(np.float32)
+                next_obs = rng.standard_normal(obs_dim).astype(np.float32)  # each record's obs is the last one's next_obs
+                writer.write_transition(Transition(ep, k, obs, rng.uniform(-1, 1, 1).astype(np.float32), float(rng.random()),
+                                                   next_obs, False, k == episode_length - 1, "bench"), timestamp_ns=i * 20_000_000)
+                obs = next_obs
+        bags = closed_bags(tmp)
+        size = sum(f.stat().st_size for b in bags for f in Path(b).iterdir())
+        buffer = ReplayBuffer(transitions + transitions // episode_length + 10, obs_dim, 1, 3)
+        t = time.perf_counter()
+        for bag in bags:
+            for episode in episodes_from_bag(bag):
+                buffer.add_episode(*episode)
+        seconds = time.perf_counter() - t
+    if len(buffer) != transitions:
+        raise RuntimeError(f"ingest lost transitions: {len(buffer)} of {transitions} reached the buffer")
+    return {"storage": storage, "transitions": len(buffer), "bag_mb": round(size / 1e6, 2), "seconds": round(seconds, 3),
+            "transitions_per_s": round(len(buffer) / seconds)}
+
+
+def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, timeout_s: float = 300.0) -> dict:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from std_msgs.msg import String
+
+    from tdmpc2_ros.ros import qos, topics
+    from tdmpc2_ros.runtime.model_store import ModelStore
+
+    domain = 150 + os.getpid() % 50
+    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "MUJOCO_GL": "egl"}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ModelStore(Path(tmp) / "store")
+        versions = [store.add(model).version for _ in range(swaps + 1)]
+        cmd = [sys.executable, "-m", "tdmpc2_ros.cli", "bringup", "planner", "mode:=realtime",
+               f"model_path:={store.path(versions[0])}"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ctx = rclpy.Context()
+        ctx.init(domain_id=domain)
+        node = rclpy.create_node("bench_swap", context=ctx)
+        diag: dict = {}
+
+        def on_diag(msg):
+            for s in msg.status:
+                if s.name.startswith("tdmpc2_ros: planner"):
+                    diag.update({kv.key: kv.value for kv in s.values})
+
+        node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, 10)
+        pub = node.create_publisher(String, topics.MODEL_UPDATE, qos.LATCHED)
+        ex = SingleThreadedExecutor(context=ctx)
+        ex.add_node(node)
+
+        def spin_until(pred, limit):
+            end = time.monotonic() + limit
+            while time.monotonic() < end and not pred():
+                ex.spin_once(timeout_sec=0.05)
+            return pred()
+
+        rows = []
+        try:
+            if not spin_until(lambda: int(diag.get("ticks", 0)) > 250, timeout_s):
+                raise RuntimeError("the planner did not start ticking")
+            for v in versions[1:]:
+                before = int(diag["missed_deadlines"])
+                pub.publish(String(data=json.dumps(store.announcement(v))))
+                if not spin_until(lambda: diag.get("model_version") == v, 60):
+                    raise RuntimeError(f"version {v} was not swapped in: {diag.get('last_swap_result')}")
+                spin_until(lambda: False, settle_s)
+                rows.append({"version": v, "missed_during_swap": int(diag["missed_deadlines"]) - before,
+                             "tick_p50_ms": float(diag["tick_latency_p50_ms"]),
+                             "swap_tick_max_ms": float(diag["swap_tick_latency_max_ms"])})
+            final = dict(diag)
+        finally:
+            proc.send_signal(2)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            ex.shutdown()
+            node.destroy_node()
+            ctx.try_shutdown()
+    p50 = float(final["tick_latency_p50_ms"])
+    worst = float(final["swap_tick_latency_max_ms"])
+    return {"model": str(model), "swaps": int(final["swaps"]), "budget": final["budget"], "tick_p50_ms": p50,
+            "swap_tick_max_ms": worst, "swap_tick_excess_ms": round(worst - p50, 3),
+            "missed_deadlines_during_swaps": sum(r["missed_during_swap"] for r in rows),
+            "missed_deadlines_total": int(final["missed_deadlines"]), "ticks": int(final["ticks"]), "per_swap": rows}
+
+
+def format_table(r: dict) -> str:
+    i, s = r["ingest"], r["swap"]
+    return "\n".join([
+        "| ingest (MCAP -> buffer) | transitions | bag MB | seconds | transitions/s (bar >= 20,000) |", "|---|---|---|---|---|",
+        f"| {i['storage']} | {i['transitions']} | {i['bag_mb']} | {i['seconds']} | {i['transitions_per_s']} |", "",
+        "| swap cost | swaps | budget | median tick ms | worst swap tick ms | excess ms (bar <= 1) | misses while swapping (bar 0) | misses in total |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| 50 Hz real time | {s['swaps']} | {s['budget']} | {s['tick_p50_ms']} | {s['swap_tick_max_ms']} | "
+        f"{s['swap_tick_excess_ms']} | {s['missed_deadlines_during_swaps']} | {s['missed_deadlines_total']} of {s['ticks']} ticks |", ""])
+
+
+def run_loop_benchmark(args) -> int:
+    from tdmpc2_ros.ros.paths import default_model
+
+    result = {"ingest": bench_ingest(args.transitions), "swap": bench_swap(args.model or str(default_model()), args.swaps)}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    table = format_table(result)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return 0
