@@ -20,13 +20,14 @@ import pytest
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.parameter import Parameter
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from core_helpers import make_model
 from ros_harness import REPO, Ros, node_env
 from tdmpc2_ros.core.export import export_ladder
 from tdmpc2_ros.ros import qos, topics
+from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
 from tdmpc2_ros.runtime.model_store import ModelStore, _sha256
@@ -100,8 +101,7 @@ class Robot:
         obs = self.rng.uniform(-1, 1, OBS_DIM)
         dims, data = pack([("obs", obs), ("reward", [0.01 * self.k if self.k else float("nan")]),
                            ("applied_action", self.applied), ("episode", [0]), ("step", [self.k]), ("last", [0.0])])
-        msg = Float64MultiArray(data=data.tolist())
-        msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size) for label, size in dims]
+        msg = segmented_array(dims, data)
         before = len(self.commands)
         self.obs_pub.publish(msg)
         assert self.ros.spin_until(lambda: len(self.commands) > before, 10.0), f"no command for step {self.k}"

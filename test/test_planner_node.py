@@ -212,8 +212,7 @@ def test_a_republished_step_is_not_answered_twice(ros, ladder):
     step must not answer the copy (its fallback command would make the sim step twice)."""
     import time as _time
 
-    from std_msgs.msg import MultiArrayDimension
-
+    from tdmpc2_ros.ros.adapters import segmented_array
     from tdmpc2_ros.runtime.transition import pack
 
     node = start_planner(ros, ladder, trigger="observation", control_rate_hz=1.0)  # deadline 0.9 s: the slow plan fits
@@ -230,9 +229,7 @@ def test_a_republished_step_is_not_answered_twice(ros, ladder):
     def step_msg(k):
         dims, data = pack([("obs", np.full(SMALL_OBS_DIM, 0.1 * k)), ("reward", [0.0]), ("applied_action", [0.0]),
                            ("episode", [0]), ("step", [k]), ("last", [0.0])])
-        msg = Float64MultiArray(data=data.tolist())
-        msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size) for label, size in dims]
-        return msg
+        return segmented_array(dims, data)
 
     pub.publish(step_msg(0))
     ros.spin_for(0.1)

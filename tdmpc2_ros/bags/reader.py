@@ -62,7 +62,8 @@ from tdmpc2_ros.bags.cdr import (
     decode_float64s,
     decode_int64s,
 )
-from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, TAG_SEP, SegmentError, Transition
+from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, SegmentError, Transition
+from tdmpc2_ros.runtime.transition import offsets as layout_offsets
 
 TRANSITION_TOPIC = "/tdmpc2/transition"
 
@@ -184,14 +185,7 @@ _COLUMNS = ("episode", "step", "obs", "action", "reward", "next_obs", "terminate
 def _record_columns(dims, data: np.ndarray) -> dict:
     """Slice a block of same-layout record messages into columns; SegmentError if not a record layout."""
     probe = Transition.unpack(list(dims), data[0])  # validates the layout exactly as subscribers do
-    offsets, tags, start = {}, {}, 0
-    for label, size in dims:
-        if size == 0 and TAG_SEP in label:
-            key, _, value = label.partition(TAG_SEP)
-            tags[key] = value
-            continue
-        offsets[label] = (start, start + size)
-        start += size
+    offsets, tags, _ = layout_offsets(list(dims))
     for name in ("episode", "step", "reward", "terminated", "truncated"):
         a, b = offsets[name]
         if b - a != 1:
@@ -342,12 +336,7 @@ def _observation_columns(raws) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     by_dim: dict[int, list] = {}
     bad = len(errors)
     for dims, (values, index) in blocks.items():
-        offsets, start = {}, 0
-        for label, size in dims:
-            if size == 0 and TAG_SEP in label:
-                continue
-            offsets[label] = (start, start + size)
-            start += size
+        offsets, _, start = layout_offsets(list(dims))
         if start != values.shape[1]:
             bad += len(index)
             continue

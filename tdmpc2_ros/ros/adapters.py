@@ -132,6 +132,15 @@ def segments_of(msg) -> dict[str, np.ndarray]:
     return unpack([(d.label, d.size) for d in msg.layout.dim], msg.data)[0]
 
 
+def segmented_array(dims, data):
+    """A Float64MultiArray whose layout names each segment (inverse of segments_of)."""
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    msg = Float64MultiArray(data=np.asarray(data, np.float64).tolist())
+    msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size) for label, size in dims]
+    return msg
+
+
 def segment(msg, label: str, spec: str) -> np.ndarray:
     if not msg.layout.dim:  # a plain array without a layout is taken whole
         return np.asarray(msg.data, dtype=np.float64)

@@ -69,3 +69,20 @@ def declare_and_read(node) -> PlannerParams:
         else:
             values[f.name] = node.declare_parameter(f.name, default).value
     return PlannerParams(**values).validate()
+
+
+class ParameterError(ValueError):
+    """A parameter value a node cannot start with; the message names the parameter."""
+
+    def __init__(self, name: str, value, why: str):
+        super().__init__(f"invalid parameter '{name}' = {value!r}: {why}")
+        self.parameter = name
+
+
+def declare_table(node, table: dict) -> dict:
+    """Declare {name: (default, description)} on the node and return {name: value}."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    for name, (default, description) in table.items():
+        node.declare_parameter(name, default, ParameterDescriptor(description=description))
+    return {name: node.get_parameter(name).value for name in table}

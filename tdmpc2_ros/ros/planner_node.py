@@ -33,7 +33,7 @@ from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, MultiArray
 from std_srvs.srv import Trigger
 
 from tdmpc2_ros.ros import qos, topics
-from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segments_of
+from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segmented_array, segments_of
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, RollingStats, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
@@ -218,11 +218,7 @@ class PlannerNode(Node):
             return
         record = self.pairer.observe(step, model_input, self.model_version)
         if record is not None:
-            dims, data = record.pack()
-            out = Float64MultiArray()
-            out.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size) for label, size in dims]
-            out.data = data.tolist()
-            self.transition_pub.publish(out)
+            self.transition_pub.publish(segmented_array(*record.pack()))
 
     def _on_episode(self, msg: Int64):
         self.reset_requested = True  # new episode: plan from a zero warm start (the reference's t0)

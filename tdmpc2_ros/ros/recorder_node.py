@@ -50,7 +50,6 @@ import time
 from dataclasses import dataclass
 
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -60,6 +59,7 @@ from rclpy.signals import SignalHandlerOptions
 from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, typestore
+from tdmpc2_ros.ros.params import ParameterError, declare_table
 
 SHORT_TYPES = {"Float64MultiArray": "std_msgs/msg/Float64MultiArray", "Float64": "std_msgs/msg/Float64",
                "Int64": "std_msgs/msg/Int64"}
@@ -76,14 +76,6 @@ PARAMETERS = {  # name: (default, description)
     "prefix": ("tdmpc2", "bag name prefix: <prefix>_<UTC start time>_<index>"),
     "qos_depth": (1000, "subscription queue depth (keep last)"),
 }
-
-
-class ParameterError(ValueError):
-    """A parameter value the node cannot start with; the message names the parameter."""
-
-    def __init__(self, name: str, value, why: str):
-        super().__init__(f"invalid parameter '{name}' = {value!r}: {why}")
-        self.parameter = name
 
 
 @dataclass
@@ -135,9 +127,7 @@ class RecorderNode(Node):
             raise
 
     def _setup(self) -> None:
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_table(self, PARAMETERS)
         self.params = p
         storage = str(p["storage"]).strip().lower()
         if storage not in STORAGES:

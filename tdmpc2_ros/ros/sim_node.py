@@ -48,7 +48,6 @@ import time
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -57,9 +56,11 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64, Float64MultiArray, Int64, MultiArrayDimension
+from std_msgs.msg import Float64, Float64MultiArray, Int64
 
 from tdmpc2_ros.ros import qos, topics
+from tdmpc2_ros.ros.adapters import segmented_array
+from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.runtime.transition import pack
 from tdmpc2_ros.sim.engine import SimEngine, describe
 
@@ -91,14 +92,6 @@ PARAMETERS = {  # name: (default, description)
 }
 
 
-class ParameterError(ValueError):
-    """A parameter value the node cannot start with; the message names the parameter."""
-
-    def __init__(self, name: str, value, why: str):
-        super().__init__(f"invalid parameter '{name}' = {value!r}: {why}")
-        self.parameter = name
-
-
 def _stamp(seconds: float):
     return Time(nanoseconds=int(round(seconds * 1e9))).to_msg()
 
@@ -116,9 +109,7 @@ class SimNode(Node):
 
     # --- setup --------------------------------------------------------------------------------
     def _setup(self) -> None:
-        for name, (default, description) in PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_table(self, PARAMETERS)
         self.params = p
         self.mode = str(p["mode"]).strip().lower()
         if self.mode not in MODES:
@@ -216,9 +207,7 @@ class SimNode(Node):
         # One message carries o_t+1 with the r_t and a_t that led to it: transitions pair exactly.
         dims, data = pack([("obs", obs), ("reward", [reward]), ("applied_action", e.last_command),
                            ("episode", [e.episode]), ("step", [e.step_in_episode]), ("last", [float(last)])])
-        om = Float64MultiArray()
-        om.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size) for label, size in dims]
-        om.data = data.tolist()
+        om = segmented_array(dims, data)
         self._joint_msg, self._obs_msg = js, om
         self._pub_joints.publish(js)
         self._pub_obs.publish(om)

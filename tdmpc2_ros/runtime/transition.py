@@ -43,21 +43,27 @@ def pack(segments: list[tuple[str, np.ndarray]], tags: dict[str, str] | None = N
     return dims, np.concatenate(arrays) if arrays else np.zeros(0)
 
 
-def unpack(dims: list[tuple[str, int]], data) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """-> ({segment: values}, {tag: value}); raises SegmentError if the sizes do not add up."""
-    data = np.asarray(data, np.float64).reshape(-1)
-    out, tags, start = {}, {}, 0
+def offsets(dims: list[tuple[str, int]]) -> tuple[dict[str, tuple[int, int]], dict[str, str], int]:
+    """-> ({segment: (start, end)}, {tag: value}, total length) of a layout."""
+    spans, tags, start = {}, {}, 0
     for label, size in dims:
         if size == 0 and TAG_SEP in label:
             key, _, value = label.partition(TAG_SEP)
             tags[key] = value
             continue
-        out[label] = data[start : start + size]
+        spans[label] = (start, start + size)
         start += size
-    if start != data.shape[0]:
-        raise SegmentError(f"layout describes {start} values but the message holds {data.shape[0]} "
+    return spans, tags, start
+
+
+def unpack(dims: list[tuple[str, int]], data) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """-> ({segment: values}, {tag: value}); raises SegmentError if the sizes do not add up."""
+    data = np.asarray(data, np.float64).reshape(-1)
+    spans, tags, total = offsets(dims)
+    if total != data.shape[0]:
+        raise SegmentError(f"layout describes {total} values but the message holds {data.shape[0]} "
                            f"(dims {[d for d in dims]})")
-    return out, tags
+    return {label: data[a:b] for label, (a, b) in spans.items()}, tags
 
 
 def require(segments: dict, names, what: str):
