@@ -48,6 +48,7 @@ setup(
             "planner_node = tdmpc2_ros.ros.planner_node:main",
             "sim_node = tdmpc2_ros.ros.sim_node:main",
             "recorder_node = tdmpc2_ros.ros.recorder_node:main",
+            "trainer_node = tdmpc2_ros.ros.trainer_node:main",
         ],
     },
 )

@@ -25,6 +25,8 @@ def _budget_from(args, action_dim: int):
 
 
 def cmd_train(args) -> int:
+    if args.bags:
+        return cmd_train_bags(args)
     from tdmpc2_ros.training.online import OnlineTrainer, RunConfig
 
     cfg = RunConfig(task=args.task, steps=args.steps, preset=args.preset, seed=args.seed, planner=args.planner,
@@ -33,6 +35,68 @@ def cmd_train(args) -> int:
     run_dir = Path(args.run_dir or f"runs/{args.task}-{args.preset}-s{args.seed}")
     summary = OnlineTrainer(cfg, run_dir, resume=args.resume).run()
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_train_bags(args) -> int:
+    """Offline: ingest every closed bag the run's ledger has not seen, train, export + validate into
+    the store, print the new version's manifest (exit 1 if it failed validation)."""
+    import logging
+
+    from tqdm import tqdm
+
+    from tdmpc2_ros.bags.ledger import IngestLedger
+    from tdmpc2_ros.runtime.model_store import ModelStore
+    from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
+
+    log = logging.getLogger("tdmpc2_ros.trainer")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    run_dir = Path(args.run_dir or "runs/offline")
+    raw_topics = [args.raw_obs_topic, args.raw_command_topic, args.raw_reward_topic]
+    if any(raw_topics) and not all(raw_topics):
+        print("raw mode needs --raw-obs-topic, --raw-command-topic and --raw-reward-topic", file=sys.stderr)
+        return 2
+    raw = RawTopics(*raw_topics, args.raw_episode_topic or "", args.tolerance_s) if all(raw_topics) else None
+    if raw is not None and not args.action_low:
+        print("raw mode maps commands to [-1, 1] with --action-low/--action-high: give both", file=sys.stderr)
+        return 2
+    if args.obs_dim and args.action_dim:
+        dims = (args.obs_dim, args.action_dim)
+    else:
+        ledger = IngestLedger(run_dir / LEDGER)
+        dims = resolve_dims(run_dir, args.init_weights or "", ledger.pending(args.bags), raw, args.action_low or (),
+                            args.action_high or (), args.record_topics or ())
+    if dims is None:
+        print(f"no bag under {args.bags} yields transitions (and no checkpoint or --init-weights tells the "
+              f"observation/action dims)", file=sys.stderr)
+        return 1
+    budgets = [parse_rung(r, args.planner) for r in args.ladder.split(",")] if args.ladder else None
+    trainer = OfflineTrainer(run_dir, *dims, preset=args.preset, seed=args.seed, batch_size=args.batch_size,
+                             threads=args.threads, init_weights=args.init_weights, action_low=args.action_low,
+                             action_high=args.action_high, task=args.task, budgets=budgets, planner=args.planner,
+                             discount=args.discount, episode_length=args.episode_length,
+                             min_transitions=args.min_transitions, action_repeat=args.action_repeat, raw=raw,
+                             record_topics=args.record_topics or (), control_rate_hz=args.control_rate_hz,
+                             deadline_fraction=args.deadline_fraction, latency_runs=args.latency_runs, log=log)
+    trainer.ingest_pending(args.bags)
+    bar = tqdm(total=args.updates, unit="update", desc="training", dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 60.0)
+    info = trainer.train(args.updates, progress=bar.update)
+    bar.close()
+    if info["updates"] < args.updates:
+        log.info(f"{info['updates']} of {args.updates} updates: {info.get('reason', 'stopped')}")
+    manifest = trainer.export_and_validate(ModelStore(args.store))
+    trainer.save()
+    trainer.plot()
+    if manifest is None:
+        print(f"no new version: {trainer.last_failure}", file=sys.stderr)
+        return 1
+    print(manifest.to_json())
     return 0
 
 
@@ -51,7 +115,12 @@ def load_weights(path, with_updates: bool = False):
         with open(path, "rb") as f:
             is_checkpoint = f.read(len(MAGIC)) == MAGIC
         w = load_checkpoint(path) if is_checkpoint else torch.load(path, map_location="cpu", weights_only=False)
-        if "trainer" in w:  # a checkpoint: the model lives in the agent's state
+        if "offline" in w:  # an offline (bag-fed) trainer's checkpoint
+            o, optim_state = w["offline"], w["agent"]["optim"]["state"]
+            w = {"model": w["agent"]["model"], "model_config": o["model_config"], "discount": o["discount"],
+                 "task": o["task"], "env_step": o["transitions"] * o["action_repeat"],
+                 "updates": int(next(iter(optim_state.values()))["step"]) if optim_state else 0}
+        elif "trainer" in w:  # a checkpoint: the model lives in the agent's state
             t, optim_state = w["trainer"], w["agent"]["optim"]["state"]
             w = {"model": w["agent"]["model"], "model_config": t["model_config"], "discount": t["discount"],
                  "task": t["run_config"]["task"], "env_step": t["agent_step"] * t["run_config"]["action_repeat"],
@@ -123,6 +192,12 @@ def cmd_bench(args) -> int:
     return run_core_benchmark(args)
 
 
+def cmd_bench_loop(args) -> int:
+    from tdmpc2_ros.benchmark.loop import run_loop_benchmark
+
+    return run_loop_benchmark(args)
+
+
 def cmd_bringup(args) -> int:
     from tdmpc2_ros.ros import bringup
 
@@ -150,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tdmpc2-ros", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train TD-MPC2 online on a dm_control task (no ROS)")
+    t = sub.add_parser("train", help="train TD-MPC2 online on a dm_control task, or offline from bags (--bags); no ROS")
     t.add_argument("--task", default="cartpole-swingup")
     t.add_argument("--steps", type=int, default=100_000, help="environment steps, action repeat 2 included")
     t.add_argument("--preset", default="1M", choices=["1M", "5M", "19M", "48M", "317M"])
@@ -165,6 +240,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--compile", action="store_true", help="torch.compile the world-model loss (for long runs)")
     t.add_argument("--run-dir")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    o = t.add_argument_group("offline training from bags (--bags; the run always resumes from RUN_DIR, default runs/offline)")
+    o.add_argument("--bags", help="folder of closed rosbag2 bags: ingest those not yet in RUN_DIR's ledger, train, "
+                                  "export + validate into the store")
+    o.add_argument("--store", default="tdmpc2_models", help="model store the validated version is added to")
+    o.add_argument("--updates", type=int, default=1000, help="gradient updates after ingesting")
+    o.add_argument("--init-weights", help="weights.pt or checkpoint.pt to start from (a fresh run only)")
+    o.add_argument("--batch-size", type=int, default=256)
+    o.add_argument("--min-transitions", type=int, default=1000, help="no update before the buffer holds this many")
+    o.add_argument("--action-repeat", type=int, default=2, help="env steps per transition (1 on a robot)")
+    o.add_argument("--discount", type=float, help="default: heuristic from --episode-length, else 0.99")
+    o.add_argument("--episode-length", type=int, default=0, help="agent steps per episode (discount heuristic)")
+    o.add_argument("--obs-dim", type=int, default=0, help="0 = from the checkpoint, --init-weights or the first bag")
+    o.add_argument("--action-dim", type=int, default=0)
+    o.add_argument("--action-low", type=float, nargs="+", help="model action bounds (raw mode: command units)")
+    o.add_argument("--action-high", type=float, nargs="+")
+    o.add_argument("--ladder", help="exported rungs 'i:s:e:p,i:s:e:p' largest first (default: the default ladder)")
+    o.add_argument("--control-rate-hz", type=float, default=50.0, help="for the latency check")
+    o.add_argument("--deadline-fraction", type=float, default=0.7)
+    o.add_argument("--latency-runs", type=int, default=30)
+    o.add_argument("--record-topics", nargs="+", help="transition-record topics (default: any)")
+    o.add_argument("--raw-obs-topic", help="raw mode: observation topic (with --raw-command-topic, --raw-reward-topic)")
+    o.add_argument("--raw-command-topic")
+    o.add_argument("--raw-reward-topic")
+    o.add_argument("--raw-episode-topic")
+    o.add_argument("--tolerance-s", type=float, default=0.005, help="raw mode: timestamp tolerance")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="export weights.pt (or a checkpoint.pt) as an ONNX planner graph")
@@ -198,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=30)
     b.add_argument("--out", default="benchmark/results/core.json")
     b.set_defaults(func=cmd_bench)
+    bl = sub.add_parser("bench-loop", help="learning-loop benchmark: bag ingest throughput and hot-swap cost (JSON + table)")
+    bl.add_argument("--transitions", type=int, default=50_000)
+    bl.add_argument("--swaps", type=int, default=5)
+    bl.add_argument("--model", default="", help="model folder to swap between (default: the shipped model)")
+    bl.add_argument("--out", default="benchmark/results/loop.json")
+    bl.set_defaults(func=cmd_bench_loop)
+
     s = sub.add_parser("ship", help="export the ladder, evaluate, and write a model folder with its model card")
     s.add_argument("--weights", required=True, help="weights.pt or checkpoint.pt produced by `tdmpc2-ros train`")
     s.add_argument("--out", required=True, help="model folder, e.g. models/cartpole_swingup")

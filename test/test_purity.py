@@ -118,3 +118,49 @@ def test_bags_and_recorder_never_import_torch():
     result = _python(code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Modules a file imports, with `from pkg import mod` also counted as pkg.mod."""
+    names = _imported_modules(path)
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_trainer_side_boundaries():
+    """The learner (training/offline.py) needs no ROS: trainer_node and `tdmpc2-ros train --bags`
+    share it. trainer_node may import torch; the robot-side nodes never import the trainer side."""
+    offline = PACKAGE / "training" / "offline.py"
+    assert "rclpy" not in offline.read_text()
+    ros = {"rclpy", "rosidl_runtime_py", "std_msgs", "std_srvs", "diagnostic_msgs", "sensor_msgs", "geometry_msgs"}
+    mods = _imported_names(offline)
+    assert not {m for m in mods if m.split(".")[0] in ros or m.startswith("tdmpc2_ros.ros")}, mods
+    trainer_side = ("tdmpc2_ros.training", "tdmpc2_ros.ros.trainer_node", "tdmpc2_ros.core", "torch")
+    for name in ("planner_node", "sim_node", "recorder_node"):
+        mods = _imported_names(PACKAGE / "ros" / f"{name}.py")
+        assert not {m for m in mods if m.startswith(trainer_side)}, (name, mods)
+    assert "tdmpc2_ros.training.offline" in _imported_names(PACKAGE / "ros" / "trainer_node.py")
+    code = (
+        "import sys\n"
+        "import tdmpc2_ros.training.offline\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('rclpy') or m.startswith('tdmpc2_ros.ros'))\n"
+        "assert not bad, bad\n"
+        "import tdmpc2_ros.ros.trainer_node\n"
+        "print('ok')\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
+        "import tdmpc2_ros.ros.planner_node, tdmpc2_ros.ros.recorder_node, tdmpc2_ros.ros.sim_node\n"
+        "bad = sorted(m for m in sys.modules if m.startswith('tdmpc2_ros.training') or m == 'tdmpc2_ros.ros.trainer_node')\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    result = _python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

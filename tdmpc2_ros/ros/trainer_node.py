@@ -1,0 +1,502 @@
+"""``trainer_node``: learns from the bags a recorder closes, and publishes each validated model version.
+
+The learning half of the loop planner -> recorder -> trainer -> planner. All learning is
+``tdmpc2_ros.training.offline.OfflineTrainer`` (no ROS); this node schedules it:
+
+- a timer (``scan_period_s``) lists the closed bags under ``bag_dir`` that the ingest ledger
+  (``<run_dir>/ingest_ledger.jsonl``) has not seen and ingests them; a bad bag is logged in one line
+  (file and reason), marked ``skipped`` and never retried; nothing already in the buffer is lost;
+- a background thread trains continuously once the buffer holds ``min_transitions`` transitions
+  (TD-MPC2's seed steps; no update before), ``updates_per_cycle`` updates per cycle with one log line
+  per cycle (updates/s, buffer size, last losses) and a tqdm bar when stderr is a terminal;
+- every ``export_every_updates`` updates, or on request (``~/export``, std_srvs/Trigger, answered
+  when done), it exports the budget ladder, validates it (ONNX-torch parity, finite outputs, spec,
+  latency: at least one rung's p99 within ``deadline_fraction / control_rate_hz``) and only then adds
+  it to the model store (``store_dir``) and announces it on ``model_update_topic`` (std_msgs/String,
+  JSON of ``ModelStore.announcement``; transient local, so a planner that starts later still gets
+  the newest version). A model that fails validation is never announced;
+- it checkpoints (``<run_dir>/checkpoint.pt``) on each export and on SIGINT/SIGTERM, resumes from it at
+  start, and refreshes ``<run_dir>/learning_curve.png`` on each export;
+- ``/diagnostics`` (``tdmpc2_ros: trainer``) every ``diagnostics_period_s``: state, transitions, bags
+  ingested/skipped, updates, updates/s, last version, last export result, last losses.
+
+Parameters (``config/trainer.yaml``)
+-------------------------------------
+==========================  ==================  =============================================================
+name                        default             meaning
+==========================  ==================  =============================================================
+bag_dir                     tdmpc2_bags         where the recorder closes bags
+run_dir                     runs/trainer        checkpoint, ledger, CSV logs, learning curve
+store_dir                   tdmpc2_models       the versioned model store (planner: model_path)
+preset / seed               1M / 1              model size (1M, 5M, 19M, 48M, 317M) and seed
+init_weights                ""                  weights.pt or checkpoint.pt to start from ("" = fresh)
+task                        cartpole-swingup    task name in the model contract (and the paper curve)
+obs_dim / action_dim        0 / 0               0 = from the checkpoint, init_weights or the first bag
+action_low / action_high    [] / []             model action bounds ([] = -1 / 1); raw mode: command units
+obs_names / action_names    [] / []             names carried in the model contract (optional)
+action_repeat               2                   env steps per transition (sim_node's action_repeat;
+                                                1 on a robot); manifest env_steps = transitions x this
+discount                    0.0                 0 = heuristic from episode_length, else 0.99 (or
+                                                init_weights')
+episode_length              0                   agent steps per episode, for the discount heuristic
+batch_size / buffer_size    256 / 1000000       update batch; replay capacity in transitions
+threads                     2                   torch and ONNX Runtime threads (1 on a loaded machine)
+planner / ladder            mppi / []           exported rungs 'iterations:samples:elites:pi_trajs'
+                                                ([] = the default ladder, largest first)
+updates_per_cycle           100                 updates between two progress lines
+export_every_updates        2000                export + validate + announce every N updates (0 = only
+                                                on ~/export)
+min_transitions             1000                no update before the buffer holds this many (seed steps)
+max_updates_per_transition  0.0                 cap on updates per ingested transition (TD-MPC2 online:
+                                                1.0); 0 = train continuously
+scan_period_s               5.0                 how often bag_dir is listed
+export_on_start             true                if the store holds no version yet, export the current
+                                                model (init_weights or fresh) at start so a planner
+                                                waiting on the empty store can act
+announce_inline             false               carry the files' bytes in the announcement (a robot that
+                                                does not share this disk)
+model_update_topic          /tdmpc2/model_update
+control_rate_hz             50.0                the robot's control rate, for the latency check
+deadline_fraction           0.7                 a rung fits if p99 <= fraction / control_rate_hz
+latency_warmup/latency_runs 5 / 30              latency measurement per rung
+parity_observations         3                   observations compared ONNX vs torch per rung
+parity_tolerance            0.001               on next_mean (abs) and plan value (rel. beyond 1)
+diagnostics_period_s        1.0
+record_topics               []                  transition-record topics ([] = any record topic)
+raw_obs_topic ...           ""                  raw mode (all of obs/command/reward set): align
+raw_command_topic                               observations, commands and rewards by timestamp
+raw_reward_topic                                (episodes_from_raw); "" = record mode
+raw_episode_topic                               optional Int64 episode announcements
+tolerance_s                 0.005               raw-mode timestamp tolerance
+==========================  ==================  =============================================================
+
+Run: ``python -m tdmpc2_ros.ros.trainer_node --ros-args --params-file config/trainer.yaml``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import json
+import math
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import String
+from std_srvs.srv import Trigger
+
+from tdmpc2_ros.bags.ledger import IngestLedger
+from tdmpc2_ros.ros import qos, topics
+from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
+from tdmpc2_ros.runtime.model_store import ModelStore
+from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
+
+EXPORT_TIMEOUT_S = 1800.0  # how long ~/export waits for the export it asked for
+SHUTDOWN_JOIN_S = 2.0  # at shutdown: how long to wait for the training thread (one update, not an export)
+
+PARAMETERS = {  # name: (default, description); [] = an untyped list (its type comes from the YAML)
+    "bag_dir": ("tdmpc2_bags", "folder where the recorder closes bags"),
+    "run_dir": ("runs/trainer", "run folder: checkpoint, ingest ledger, CSV logs, learning curve"),
+    "store_dir": ("tdmpc2_models", "the versioned model store new versions are added to"),
+    "preset": ("1M", "model size preset: 1M, 5M, 19M, 48M or 317M"),
+    "seed": (1, "seed of the agent, the buffer sampling and validation"),
+    "init_weights": ("", "weights.pt or checkpoint.pt to start from ('' = fresh weights)"),
+    "task": ("cartpole-swingup", "task name carried in the model contract (and the paper curve)"),
+    "obs_dim": (0, "observation dim (0 = from the checkpoint, init_weights or the first bag)"),
+    "action_dim": (0, "action dim (0 = from the checkpoint, init_weights or the first bag)"),
+    "action_low": ([], "model action bounds, low ([] = -1 each); raw mode: bounds of the command topic"),
+    "action_high": ([], "model action bounds, high ([] = 1 each)"),
+    "obs_names": ([], "observation names for the model contract (optional)"),
+    "action_names": ([], "action names for the model contract (optional)"),
+    "action_repeat": (2, "env steps per transition (the sim's action_repeat; 1 on a robot)"),
+    "discount": (0.0, "discount (0 = heuristic from episode_length, else init_weights' or 0.99)"),
+    "episode_length": (0, "agent steps per episode, for the discount heuristic (0 = unknown)"),
+    "batch_size": (256, "update batch size"),
+    "buffer_size": (1_000_000, "replay buffer capacity (rows: transitions + one per episode)"),
+    "threads": (2, "torch and ONNX Runtime threads"),
+    "planner": ("mppi", "planner of the exported ladder: mppi, cem or gradient"),
+    "ladder": ([], "exported rungs 'iterations:samples:elites:pi_trajs', largest first ([] = default ladder)"),
+    "updates_per_cycle": (100, "updates between two progress log lines"),
+    "export_every_updates": (2000, "export, validate and announce every N updates (0 = only on ~/export)"),
+    "min_transitions": (1000, "no update until the buffer holds this many transitions (TD-MPC2 seed steps)"),
+    "max_updates_per_transition": (0.0, "at most this many updates per ingested transition (0 = no cap)"),
+    "scan_period_s": (5.0, "how often bag_dir is scanned for closed bags"),
+    "export_on_start": (True, "export the current model at start if the store holds no version yet"),
+    "announce_inline": (False, "carry the model files' bytes in the announcement"),
+    "model_update_topic": (topics.MODEL_UPDATE, "where new versions are announced (std_msgs/String JSON)"),
+    "control_rate_hz": (50.0, "the robot's control rate, for the latency check"),
+    "deadline_fraction": (0.7, "a rung fits if its p99 latency <= deadline_fraction / control_rate_hz"),
+    "latency_warmup": (5, "warm-up plans before measuring a rung"),
+    "latency_runs": (30, "measured plans per rung"),
+    "parity_observations": (3, "observations compared ONNX vs torch per rung"),
+    "parity_tolerance": (1e-3, "ONNX-torch tolerance on next_mean (absolute) and value (relative beyond 1)"),
+    "diagnostics_period_s": (1.0, "period of the /diagnostics status"),
+    "record_topics": ([], "transition-record topics to read ([] = any record topic in the bag)"),
+    "raw_obs_topic": ("", "raw mode: observation topic (Float64MultiArray); '' = record mode"),
+    "raw_command_topic": ("", "raw mode: command topic (Float64MultiArray, physical units)"),
+    "raw_reward_topic": ("", "raw mode: reward topic (Float64)"),
+    "raw_episode_topic": ("", "raw mode: episode topic (Int64), optional"),
+    "tolerance_s": (0.005, "raw mode: timestamp tolerance in seconds"),
+}
+
+
+class ParameterError(ValueError):
+    """A parameter value the node cannot start with; the message names the parameter."""
+
+    def __init__(self, name: str, value, why: str):
+        super().__init__(f"invalid parameter '{name}' = {value!r}: {why}")
+        self.parameter = name
+
+
+class TrainerNode(Node):
+    """Counters for tests and tools: ``trainer`` (None until the dims are known), ``state``."""
+
+    def __init__(self, **kwargs):
+        super().__init__("trainer_node", **kwargs)
+        self.trainer: OfflineTrainer | None = None
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.requests: queue.Queue = queue.Queue()
+        self.scan_lock = threading.Lock()
+        self.state = "starting"
+        self.rate = math.nan
+        self.thread = None
+        self._read_parameters()
+        log = self.get_logger()
+        self.store = ModelStore(self.p["store_dir"])
+        self.ledger_path = Path(self.p["run_dir"]) / LEDGER
+        dims = self._known_dims()
+        if dims is not None:
+            self._make_trainer(dims)
+        else:
+            log.info(f"observation/action dims unknown: waiting for the first bag in {self.p['bag_dir']}")
+        self.update_pub = self.create_publisher(String, self.p["model_update_topic"], qos.LATCHED)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.create_service(Trigger, "~/export", self._on_export, callback_group=ReentrantCallbackGroup())
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(float(self.p["scan_period_s"]), self._scan, clock=steady,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self.create_timer(float(self.p["diagnostics_period_s"]), self._publish_diagnostics, clock=steady,
+                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._announce_latest()
+        self.thread = threading.Thread(target=self._train_loop, name="trainer", daemon=True)
+        self.thread.start()
+
+    # -- set-up --------------------------------------------------------------------------------
+    def _read_parameters(self):
+        for name, (default, description) in PARAMETERS.items():
+            if isinstance(default, list):
+                self.declare_parameter(name, None, ParameterDescriptor(description=description, dynamic_typing=True))
+            else:
+                self.declare_parameter(name, default, ParameterDescriptor(description=description))
+        p = {}
+        for name, (default, _) in PARAMETERS.items():
+            value = self.get_parameter(name).value
+            p[name] = (list(value) if value is not None else []) if isinstance(default, list) else value
+        for name in ("bag_dir", "run_dir", "store_dir"):
+            if not str(p[name]).strip():
+                raise ParameterError(name, p[name], "must be a folder path")
+        for name in ("batch_size", "buffer_size", "threads", "updates_per_cycle", "action_repeat", "latency_runs",
+                     "parity_observations"):
+            if int(p[name]) < 1:
+                raise ParameterError(name, p[name], "must be >= 1")
+        for name in ("obs_dim", "action_dim", "export_every_updates", "min_transitions", "episode_length",
+                     "latency_warmup"):
+            if int(p[name]) < 0:
+                raise ParameterError(name, p[name], "must be >= 0")
+        for name in ("scan_period_s", "control_rate_hz", "diagnostics_period_s", "tolerance_s", "parity_tolerance"):
+            if not float(p[name]) > 0:
+                raise ParameterError(name, p[name], "must be > 0")
+        if not 0 < float(p["deadline_fraction"]) <= 1:
+            raise ParameterError("deadline_fraction", p["deadline_fraction"], "must be in (0, 1]")
+        if float(p["max_updates_per_transition"]) < 0 or float(p["discount"]) < 0 or float(p["discount"]) >= 1:
+            which = "discount" if not 0 <= float(p["discount"]) < 1 else "max_updates_per_transition"
+            raise ParameterError(which, p[which], "must be >= 0 (discount < 1)")
+        if p["planner"] not in ("mppi", "cem", "gradient"):
+            raise ParameterError("planner", p["planner"], "expected mppi, cem or gradient")
+        try:
+            self.budgets = [parse_rung(r, p["planner"]) for r in p["ladder"]]
+        except ValueError as e:
+            raise ParameterError("ladder", p["ladder"], str(e)) from e
+        if len(p["action_low"]) != len(p["action_high"]):
+            raise ParameterError("action_low", p["action_low"], "action_low and action_high need the same length")
+        raw = [p["raw_obs_topic"], p["raw_command_topic"], p["raw_reward_topic"]]
+        if any(raw) and not all(raw):
+            raise ParameterError("raw_obs_topic", raw, "raw mode needs raw_obs_topic, raw_command_topic and "
+                                                      "raw_reward_topic (or none of them for record mode)")
+        self.raw = RawTopics(*raw, p["raw_episode_topic"], float(p["tolerance_s"])) if all(raw) else None
+        if self.raw is not None and not p["action_low"]:
+            raise ParameterError("action_low", p["action_low"], "raw mode maps commands to [-1, 1] with "
+                                                                "action_low/action_high: set both")
+        self.p = p
+
+    def _known_dims(self):
+        p = self.p
+        if int(p["obs_dim"]) and int(p["action_dim"]):
+            return int(p["obs_dim"]), int(p["action_dim"])
+        return resolve_dims(p["run_dir"], p["init_weights"])
+
+    def _dims_from_bags(self):
+        """The first closed, not yet refused bag that yields data tells the dims; bags that yield
+        none are marked skipped here, as the trainer would."""
+        ledger = IngestLedger(self.ledger_path)
+        log = self.get_logger()
+
+        def skipped(err):
+            log.warning(f"skipped bag {err.path}: {err.reason}")
+            ledger.mark(err.path, status="skipped", reason=err.reason)
+
+        return resolve_dims(self.p["run_dir"], "", ledger.pending(self.p["bag_dir"]), self.raw, self.p["action_low"],
+                            self.p["action_high"], self.p["record_topics"], on_skipped=skipped)
+
+    def _make_trainer(self, dims):
+        p = self.p
+        obs_dim, action_dim = dims
+        if int(p["obs_dim"]) and int(p["obs_dim"]) != obs_dim or int(p["action_dim"]) and int(p["action_dim"]) != action_dim:
+            raise ParameterError("obs_dim", (p["obs_dim"], p["action_dim"]),
+                                 f"the run's checkpoint/weights/bags hold obs dim {obs_dim}, action dim {action_dim}")
+        self.trainer = OfflineTrainer(
+            p["run_dir"], obs_dim, action_dim, preset=p["preset"], seed=int(p["seed"]), batch_size=int(p["batch_size"]),
+            threads=int(p["threads"]), init_weights=p["init_weights"] or None, action_low=p["action_low"] or None,
+            action_high=p["action_high"] or None, task=p["task"], budgets=self.budgets or None, planner=p["planner"],
+            discount=float(p["discount"]) or None, episode_length=int(p["episode_length"]),
+            min_transitions=int(p["min_transitions"]), buffer_size=int(p["buffer_size"]),
+            action_repeat=int(p["action_repeat"]), raw=self.raw, record_topics=p["record_topics"],
+            control_rate_hz=float(p["control_rate_hz"]), deadline_fraction=float(p["deadline_fraction"]),
+            latency_warmup=int(p["latency_warmup"]), latency_runs=int(p["latency_runs"]),
+            parity_observations=int(p["parity_observations"]), parity_tolerance=float(p["parity_tolerance"]),
+            obs_names=p["obs_names"], action_names=p["action_names"], log=self.get_logger())
+        t = self.trainer
+        self.get_logger().info(
+            f"trainer: preset {t.model_cfg.preset}, obs dim {obs_dim}, action dim {action_dim}, discount {t.discount:g}, "
+            f"ladder {[b.label() for b in t.budgets]}, min_transitions {t.min_transitions}, batch {t.batch_size}; "
+            f"{t.transitions} transitions from {len(t.bags)} bags, {t.updates} updates so far; store {self.store.root}")
+
+    # -- ingest (timer) ------------------------------------------------------------------------
+    def _scan(self):
+        if self.stop.is_set() or not self.scan_lock.acquire(blocking=False):
+            return
+        try:
+            if self.trainer is None:
+                dims = self._dims_from_bags()
+                if dims is None:
+                    return
+                self._make_trainer(dims)
+            results = self.trainer.ingest_pending(self.p["bag_dir"])
+            if any(r["status"] == "ingested" for r in results):
+                self.wake.set()
+        except Exception as e:  # noqa: BLE001 — a scan that fails is retried at the next period
+            self.get_logger().error(f"scanning {self.p['bag_dir']} failed: {type(e).__name__}: {e}")
+        finally:
+            self.scan_lock.release()
+
+    # -- training (background thread) ----------------------------------------------------------
+    def _allowed_updates(self, t: OfflineTrainer) -> int:
+        if not t.can_train():
+            return 0
+        cap = float(self.p["max_updates_per_transition"])
+        n = int(self.p["updates_per_cycle"])
+        if cap > 0:
+            n = min(n, int(cap * t.transitions) - t.updates)
+        return max(n, 0)
+
+    def _train_loop(self):
+        bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(unit="update", desc="training", dynamic_ncols=True)
+        started = False
+        log = self.get_logger()
+        try:
+            self._scan()  # at once, not one scan period after start
+            while not self.stop.is_set():
+                t = self.trainer
+                if t is not None and not started:
+                    started = True
+                    if bar is not None:
+                        bar.n = t.updates
+                    if self.p["export_on_start"] and not self.store.versions():
+                        self._export(t, "the store holds no version yet")
+                self._serve_requests(t)
+                if t is None:
+                    self.state = "waiting for the first bag"
+                    self._idle()
+                    continue
+                n = self._allowed_updates(t)
+                if n <= 0:
+                    self.state = ("collecting: buffer below min_transitions" if not t.can_train()
+                                  else "waiting for data (max_updates_per_transition reached)")
+                    self._idle()
+                    continue
+                self.state = "training"
+                t0 = time.monotonic()
+                info = t.train(n, progress=bar.update if bar is not None else None,
+                               should_stop=lambda: self.stop.is_set() or not self.requests.empty())
+                done, dt = info["updates"], time.monotonic() - t0
+                if done:
+                    self.rate = done / max(dt, 1e-9)
+                    losses = ", ".join(f"{k.replace('_loss', '')} {info[k]:.4g}"
+                                       for k in ("consistency_loss", "reward_loss", "value_loss", "pi_loss"))
+                    log.info(f"{done} updates in {dt:.1f} s ({self.rate:.2f} updates/s); {t.updates} updates, buffer "
+                             f"{len(t.buffer)} transitions ({t.episodes} episodes, {len(t.bags)} bags); losses: {losses}")
+                every = int(self.p["export_every_updates"])
+                if every and t.updates - t.last_export_updates >= every:
+                    self._export(t, f"{every} updates since the last export")
+        except Exception as e:  # noqa: BLE001 — say why training stopped; the node keeps serving
+            self.state = f"stopped: {type(e).__name__}: {e}"
+            log.error(f"training stopped: {type(e).__name__}: {e}")
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _idle(self):
+        self.wake.wait(0.5)
+        self.wake.clear()
+
+    def _serve_requests(self, t):
+        while True:
+            try:
+                fut = self.requests.get_nowait()
+            except queue.Empty:
+                return
+            if t is None:
+                fut.set_result((False, "no data yet: the observation/action dims are unknown until the first bag"))
+                continue
+            m = self._export(t, "requested on ~/export")
+            if m is not None:
+                fut.set_result((True, f"exported and announced {m.version} (parent {m.parent or '-'}, {m.updates} "
+                                      f"updates, {m.env_steps} env steps, {len(m.bags)} bags)"))
+            else:
+                fut.set_result((False, "shutting down" if self.stop.is_set() else t.last_failure))
+
+    def _export(self, t: OfflineTrainer, why: str):
+        self.state = "exporting"
+        self.get_logger().info(f"exporting at {t.updates} updates ({why})")
+        m = t.export_and_validate(self.store, should_stop=self.stop.is_set)
+        if m is not None and not self.stop.is_set():  # else announced again at the next start
+            self._announce(m.version)
+        if not self.stop.is_set():  # shutting down: shutdown() writes the checkpoint
+            t.plot()
+            t.save()
+        return m
+
+    def _announce(self, version: str):
+        inline = bool(self.p["announce_inline"])
+        msg = String(data=json.dumps(self.store.announcement(version, inline=inline)))
+        self.update_pub.publish(msg)
+        self.get_logger().info(f"announced {version} on {self.p['model_update_topic']} "
+                               f"({'files inline' if inline else 'store path'})")
+
+    def _announce_latest(self):
+        """After a restart: the newest version again, for planners that join later (transient local)."""
+        versions = self.store.versions()
+        if not versions:
+            return
+        mine = self.trainer.last_version if self.trainer is not None else ""
+        self._announce(mine if mine in versions else versions[-1])
+
+    # -- service, diagnostics, shutdown --------------------------------------------------------
+    def _on_export(self, request, response):
+        if self.stop.is_set():
+            response.success, response.message = False, "shutting down"
+            return response
+        fut = futures.Future()
+        self.requests.put(fut)
+        self.wake.set()
+        try:
+            response.success, response.message = fut.result(timeout=EXPORT_TIMEOUT_S)
+        except futures.TimeoutError:
+            response.success, response.message = False, f"the export did not finish within {EXPORT_TIMEOUT_S:g} s"
+        return response
+
+    def _publish_diagnostics(self):
+        t = self.trainer
+        values = {"state": self.state, "updates_per_s": round(self.rate, 3) if math.isfinite(self.rate) else "nan"}
+        level, message = OK, self.state
+        if t is not None:
+            values.update(t.summary())
+            values.update({k: round(float(v), 6) for k, v in t.last_metrics.items() if k.endswith("_loss")})
+            if t.last_failure:
+                level, message = WARN, f"last export failed: {t.last_failure}"
+        self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: trainer", "trainer_node",
+                                           level, message, values))
+
+    def shutdown(self, why: str = "shutdown"):
+        """Stop training after the current update, answer waiting export requests, checkpoint. An
+        export under way is not waited for (it can take minutes; a launch system kills after
+        seconds): it is abandoned before it would add its version (see export_and_validate)."""
+        self.stop.set()
+        self.wake.set()
+        if self.thread is not None:
+            self.thread.join(timeout=SHUTDOWN_JOIN_S)
+            if self.thread.is_alive():
+                self.get_logger().info("abandoning the export under way")
+        while not self.requests.empty():
+            self.requests.get_nowait().set_result((False, "shutting down"))
+        with self.scan_lock:  # let an ingest under way finish: its bag is then in the checkpoint
+            t = self.trainer
+            if t is None:
+                self.get_logger().info(f"stopped ({why}): no data was ingested")
+                return
+            t.save()
+            t.plot()
+        s = t.summary()
+        self.get_logger().info(f"stopped ({why}): checkpoint {t.run_dir / 'checkpoint.pt'} at {s['updates']} updates, "
+                               f"{s['transitions']} transitions from {s['bags_ingested']} bags, last version "
+                               f"{s['last_version'] or '-'}")
+
+
+def main(args=None) -> int:
+    # SIGINT/SIGTERM are handled here (not by rclpy) so the node can checkpoint before exiting.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    node = None
+    try:
+        try:
+            node = TrainerNode()
+        except Exception as e:  # a bad parameter or an unusable run folder: say why, exit non-zero
+            rclpy.logging.get_logger("trainer_node").fatal(f"trainer_node failed to start: {e}")
+            return 1
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        while rclpy.ok() and stop["signal"] is None:
+            executor.spin_once(timeout_sec=0.1)
+        node.shutdown(signal.Signals(stop["signal"]).name if stop["signal"] else "shutdown")
+        return 0
+    except (KeyboardInterrupt, ExternalShutdownException):
+        if node is not None:
+            node.shutdown("interrupted")
+        return 0
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+        if node is not None and node.thread is not None and node.thread.is_alive():
+            # An abandoned export is still in native code (torch, ONNX Runtime); finalising the
+            # interpreter under it aborts the process. The checkpoint is written: leave now.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,729 @@
+"""The bag-fed TD-MPC2 learner: closed bags -> replay buffer -> updates -> an exported, validated
+budget ladder in the versioned model store. No ROS: ``trainer_node`` and ``tdmpc2-ros train --bags``
+drive the same ``OfflineTrainer``.
+
+Run folder (``run_dir``), the online trainer's conventions:
+- ``checkpoint.pt``: agent (weights, optimisers, scale), buffer, counters, the bags in the buffer
+  (training/checkpoint.py: atomic, checksummed); a trainer started on the same folder resumes it;
+- ``ingest_ledger.jsonl``: every bag taken (``ingested``) or refused (``skipped``, with the reason);
+- ``train.csv`` (one row per complete episode ingested: return = sum of its rewards, env steps so far),
+  ``metrics.csv`` (losses per ``train`` call) and ``learning_curve.png`` beside the paper's curve;
+- ``weights.pt`` of the last exported version (``tdmpc2-ros export/ship`` read it), ``config.json``.
+
+Schedule on a robot. TD-MPC2 collects ``seed_steps`` = max(1000, 5 episodes) agent steps before its
+first update, then makes one update per agent step. Here the data comes from bags whenever the robot
+records them, so the trainer makes **no update until the buffer holds ``min_transitions``
+transitions** (default 1000, the paper's seed steps for short episodes) and then updates as fast as
+the CPU allows (``trainer_node`` can cap updates per ingested transition). Discount: the parameter;
+else ``heuristic_discount(episode_length)`` (clip((L/5 - 1)/(L/5), 0.95, 0.995)); else that of
+``init_weights``; else 0.99 (the heuristic's value for dm_control's 500-step episodes).
+
+Counting. A transition is one control step of the robot (one record, or one aligned raw pair).
+``env_steps = transitions ingested x action_repeat``, the paper's x axis (dm_control repeats each
+action twice; a robot that does not repeat actions uses 1). ``updates`` is the agent's gradient-step
+count (Adam's counter, kept in the checkpoint; 0 when starting from ``init_weights``). The store
+numbers versions itself (v0001, v0002, ...: one per export that passed validation); a manifest's
+``parent`` is the version this trainer exported before (kept across restarts), ``bags`` every bag the
+model has seen, and its notes the validation results.
+
+Exactly-once ingest. A bag is read and checked completely before the first of its episodes enters
+the buffer, so a bad bag (``BagSkipped``) changes nothing; the ledger then records it, and the log
+gets one line naming the file and the reason. The checkpoint lists the bags its buffer holds. After a
+crash, ledger and checkpoint are reconciled: a bag the ledger marked after the last checkpoint (so its
+data died with the process) is ingested again, a bag in the checkpoint that the ledger lacks is
+marked, never re-read. No bag is ever in the buffer twice, and none is lost.
+
+Validation before a version is published (``export_and_validate``): (a) every rung's ONNX graph
+plans like the torch planner on observations drawn from the buffer with identical noise (next_mean and
+plan value within ``parity_tolerance``, relative for values beyond 1); (b) finite outputs; (c) the
+graph's spec (obs/action dims, action bounds, budget, discount) is the configured one; (d) at least one
+rung's p99 planning latency on this machine fits ``deadline_fraction / control_rate_hz`` (every rung's
+p50/p99 go into the manifest notes). A failure adds nothing to the store.
+
+Parity and ties: ONNX Runtime and torch agree on candidate values to about 1e-6, so when the elites
+are separated from the rest by less than that (an untrained or barely trained value head predicts
+nearly the same value for every candidate) rounding alone picks them and next_mean can legitimately
+differ. An observation whose torch plan moves by more than the tolerance when the candidates' values
+are jittered by 1e-5 is therefore not compared (counted as ``ties`` in the notes); up to
+3 x ``parity_observations`` observations are tried to find ``parity_observations`` decisive ones.
+Latency is that of the trainer's machine (the planner measures its own at load).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tdmpc2_ros.bags.ledger import IngestLedger, bag_identity, closed_bags
+from tdmpc2_ros.bags.reader import BagSkipped, Episode, episodes_from_arrays, episodes_from_raw, read_record_arrays
+from tdmpc2_ros.core.agent import TDMPC2
+from tdmpc2_ros.core.buffer import ReplayBuffer
+from tdmpc2_ros.core.config import ModelConfig, TrainConfig, heuristic_discount
+from tdmpc2_ros.core.export import export_ladder, write_atomically
+from tdmpc2_ros.core.planners import make_planner
+from tdmpc2_ros.runtime.budget import PlanBudget
+from tdmpc2_ros.runtime.contract import ModelLoadError, SpecMismatch
+from tdmpc2_ros.runtime.ladder import default_budgets, measure_latency, read_ladder
+from tdmpc2_ros.runtime.model_store import Manifest, ModelStore
+from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
+from tdmpc2_ros.training.checkpoint import MAGIC, load_checkpoint, save_checkpoint
+from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
+
+CHECKPOINT = "checkpoint.pt"
+LEDGER = "ingest_ledger.jsonl"
+CURVE = "train.csv"
+METRICS = "metrics.csv"
+WEIGHTS = "weights.pt"
+PLOT = "learning_curve.png"
+MAX_OPEN_EPISODES = 64  # episodes whose first part was in an earlier bag, waiting for their end
+# ONNX Runtime and torch agree on plan values to about 1e-6 (relative). A plan that moves by more than
+# the parity tolerance when its candidates' values are jittered by TIE_JITTER (10x that) has its
+# elites picked by rounding (near-ties, e.g. an untrained value head): it is not compared.
+TIE_JITTER = 1e-5
+LOSS_KEYS = ("consistency_loss", "reward_loss", "value_loss", "pi_loss", "total_loss", "grad_norm")
+
+
+@dataclass(frozen=True)
+class RawTopics:
+    """Raw-topic mode (``episodes_from_raw``): bags of observations, commands and rewards recorded
+    around any controller, aligned by timestamp. Commands are in physical units (action_low/high)."""
+
+    obs_topic: str
+    command_topic: str
+    reward_topic: str
+    episode_topic: str = ""
+    tolerance_s: float = 0.005
+
+
+@dataclass
+class ValidationReport:
+    ok: bool
+    reason: str = ""
+    notes: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Snapshot:
+    model: torch.nn.Module
+    updates: int
+    transitions: int
+    env_steps: int
+    bags: list
+    observations: np.ndarray
+    observations_from: str
+
+
+def parse_rung(text: str, planner: str = "mppi") -> PlanBudget:
+    """'iterations:samples:elites:pi_trajs' (e.g. '6:512:64:24') -> PlanBudget (horizon 3)."""
+    try:
+        it, s, e, p = (int(x) for x in str(text).split(":"))
+    except ValueError as err:
+        raise ValueError(f"ladder rung {text!r} is not 'iterations:samples:elites:pi_trajs' (e.g. 6:512:64:24)") from err
+    return PlanBudget(planner=planner, iterations=it, num_samples=s, num_elites=e, num_pi_trajs=p)
+
+
+def read_weights(path) -> tuple[dict, dict, float]:
+    """(model state_dict, model_config dict, discount) from a weights.pt, an online trainer's
+    checkpoint.pt or an offline trainer's checkpoint.pt. Raises ValueError naming the file."""
+    try:
+        with open(path, "rb") as f:
+            is_checkpoint = f.read(len(MAGIC)) == MAGIC
+        if is_checkpoint:
+            state = load_checkpoint(path)
+            meta = state.get("offline") or state.get("trainer")
+            return state["agent"]["model"], dict(meta["model_config"]), float(meta["discount"])
+        w = torch.load(path, map_location="cpu", weights_only=False)
+        return w["model"], dict(w["model_config"]), float(w["discount"])
+    except Exception as e:  # noqa: BLE001 — OSError, CheckpointError, pickle errors, missing keys
+        raise ValueError(f"cannot read initial weights from {path}: {type(e).__name__}: {e}") from e
+
+
+def dims_of_bag(bag, raw: RawTopics | None = None, action_low=(), action_high=(), record_topics=()) -> tuple[int, int]:
+    """(obs_dim, action_dim) of the data in a bag. Raises BagSkipped if the bag yields none."""
+    if raw is not None:
+        r = episodes_from_raw(bag, raw.obs_topic, raw.command_topic, raw.reward_topic, raw.episode_topic or None,
+                              action_low=action_low, action_high=action_high, tolerance_s=raw.tolerance_s)
+        return int(r.episodes[0].obs.shape[1]), int(r.episodes[0].action.shape[1])
+    rec = read_record_arrays(bag, list(record_topics) or None)
+    return rec.obs_dim, rec.action_dim
+
+
+def checkpoint_dims(run_dir) -> tuple[int, int] | None:
+    """(obs_dim, action_dim) of the trainer checkpoint in run_dir, or None if there is none."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.is_file():
+        return None
+    mc = load_checkpoint(path, required=("offline",))["offline"]["model_config"]
+    return int(mc["obs_dim"]), int(mc["action_dim"])
+
+
+def resolve_dims(run_dir, init_weights: str = "", bags=(), raw: RawTopics | None = None, action_low=(), action_high=(),
+                 record_topics=(), on_skipped=None) -> tuple[int, int] | None:
+    """Observation/action dims from, in order: the run's checkpoint, init_weights, the first bag that
+    yields data (``on_skipped(BagSkipped)`` hears about the others). None if nothing tells."""
+    dims = checkpoint_dims(run_dir)
+    if dims is not None:
+        return dims
+    if init_weights:
+        mc = read_weights(init_weights)[1]
+        return int(mc["obs_dim"]), int(mc["action_dim"])
+    for bag in bags:
+        try:
+            return dims_of_bag(bag, raw, action_low, action_high, record_topics)
+        except BagSkipped as e:
+            if on_skipped is not None:
+                on_skipped(e)
+    return None
+
+
+class OfflineTrainer:
+    """A TD-MPC2 agent and its replay buffer, fed from bags. Thread-safe: ``ingest``, ``train``,
+    ``save`` and the snapshot taken by ``export_and_validate`` hold ``self.lock``, one update at a
+    time, so a node may ingest in one thread while another trains and exports."""
+
+    def __init__(self, run_dir, obs_dim: int, action_dim: int, preset: str = "1M", seed: int = 1, batch_size: int = 256,
+                 threads: int = 2, init_weights: str | None = None, action_low=None, action_high=None, task: str = "",
+                 budgets: list[PlanBudget] | None = None, planner: str = "mppi", discount: float | None = None,
+                 episode_length: int = 0, min_transitions: int = 1000, buffer_size: int = 1_000_000,
+                 action_repeat: int = 1, raw: RawTopics | None = None, record_topics=(), control_rate_hz: float = 50.0,
+                 deadline_fraction: float = 0.7, latency_warmup: int = 5, latency_runs: int = 30,
+                 parity_observations: int = 3, parity_tolerance: float = 1e-3, obs_names=(), action_names=(),
+                 log=None, resume: bool = True):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log if log is not None else logging.getLogger("tdmpc2_ros.trainer")
+        self.obs_dim, self.action_dim = int(obs_dim), int(action_dim)
+        self.task, self.seed, self.threads = str(task), int(seed), int(threads)
+        self.batch_size, self.min_transitions, self.action_repeat = int(batch_size), int(min_transitions), int(action_repeat)
+        self.raw, self.record_topics = raw, tuple(record_topics or ())
+        self.control_rate_hz, self.deadline_fraction = float(control_rate_hz), float(deadline_fraction)
+        self.latency_warmup, self.latency_runs = int(latency_warmup), int(latency_runs)
+        self.parity_observations, self.parity_tolerance = int(parity_observations), float(parity_tolerance)
+        self.obs_names, self.action_names = tuple(obs_names or ()), tuple(action_names or ())
+        low = [-1.0] * self.action_dim if action_low is None or len(action_low) == 0 else [float(x) for x in action_low]
+        high = [1.0] * self.action_dim if action_high is None or len(action_high) == 0 else [float(x) for x in action_high]
+        problems = []
+        if len(low) != self.action_dim or len(high) != self.action_dim:
+            problems.append(f"action_low/high have {len(low)}/{len(high)} entries for action_dim {self.action_dim}")
+        elif not all(h > lo for lo, h in zip(low, high)):
+            problems.append(f"action_high {high} must exceed action_low {low} element-wise")
+        if self.batch_size < 1 or self.action_repeat < 1 or self.min_transitions < 0:
+            problems.append("batch_size and action_repeat must be >= 1, min_transitions >= 0")
+        if self.control_rate_hz <= 0 or not 0 < self.deadline_fraction <= 1:
+            problems.append(f"control_rate_hz must be > 0 and deadline_fraction in (0, 1] "
+                            f"(got {self.control_rate_hz}, {self.deadline_fraction})")
+        if self.parity_observations < 1 or self.latency_runs < 1:
+            problems.append("parity_observations and latency_runs must be >= 1")
+        if problems:
+            raise ValueError("invalid trainer settings: " + "; ".join(problems))
+        self.action_low, self.action_high = tuple(low), tuple(high)
+        torch.set_num_threads(self.threads)
+
+        ckpt = self.run_dir / CHECKPOINT
+        state = load_checkpoint(ckpt, required=("agent", "buffer", "offline")) if resume and ckpt.is_file() else None
+        self.model_cfg = ModelConfig.from_preset(preset, self.obs_dim, self.action_dim)
+        self.train_cfg = TrainConfig(batch_size=self.batch_size, buffer_size=int(buffer_size))
+        init = None
+        if state is None and init_weights:
+            init = read_weights(init_weights)
+            if init[1] != self.model_cfg.to_dict():
+                raise ValueError(f"init_weights {init_weights} hold a model {init[1]}, this trainer builds "
+                                 f"{self.model_cfg.to_dict()} (preset {preset}, obs {obs_dim}, action {action_dim})")
+        if state is not None:
+            self.discount = float(state["offline"]["discount"])
+        elif discount is not None and discount > 0:
+            self.discount = float(discount)
+        elif episode_length > 0:
+            self.discount = heuristic_discount(int(episode_length))
+        elif init is not None:
+            self.discount = init[2]
+        else:
+            self.discount = 0.99
+        self.budgets = list(budgets) if budgets else default_budgets(self.action_dim, planner)
+        if any(b.horizon != self.train_cfg.horizon for b in self.budgets):
+            raise ValueError(f"every rung must plan over the training horizon {self.train_cfg.horizon}")
+        self.agent = TDMPC2(self.model_cfg, self.train_cfg, self.budgets[0], self.discount, seed=self.seed,
+                            threads=self.threads)
+        self.buffer = ReplayBuffer(self.train_cfg.buffer_size, self.obs_dim, self.action_dim, self.train_cfg.horizon,
+                                   seed=self.seed)
+        self.lock = threading.RLock()
+        for stale in self.run_dir.glob(".export-*"):  # an export killed half-way
+            shutil.rmtree(stale, ignore_errors=True)
+        self.ledger = IngestLedger(self.run_dir / LEDGER)
+        self.curve_log = CsvLog(self.run_dir / CURVE, ["step", "episode", "episode_reward", "length", "bag", "wall_s"])
+        self.metrics_log = CsvLog(self.run_dir / METRICS, ["updates", "step", *LOSS_KEYS])
+        self.parity_rng = np.random.default_rng(self.seed + 7)
+        # counters (all in the checkpoint)
+        self.transitions = self.episodes = self.curve_episodes = self.longest_episode = 0
+        self.bags: list[dict] = []  # {"bag", "identity", "transitions", "episodes"} of what the buffer holds
+        self.last_version = ""
+        self.last_export_updates = 0  # updates at the last export attempt (passed or not)
+        self.exports = self.failed_exports = 0
+        self.last_failure = ""
+        self.last_metrics: dict = {}
+        self._open: dict[int, dict] = {}  # episode id -> partial return, for episodes spanning bags
+        self._exported_bags: list[str] = []  # bags of the last exported version
+        self._updates = 0
+        self._wall_offset, self._t0 = 0.0, time.monotonic()
+        if state is not None:
+            self._restore(state)
+        elif init is not None:
+            self.agent.model.load_state_dict(init[0])
+            self.log.info(f"starting from the weights in {init_weights}")
+        (self.run_dir / "config.json").write_text(json.dumps(self.config(), indent=2))
+
+    # -- counters ------------------------------------------------------------------------------
+    @property
+    def env_steps(self) -> int:
+        return self.transitions * self.action_repeat
+
+    @property
+    def updates(self) -> int:
+        """Gradient updates so far (equals agent.updates; cached so other threads can read it freely)."""
+        return self._updates
+
+    @property
+    def limit_s(self) -> float:
+        return self.deadline_fraction / self.control_rate_hz
+
+    def config(self) -> dict:
+        return {"model": self.model_cfg.to_dict(), "train": self.train_cfg.to_dict(), "discount": self.discount,
+                "budgets": [b.to_dict() for b in self.budgets], "task": self.task, "seed": self.seed,
+                "min_transitions": self.min_transitions, "action_repeat": self.action_repeat,
+                "action_low": list(self.action_low), "action_high": list(self.action_high),
+                "raw": asdict(self.raw) if self.raw else None, "record_topics": list(self.record_topics),
+                "control_rate_hz": self.control_rate_hz, "deadline_fraction": self.deadline_fraction,
+                "parity_tolerance": self.parity_tolerance}
+
+    def wall_s(self) -> float:
+        return self._wall_offset + time.monotonic() - self._t0
+
+    def can_train(self) -> bool:
+        """The buffer holds min_transitions and at least one episode longer than the horizon."""
+        return len(self.buffer) >= max(self.min_transitions, 1) and self.longest_episode >= self.train_cfg.horizon
+
+    def summary(self) -> dict:
+        skipped = sum(1 for e in list(self.ledger.entries.values()) if e.get("status") == "skipped")
+        return {"transitions": self.transitions, "env_steps": self.env_steps, "episodes": self.episodes,
+                "buffer_transitions": len(self.buffer), "bags_ingested": len(self.bags), "bags_skipped": skipped,
+                "updates": self.updates, "last_version": self.last_version, "exports": self.exports,
+                "failed_exports": self.failed_exports, "last_failure": self.last_failure}
+
+    # -- ingest --------------------------------------------------------------------------------
+    def pending(self, bag_dir) -> list[Path]:
+        """Closed bags under bag_dir whose data is not in the buffer and that were not refused,
+        oldest first (reconciling ledger and checkpoint; see the module docstring)."""
+        out = []
+        with self.lock:
+            held = {(b["bag"], b["identity"]) for b in self.bags}
+            by_name = {b["bag"]: b for b in self.bags}
+        for bag in closed_bags(bag_dir):
+            entry = self.ledger.entry(bag)
+            try:
+                identity = bag_identity(bag)
+            except OSError:
+                continue  # vanished while listing
+            if (bag.name, identity) in held:
+                if entry is None or entry.get("identity") != identity:  # checkpointed, then a crash before the mark
+                    b = by_name[bag.name]
+                    self.ledger.mark(bag, transitions=b["transitions"], episodes=b["episodes"])
+                continue
+            if not self.ledger.is_ingested(bag):
+                out.append(bag)
+            elif entry.get("status") == "ingested":  # marked after the last checkpoint: its data was lost
+                self.log.warning(f"bag {bag} was ingested after the last checkpoint; ingesting it again")
+                out.append(bag)
+        return out
+
+    def ingest_pending(self, bag_dir) -> list[dict]:
+        """Ingest every pending bag; mark each in the ledger (skipped ones with their reason)."""
+        results = []
+        for bag in self.pending(bag_dir):
+            try:
+                n, e = self.ingest(bag)
+            except BagSkipped as err:
+                self.log.warning(f"skipped bag {err.path}: {err.reason}")
+                self.ledger.mark(bag, status="skipped", reason=err.reason)
+                results.append({"bag": bag.name, "status": "skipped", "reason": err.reason})
+                continue
+            self.ledger.mark(bag, transitions=n, episodes=e)
+            self.log.info(f"ingested bag {bag}: {n} transitions in {e} episode(s); buffer {len(self.buffer)} "
+                          f"transitions, {self.env_steps} env steps")
+            results.append({"bag": bag.name, "status": "ingested", "transitions": n, "episodes": e})
+        return results
+
+    def ingest(self, bag_path) -> tuple[int, int]:
+        """Add a bag's episodes to the buffer; -> (transitions, episodes). Raises BagSkipped (and
+        changes nothing) if the bag holds no usable data for this trainer."""
+        bag = Path(bag_path)
+        episodes, records = self._read(bag)
+        try:
+            identity = bag_identity(bag)
+        except OSError as e:
+            raise BagSkipped(bag, f"unreadable ({type(e).__name__}: {e})") from e
+        with self.lock:
+            before = self.transitions
+            for ep in episodes:
+                self.buffer.add_episode(ep.obs, ep.action, ep.reward, ep.terminated)
+            lengths = [int(ep.action.shape[0]) for ep in episodes]
+            n = int(sum(lengths))
+            self.transitions += n
+            self.episodes += len(episodes)
+            self.longest_episode = max([self.longest_episode, *lengths])
+            self.bags.append({"bag": bag.name, "identity": identity, "transitions": n, "episodes": len(episodes)})
+            if records is not None:
+                complete = self._complete_episodes(records)
+            else:  # raw topics: each fragment is an episode (episode topic + no gaps)
+                ends = np.cumsum(lengths)
+                complete = [(float(ep.reward.sum()), t, int(end)) for ep, t, end in zip(episodes, lengths, ends)]
+            for ret, length, position in complete:
+                self.curve_episodes += 1
+                self.curve_log.append(step=(before + min(position, n)) * self.action_repeat, episode=self.curve_episodes,
+                                      episode_reward=round(ret, 4), length=length, bag=bag.name,
+                                      wall_s=round(self.wall_s(), 1))
+        return n, len(episodes)
+
+    def _read(self, bag: Path) -> tuple[list[Episode], object]:
+        """Read and check a whole bag before anything is written (raises BagSkipped)."""
+        records = None
+        if self.raw is not None:
+            r = self.raw
+            episodes = episodes_from_raw(bag, r.obs_topic, r.command_topic, r.reward_topic, r.episode_topic or None,
+                                         action_low=self.action_low, action_high=self.action_high,
+                                         tolerance_s=r.tolerance_s).episodes
+        else:
+            records = read_record_arrays(bag, list(self.record_topics) or None)
+            if (records.obs_dim, records.action_dim) != (self.obs_dim, self.action_dim):
+                raise BagSkipped(bag, f"transition records of obs dim {records.obs_dim} and action dim "
+                                      f"{records.action_dim}; this trainer learns obs dim {self.obs_dim}, action dim "
+                                      f"{self.action_dim}")
+            episodes = episodes_from_arrays(records)
+        for i, ep in enumerate(episodes):
+            T = ep.action.shape[0]
+            if (ep.obs.shape != (T + 1, self.obs_dim) or ep.action.shape != (T, self.action_dim)
+                    or ep.reward.shape != (T,) or ep.terminated.shape != (T,)):
+                raise BagSkipped(bag, f"episode {i} has observations {ep.obs.shape} and actions {ep.action.shape}; this "
+                                      f"trainer learns obs dim {self.obs_dim}, action dim {self.action_dim}")
+            if T + 1 > self.buffer.capacity:
+                raise BagSkipped(bag, f"episode {i} of {T} transitions exceeds the buffer capacity {self.buffer.capacity}")
+        finite = [bool(np.isfinite(ep.obs).all() and np.isfinite(ep.action).all() and np.isfinite(ep.reward).all())
+                  for ep in episodes]
+        if not all(finite):
+            self.log.warning(f"bag {bag}: dropped {finite.count(False)} of {len(episodes)} episode(s) holding NaN or Inf")
+        episodes = [ep for ep, ok in zip(episodes, finite) if ok]
+        if not episodes:
+            raise BagSkipped(bag, "no episode with finite observations, actions and rewards")
+        return episodes, records
+
+    def _complete_episodes(self, rec) -> list[tuple[float, int, int]]:
+        """(return, length, position in the bag) of each episode that ends in this bag and whose every
+        step was seen, from step 0 (possibly in an earlier bag) to its terminated/truncated record."""
+        out = []
+        ends = rec.terminated | rec.truncated
+        ids, first = np.unique(rec.episode, return_index=True)
+        for eid in ids[np.argsort(first)].tolist():
+            idx = np.flatnonzero(rec.episode == eid)
+            order = np.argsort(rec.step[idx], kind="stable")
+            idx = idx[order]
+            steps = rec.step[idx]
+            keep = np.concatenate([[True], np.diff(steps) != 0])  # a record seen twice counts once
+            idx, steps = idx[keep], steps[keep]
+            cur = {"next": 0, "return": 0.0, "length": 0} if steps[0] == 0 else self._open.get(eid)
+            if cur is None or steps[0] != cur["next"] or np.any(np.diff(steps) != 1):
+                self._open.pop(eid, None)  # its start, or a step in between, was never seen
+                continue
+            cur = {"next": int(steps[-1]) + 1, "return": cur["return"] + float(rec.reward[idx].sum()),
+                   "length": cur["length"] + len(idx)}
+            self._open.pop(eid, None)
+            if ends[idx[-1]]:
+                out.append((cur["return"], cur["length"], int(idx.max()) + 1))
+            else:
+                self._open[eid] = cur
+        while len(self._open) > MAX_OPEN_EPISODES:
+            self._open.pop(next(iter(self._open)))
+        return out
+
+    # -- training ------------------------------------------------------------------------------
+    def train(self, updates: int, progress=None, should_stop=None) -> dict:
+        """Up to `updates` gradient updates on batches from the buffer (none before can_train()).
+        -> {"updates": done, **last losses}; progress(n) after each, should_stop() checked before each."""
+        if not self.can_train():
+            why = (f"the buffer holds {len(self.buffer)} transitions, fewer than min_transitions={self.min_transitions}"
+                   if len(self.buffer) < max(self.min_transitions, 1) else
+                   f"no episode is longer than the horizon ({self.train_cfg.horizon})")
+            return {"updates": 0, "reason": why}
+        done, metrics = 0, {}
+        for _ in range(int(updates)):
+            if should_stop is not None and should_stop():
+                break
+            with self.lock:
+                metrics = self.agent.update(*self.buffer.sample(self.batch_size))
+                self._updates += 1
+            done += 1
+            if progress is not None:
+                progress(1)
+        if metrics:
+            self.last_metrics = metrics
+            self.metrics_log.append(updates=self.updates, step=self.env_steps,
+                                    **{k: round(float(metrics[k]), 6) for k in LOSS_KEYS})
+        return {"updates": done, **metrics}
+
+    # -- export and validation -----------------------------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        with self.lock:
+            model = copy.deepcopy(self.agent.model).eval()
+            k = 3 * self.parity_observations  # spares for observations whose plan is a tie
+            if self.buffer.size:
+                rows = self.parity_rng.choice(self.buffer.size, size=k, replace=self.buffer.size < k)
+                obs, source = self.buffer.obs[rows].copy(), "buffer"
+            else:  # nothing ingested yet (an initial model): standard-normal observations
+                obs, source = self.parity_rng.standard_normal((k, self.obs_dim)).astype(np.float32), "random"
+            return _Snapshot(model, self.updates, self.transitions, self.env_steps, [b["bag"] for b in self.bags],
+                             obs.astype(np.float32), source)
+
+    def _weights_bytes(self, snap: _Snapshot) -> bytes:
+        buf = io.BytesIO()
+        torch.save({"model": snap.model.state_dict(), "model_config": self.model_cfg.to_dict(), "discount": self.discount,
+                    "budget": self.budgets[0].to_dict(), "task": self.task, "env_step": snap.env_steps,
+                    "updates": snap.updates}, buf)
+        return buf.getvalue()
+
+    def export_and_validate(self, store: ModelStore, parent: str | None = None, should_stop=None) -> Manifest | None:
+        """Export the current weights as a ladder, validate it, and add it to the store. Returns the
+        new version's manifest, or None (reason logged and kept in last_failure; nothing added).
+        parent: None = the version this trainer exported last. should_stop() is asked once more,
+        under the lock, just before the version is added: a trainer shutting down checkpoints under
+        that lock, so a version is either in its checkpoint or never added."""
+        t0 = time.monotonic()
+        snap = self._snapshot()
+        with self.lock:
+            self.last_export_updates = snap.updates
+        weights = self._weights_bytes(snap)
+        sha = hashlib.sha256(weights).hexdigest()
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=self.run_dir))
+        try:
+            try:
+                export_ladder(snap.model, self.budgets, self.discount, tmp, task=self.task, train_step=snap.env_steps,
+                              checkpoint_sha256=sha, obs_names=self.obs_names, action_low=self.action_low,
+                              action_high=self.action_high, action_names=self.action_names)
+            except Exception as e:  # noqa: BLE001 — an export that fails is a failed version, not a crash
+                return self._failed(f"export failed ({type(e).__name__}: {e})")
+            report = self.validate(tmp, snap.model, snap.observations)
+            if not report.ok:
+                return self._failed(f"validation failed: {report.reason}")
+            report.notes["parity_observations_from"] = snap.observations_from
+            with self.lock:
+                if should_stop is not None and should_stop():
+                    self.log.info("export abandoned: shutting down")
+                    return None
+                seen = set(self._exported_bags)
+                notes = {"validation": report.notes, "new_bags": [b for b in snap.bags if b not in seen],
+                         "transitions": snap.transitions, "action_repeat": self.action_repeat, "discount": self.discount,
+                         "task": self.task, "preset": self.model_cfg.preset, "weights_sha256": sha,
+                         "export_s": round(time.monotonic() - t0, 1)}
+                manifest = store.add(tmp, parent=self.last_version if parent is None else parent,
+                                     env_steps=snap.env_steps, updates=snap.updates, bags=snap.bags, notes=notes)
+                write_atomically(self.run_dir / WEIGHTS, weights)
+                self.last_version, self.last_failure = manifest.version, ""
+                self.exports += 1
+                self._exported_bags = list(snap.bags)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        chosen = report.notes.get("chosen_rung", "")
+        self.log.info(f"exported {manifest.version} (parent {manifest.parent or '-'}): {snap.updates} updates, "
+                      f"{snap.env_steps} env steps, {len(snap.bags)} bags; validated, first fitting rung {chosen} "
+                      f"in {time.monotonic() - t0:.1f} s")
+        return manifest
+
+    def _failed(self, reason: str) -> None:
+        with self.lock:
+            self.last_failure = reason
+            self.failed_exports += 1
+        self.log.error(f"not publishing a new model: {reason}")
+        return None
+
+    def validate(self, folder, model: torch.nn.Module, observations) -> ValidationReport:
+        """Checks (a)-(d) of the module docstring on an exported ladder folder against the torch
+        model it came from. Never raises for a bad model: the report says what failed."""
+        limit = self.limit_s
+        notes: dict = {"spec": "", "finite": "", "parity": {}, "latency": {}, "limit_ms": round(limit * 1e3, 3),
+                       "parity_tolerance": self.parity_tolerance}
+
+        def fail(reason: str) -> ValidationReport:
+            return ValidationReport(False, reason, notes)
+
+        try:
+            rungs = read_ladder(folder)
+        except ModelLoadError as e:
+            return fail(str(e))
+        if [r.budget for r in rungs] != list(self.budgets):
+            return fail(f"the ladder holds {[r.budget.label() for r in rungs]}, expected "
+                        f"{[b.label() for b in self.budgets]}")
+        observations = [np.asarray(o, np.float32) for o in observations]
+        fitting = []
+        for rung in rungs:
+            label = rung.budget.label()
+            try:
+                planner = OnnxPlanner(rung.path, obs_dim=self.obs_dim, action_dim=self.action_dim, threads=self.threads,
+                                      seed=self.seed, expected_sha256=rung.sha256 or None)
+            except (ModelLoadError, SpecMismatch) as e:
+                return fail(f"{rung.path.name}: {e}")
+            c = planner.contract
+            wrong = []
+            if (c.obs.dim, c.action.dim) != (self.obs_dim, self.action_dim):
+                wrong.append(f"dims obs {c.obs.dim} action {c.action.dim}, configured {self.obs_dim}/{self.action_dim}")
+            if tuple(c.action.low) != self.action_low or tuple(c.action.high) != self.action_high:
+                wrong.append(f"action bounds {list(c.action.low)}..{list(c.action.high)}, configured "
+                             f"{list(self.action_low)}..{list(self.action_high)}")
+            if c.budget != rung.budget:
+                wrong.append(f"budget {c.budget.label()}, ladder.json says {label}")
+            if abs(c.discount - self.discount) > 1e-9:
+                wrong.append(f"discount {c.discount}, trained with {self.discount}")
+            if wrong:
+                notes["spec"] = f"{label}: " + "; ".join(wrong)
+                return fail(f"spec of {rung.path.name} differs: {'; '.join(wrong)}")
+
+            # (b) finite and (a) parity with the torch planner: same obs, zero warm start, same noise
+            compared, ill, d_mean, d_value = 0, 0, 0.0, 0.0
+            for i, obs in enumerate(observations):
+                noise = self.parity_rng.standard_normal(c.noise_size, dtype=np.float32)
+                planner.reset()
+                got = planner.plan(obs, noise=noise)
+                if not (np.isfinite(got.action).all() and np.isfinite(got.mean).all() and np.isfinite(got.value)
+                        and np.isfinite(got.std).all()):
+                    notes["finite"] = f"{label}: non-finite output on observation {i}"
+                    return fail(f"{label}: non-finite output on observation {i} (action {got.action.tolist()}, "
+                                f"value {got.value})")
+                if compared >= self.parity_observations:
+                    continue  # the remaining observations are only checked for finite outputs
+                want_mean, want_value = self._torch_plan(model, rung.budget, obs, noise)
+                if not (np.isfinite(want_mean).all() and np.isfinite(want_value)):
+                    return fail(f"{label}: the torch planner gives non-finite output on observation {i}")
+                if not self._well_conditioned(model, rung.budget, obs, noise, want_mean, want_value):
+                    ill += 1  # elites picked by float rounding: no number-for-number comparison possible
+                    continue
+                compared += 1
+                d_mean = max(d_mean, float(np.abs(got.mean - want_mean).max()))
+                d_value = max(d_value, abs(got.value - want_value) / max(1.0, abs(want_value)))
+            notes["parity"][label] = {"compared": compared, "ties": ill, "next_mean_max_abs": float(f"{d_mean:.3g}"),
+                                      "value_max_rel": float(f"{d_value:.3g}")}
+            if d_mean > self.parity_tolerance or d_value > self.parity_tolerance:
+                return fail(f"{label}: ONNX and torch plans differ (next_mean by {d_mean:.2e}, value by {d_value:.2e}; "
+                            f"tolerance {self.parity_tolerance:g})")
+
+            # (d) latency on this machine
+            planner.reset()
+            obs0 = observations[0]
+            lat = measure_latency(lambda: planner.plan(obs0), self.latency_warmup, self.latency_runs, limit)
+            p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+            fits = p99 <= limit
+            notes["latency"][label] = {"p50_ms": round(p50 * 1e3, 3), "p99_ms": round(p99 * 1e3, 3), "runs": int(lat.size),
+                                       "fits": bool(fits)}
+            if fits:
+                fitting.append(label)
+        notes["spec"] = notes["spec"] or "ok"
+        notes["finite"] = notes["finite"] or "ok"
+        if not fitting:
+            worst = ", ".join(f"{k} p99 {v['p99_ms']} ms" for k, v in notes["latency"].items())
+            return fail(f"no rung's p99 latency fits {limit * 1e3:.1f} ms (deadline_fraction {self.deadline_fraction:g} / "
+                        f"{self.control_rate_hz:g} Hz): {worst}")
+        notes["chosen_rung"] = fitting[0]
+        notes["fitting_rungs"] = fitting
+        return ValidationReport(True, "", notes)
+
+    def _well_conditioned(self, model, budget, obs, noise, mean, value) -> bool:
+        for seed in (1, 2):
+            m, v = self._torch_plan(model, budget, obs, noise, jitter=TIE_JITTER, seed=seed)
+            if np.abs(m - mean).max() > self.parity_tolerance or abs(v - value) / max(1.0, abs(value)) > self.parity_tolerance:
+                return False
+        return True
+
+    def _torch_plan(self, model, budget: PlanBudget, obs: np.ndarray, noise: np.ndarray, jitter: float = 0.0,
+                    seed: int = 0):
+        """The torch planner's (next_mean, value) for one tick from a zero warm start. jitter > 0 adds
+        jitter * max(1, |value|) * N(0, 1) to every candidate's value before the elites are picked:
+        how much the plan moves under value errors of that size (float rounding) tells whether the
+        plan can be compared number for number at all."""
+        planner = make_planner(model, budget, self.discount).eval()
+        if jitter > 0:
+            g = torch.Generator().manual_seed(seed)
+
+            def elites(value, actions, _elites=planner.elites):
+                scale = jitter * max(1.0, float(value.detach().abs().max()))
+                return _elites(value + scale * torch.randn(value.shape, generator=g), actions)
+
+            planner.elites = elites  # an instance attribute: search() calls self.elites
+        grad = torch.enable_grad if budget.planner == "gradient" else torch.no_grad
+        with grad():
+            _, mean, value, _ = planner(torch.from_numpy(obs), torch.zeros(budget.horizon, self.action_dim),
+                                        torch.from_numpy(noise), torch.zeros(1))
+        return mean.detach().numpy(), float(value.detach().reshape(-1)[0])
+
+    # -- persistence ---------------------------------------------------------------------------
+    def state(self) -> dict:
+        with self.lock:
+            return {
+                "agent": self.agent.state_dict(),
+                "buffer": self.buffer.state_dict(),
+                "offline": {
+                    "model_config": self.model_cfg.to_dict(), "train_config": self.train_cfg.to_dict(),
+                    "discount": self.discount, "budgets": [b.to_dict() for b in self.budgets], "task": self.task,
+                    "action_low": list(self.action_low), "action_high": list(self.action_high),
+                    "action_repeat": self.action_repeat, "transitions": self.transitions, "episodes": self.episodes,
+                    "curve_episodes": self.curve_episodes, "longest_episode": self.longest_episode,
+                    "bags": copy.deepcopy(self.bags), "last_version": self.last_version,
+                    "last_export_updates": self.last_export_updates, "exports": self.exports,
+                    "failed_exports": self.failed_exports, "exported_bags": list(self._exported_bags),
+                    "open_episodes": copy.deepcopy(self._open), "wall_s": self.wall_s(),
+                    "parity_rng": self.parity_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                },
+            }
+
+    def save(self) -> str:
+        """Checkpoint to run_dir/checkpoint.pt (atomic); returns its sha256."""
+        with self.lock:  # the state holds live tensors: write it before the next update changes them
+            return save_checkpoint(self.state(), self.run_dir / CHECKPOINT)
+
+    def _restore(self, state: dict):
+        o = state["offline"]
+        if o["model_config"] != self.model_cfg.to_dict():
+            raise ValueError(f"the checkpoint in {self.run_dir} holds a model {o['model_config']}, this trainer builds "
+                             f"{self.model_cfg.to_dict()}; use another run_dir or the checkpoint's preset and dims")
+        self.agent.load_state_dict(state["agent"])
+        self.buffer.load_state_dict(state["buffer"])
+        self._updates = self.agent.updates
+        self.transitions, self.episodes = int(o["transitions"]), int(o["episodes"])
+        self.curve_episodes, self.longest_episode = int(o["curve_episodes"]), int(o["longest_episode"])
+        self.bags = list(o["bags"])
+        self.last_version, self.last_export_updates = str(o["last_version"]), int(o["last_export_updates"])
+        self.exports, self.failed_exports = int(o["exports"]), int(o["failed_exports"])
+        self._exported_bags = list(o["exported_bags"])
+        self._open = {int(k): dict(v) for k, v in o["open_episodes"].items()}
+        self._wall_offset = float(o["wall_s"])
+        self.parity_rng.bit_generator.state = o["parity_rng"]
+        torch.set_rng_state(o["torch_rng"])
+        # rows logged after this checkpoint belong to data that is ingested again
+        self.curve_log.truncate_after(self.env_steps)
+        self.metrics_log.truncate_after(self.updates, key="updates")
+        self.log.info(f"resumed from {self.run_dir / CHECKPOINT}: {self.transitions} transitions from {len(self.bags)} "
+                      f"bags, {self.updates} updates, last version {self.last_version or '-'}")
+
+    def plot(self):
+        """learning_curve.png from train.csv, beside the paper's curve for the task (if known)."""
+        try:
+            plot_learning_curve([], self.curve_log.read(), self.task or "robot", self.run_dir / PLOT,
+                                title_extra=f"({self.model_cfg.preset}, from bags, {self.updates} updates)")
+        except Exception as e:  # noqa: BLE001 — a missing plotting backend must not stop training
+            self.log.warning(f"could not plot the learning curve: {type(e).__name__}: {e}")

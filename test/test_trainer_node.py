@@ -1,0 +1,211 @@
+"""trainer_node over real DDS, in a subprocess on its own ROS domain: it ingests the closed bags of a
+bag folder exactly once, trains, validates and announces a version on the model-update topic that a
+late-joining subscriber still receives (transient local); after SIGINT and a restart on the same
+folders it resumes and ingests nothing twice; a bag dropped in later is ingested once and ~/export
+publishes a version that names its parent and every bag."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before any rclpy context exists
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from ros_harness import REPO, Ros, node_env  # noqa: E402
+from tdmpc2_ros.bags import BagWriter, IngestLedger  # noqa: E402
+from tdmpc2_ros.ros import qos, topics  # noqa: E402
+from tdmpc2_ros.runtime.model_store import ModelStore  # noqa: E402
+from tdmpc2_ros.runtime.transition import Transition  # noqa: E402
+from tdmpc2_ros.training.offline import LEDGER  # noqa: E402
+
+T0 = 1_700_000_000_000_000_000
+DT = 20_000_000
+
+
+def episode(rng, eid: int, steps: int = 50) -> list[Transition]:
+    obs = rng.normal(size=(steps + 1, 5))
+    return [Transition(eid, k, obs[k], rng.uniform(-1, 1, 1), float(rng.normal()), obs[k + 1], truncated=k == steps - 1)
+            for k in range(steps)]
+
+
+def write_bag(directory, transitions, start: int):
+    with BagWriter(directory) as w:
+        for i, t in enumerate(transitions):
+            w.write_transition(t, start + i * DT)
+    return w.closed[-1]
+
+
+def yaml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (str, list)):
+        return json.dumps(v)  # JSON strings and lists are YAML flow values
+    return repr(v)
+
+
+def start_trainer(domain: int, tmp_path, **params) -> subprocess.Popen:
+    lines = ["trainer_node:", "  ros__parameters:"] + [f"    {k}: {yaml_value(v)}" for k, v in params.items()]
+    params_file = tmp_path / "trainer.yaml"
+    params_file.write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, "-m", "tdmpc2_ros.ros.trainer_node", "--ros-args", "--params-file", str(params_file)]
+    return subprocess.Popen(cmd, cwd=REPO, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def finish(proc: subprocess.Popen, sig=None, timeout: float = 120.0) -> tuple[int, str]:
+    if sig is not None and proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+        pytest.fail(f"trainer_node did not exit within {timeout} s:\n{out[-4000:]}")
+    return proc.returncode, out
+
+
+class Listener:
+    """A late-joining subscriber of the announcements, and of the trainer's diagnostics."""
+
+    def __init__(self, ros: Ros, name: str):
+        self.announcements: list[dict] = []
+        self.diag: dict = {}
+        self.node = ros.node(name)
+        self.node.create_subscription(String, topics.MODEL_UPDATE, lambda m: self.announcements.append(json.loads(m.data)),
+                                      qos.LATCHED)
+        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diag, 10)
+        self.export = self.node.create_client(Trigger, "/trainer_node/export")
+
+    def _on_diag(self, msg):
+        for s in msg.status:
+            if s.name == "tdmpc2_ros: trainer":
+                self.diag = {kv.key: kv.value for kv in s.values}
+
+    def versions(self) -> list[str]:
+        return [a["version"] for a in self.announcements]
+
+
+def ledger_lines(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / LEDGER).read_text().splitlines() if line.strip()]
+
+
+def test_trainer_node_ingests_once_announces_and_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    bag_dir, run_dir, store_dir = tmp_path / "bags", tmp_path / "run", tmp_path / "store"
+    b1 = write_bag(bag_dir, episode(rng, 0) + episode(rng, 1), T0)
+    b2 = write_bag(bag_dir, episode(rng, 2) + episode(rng, 3), T0 + 10**10)
+    params = dict(bag_dir=str(bag_dir), run_dir=str(run_dir), store_dir=str(store_dir), obs_dim=0, action_dim=0,
+                  ladder=["2:64:8:8"], batch_size=32, threads=1, updates_per_cycle=10, export_every_updates=20,
+                  min_transitions=50, max_updates_per_transition=0.1, scan_period_s=0.5, export_on_start=False,
+                  control_rate_hz=5.0, latency_warmup=2, latency_runs=10, diagnostics_period_s=0.5)
+    store = ModelStore(store_dir)
+    ros = Ros()
+
+    # 1. Two closed bags: both ingested once; 200 transitions x 0.1 = 20 updates, then one export.
+    proc = start_trainer(ros.domain, tmp_path, **params)
+    try:
+        assert ros.spin_until(lambda: bool(store.versions()) or proc.poll() is not None, 300), "no version in time"
+        assert proc.poll() is None, finish(proc)[1][-4000:]
+        (v1,) = store.versions()
+        late = Listener(ros, "late_listener")  # joins after the announcement was published
+        assert ros.spin_until(lambda: late.announcements, 30), "a late subscriber did not get the latched announcement"
+        assert late.versions() == [v1]
+        a = late.announcements[0]
+        assert a["path"] == str(store.path(v1).resolve()) and a["files"] == store.manifest(v1).files
+        assert ros.spin_until(lambda: late.diag.get("bags_ingested") == "2", 10), late.diag
+        code, out1 = finish(proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert code == 0, out1[-4000:]
+    m1 = store.manifest(v1)
+    assert (m1.parent, m1.updates, m1.env_steps, m1.bags) == ("", 20, 400, [b1.name, b2.name])
+    assert m1.notes["validation"]["spec"] == "ok" and m1.notes["validation"]["latency"]
+    for bag in (b1, b2):
+        assert out1.count(f"ingested bag {bag}") == 1, out1[-4000:]
+    assert f"announced {v1}" in out1 and "stopped (SIGINT): checkpoint" in out1
+    assert [(e["bag"], e["status"]) for e in ledger_lines(run_dir)] == [(b1.name, "ingested"), (b2.name, "ingested")]
+    assert (run_dir / "checkpoint.pt").is_file() and (run_dir / "learning_curve.png").is_file()
+
+    # 2. Restart on the same folders: resumed, nothing ingested twice; the latest version is announced
+    #    again for planners that join now; a new bag is ingested once; ~/export publishes v2.
+    proc = start_trainer(ros.domain, tmp_path, **params)
+    try:
+        listener = Listener(ros, "restart_listener")
+        assert ros.spin_until(lambda: listener.announcements or proc.poll() is not None, 120)
+        assert proc.poll() is None, finish(proc)[1][-4000:]
+        assert listener.versions() == [v1]
+        assert ros.spin_until(lambda: listener.diag.get("updates") == "20", 30), listener.diag
+        assert listener.diag["bags_ingested"] == "2" and listener.diag["transitions"] == "200"
+        b3 = write_bag(bag_dir, episode(rng, 4), T0 + 2 * 10**10)
+        assert ros.spin_until(lambda: listener.diag.get("bags_ingested") == "3", 30), listener.diag
+        assert listener.export.wait_for_service(timeout_sec=10)
+        future = listener.export.call_async(Trigger.Request())
+        assert ros.spin_until(future.done, 300), "~/export did not answer"
+        response = future.result()
+        assert response.success, response.message
+        v2 = [v for v in store.versions() if v != v1][0]
+        assert v2 in response.message
+        assert ros.spin_until(lambda: v2 in listener.versions(), 10)
+        code, out2 = finish(proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        ros.close()
+    assert code == 0, out2[-4000:]
+    assert "resumed from" in out2 and "ingested bag" in out2
+    assert str(b1) not in out2 and str(b2) not in out2, "a bag was ingested twice"
+    assert out2.count(f"ingested bag {b3}") == 1
+    m2 = store.manifest(v2)
+    assert m2.parent == v1 and m2.bags == [b1.name, b2.name, b3.name] and m2.env_steps == 500
+    assert m2.updates >= 20 and m2.notes["new_bags"] == [b3.name]
+    lines = ledger_lines(run_dir)
+    assert [e["bag"] for e in lines] == [b1.name, b2.name, b3.name]  # each bag once, ever
+    assert all(e["status"] == "ingested" for e in lines)
+    assert IngestLedger(run_dir / LEDGER).pending(bag_dir) == []
+
+
+def test_sigterm_during_an_export_checkpoints_and_exits_at_once(tmp_path):
+    """A launch system gives a node seconds, an export takes longer: the node checkpoints, abandons
+    the export before it would add a version (so store and checkpoint agree) and exits 0."""
+    import time
+
+    from tdmpc2_ros.training.checkpoint import load_checkpoint
+
+    rng = np.random.default_rng(1)
+    bag_dir, run_dir, store_dir = tmp_path / "bags", tmp_path / "run", tmp_path / "store"
+    bag = write_bag(bag_dir, episode(rng, 0) + episode(rng, 1), T0)
+    ros = Ros()
+    proc = start_trainer(ros.domain, tmp_path, bag_dir=str(bag_dir), run_dir=str(run_dir), store_dir=str(store_dir),
+                         ladder=["2:64:8:8"], threads=1, min_transitions=50, scan_period_s=0.5, control_rate_hz=5.0,
+                         export_on_start=True)
+    try:
+        # the start export begins right after the first ingest
+        assert ros.spin_until(lambda: (run_dir / LEDGER).exists() or proc.poll() is not None, 120)
+        ros.spin_for(1.0)
+        t0 = time.monotonic()
+        code, out = finish(proc, signal.SIGTERM, timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        ros.close()
+    assert code == 0, out[-4000:]
+    assert took < 20, f"exit took {took:.1f} s"
+    assert "stopped (SIGTERM): checkpoint" in out, out[-4000:]
+    state = load_checkpoint(run_dir / "checkpoint.pt", required=("offline",))["offline"]
+    assert [b["bag"] for b in state["bags"]] == [bag.name] and state["transitions"] == 100
+    versions = ModelStore(store_dir).versions()
+    assert versions == ([state["last_version"]] if state["last_version"] else []), (versions, state["last_version"])
