@@ -209,3 +209,24 @@ def test_sigterm_during_an_export_checkpoints_and_exits_at_once(tmp_path):
     assert [b["bag"] for b in state["bags"]] == [bag.name] and state["transitions"] == 100
     versions = ModelStore(store_dir).versions()
     assert versions == ([state["last_version"]] if state["last_version"] else []), (versions, state["last_version"])
+
+
+def test_bad_parameters_name_the_parameter(tmp_path):
+    from rclpy.parameter import Parameter
+
+    from tdmpc2_ros.ros.params import ParameterError
+    from tdmpc2_ros.ros.trainer_node import TrainerNode
+
+    ros = Ros()
+    try:
+        for params, name in (({"batch_size": 0}, "batch_size"), ({"ladder": ["6x512"]}, "ladder"),
+                             ({"planner": "rrt"}, "planner"), ({"deadline_fraction": 1.5}, "deadline_fraction"),
+                             ({"raw_obs_topic": "/obs"}, "raw_obs_topic"),
+                             ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r"}, "action_low")):
+            overrides = [Parameter("run_dir", value=str(tmp_path / "run")), Parameter("bag_dir", value=str(tmp_path / "b"))]
+            overrides += [Parameter(k, value=v) for k, v in params.items()]
+            with pytest.raises(ParameterError, match=f"'{name}'") as info:
+                TrainerNode(context=ros.context, parameter_overrides=overrides)
+            assert info.value.parameter == name
+    finally:
+        ros.close()

@@ -100,6 +100,7 @@ from std_srvs.srv import Trigger
 from tdmpc2_ros.bags.ledger import IngestLedger
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
+from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.runtime.model_store import ModelStore
 from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
 
@@ -152,14 +153,6 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
 }
 
 
-class ParameterError(ValueError):
-    """A parameter value the node cannot start with; the message names the parameter."""
-
-    def __init__(self, name: str, value, why: str):
-        super().__init__(f"invalid parameter '{name}' = {value!r}: {why}")
-        self.parameter = name
-
-
 class TrainerNode(Node):
     """Counters for tests and tools: ``trainer`` (None until the dims are known), ``state``."""
 
@@ -196,15 +189,12 @@ class TrainerNode(Node):
 
     # -- set-up --------------------------------------------------------------------------------
     def _read_parameters(self):
+        p = declare_table(self, {k: v for k, v in PARAMETERS.items() if not isinstance(v[0], list)})
         for name, (default, description) in PARAMETERS.items():
-            if isinstance(default, list):
+            if isinstance(default, list):  # an empty list has no type to infer: declared untyped
                 self.declare_parameter(name, None, ParameterDescriptor(description=description, dynamic_typing=True))
-            else:
-                self.declare_parameter(name, default, ParameterDescriptor(description=description))
-        p = {}
-        for name, (default, _) in PARAMETERS.items():
-            value = self.get_parameter(name).value
-            p[name] = (list(value) if value is not None else []) if isinstance(default, list) else value
+                value = self.get_parameter(name).value
+                p[name] = list(value) if value is not None else []
         for name in ("bag_dir", "run_dir", "store_dir"):
             if not str(p[name]).strip():
                 raise ParameterError(name, p[name], "must be a folder path")
