@@ -322,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     u = sub.add_parser("bringup", help="start a node set without the ros2 command (same description as launch/)")
-    u.add_argument("set", choices=["planner", "sim"], help="planner: sim + planner (like planner.launch.py); sim: the sim alone")
+    u.add_argument("set", choices=["planner", "sim", "trainer", "learn"],
+                   help="planner: sim + planner (like planner.launch.py); sim: the sim alone; trainer: the trainer alone; "
+                        "learn: sim + planner + recorder + trainer (like learn.launch.py)")
     u.add_argument("arguments", nargs="*", help="launch arguments, name:=value (e.g. use_sim:=false mode:=lockstep)")
     u.set_defaults(func=cmd_bringup)
     return p

@@ -19,7 +19,6 @@ from tdmpc2_ros.bags import (
     encode_float64,
     encode_float64_multiarray,
     encode_int64,
-    episodes_from_arrays,
     episodes_from_bag,
     episodes_from_raw,
     episodes_from_records,

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 from std_msgs.msg import Float64, Float64MultiArray
 
@@ -87,3 +86,43 @@ def test_launch_files_read_the_same_description():
         assert node_set in bringup.NODE_SETS
     shared = (REPO / "launch" / "_description.py").read_text()
     assert "bringup.NODE_SETS[set_name]" in shared and "bringup.ARGUMENTS" in shared
+
+
+def test_learn_loop_from_a_random_start(tmp_path):
+    """`bringup learn`: the trainer publishes its fresh model as version 1 into the empty store, the
+    planner (waiting on that store) starts acting with it, the recorder closes bags of its transition
+    records, and the trainer ingests them exactly once. Then everything stops cleanly on SIGINT."""
+    from tdmpc2_ros.bags import IngestLedger, closed_bags, read_records
+    from tdmpc2_ros.runtime.model_store import ModelStore
+
+    store, bags, run = tmp_path / "store", tmp_path / "bags", tmp_path / "run"
+    cmd = [sys.executable, "-m", "tdmpc2_ros.cli", "bringup", "learn", "mode:=lockstep", "explore:=true",
+           f"model_path:={store}", f"store_dir:={store}", f"bag_dir:={bags}", f"run_dir:={run}", "model_wait_s:=300",
+           "control_rate_hz:=2", "ladder:=['2:64:8:4']", "bag_split_s:=5"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=node_env(next_domain()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 400
+        ledger = run / "ingest_ledger.jsonl"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ledger.exists() and any(IngestLedger(ledger).is_ingested(b) for b in closed_bags(bags)):
+                break
+            time.sleep(1.0)
+        assert proc.poll() is None, proc.communicate()[0][-4000:]
+        versions = ModelStore(store).versions()
+        assert len(versions) >= 1 and versions[0].startswith("v0001-")
+        closed = closed_bags(bags)
+        assert closed, "the recorder closed no bag"
+        records = read_records(closed[0])
+        assert records and all(r.model_version == versions[0] for r in records)  # the planner acted with v1
+        assert all(IngestLedger(ledger).is_ingested(b) for b in closed[:1])
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out[-4000:]
+    assert "Traceback" not in out, out[-4000:]
+    assert "trainer_node]: stopped" in out and "recorder_node]: stopped" in out

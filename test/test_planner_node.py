@@ -20,7 +20,7 @@ from core_helpers import SMALL_OBS_DIM
 from ros_harness import Ros, node_env, small_ladder
 from tdmpc2_ros.ros import qos
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, extract, parse_source
-from tdmpc2_ros.runtime import ModelLoadError, PlanBudget, SpecMismatch
+from tdmpc2_ros.runtime import ModelLoadError, SpecMismatch
 from tdmpc2_ros.runtime.ladder import choose_rung, read_ladder
 
 OBS_TOPIC, CMD_TOPIC = "/tdmpc2/observation", "/tdmpc2_controller/commands"

@@ -43,7 +43,7 @@ ARGUMENTS = {
         Argument("mode", "realtime", "sim mode: realtime (wall-clock paced) or lockstep (steps on each command)"),
         Argument("task", "cartpole-swingup", "dm_control domain-task the sim runs"),
         Argument("model_path", "", "planner .onnx file or model folder; empty = the shipped cartpole model"),
-        Argument("control_rate_hz", "50.0", "planner control rate"),
+        Argument("control_rate_hz", "50.0", "planner control rate (the trainer checks exported latency against it)"),
         Argument("trigger", "observation", "planner tick source: observation (event-driven) or timer"),
         Argument("max_episodes", "0", "sim stops after this many episodes (0 = run until stopped)"),
         Argument("use_sim_time", "true", "take time from /clock"),
@@ -52,6 +52,11 @@ ARGUMENTS = {
         Argument("bag_dir", "tdmpc2_bags", "where the recorder writes bags and the trainer reads them"),
         Argument("store_dir", "tdmpc2_models", "the trainer's versioned model store"),
         Argument("run_dir", "runs/learn", "the trainer's run folder (checkpoint, ledger, learning curve)"),
+        Argument("obs_dim", "5", "trainer: observation size of the task (5 for cartpole; 0 = from the first bag)"),
+        Argument("action_dim", "1", "trainer: action size of the task (1 for cartpole)"),
+        Argument("ladder", "", "trainer: budgets to export, e.g. ['4:256:32:12','2:64:8:4'] (iterations:samples:"
+                               "elites:policy trajectories); empty = the default ladder"),
+        Argument("bag_split_s", "60.0", "recorder: close a bag (making it available to the trainer) every this many seconds"),
     ]
 }
 
@@ -61,9 +66,11 @@ SIM = NodeSpec("sim_node", "sim_node", "sim.yaml", {"mode": "mode", "task": "tas
 PLANNER = NodeSpec("planner_node", "planner_node", "planner.yaml",
                    {"model_path": "model_path", "control_rate_hz": "control_rate_hz", "trigger": "trigger",
                     "use_sim_time": "use_sim_time", "explore": "explore", "model_wait_s": "model_wait_s"})
-RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir": "bag_dir"})
+RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir": "bag_dir", "split_duration_s": "bag_split_s"})
 TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
-                   {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir"})
+                   {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir", "obs_dim": "obs_dim",
+                    "action_dim": "action_dim", "control_rate_hz": "control_rate_hz",
+                    "ladder": "ladder"})
 
 NODE_SETS = {
     "planner": [SIM, PLANNER],
@@ -113,7 +120,9 @@ def run(set_name: str, overrides: dict[str, str], env: dict | None = None) -> in
     for spec, params in resolve(set_name, overrides):
         cmd = command(spec, params)
         print("[bringup] " + " ".join(cmd), flush=True)
-        procs.append((spec.name, subprocess.Popen(cmd, env={**os.environ, **(env or {})})))
+        # Each node in its own session: a Ctrl-C (or `timeout`) signals the whole foreground process
+        # group, and the node would get a second SIGINT from us in the middle of its clean shutdown.
+        procs.append((spec.name, subprocess.Popen(cmd, env={**os.environ, **(env or {})}, start_new_session=True)))
     stopping = False
 
     def stop(*_):

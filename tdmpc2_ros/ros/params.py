@@ -66,9 +66,23 @@ def declare_and_read(node) -> PlannerParams:
             node.declare_parameter(f.name, list(default) if default else None, descriptor)
             value = node.get_parameter(f.name).value
             values[f.name] = tuple(value) if value is not None else ()
+        elif isinstance(default, float):
+            values[f.name] = _declare_float(node, f.name, default, "")
         else:
             values[f.name] = node.declare_parameter(f.name, default).value
     return PlannerParams(**values).validate()
+
+
+def _declare_float(node, name: str, default: float, description: str) -> float:
+    """A float parameter that also takes an integer (`rate:=10` from a launch argument is an int to
+    ROS), rather than refusing to start."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    value = node.declare_parameter(name, default, ParameterDescriptor(description=description, dynamic_typing=True)).value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ParameterError(name, value, "must be a number") from None
 
 
 class ParameterError(ValueError):
@@ -83,6 +97,10 @@ def declare_table(node, table: dict) -> dict:
     """Declare {name: (default, description)} on the node and return {name: value}."""
     from rcl_interfaces.msg import ParameterDescriptor
 
+    out = {}
     for name, (default, description) in table.items():
-        node.declare_parameter(name, default, ParameterDescriptor(description=description))
-    return {name: node.get_parameter(name).value for name in table}
+        if isinstance(default, float):
+            out[name] = _declare_float(node, name, default, description)
+        else:
+            out[name] = node.declare_parameter(name, default, ParameterDescriptor(description=description)).value
+    return out

@@ -44,22 +44,20 @@ No torch: rclpy, numpy and rosbags.
 from __future__ import annotations
 
 import importlib
-import signal
 import sys
 import time
 from dataclasses import dataclass
 
 import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 
 from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, typestore
 from tdmpc2_ros.ros.params import ParameterError, declare_table
+from tdmpc2_ros.ros.run import run_node
 
 SHORT_TYPES = {"Float64MultiArray": "std_msgs/msg/Float64MultiArray", "Float64": "std_msgs/msg/Float64",
                "Int64": "std_msgs/msg/Int64"}
@@ -211,45 +209,22 @@ class RecorderNode(Node):
         return super().destroy_node()
 
 
+def _drain_and_close(node, executor, why: str):
+    """Take what the subscriptions already hold, until nothing arrives for 0.2 s (at most DRAIN_S),
+    then close the open bag."""
+    deadline, quiet_since, seen = time.monotonic() + DRAIN_S, time.monotonic(), node.message_count
+    while rclpy.ok() and time.monotonic() < deadline and time.monotonic() - quiet_since < 0.2:
+        executor.spin_once(timeout_sec=0.02)
+        if node.message_count != seen:
+            seen, quiet_since = node.message_count, time.monotonic()
+    path = node.close()
+    node.get_logger().info(f"stopped ({why}): {node.message_count} messages in {len(node.bags)} bag(s)"
+                           + (f", last {path}" if path else ""))
+
+
 def main(args=None) -> int:
-    # The node handles SIGINT/SIGTERM itself: rclpy's handlers would shut the context down at once,
-    # dropping messages already received but not yet taken.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    node = None
-    try:
-        try:
-            node = RecorderNode()
-        except Exception as e:  # a bad parameter: say which, exit non-zero
-            rclpy.logging.get_logger("recorder_node").fatal(f"recorder_node failed to start: {e}")
-            return 1
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and stop["signal"] is None:
-            executor.spin_once(timeout_sec=0.1)
-        # Drain: take what the subscriptions already hold, until nothing arrives for 0.2 s (at most DRAIN_S).
-        deadline, quiet_since, seen = time.monotonic() + DRAIN_S, time.monotonic(), node.message_count
-        while rclpy.ok() and time.monotonic() < deadline and time.monotonic() - quiet_since < 0.2:
-            executor.spin_once(timeout_sec=0.02)
-            if node.message_count != seen:
-                seen, quiet_since = node.message_count, time.monotonic()
-        path = node.close()
-        node.get_logger().info(f"stopped ({signal.Signals(stop['signal']).name if stop['signal'] else 'shutdown'}): "
-                               f"{node.message_count} messages in {len(node.bags)} bag(s)"
-                               + (f", last {path}" if path else ""))
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    # Own SIGINT/SIGTERM handling: messages already received but not yet taken are still written.
+    return run_node("recorder_node", RecorderNode, args, own_signals=True, finish=_drain_and_close)
 
 
 if __name__ == "__main__":

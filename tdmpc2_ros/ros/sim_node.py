@@ -47,10 +47,8 @@ import sys
 import time
 
 import numpy as np
-import rclpy
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -61,6 +59,7 @@ from std_msgs.msg import Float64, Float64MultiArray, Int64
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
+from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime.transition import pack
 from tdmpc2_ros.sim.engine import SimEngine, describe
 
@@ -282,25 +281,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)  # installs SIGINT/SIGTERM handlers that shut the context down
-    node = None
-    try:
-        try:
-            node = SimNode()
-        except Exception as e:  # a bad parameter: say which, exit non-zero
-            rclpy.logging.get_logger("sim_node").fatal(f"sim_node failed to start: {e}")
-            return 1
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok() and not node.finished:
-            executor.spin_once(timeout_sec=0.1)
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    return run_node("sim_node", SimNode, args, done=lambda node: node.finished)
 
 
 if __name__ == "__main__":

@@ -78,22 +78,18 @@ from __future__ import annotations
 import concurrent.futures as futures
 import json
 import math
-import os
 import queue
-import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -101,6 +97,7 @@ from tdmpc2_ros.bags.ledger import IngestLedger
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
+from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime.model_store import ModelStore
 from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
 
@@ -194,6 +191,8 @@ class TrainerNode(Node):
             if isinstance(default, list):  # an empty list has no type to infer: declared untyped
                 self.declare_parameter(name, None, ParameterDescriptor(description=description, dynamic_typing=True))
                 value = self.get_parameter(name).value
+                if isinstance(value, str):  # a launch argument: "" (the default) or one entry
+                    value = [value] if value.strip() else []
                 p[name] = list(value) if value is not None else []
         for name in ("bag_dir", "run_dir", "store_dir"):
             if not str(p[name]).strip():
@@ -450,42 +449,9 @@ class TrainerNode(Node):
 
 
 def main(args=None) -> int:
-    # SIGINT/SIGTERM are handled here (not by rclpy) so the node can checkpoint before exiting.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    node = None
-    try:
-        try:
-            node = TrainerNode()
-        except Exception as e:  # a bad parameter or an unusable run folder: say why, exit non-zero
-            rclpy.logging.get_logger("trainer_node").fatal(f"trainer_node failed to start: {e}")
-            return 1
-        executor = MultiThreadedExecutor(num_threads=3)
-        executor.add_node(node)
-        while rclpy.ok() and stop["signal"] is None:
-            executor.spin_once(timeout_sec=0.1)
-        node.shutdown(signal.Signals(stop["signal"]).name if stop["signal"] else "shutdown")
-        return 0
-    except (KeyboardInterrupt, ExternalShutdownException):
-        if node is not None:
-            node.shutdown("interrupted")
-        return 0
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-        if node is not None and node.thread is not None and node.thread.is_alive():
-            # An abandoned export is still in native code (torch, ONNX Runtime); finalising the
-            # interpreter under it aborts the process. The checkpoint is written: leave now.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(0)
+    # Own SIGINT/SIGTERM handling, so the node can checkpoint before exiting.
+    return run_node("trainer_node", TrainerNode, args, own_signals=True, executor=MultiThreadedExecutor(num_threads=3),
+                    finish=lambda node, _executor, why: node.shutdown(why))
 
 
 if __name__ == "__main__":
