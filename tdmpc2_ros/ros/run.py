@@ -2,7 +2,8 @@
 
 Nodes that must finish work on SIGINT/SIGTERM (close a bag, write a checkpoint) take the signals
 themselves (`own_signals`): rclpy's handlers would shut the context down at once, before the node
-could act. `finish(node, executor, why)` then runs with the context still up.
+could act. `finish(node, executor, why)` then runs with the context still up; `on_exit(node)` runs
+last, after the context is shut down.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 
-def run_node(name: str, make_node: Callable, args=None, own_signals: bool = False, executor=None,
-             done: Callable = lambda node: False, finish: Callable | None = None) -> int:
+def run_node(name: str, make_node: Callable, args=None, own_signals: bool = False,
+             make_executor: Callable = SingleThreadedExecutor, done: Callable = lambda node: False,
+             finish: Callable | None = None, on_exit: Callable | None = None) -> int:
     """0 on a clean stop, 1 if the node refused to start (the reason is logged as FATAL)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO if own_signals else SignalHandlerOptions.ALL)
     stop = {"signal": None}
@@ -26,14 +28,14 @@ def run_node(name: str, make_node: Callable, args=None, own_signals: bool = Fals
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, on_signal)
-    node = None
+    node = executor = None
     try:
         try:
             node = make_node()
         except Exception as e:  # a bad parameter or an unusable path: say why, exit non-zero
             rclpy.logging.get_logger(name).fatal(f"{name} failed to start: {e}")
             return 1
-        executor = executor or SingleThreadedExecutor()
+        executor = make_executor()  # after rclpy.init: an executor needs the context
         executor.add_node(node)
         while rclpy.ok() and stop["signal"] is None and not done(node):
             executor.spin_once(timeout_sec=0.1)
@@ -48,3 +50,5 @@ def run_node(name: str, make_node: Callable, args=None, own_signals: bool = Fals
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        if on_exit is not None and node is not None:
+            on_exit(node)

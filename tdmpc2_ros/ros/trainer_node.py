@@ -78,6 +78,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import json
 import math
+import os
 import queue
 import sys
 import threading
@@ -450,8 +451,18 @@ class TrainerNode(Node):
 
 def main(args=None) -> int:
     # Own SIGINT/SIGTERM handling, so the node can checkpoint before exiting.
-    return run_node("trainer_node", TrainerNode, args, own_signals=True, executor=MultiThreadedExecutor(num_threads=3),
-                    finish=lambda node, _executor, why: node.shutdown(why))
+    return run_node("trainer_node", TrainerNode, args, own_signals=True,
+                    make_executor=lambda: MultiThreadedExecutor(num_threads=3),
+                    finish=lambda node, _executor, why: node.shutdown(why), on_exit=_leave_if_export_abandoned)
+
+
+def _leave_if_export_abandoned(node):
+    if node.thread is not None and node.thread.is_alive():
+        # An abandoned export is still in native code (torch, ONNX Runtime); finalising the
+        # interpreter under it aborts the process. The checkpoint is written: leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
