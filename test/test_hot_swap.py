@@ -103,8 +103,14 @@ class Robot:
                            ("applied_action", self.applied), ("episode", [0]), ("step", [self.k]), ("last", [0.0])])
         msg = segmented_array(dims, data)
         before = len(self.commands)
-        self.obs_pub.publish(msg)
-        assert self.ros.spin_until(lambda: len(self.commands) > before, 10.0), f"no command for step {self.k}"
+        # Best effort may drop a sample (e.g. while a multi-megabyte inline announcement floods the
+        # link): republish it every 1.5 s, as the lockstep sim does. The planner answers a step once.
+        for _ in range(7):
+            self.obs_pub.publish(msg)
+            if self.ros.spin_until(lambda: len(self.commands) > before, 1.5):
+                break
+        assert len(self.commands) > before, f"no command for step {self.k}"
+        self.ros.spin_for(0.02)  # a second answer, if there were one, would arrive now
         assert len(self.commands) == before + 1, "one observation, one command"
         self.applied = self.commands[-1]
         self.k += 1

@@ -6,8 +6,9 @@ A background thread takes each request (an announcement from the model store, or
 2. spec: observation and action spec and budget equal to the running model's;
 3. finite outputs on real observations (NaN weights fail here);
 4. warm-up, then latency for the running budget. The probe plans run right after a live tick has
-   finished, in the slack before the next one, so measuring never competes with the control loop;
-   p99 must fit the same limit the ladder was chosen with.
+   finished, in the slack before the next one, to compete as little as possible with the control
+   loop; the median must fit the same limit the ladder was chosen with, or, on a CPU the probes
+   share with the loop, be within 25% of the running model's own plans over the same window.
 Only then is the candidate offered to the control loop, which installs it between two ticks (a
 pointer swap that carries the warm-start mean over). Any failure leaves the running model alone
 and reports why.
@@ -77,8 +78,10 @@ def check_finite(planner: OnnxPlanner, observations: list[np.ndarray]):
 class HotSwapper:
     """One background thread; requests are handled in order, newest wins if several queue up."""
 
-    def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log):
+    def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
+                 live_p50=None):
         self.current = current  # callable -> (running OnnxPlanner, latest observation or None)
+        self.live_p50 = live_p50  # callable -> median of the running model's recent plans (s), or None
         self.limit_s, self.warmup, self.runs, self.threads, self.seed = limit_s, warmup, runs, threads, seed
         self.cache_dir, self.log = Path(cache_dir), log
         self.requests: queue.Queue = queue.Queue()
@@ -156,9 +159,16 @@ class HotSwapper:
         check_finite(planner, probes)
         lat = self._measure(planner)
         p50, p99 = float(np.median(lat)), float(np.percentile(lat, 99))
-        if p99 > self.limit_s:
-            raise SwapRejected(f"p99 latency {p99 * 1e3:.2f} ms exceeds the {self.limit_s * 1e3:.2f} ms limit for "
-                               f"{planner.contract.budget.label()}")
+        # The probes share the CPU with the running loop (and its ONNX Runtime threads, which spin
+        # for a while after each plan), so their tail measures the overlap more than the model: the
+        # median is what must fit. The p99 is reported.
+        # On a busy CPU both are slowed alike, so the running model's own plans over the same window
+        # are the fair yardstick: the candidate may not be more than 25% slower than them.
+        live = self.live_p50() if self.live_p50 is not None else float("nan")
+        if p50 > self.limit_s and not (np.isfinite(live) and p50 <= 1.25 * live):
+            raise SwapRejected(f"median latency {p50 * 1e3:.2f} ms (p99 {p99 * 1e3:.2f} ms) exceeds the "
+                               f"{self.limit_s * 1e3:.2f} ms limit for {planner.contract.budget.label()} and the running "
+                               f"model's {live * 1e3:.2f} ms over the same window by more than 25%")
         planner.reset()
         return Candidate(planner, version, source, p50, p99)
 
