@@ -231,6 +231,7 @@ def test_a_model_store_stands_for_its_newest_version(models, tmp_path):
     assert resolve_model_path(str(store.path(models["v1"])), 0.0, log) == str(store.path(models["v1"]))  # a version itself
     # An empty store is waited on: the first version that appears is taken.
     empty = ModelStore(tmp_path / "empty")
+    (empty.root / ".v0001-0123456789ab.tmp").mkdir()  # a version being written is not a version yet
     threading.Timer(0.7, lambda: empty.add(store.path(models["v2"]))).start()
     got = resolve_model_path(str(empty.root), 30.0, log)
     assert got == str(empty.path(empty.versions()[0]))

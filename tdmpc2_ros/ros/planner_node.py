@@ -401,8 +401,11 @@ def resolve_model_path(path: str, wait_s: float, log) -> str:
     from tdmpc2_ros.runtime.model_store import ModelStore
 
     def is_store(p):
-        return os.path.isdir(p) and not os.path.isfile(os.path.join(p, "ladder.json")) and (
-            not os.listdir(p) or any(os.path.isfile(os.path.join(p, d, MANIFEST)) for d in os.listdir(p)))
+        if not os.path.isdir(p) or os.path.isfile(os.path.join(p, "ladder.json")):
+            return False
+        # Hidden entries are versions being written (.v0001-....tmp): an empty store still.
+        entries = [d for d in os.listdir(p) if not d.startswith(".")]
+        return not entries or any(os.path.isfile(os.path.join(p, d, MANIFEST)) for d in entries)
 
     deadline = time.monotonic() + wait_s
     announced = False
