@@ -4,7 +4,10 @@ environments. Each test uses its own ROS_DOMAIN_ID so parallel or leftover nodes
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,6 +27,40 @@ def node_env(domain: int) -> dict:
     return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
             "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "MUJOCO_GL": "egl",
             "PYTHONUNBUFFERED": "1"}
+
+
+def yaml_value(v) -> str:
+    """A Python value as a YAML flow value for a --params-file."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (str, list)):
+        return json.dumps(v)  # JSON strings and lists are YAML flow values
+    return repr(v)
+
+
+def start_node_process(node: str, domain: int, tmp_path, **params) -> subprocess.Popen:
+    """`python -m tdmpc2_ros.ros.<node>` with `params` in a parameter file, on its own domain."""
+    lines = [f"{node}:", "  ros__parameters:"] + [f"    {k}: {yaml_value(v)}" for k, v in params.items()]
+    params_file = Path(tmp_path) / f"{node}.yaml"
+    params_file.write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, "-m", f"tdmpc2_ros.ros.{node}", "--ros-args", "--params-file", str(params_file)]
+    return subprocess.Popen(cmd, cwd=REPO, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def finish_process(proc: subprocess.Popen, sig=None, timeout: float = 60.0, what: str = "node") -> tuple[int, str]:
+    """Signal the process (if given), wait for it, return (exit code, output); fail if it hangs."""
+    import pytest
+
+    if sig is not None and proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate(timeout=10)
+        pytest.fail(f"{what} did not exit within {timeout} s:\n{out[-4000:]}")
+    return proc.returncode, out
 
 
 _LADDER_CACHE: dict = {}

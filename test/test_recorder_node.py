@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before any rclpy context exists
@@ -20,7 +19,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosbags.rosbag2 import Reader  # noqa: E402
 from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension  # noqa: E402
 
-from ros_harness import REPO, Ros, node_env  # noqa: E402
+from ros_harness import Ros, finish_process, start_node_process  # noqa: E402
 from tdmpc2_ros.bags import BagSkipped, closed_bags, partial_bags, read_records  # noqa: E402
 from tdmpc2_ros.bags.cdr import decode_float64s  # noqa: E402
 from tdmpc2_ros.ros.recorder_node import ParameterError, RecorderNode, parse_topic  # noqa: E402
@@ -53,26 +52,11 @@ def assert_same(a: Transition, b: Transition) -> None:
 
 
 def start_recorder(domain: int, tmp_path, **params) -> subprocess.Popen:
-    lines = ["recorder_node:", "  ros__parameters:"]
-    for key, value in params.items():
-        lines.append(f"    {key}: {value!r}")  # Python repr of str/float/list is valid YAML here
-    params_file = tmp_path / "recorder.yaml"
-    params_file.write_text("\n".join(lines) + "\n")
-    cmd = [sys.executable, "-m", "tdmpc2_ros.ros.recorder_node", "--ros-args", "--params-file", str(params_file)]
-    return subprocess.Popen(cmd, cwd=REPO, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return start_node_process("recorder_node", domain, tmp_path, **params)
 
 
 def finish(proc: subprocess.Popen, sig=None, timeout: float = 60.0) -> tuple[int, str]:
-    if sig is not None and proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate(timeout=10)
-        pytest.fail(f"recorder did not exit within {timeout} s:\n{out[-3000:]}")
-    return proc.returncode, out
+    return finish_process(proc, sig, timeout, "recorder")
 
 
 def connect(ros: Ros, pub, proc, timeout: float = 90.0) -> None:

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before any rclpy context exists
 
@@ -20,7 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from ros_harness import REPO, Ros, node_env  # noqa: E402
+from ros_harness import Ros, finish_process, start_node_process  # noqa: E402
 from tdmpc2_ros.bags import BagWriter, IngestLedger  # noqa: E402
 from tdmpc2_ros.ros import qos, topics  # noqa: E402
 from tdmpc2_ros.runtime.model_store import ModelStore  # noqa: E402
@@ -44,33 +43,12 @@ def write_bag(directory, transitions, start: int):
     return w.closed[-1]
 
 
-def yaml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (str, list)):
-        return json.dumps(v)  # JSON strings and lists are YAML flow values
-    return repr(v)
-
-
 def start_trainer(domain: int, tmp_path, **params) -> subprocess.Popen:
-    lines = ["trainer_node:", "  ros__parameters:"] + [f"    {k}: {yaml_value(v)}" for k, v in params.items()]
-    params_file = tmp_path / "trainer.yaml"
-    params_file.write_text("\n".join(lines) + "\n")
-    cmd = [sys.executable, "-m", "tdmpc2_ros.ros.trainer_node", "--ros-args", "--params-file", str(params_file)]
-    return subprocess.Popen(cmd, cwd=REPO, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    return start_node_process("trainer_node", domain, tmp_path, **params)
 
 
 def finish(proc: subprocess.Popen, sig=None, timeout: float = 120.0) -> tuple[int, str]:
-    if sig is not None and proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate(timeout=10)
-        pytest.fail(f"trainer_node did not exit within {timeout} s:\n{out[-4000:]}")
-    return proc.returncode, out
+    return finish_process(proc, sig, timeout, "trainer_node")
 
 
 class Listener:
