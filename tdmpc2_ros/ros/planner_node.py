@@ -40,7 +40,7 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.hot_swap import HotSwapper
 from tdmpc2_ros.runtime.ladder import measure_latency, read_ladder
-from tdmpc2_ros.runtime.model_store import MANIFEST
+from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
 MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
@@ -398,24 +398,16 @@ class PlannerNode(Node):
 def resolve_model_path(path: str, wait_s: float, log) -> str:
     """A model store folder (versions with manifests) stands for its newest version. An empty store
     is waited on for up to wait_s (a learning loop whose trainer writes the first version)."""
-    from tdmpc2_ros.runtime.model_store import ModelStore
-
-    def is_store(p):
-        if not os.path.isdir(p) or os.path.isfile(os.path.join(p, "ladder.json")):
-            return False
-        # Hidden entries are versions being written (.v0001-....tmp): an empty store still.
-        entries = [d for d in os.listdir(p) if not d.startswith(".")]
-        return not entries or any(os.path.isfile(os.path.join(p, d, MANIFEST)) for d in entries)
-
     deadline = time.monotonic() + wait_s
     announced = False
     while True:
-        if os.path.isfile(path) or (os.path.isdir(path) and not is_store(path)):
+        if os.path.exists(path) and not is_store(path):
             return path
         if is_store(path):
-            latest = ModelStore(path).latest()
+            store = ModelStore(path)
+            latest = store.latest()
             if latest is not None:
-                return str(ModelStore(path).path(latest.version))
+                return str(store.path(latest.version))
         if time.monotonic() >= deadline:
             return path  # the loader names what is missing
         if not announced:
@@ -426,13 +418,9 @@ def resolve_model_path(path: str, wait_s: float, log) -> str:
 
 def version_of(model_path: str, planner) -> str:
     """A model store version folder names itself in its manifest; otherwise the graph's sha256."""
-    manifest = os.path.join(model_path, MANIFEST)
-    if os.path.isfile(manifest):
-        try:
-            with open(manifest) as f:
-                return str(json.load(f)["version"])
-        except (OSError, ValueError, KeyError):
-            pass
+    version = version_of_folder(model_path)
+    if version is not None:
+        return version
     return planner.sha256[:12] if planner is not None else os.path.basename(os.path.normpath(model_path))
 
 

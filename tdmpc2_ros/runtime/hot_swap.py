@@ -49,7 +49,8 @@ def load_matching(path: str | os.PathLike, current: OnnxPlanner, threads: int, s
     budget = current.contract.budget
     try:
         rungs = read_ladder(path)
-        matches = [r for r in rungs if r.budget.label() == budget.label()] if len(rungs) > 1 or Path(path).is_dir() else rungs
+        # A bare .onnx file is one rung whose budget is only known from its metadata (checked below).
+        matches = rungs if Path(path).is_file() else [r for r in rungs if r.budget.label() == budget.label()]
         if not matches:
             raise SwapRejected(f"{path} has no rung with the running budget {budget.label()} "
                                f"(it has {[r.budget.label() for r in rungs]})")
@@ -90,7 +91,6 @@ class HotSwapper:
         self._lock = threading.Lock()
         self.rejected = 0
         self.last_result = ""
-        self.busy = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hot-swap", daemon=True)
         self._thread.start()
@@ -124,7 +124,6 @@ class HotSwapper:
                 if newer is None:
                     return
                 what = newer
-            self.busy = True
             try:
                 cand = self._prepare(what)
                 with self._lock:
@@ -140,8 +139,6 @@ class HotSwapper:
                 self.rejected += 1
                 self.last_result = f"model update failed unexpectedly: {type(e).__name__}: {e}"
                 self.log("error", self.last_result + "; the running model keeps acting")
-            finally:
-                self.busy = False
 
     def _prepare(self, what: dict) -> Candidate:
         if "announcement" in what:

@@ -130,6 +130,24 @@ class ModelStore:
         return msg
 
 
+def is_store(path: str | os.PathLike) -> bool:
+    """A folder of versions (possibly none yet), not a ladder folder itself. Hidden entries are
+    versions being written (.v0001-....tmp): a store holding only those is still empty."""
+    p = Path(path)
+    if not p.is_dir() or (p / LADDER_FILE).is_file():
+        return False
+    entries = [d for d in p.iterdir() if not d.name.startswith(".")]
+    return not entries or any((d / MANIFEST).is_file() for d in entries)
+
+
+def version_of_folder(folder: str | os.PathLike) -> str | None:
+    """The version a store version folder names in its manifest (None for any other folder)."""
+    try:
+        return Manifest.from_json((Path(folder) / MANIFEST).read_text()).version
+    except (OSError, ValueError, TypeError):
+        return None
+
+
 def materialise(announcement: dict, cache_dir: str | os.PathLike) -> Path:
     """The local model folder an announcement refers to, every file checked against its sha256.
     Inline bytes are written under cache_dir/<version>/. Raises StoreError naming the problem."""
