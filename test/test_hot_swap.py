@@ -237,3 +237,116 @@ def test_a_model_store_stands_for_its_newest_version(models, tmp_path):
     assert got == str(empty.path(empty.versions()[0]))
     # Nothing appears: after the wait the path is returned unchanged, and the loader names it.
     assert resolve_model_path(str(tmp_path / "never"), 0.2, log) == str(tmp_path / "never")
+
+
+# -- the checks' scheduling, without ROS (runtime/hot_swap.py) ------------------------------------
+def _swapper(models, tmp_path, **kw):
+    from tdmpc2_ros.runtime.hot_swap import HotSwapper
+    from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
+
+    running = OnnxPlanner(next(models["store"].path(models["v1"]).glob("*.onnx")), threads=1)
+    obs = np.full(OBS_DIM, 0.1, np.float32)
+    logs: list[tuple[str, str]] = []
+    swapper = HotSwapper(lambda: (running, obs), limit_s=10.0, warmup=2, runs=5, threads=1, seed=0,
+                         cache_dir=tmp_path / "cache", log=lambda level, text: logs.append((level, text)),
+                         live_p50=lambda: 0.004, **kw)
+    return swapper, obs, logs
+
+
+def _wait(pred, limit=30.0):
+    import time
+
+    end = time.monotonic() + limit
+    while time.monotonic() < end and not pred():
+        time.sleep(0.01)
+    return pred()
+
+
+def test_shadow_checks_run_only_in_the_slack_a_tick_offers(models, tmp_path):
+    swapper, obs, _ = _swapper(models, tmp_path)
+    swapper.IDLE_S = 1e9  # a ticking loop: the background thread must never probe by itself
+    try:
+        swapper.request({"announcement": models["store"].announcement(models["v2"])})
+        assert _wait(lambda: swapper._probe is not None)
+        submitted = []
+        for _ in range(20):  # slack shorter than a plan: nothing may be submitted
+            swapper.offer_slack(obs, 0.0, lambda fn, *a: submitted.append(fn))
+        assert submitted == [] and swapper.take_ready() is None
+        # With room, each offer runs one shadow plan: 2 warm-up + 5 timed, then the candidate is ready.
+        offers = 0
+        while swapper._probe is not None and not swapper._probe.done.is_set() and offers < 50:
+            swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
+            offers += 1
+        assert offers == 7
+        assert _wait(lambda: swapper._ready is not None)
+        cand = swapper.take_ready()
+        assert cand.version == models["v2"] and cand.shadow_plans == 7 and cand.overruns == 0
+        assert np.isfinite(cand.p50_s) and cand.p50_s > 0
+    finally:
+        swapper.stop()
+
+
+def test_an_idle_loop_lets_the_background_check_and_nan_weights_are_refused(models, tmp_path):
+    swapper, _, logs = _swapper(models, tmp_path)
+    try:
+        swapper.request({"announcement": models["store"].announcement(models["v2"])})  # nobody offers slack
+        assert _wait(lambda: swapper._ready is not None)
+        assert swapper.take_ready().shadow_plans == 7
+        swapper.request({"announcement": models["nan"]})
+        assert _wait(lambda: swapper.rejected == 1)
+        assert swapper.take_ready() is None
+        assert "non-finite output" in swapper.last_result
+        assert logs[-1][0] == "error" and "keeps acting" in logs[-1][1]
+    finally:
+        swapper.stop()
+
+
+def test_a_retired_model_is_freed_in_the_slack_after_a_tick(models, tmp_path):
+    import threading
+    import weakref
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
+
+    swapper, obs, _ = _swapper(models, tmp_path)
+    worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
+    freed_on = []
+    try:
+        old = OnnxPlanner(next(models["store"].path(models["v2"]).glob("*.onnx")), threads=1)
+        weakref.finalize(old, lambda: freed_on.append(threading.current_thread().name))
+        swapper.retire(old)
+        del old
+        assert swapper.wants_slack()
+        swapper.offer_slack(obs, 0.001, worker.submit)  # too little room: it waits
+        worker.submit(lambda: None).result()
+        assert freed_on == []
+        swapper.offer_slack(obs, 0.05, worker.submit)
+        worker.submit(lambda: None).result()
+        assert len(freed_on) == 1 and freed_on[0].startswith("plan")  # on the control loop's worker
+        assert not swapper.wants_slack()
+    finally:
+        swapper.stop()
+        worker.shutdown()
+
+
+def test_one_shared_thread_pool_however_many_sessions(models):
+    """A swap candidate beside the running model must not bring its own spinning threads."""
+    script = f"""
+import os, numpy as np
+from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, share_thread_pool, _session_options
+assert share_thread_pool(2)
+assert _session_options(2).use_per_session_threads is False
+path = {str(next(models["store"].path(models["v1"]).glob("*.onnx")))!r}
+obs = np.zeros({OBS_DIM}, np.float32)
+first = OnnxPlanner(path)
+first.plan(obs)
+threads = len(os.listdir("/proc/self/task"))
+more = [OnnxPlanner(path) for _ in range(3)]
+for p in more:
+    p.plan(obs)
+print(threads, len(os.listdir("/proc/self/task")))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    before, after = map(int, out.stdout.split()[-2:])
+    assert after == before

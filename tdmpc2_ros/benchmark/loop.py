@@ -5,7 +5,8 @@
 - Swap cost: sim (real time, 50 Hz) and planner started through the bringup, then a sequence of
   model versions announced on /tdmpc2/model_update. From the planner's /diagnostics: the latency of
   each tick in which a swap happened against the median tick, and the deadlines missed while
-  swapping. The versions hold the same ladder (only the mechanism is measured; a version is a
+  swapping (announcement to 4 s after the swap) beside those missed over 30 s of running with no
+  swap, which is what this machine misses anyway. The versions hold the same ladder (only the mechanism is measured; a version is a
   version to the planner whatever its weights).
 """
 
@@ -53,7 +54,7 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
             "transitions_per_s": round(len(buffer) / seconds)}
 
 
-def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, timeout_s: float = 300.0) -> dict:
+def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: float = 30.0, timeout_s: float = 300.0) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -95,15 +96,23 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, timeout_s: flo
         try:
             if not spin_until(lambda: int(diag.get("ticks", 0)) > 250, timeout_s):
                 raise RuntimeError("the planner did not start ticking")
+            # The same length of running with no swap: how often this machine misses anyway.
+            before, ticks_before = int(diag["missed_deadlines"]), int(diag["ticks"])
+            spin_until(lambda: False, baseline_s)
+            baseline = {"ticks": int(diag["ticks"]) - ticks_before, "missed": int(diag["missed_deadlines"]) - before}
+            ticks_before = int(diag["ticks"])
             for v in versions[1:]:
-                before = int(diag["missed_deadlines"])
+                before, t0 = int(diag["missed_deadlines"]), time.monotonic()
                 pub.publish(String(data=json.dumps(store.announcement(v))))
                 if not spin_until(lambda: diag.get("model_version") == v, 60):
                     raise RuntimeError(f"version {v} was not swapped in: {diag.get('last_swap_result')}")
+                checked_s = time.monotonic() - t0
                 spin_until(lambda: False, settle_s)
-                rows.append({"version": v, "missed_during_swap": int(diag["missed_deadlines"]) - before,
-                             "tick_p50_ms": float(diag["tick_latency_p50_ms"]),
-                             "swap_tick_max_ms": float(diag["swap_tick_latency_max_ms"])})
+                p50, took = float(diag["tick_latency_p50_ms"]), float(diag["swap_tick_latency_last_ms"])
+                rows.append({"version": v, "announce_to_swap_s": round(checked_s, 2), "check": diag.get("last_swap_result", ""),
+                             "missed_during_swap": int(diag["missed_deadlines"]) - before,
+                             "tick_p50_ms": p50, "tick_p99_ms": float(diag["tick_latency_p99_ms"]),
+                             "swap_tick_ms": took, "excess_ms": round(took - p50, 3)})
             final = dict(diag)
         finally:
             proc.send_signal(2)
@@ -114,11 +123,13 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, timeout_s: flo
             ex.shutdown()
             node.destroy_node()
             ctx.try_shutdown()
-    p50 = float(final["tick_latency_p50_ms"])
-    worst = float(final["swap_tick_latency_max_ms"])
-    return {"model": str(model), "swaps": int(final["swaps"]), "budget": final["budget"], "tick_p50_ms": p50,
-            "swap_tick_max_ms": worst, "swap_tick_excess_ms": round(worst - p50, 3),
+    excess = [r["excess_ms"] for r in rows]
+    return {"model": str(model), "swaps": int(final["swaps"]), "budget": final["budget"],
+            "tick_p50_ms": float(final["tick_latency_p50_ms"]), "tick_p99_ms": float(final["tick_latency_p99_ms"]),
+            "swap_tick_excess_median_ms": round(float(np.median(excess)), 3), "swap_tick_excess_max_ms": max(excess),
+            "swaps_within_1ms": sum(e <= 1.0 for e in excess),
             "missed_deadlines_during_swaps": sum(r["missed_during_swap"] for r in rows),
+            "swap_phase_ticks": int(final["ticks"]) - ticks_before, "baseline": baseline,
             "missed_deadlines_total": int(final["missed_deadlines"]), "ticks": int(final["ticks"]), "per_swap": rows}
 
 
@@ -127,10 +138,13 @@ def format_table(r: dict) -> str:
     return "\n".join([
         "| ingest (MCAP -> buffer) | transitions | bag MB | seconds | transitions/s (bar >= 20,000) |", "|---|---|---|---|---|",
         f"| {i['storage']} | {i['transitions']} | {i['bag_mb']} | {i['seconds']} | {i['transitions_per_s']} |", "",
-        "| swap cost | swaps | budget | median tick ms | worst swap tick ms | excess ms (bar <= 1) | misses while swapping (bar 0) | misses in total |",
-        "|---|---|---|---|---|---|---|---|",
-        f"| 50 Hz real time | {s['swaps']} | {s['budget']} | {s['tick_p50_ms']} | {s['swap_tick_max_ms']} | "
-        f"{s['swap_tick_excess_ms']} | {s['missed_deadlines_during_swaps']} | {s['missed_deadlines_total']} of {s['ticks']} ticks |", ""])
+        "| swap cost | swaps | budget | median tick ms | p99 tick ms | swap tick excess ms: median / worst (bar <= 1) | "
+        "swaps within 1 ms | misses while swapping (bar 0) | misses with no swap (same machine) |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| 50 Hz real time | {s['swaps']} | {s['budget']} | {s['tick_p50_ms']} | {s['tick_p99_ms']} | "
+        f"{s['swap_tick_excess_median_ms']} / {s['swap_tick_excess_max_ms']} | {s['swaps_within_1ms']} of {s['swaps']} | "
+        f"{s['missed_deadlines_during_swaps']} of {s['swap_phase_ticks']} ticks | "
+        f"{s['baseline']['missed']} of {s['baseline']['ticks']} ticks |", ""])
 
 
 def run_loop_benchmark(args) -> int:

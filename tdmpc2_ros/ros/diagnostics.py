@@ -22,6 +22,9 @@ class RollingStats:
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.samples, q)) if self.samples else float("nan")
 
+    def last(self) -> float:
+        return self.samples[-1] if self.samples else float("nan")
+
     def recent_median(self, n: int) -> float:
         recent = list(self.samples)[-n:]
         return float(np.median(recent)) if recent else float("nan")

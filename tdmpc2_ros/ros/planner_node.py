@@ -38,6 +38,7 @@ from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, RollingStats, status_arr
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
+from tdmpc2_ros.runtime.onnx_planner import share_thread_pool
 from tdmpc2_ros.runtime.hot_swap import HotSwapper
 from tdmpc2_ros.runtime.ladder import measure_latency, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
@@ -90,14 +91,16 @@ class PlannerNode(Node):
         super().__init__("planner_node", **kwargs)
         self.p: PlannerParams = declare_and_read(self)
         self.period = 1.0 / self.p.control_rate_hz
+        self.deadline = 0.9 * self.period  # a plan not back by then is a miss (the fallback acts)
         self.assembler = ObservationAssembler(list(self.p.observation_sources))
+        share_thread_pool(self.p.threads)  # the running model and a swap candidate must not both spin threads
         self.planner, self.ladder_report = self._load_model()
         self.model_version = version_of(self.p.model_path, self.planner)
         self.previous: list[tuple[object, str]] = []  # (planner, version) for ~/rollback, newest last
         self.swaps = 0
         self._inflight_step, self._inflight_time = None, 0.0  # the step message last answered, and when
         self.duplicate_observations = 0
-        self._swap_tick = False
+        self._swap_note = ""  # set by _install: the tick being planned is a swap tick
         self.swap_tick_latency = RollingStats()
         self._pending_rollback = None
         self.last_obs = None  # the newest model input, for probing a swap candidate
@@ -114,6 +117,7 @@ class PlannerNode(Node):
         # Counters and statistics for /diagnostics (and tests).
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
+        self.tick_interval, self.last_tick_start = RollingStats(200), 0.0
         self.last_obs_age = math.nan
         self.last_problem = ""
         self.level = OK
@@ -238,7 +242,10 @@ class PlannerNode(Node):
 
     def tick(self):
         start = time.monotonic()
+        if self.ticks:
+            self.tick_interval.add(start - self.last_tick_start)
         self.ticks += 1
+        self.last_tick_start = start
         if self.pending is None or self.pending.done():  # the worker is idle: a model may change hands
             rollback, self._pending_rollback = self._pending_rollback, None
             if rollback is not None:
@@ -258,12 +265,27 @@ class PlannerNode(Node):
             self.reset_requested = False
         self.pending = self.worker.submit(self._plan, obs)
         try:
-            action = self.pending.result(timeout=max(self.period * 0.9 - (time.monotonic() - start), 0.0))
+            action = self.pending.result(timeout=max(self.deadline - (time.monotonic() - start), 0.0))
         except futures.TimeoutError:
             self._fallback(start, "plan missed its deadline")
             return
         self.consecutive_misses = 0
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
+        if self.swapper.wants_slack():  # shadow plans of a swap candidate, or freeing an old model
+            self.swapper.offer_slack(obs, self._slack(start), self.worker.submit)
+
+    def _slack(self, start: float) -> float:
+        """How long a swap candidate's shadow plan may take on the idle worker after this tick.
+        On a timer the next tick must not even wait: the time left until it. Triggered by
+        observations, the next one is expected one typical tick interval after this one; where
+        that leaves no room (a lockstep sim answers at once), the next tick may wait, as long as
+        the shadow plan and that tick's own plan both fit its deadline."""
+        now = time.monotonic()
+        if self.p.trigger == "timer":
+            return start + self.period - now
+        share = self.deadline - 1.2 * self.plan_latency.recent_median(50)
+        before_next = start + self.tick_interval.recent_median(50) - now
+        return max(before_next, share) if math.isfinite(before_next) else share
 
     def _plan(self, obs):
         t = time.perf_counter()
@@ -272,7 +294,6 @@ class PlannerNode(Node):
         with self.lock:
             self.last_mean = result.mean
         self.last_obs = obs
-        self.swapper.notify_tick()  # a swap candidate may probe now, in this tick's slack
         return result.action
 
     # -- hot swap ------------------------------------------------------------------------------
@@ -282,12 +303,16 @@ class PlannerNode(Node):
             return
         planner, version = (candidate if rollback else (candidate.planner, candidate.version))
         planner.prev_mean = self.planner.prev_mean.copy()
-        if not rollback:
-            self.previous = (self.previous + [(self.planner, self.model_version)])[-3:]
+        if rollback:
+            self.swapper.retire(self.planner)  # freed in a later tick's slack
+        else:
+            self.previous.append((self.planner, self.model_version))
+            while len(self.previous) > 3:
+                self.swapper.retire(self.previous.pop(0)[0])
         old, self.planner, self.model_version = self.model_version, planner, version
         self.swaps += 1
-        self._swap_tick = True  # _publish records this tick's latency as a swap tick's
-        self._log("info", f"{'rolled back' if rollback else 'swapped'} model {old} -> {version} at tick {self.ticks}")
+        # _publish times this tick as a swap tick's and logs the swap then, outside the timed part.
+        self._swap_note = f"{'rolled back' if rollback else 'swapped'} model {old} -> {version} at tick {self.ticks}"
 
     def _on_model_update(self, msg: String):
         try:
@@ -345,9 +370,11 @@ class PlannerNode(Node):
         self.published += 1
         self.safe_actions += int(safe)
         self.tick_latency.add(now - start)
-        if self._swap_tick:
+        if self._swap_note:
             self.swap_tick_latency.add(now - start)
-            self._swap_tick = False
+            self._log("info", f"{self._swap_note}; that tick took {(now - start) * 1e3:.2f} ms "
+                              f"(median tick {self.tick_latency.percentile(50) * 1e3:.2f} ms)")
+            self._swap_note = ""
         if not safe and self.assembler.latest:
             newest = max(t for _, t in self.assembler.latest.values())
             self.obs_to_action.add(now - newest)
@@ -373,7 +400,8 @@ class PlannerNode(Node):
             "duplicate_observations": self.duplicate_observations,
             "transitions_published": self.pairer.emitted, "transition_gaps": self.pairer.gaps,
             "model_version": self.model_version, "swaps": self.swaps,
-            "swap_tick_latency_max_ms": round(self.swap_tick_latency.percentile(100) * 1e3, 3), "swaps_rejected": self.swapper.rejected,
+            "swap_tick_latency_max_ms": round(self.swap_tick_latency.percentile(100) * 1e3, 3),
+            "swap_tick_latency_last_ms": round(self.swap_tick_latency.last() * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "control_rate_hz": self.p.control_rate_hz,
