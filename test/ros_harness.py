@@ -3,6 +3,7 @@ environments. Each test uses its own ROS_DOMAIN_ID so parallel or leftover nodes
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -61,6 +62,21 @@ def finish_process(proc: subprocess.Popen, sig=None, timeout: float = 60.0, what
         out, _ = proc.communicate(timeout=10)
         pytest.fail(f"{what} did not exit within {timeout} s:\n{out[-4000:]}")
     return proc.returncode, out
+
+
+@contextlib.contextmanager
+def cleaned_up(*procs: subprocess.Popen, ros=None):
+    """The test's body; afterwards every node process still running is killed and `ros` closed, so a
+    failing assertion leaves no process or DDS participant behind for the next test."""
+    try:
+        yield
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        if ros is not None:
+            ros.close()
 
 
 _LADDER_CACHE: dict = {}

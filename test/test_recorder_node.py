@@ -19,7 +19,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosbags.rosbag2 import Reader  # noqa: E402
 from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension  # noqa: E402
 
-from ros_harness import Ros, finish_process, start_node_process  # noqa: E402
+from ros_harness import Ros, cleaned_up, finish_process, start_node_process  # noqa: E402
 from tdmpc2_ros.bags import BagSkipped, closed_bags, partial_bags, read_records  # noqa: E402
 from tdmpc2_ros.bags.cdr import decode_float64s  # noqa: E402
 from tdmpc2_ros.ros.recorder_node import ParameterError, RecorderNode, parse_topic  # noqa: E402
@@ -72,7 +72,7 @@ def test_sigint_bags_hold_exactly_what_was_published(tmp_path):
     bag_dir = tmp_path / "bags"
     proc = start_recorder(ros.domain, tmp_path, bag_dir=str(bag_dir), split_duration_s=0.0,
                           topics=[TOPIC, f"{RETURN_TOPIC}:Float64"])
-    try:
+    with cleaned_up(proc, ros=ros):
         node = ros.node("recorder_test_publisher")
         pub = node.create_publisher(Float64MultiArray, TOPIC, DEEP)
         pub_return = node.create_publisher(Float64, RETURN_TOPIC, DEEP)
@@ -87,11 +87,6 @@ def test_sigint_bags_hold_exactly_what_was_published(tmp_path):
         assert ros.spin_until(lambda: bool(partial_bags(bag_dir)), 10.0)  # recording: hidden until closed
         assert closed_bags(bag_dir) == []
         code, out = finish(proc, signal.SIGINT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        ros.close()
     assert code == 0, out[-3000:]
     assert "closed bag" in out and f"{n + 6} messages in 1 bag(s)" in out, out[-3000:]
     bags = closed_bags(bag_dir)
@@ -121,7 +116,7 @@ def test_sigkill_keeps_closed_bags_and_restart_reports_the_partial(tmp_path):
     proc = start_recorder(ros.domain, tmp_path, bag_dir=str(bag_dir), split_duration_s=0.0,
                           split_size_mb=split_bytes / 1e6, storage="sqlite3")
     sent = []
-    try:
+    with cleaned_up(proc, ros=ros):
         node = ros.node("recorder_kill_publisher")
         pub = node.create_publisher(Float64MultiArray, TOPIC, DEEP)
         connect(ros, pub, proc)
@@ -138,11 +133,6 @@ def test_sigkill_keeps_closed_bags_and_restart_reports_the_partial(tmp_path):
         ros.spin_for(1.0)  # let the recorder write them
         code, out = finish(proc, signal.SIGKILL)
         assert code == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        ros.close()
 
     bags = closed_bags(bag_dir)
     partial = partial_bags(bag_dir)
@@ -163,7 +153,7 @@ def test_sigkill_keeps_closed_bags_and_restart_reports_the_partial(tmp_path):
     ros = Ros()
     proc = start_recorder(ros.domain, tmp_path, bag_dir=str(bag_dir), split_duration_s=0.0,
                           split_size_mb=split_bytes / 1e6, storage="sqlite3")
-    try:
+    with cleaned_up(proc, ros=ros):
         node = ros.node("recorder_restart_publisher")
         pub = node.create_publisher(Float64MultiArray, TOPIC, DEEP)
         connect(ros, pub, proc)
@@ -172,11 +162,6 @@ def test_sigkill_keeps_closed_bags_and_restart_reports_the_partial(tmp_path):
             pub.publish(to_msg(t))
         assert pub.wait_for_all_acked(Duration(seconds=30))
         code, out = finish(proc, signal.SIGTERM)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        ros.close()
     assert code == 0, out[-3000:]
     assert "unfinished bag from an earlier run" in out and partial[0].name in out
     new = [b for b in closed_bags(bag_dir) if b not in bags]

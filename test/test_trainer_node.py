@@ -19,7 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from ros_harness import Ros, finish_process, start_node_process  # noqa: E402
+from ros_harness import Ros, cleaned_up, finish_process, start_node_process  # noqa: E402
 from tdmpc2_ros.bags import BagWriter, IngestLedger  # noqa: E402
 from tdmpc2_ros.ros import qos, topics  # noqa: E402
 from tdmpc2_ros.runtime.model_store import ModelStore  # noqa: E402
@@ -90,7 +90,7 @@ def test_trainer_node_ingests_once_announces_and_resumes(tmp_path):
 
     # 1. Two closed bags: both ingested once; 200 transitions x 0.1 = 20 updates, then one export.
     proc = start_trainer(ros.domain, tmp_path, **params)
-    try:
+    with cleaned_up(proc):
         assert ros.spin_until(lambda: bool(store.versions()) or proc.poll() is not None, 300), "no version in time"
         assert proc.poll() is None, finish(proc)[1][-4000:]
         (v1,) = store.versions()
@@ -101,10 +101,6 @@ def test_trainer_node_ingests_once_announces_and_resumes(tmp_path):
         assert a["path"] == str(store.path(v1).resolve()) and a["files"] == store.manifest(v1).files
         assert ros.spin_until(lambda: late.diag.get("bags_ingested") == "2", 10), late.diag
         code, out1 = finish(proc, signal.SIGINT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
     assert code == 0, out1[-4000:]
     m1 = store.manifest(v1)
     assert (m1.parent, m1.updates, m1.env_steps, m1.bags) == ("", 20, 400, [b1.name, b2.name])
@@ -118,7 +114,7 @@ def test_trainer_node_ingests_once_announces_and_resumes(tmp_path):
     # 2. Restart on the same folders: resumed, nothing ingested twice; the latest version is announced
     #    again for planners that join now; a new bag is ingested once; ~/export publishes v2.
     proc = start_trainer(ros.domain, tmp_path, **params)
-    try:
+    with cleaned_up(proc, ros=ros):
         listener = Listener(ros, "restart_listener")
         assert ros.spin_until(lambda: listener.announcements or proc.poll() is not None, 120)
         assert proc.poll() is None, finish(proc)[1][-4000:]
@@ -136,11 +132,6 @@ def test_trainer_node_ingests_once_announces_and_resumes(tmp_path):
         assert v2 in response.message
         assert ros.spin_until(lambda: v2 in listener.versions(), 10)
         code, out2 = finish(proc, signal.SIGINT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        ros.close()
     assert code == 0, out2[-4000:]
     assert "resumed from" in out2 and "ingested bag" in out2
     assert str(b1) not in out2 and str(b2) not in out2, "a bag was ingested twice"
@@ -168,18 +159,13 @@ def test_sigterm_during_an_export_checkpoints_and_exits_at_once(tmp_path):
     proc = start_trainer(ros.domain, tmp_path, bag_dir=str(bag_dir), run_dir=str(run_dir), store_dir=str(store_dir),
                          ladder=["2:64:8:8"], threads=1, min_transitions=50, scan_period_s=0.5, control_rate_hz=5.0,
                          export_on_start=True)
-    try:
+    with cleaned_up(proc, ros=ros):
         # the start export begins right after the first ingest
         assert ros.spin_until(lambda: (run_dir / LEDGER).exists() or proc.poll() is not None, 120)
         ros.spin_for(1.0)
         t0 = time.monotonic()
         code, out = finish(proc, signal.SIGTERM, timeout=60)
         took = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        ros.close()
     assert code == 0, out[-4000:]
     assert took < 20, f"exit took {took:.1f} s"
     assert "stopped (SIGTERM): checkpoint" in out, out[-4000:]

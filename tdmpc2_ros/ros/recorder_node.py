@@ -57,7 +57,7 @@ from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, typestore
 from tdmpc2_ros.ros.params import ParameterError, declare_table
-from tdmpc2_ros.ros.run import run_node
+from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 
 SHORT_TYPES = {"Float64MultiArray": "std_msgs/msg/Float64MultiArray", "Float64": "std_msgs/msg/Float64",
                "Int64": "std_msgs/msg/Int64"}
@@ -118,11 +118,7 @@ class RecorderNode(Node):
     def __init__(self, **kwargs):
         super().__init__("recorder_node", **kwargs)
         self.writer = None
-        try:
-            self._setup()
-        except BaseException:
-            self.destroy_node()
-            raise
+        set_up_or_destroy(self, self._setup)
 
     def _setup(self) -> None:
         p = declare_table(self, PARAMETERS)

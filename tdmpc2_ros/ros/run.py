@@ -16,6 +16,16 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 
+def set_up_or_destroy(node, setup: Callable[[], None]) -> None:
+    """Finish a node's construction; one that fails half way (a bad parameter, a missing file) is
+    destroyed before the error propagates, so its publishers and subscriptions do not outlive it."""
+    try:
+        setup()
+    except BaseException:
+        node.destroy_node()
+        raise
+
+
 def run_node(name: str, make_node: Callable, args=None, own_signals: bool = False,
              make_executor: Callable = SingleThreadedExecutor, done: Callable = lambda node: False,
              finish: Callable | None = None, on_exit: Callable | None = None) -> int:

@@ -59,7 +59,7 @@ from std_msgs.msg import Float64, Float64MultiArray, Int64
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
-from tdmpc2_ros.ros.run import run_node
+from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 from tdmpc2_ros.runtime.transition import pack
 from tdmpc2_ros.sim.engine import SimEngine, describe
 
@@ -100,11 +100,7 @@ class SimNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__("sim_node", **kwargs)
-        try:
-            self._setup()
-        except BaseException:
-            self.destroy_node()
-            raise
+        set_up_or_destroy(self, self._setup)
 
     # --- setup --------------------------------------------------------------------------------
     def _setup(self) -> None:
