@@ -16,9 +16,12 @@ PACKAGE = Path(tdmpc2_ros.__file__).resolve().parent
 ROOT = PACKAGE.parent
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
+def _python(code: str) -> str:
+    """Run `code` in a fresh interpreter (nothing imported yet); it must succeed. Its stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 def test_runtime_import_does_not_import_torch():
@@ -29,9 +32,7 @@ def test_runtime_import_does_not_import_torch():
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    result = _python(code)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert _python(code) == "ok"
 
 
 def test_runtime_plans_with_torch_unavailable(small_onnx):
@@ -49,9 +50,7 @@ def test_runtime_plans_with_torch_unavailable(small_onnx):
         "assert r.mean.shape == (p.contract.budget.horizon, p.action_dim)\n"
         "print(repr(float(r.value)))\n"
     )
-    result = _python(code)
-    assert result.returncode == 0, result.stderr
-    assert np.isfinite(float(result.stdout.strip()))
+    assert np.isfinite(float(_python(code)))
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -90,8 +89,7 @@ def test_core_import_does_not_import_ros():
         "assert not [m for m in sys.modules if m.startswith('rclpy')]\n"
         "print('ok')\n"
     )
-    result = _python(code)
-    assert result.returncode == 0, result.stderr
+    assert _python(code) == "ok"
 
 
 def test_bags_and_recorder_never_import_torch():
@@ -115,9 +113,7 @@ def test_bags_and_recorder_never_import_torch():
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    result = _python(code)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert _python(code) == "ok"
 
 
 def _imported_names(path: Path) -> set[str]:
@@ -150,9 +146,7 @@ def test_trainer_side_boundaries():
         "import tdmpc2_ros.ros.trainer_node\n"
         "print('ok')\n"
     )
-    result = _python(code)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert _python(code) == "ok"
     code = (
         "import sys\n"
         "sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
@@ -161,6 +155,4 @@ def test_trainer_side_boundaries():
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    result = _python(code)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert _python(code) == "ok"
