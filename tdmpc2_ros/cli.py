@@ -8,6 +8,14 @@ import sys
 from pathlib import Path
 
 
+def _episode_args(p):
+    """What an evaluation needs besides the model: the task, how many episodes, the seed, threads."""
+    p.add_argument("--task", default="cartpole-swingup")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+
+
 def _budget_args(p: argparse.ArgumentParser):
     g = p.add_argument_group("planning budget (fixed at export)")
     g.add_argument("--planner", choices=["mppi", "cem", "gradient"], default="mppi")
@@ -276,19 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("eval", help="evaluate an exported planner on a dm_control task")
     v.add_argument("--model", required=True)
-    v.add_argument("--task", default="cartpole-swingup")
-    v.add_argument("--episodes", type=int, default=10)
-    v.add_argument("--seed", type=int, default=0)
-    v.add_argument("--threads", type=int, default=2)
+    _episode_args(v)
     v.add_argument("--video", help="write the first episode as MP4/GIF here")
     v.set_defaults(func=cmd_eval)
 
     l = sub.add_parser("eval-ladder", help="evaluation return at each rung of a model folder's budget ladder")
     l.add_argument("--model", required=True, help="model folder with ladder.json")
-    l.add_argument("--task", default="cartpole-swingup")
-    l.add_argument("--episodes", type=int, default=10)
-    l.add_argument("--seed", type=int, default=0)
-    l.add_argument("--threads", type=int, default=2)
+    _episode_args(l)
     l.add_argument("--out", help="write the results as JSON here")
     l.set_defaults(func=cmd_eval_ladder)
 
