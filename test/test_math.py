@@ -118,3 +118,33 @@ def test_soft_ce_equals_cross_entropy_with_two_hot_targets(two_hot):
     ens_logits = torch.randn(2, 3, 4, 101)
     t = torch.randn(1, 3, 4, 1)
     assert two_hot.soft_ce(ens_logits, t).shape == (2, 3, 4, 1)
+
+
+def test_sparse_dropout_is_bernoulli_dropout():
+    """Gap-sampled dropout: the same distribution of masks as nn.Dropout(p) (independent
+    Bernoulli(p) per element, survivors scaled by 1 / (1 - p)), identity in eval mode."""
+    from tdmpc2_ros.core.layers import SparseDropout
+
+    torch.manual_seed(0)
+    p, shape, draws = 0.01, (5, 96, 128), 400
+    d = SparseDropout(p).train()
+    x = torch.ones(shape, requires_grad=True)
+    masks = torch.stack([(d(x) == 0).flatten() for _ in range(draws)]).double()
+    n = masks.shape[1]
+    rate = masks.mean().item()
+    assert abs(rate - p) < 5 * math.sqrt(p * (1 - p) / (n * draws))
+    # Every position alike: the first and the last tenth of the tensor (the gaps' cumulative sum must
+    # reach the end), and no dependence between neighbours.
+    tenth = n // 10
+    for part in (masks[:, :tenth], masks[:, -tenth:]):
+        assert abs(part.mean().item() - p) < 5 * math.sqrt(p * (1 - p) / part.numel())
+    after_drop = (masks[:, :-1] * masks[:, 1:]).sum() / masks[:, :-1].sum()
+    assert abs(after_drop.item() - p) < 5 * math.sqrt(p * (1 - p) / masks[:, :-1].sum().item())
+    # Survivors are scaled, and the gradient is the same mask.
+    y = d(x)
+    assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - p)))
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0)
+    assert torch.equal(d.eval()(x), x)
+    with pytest.raises(ValueError):
+        SparseDropout(1.0)

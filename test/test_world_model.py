@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from tdmpc2_ros.core import layers
 from tdmpc2_ros.core.config import PRESETS, ModelConfig
-from tdmpc2_ros.core.layers import EnsembleLinear, SimNorm
+from tdmpc2_ros.core.layers import EnsembleLinear, SimNorm, SparseDropout
 from tdmpc2_ros.core.world_model import WorldModel
 
 WALKER_OBS, WALKER_ACT = 24, 6
@@ -180,10 +180,10 @@ def test_weights_truncated_normal_002_and_zero_biases(fresh_model):
 def test_dropout_only_on_first_q_layer():
     m = WorldModel(ModelConfig.from_preset("1M", 5, 1))
     drops = [layer.dropout for layer in m._Qs.layers]
-    assert isinstance(drops[0], nn.Dropout) and drops[0].p == pytest.approx(0.01)
+    assert isinstance(drops[0], SparseDropout) and drops[0].p == pytest.approx(0.01)
     assert all(d is None for d in drops[1:])
     for head in (m._encoder, m._dynamics, m._reward, m._pi):
-        assert not any(isinstance(x, nn.Dropout) for x in head.modules())
+        assert not any(isinstance(x, (nn.Dropout, SparseDropout)) for x in head.modules())
     # Train mode keeps the target ensemble deterministic.
     m.train()
     assert m._Qs.training and not m._target_Qs.training

@@ -89,7 +89,9 @@ def planner_peak_rss_mb(path: str) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def bench_update(preset: str, repeats: int) -> dict:
+def bench_update(preset: str, repeats: int, compiled: bool = False) -> dict:
+    """One update at batch 256; `compiled`: as `tdmpc2-ros train --compile` runs it (the compile
+    itself happens in the untimed warm-up updates)."""
     import torch
 
     from tdmpc2_ros.core.agent import TDMPC2
@@ -99,6 +101,8 @@ def bench_update(preset: str, repeats: int) -> dict:
 
     torch.set_num_threads(THREADS)
     agent = TDMPC2(ModelConfig.from_preset(preset, OBS_DIM, ACTION_DIM), TrainConfig(), PlanBudget(), 0.99)
+    if compiled:
+        agent.compile()
     buf = ReplayBuffer(10_000, OBS_DIM, ACTION_DIM, 3)
     rng = np.random.default_rng(0)
     for _ in range(4):
@@ -150,9 +154,11 @@ def run_core_benchmark(args) -> int:
                 result["planning"].append(row)
                 print(f"plan {preset:4s} {kind:8s} median {lat['median_ms']:7.1f} ms  p99 {lat['p99_ms']:7.1f} ms  "
                       f"{gflops:6.1f} GFLOP/s ({gflops / peak:.0%} of peak)  RSS {row['peak_rss_mb']:.0f} MB", flush=True)
-            upd = bench_update(preset, max(10, args.repeats // 2))
-            result["update"].append({"preset": preset, "batch_size": 256, **upd})
-            print(f"update {preset:4s} batch 256: median {upd['median_ms']:.1f} ms", flush=True)
+            for compiled in (False, True):
+                upd = bench_update(preset, max(10, args.repeats // 2), compiled)
+                mode = "compiled" if compiled else "eager"
+                result["update"].append({"preset": preset, "mode": mode, "batch_size": 256, **upd})
+                print(f"update {preset:4s} {mode:8s} batch 256: median {upd['median_ms']:.1f} ms", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
@@ -170,7 +176,7 @@ def format_table(r: dict) -> str:
     for p in r["planning"]:
         lines.append(f"| {p['preset']} | {p['planner']} | {p['median_ms']} | {p['p99_ms']} | {p['gflop_executed']} | "
                      f"{p['achieved_gflops']} | {p['fraction_of_gemm_peak']:.0%} | {p['peak_rss_mb']} |")
-    lines += ["", "| preset | update (batch 256) median ms | p99 ms |", "|---|---|---|"]
+    lines += ["", "| preset | update (batch 256) | median ms | p99 ms |", "|---|---|---|---|"]
     for u in r["update"]:
-        lines.append(f"| {u['preset']} | {u['median_ms']} | {u['p99_ms']} |")
+        lines.append(f"| {u['preset']} | {u.get('mode', 'eager')} | {u['median_ms']} | {u['p99_ms']} |")
     return "\n".join(lines) + "\n"

@@ -40,8 +40,11 @@ def _mish_parts(x: torch.Tensor):
 
 
 def mish(x: torch.Tensor) -> torch.Tensor:
-    """x * tanh(softplus(x)): torch's kernel in eager mode, the Sigmoid form in an exported graph."""
-    if _EXPORTING:
+    """x * tanh(softplus(x)): torch's kernel in eager mode; the Sigmoid form in an exported graph and
+    under torch.compile, which fuses it into one loop. On [5, 768, 384] with 2 threads, forward and
+    backward: compiled Sigmoid form 2.0 ms, compiled F.mish 7.2 ms, eager F.mish 6.5 ms, eager
+    Sigmoid form 10.5 ms (its autograd graph is six elementwise passes)."""
+    if _EXPORTING or torch.compiler.is_compiling():
         return x * _mish_parts(x)[1]
     return F.mish(x)
 
@@ -49,6 +52,38 @@ def mish(x: torch.Tensor) -> torch.Tensor:
 class Mish(nn.Module):
     def forward(self, x):
         return mish(x)
+
+
+class SparseDropout(nn.Module):
+    """Dropout (each element zeroed with probability p, the rest scaled by 1 / (1 - p)) that draws
+    the gaps between zeroed elements instead of one random number per element.
+
+    Why: the Q heads' dropout of 0.01 spent 5 ms of a 90 ms update in per-element Bernoulli draws
+    (6-12 ms for [5, 768, 384] on 2 threads, eager or compiled). The gaps between successes of
+    independent Bernoulli(p) trials are independent Geometric(p), so drawing about N p of them gives
+    exactly the same distribution of masks, with 100x fewer random numbers. Enough gaps are drawn
+    to pass the end of the tensor by 8 standard deviations; no data-dependent shapes, so it
+    compiles.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 < p < 1.0:
+            raise ValueError(f"dropout probability must be in (0, 1), not {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        n, p = x.numel(), self.p
+        mean = n * p
+        draws = int(mean + 8.0 * (mean * (1.0 - p)) ** 0.5 + 8.0 / p) + 1
+        u = torch.rand(draws, dtype=torch.float64, device=x.device).clamp_(min=1e-300)
+        gaps = torch.floor(torch.log(u) / torch.log1p(torch.tensor(-p, dtype=torch.float64))).long() + 1
+        index = (torch.cumsum(gaps, 0) - 1).clamp_(max=n)  # beyond the end -> the spare slot n
+        keep = torch.full((n + 1,), 1.0 / (1.0 - p), dtype=x.dtype, device=x.device)
+        keep.index_fill_(0, index, 0.0)
+        return x * keep[:n].view_as(x)
 
 
 class SimNorm(nn.Module):
@@ -71,7 +106,7 @@ class NormedLinear(nn.Linear):
         super().__init__(in_features, out_features)
         self.ln = nn.LayerNorm(out_features)
         self.act = act if act is not None else Mish()
-        self.dropout = nn.Dropout(dropout) if dropout else None
+        self.dropout = SparseDropout(dropout) if dropout else None
 
     def forward(self, x):
         x = super().forward(x)
@@ -102,7 +137,7 @@ class EnsembleLinear(nn.Module):
         if normed:
             self.ln_weight = nn.Parameter(torch.ones(members, 1, out_features))
             self.ln_bias = nn.Parameter(torch.zeros(members, 1, out_features))
-        self.dropout = nn.Dropout(dropout) if dropout else None
+        self.dropout = SparseDropout(dropout) if dropout else None
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         w, b = self.weight, self.bias
