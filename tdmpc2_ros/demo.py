@@ -195,7 +195,8 @@ def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None
         _histogram(latency_ms, run / "latency_histogram.png", f"{task}, {control_rate_hz:g} Hz, budget {d.get('budget', '?')}")
     if d:
         log(f"planner: budget {d.get('budget')}, ONNX call p99 {d.get('plan_latency_p99_ms')} ms, tick p99 "
-            f"{d.get('tick_latency_p99_ms')} ms, missed deadlines {d.get('missed_deadlines')} of {d.get('ticks')} ticks")
+            f"{d.get('tick_latency_p99_ms')} ms, ROS overhead p99 {d.get('ros_overhead_p99_ms')} ms (each tick minus its "
+            f"ONNX call), missed deadlines {d.get('missed_deadlines')} of {d.get('ticks')} ticks")
     _render(task, rec["states"], run / "rollout.mp4", fps=int(round(control_rate_hz)))
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"wrote {run / 'rollout.mp4'}, {run / 'latency_histogram.png'}, {run / 'summary.json'}")

@@ -205,6 +205,11 @@ def test_error_diagnostic_clears_once_input_recovers(ros, ladder):
     count = len(out["diagnostics"])
     assert ros.spin_until(lambda: any(d.level == DiagnosticStatus.OK for d in out["diagnostics"][count:]), 30)
     assert node.safe_actions > 0
+    # Once planning, each planned tick's cost outside its ONNX call is recorded and reported.
+    ok = next(d for d in out["diagnostics"][count:] if d.level == DiagnosticStatus.OK)
+    values = {kv.key: float(kv.value) for kv in ok.values if kv.key.endswith("_ms")}
+    assert len(node.ros_overhead) > 0
+    assert 0.0 <= values["ros_overhead_p99_ms"] <= values["tick_latency_p99_ms"]
 
 
 def test_a_republished_step_is_not_answered_twice(ros, ladder):

@@ -117,6 +117,7 @@ class PlannerNode(Node):
         # Counters and statistics for /diagnostics (and tests).
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
+        self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
         self.tick_interval, self.last_tick_start = RollingStats(200), 0.0
         self.last_obs_age = math.nan
         self.last_problem = ""
@@ -271,6 +272,8 @@ class PlannerNode(Node):
             return
         self.consecutive_misses = 0
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
+        # This tick's own cost outside the ONNX call: observation assembly, hand-off, shaping, publish.
+        self.ros_overhead.add(self.tick_latency.last() - self.last_plan_s)
         if self.swapper.wants_slack():  # shadow plans of a swap candidate, or freeing an old model
             self.swapper.offer_slack(obs, self._slack(start), self.worker.submit)
 
@@ -290,7 +293,8 @@ class PlannerNode(Node):
     def _plan(self, obs):
         t = time.perf_counter()
         result = self.planner.plan(obs, explore=self.p.explore)
-        self.plan_latency.add(time.perf_counter() - t)
+        self.last_plan_s = time.perf_counter() - t
+        self.plan_latency.add(self.last_plan_s)
         with self.lock:
             self.last_mean = result.mean
         self.last_obs = obs
@@ -395,6 +399,7 @@ class PlannerNode(Node):
             "tick_latency_p99_ms": round(self.tick_latency.percentile(99) * 1e3, 3),
             "plan_latency_p99_ms": round(self.plan_latency.percentile(99) * 1e3, 3),
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
+            "ros_overhead_p99_ms": round(self.ros_overhead.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),
             "ticks": self.ticks, "missed_deadlines": self.missed_deadlines, "safe_actions": self.safe_actions,
             "duplicate_observations": self.duplicate_observations,
