@@ -206,6 +206,12 @@ def cmd_bench_loop(args) -> int:
     return run_loop_benchmark(args)
 
 
+def cmd_bench_learn(args) -> int:
+    from tdmpc2_ros.benchmark.learn import run_learn_benchmark
+
+    return run_learn_benchmark(args)
+
+
 def cmd_bringup(args) -> int:
     from tdmpc2_ros.ros import bringup
 
@@ -306,13 +312,33 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--model", default="", help="model folder to swap between (default: the shipped model)")
     bl.add_argument("--out", default="benchmark/results/loop.json")
     bl.set_defaults(func=cmd_bench_loop)
+    bn = sub.add_parser("bench-learn", help="the closed learning loop from random weights through the bringup "
+                                            "(lockstep sim, planner, recorder, trainer): learning curve, swaps, JSON + table")
+    bn.add_argument("--task", default="cartpole-swingup")
+    bn.add_argument("--env-steps", type=int, default=100_000, help="environment steps to play (action repeat 2 included)")
+    bn.add_argument("--rate-hz", type=float, default=8.0,
+                    help="planner timer = lockstep transitions per second; keep it below the trainer's updates/s")
+    bn.add_argument("--ladder", default="['4:128:16:8','3:64:8:4']", help="rungs the trainer exports (the planner picks one)")
+    bn.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True, help="torch.compile the trainer's update")
+    bn.add_argument("--bag-split-s", type=float, default=30.0, help="recorder: close a bag for the trainer this often")
+    bn.add_argument("--bar", type=float, default=750.0, help="return the loop should reach within --env-steps")
+    bn.add_argument("--settle-s", type=float, default=4.0, help="misses counted from before a swap to this long after it")
+    bn.add_argument("--eval-episodes", type=int, default=10)
+    bn.add_argument("--eval-seed", type=int, default=0)
+    bn.add_argument("--timeout-h", type=float, default=6.0)
+    bn.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the process id)")
+    bn.add_argument("--run-dir", default="runs/bench-learn")
+    bn.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    bn.add_argument("--out", default="benchmark/results/learn.json")
+    bn.set_defaults(func=cmd_bench_learn)
 
     s = sub.add_parser("ship", help="export the ladder, evaluate, and write a model folder with its model card")
     s.add_argument("--weights", required=True, help="weights.pt or checkpoint.pt produced by `tdmpc2-ros train`")
     s.add_argument("--out", required=True, help="model folder, e.g. models/cartpole_swingup")
     s.add_argument("--episodes", type=int, default=10)
     s.add_argument("--eval-seed", type=int, default=0)
-    s.add_argument("--reproduce", required=True, help="the exact command that produced the weights")
+    s.add_argument("--reproduce", default="", help="the exact command that produced the weights (default: the "
+                                                   "`train` command recorded in the weights' run folder)")
     s.add_argument("--note", default="")
     s.set_defaults(func=cmd_ship)
 
@@ -323,7 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--run-dir")
     d.set_defaults(func=cmd_demo)
 
-    u = sub.add_parser("bringup", help="start a node set without the ros2 command (same description as launch/)")
+    from tdmpc2_ros.ros.bringup import ARGUMENTS
+
+    u = sub.add_parser("bringup", help="start a node set without the ros2 command (same description as launch/)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="launch arguments (name:=value; default in brackets):\n" + "\n".join(
+                           f"  {a.name} [{a.default}]: {a.description}" for a in ARGUMENTS.values()))
     u.add_argument("set", choices=["planner", "sim", "trainer", "learn"],
                    help="planner: sim + planner (like planner.launch.py); sim: the sim alone; trainer: the trainer alone; "
                         "learn: sim + planner + recorder + trainer (like learn.launch.py)")

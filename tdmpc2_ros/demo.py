@@ -23,18 +23,13 @@ import numpy as np
 
 
 def _watch(domain_env: dict, episodes: int, timeout_s: float, log):
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64, Float64MultiArray, Int64
 
     from tdmpc2_ros.ros import qos, topics
+    from tdmpc2_ros.ros.observer import Observer
 
-    ctx = rclpy.Context()
-    ctx.init(domain_id=int(domain_env["ROS_DOMAIN_ID"]))
-    node = rclpy.create_node("demo_observer", context=ctx)
-    rec = {"returns": [], "latency": [], "diag": {}, "states": [], "episode": -1, "obs_t": None}
+    rec = {"returns": [], "latency": [], "states": [], "episode": -1, "obs_t": None}
 
     def on_obs(_msg):
         rec["obs_t"] = time.monotonic()
@@ -55,52 +50,23 @@ def _watch(domain_env: dict, episodes: int, timeout_s: float, log):
     def on_episode(msg):
         rec["episode"] = msg.data
 
-    def on_diag(msg):
-        for status in msg.status:
-            if status.name.startswith("tdmpc2_ros: planner"):
-                rec["diag"] = {kv.key: kv.value for kv in status.values}
-
-    node.create_subscription(Float64MultiArray, topics.OBSERVATION, on_obs, qos.SENSOR)
-    node.create_subscription(Float64MultiArray, topics.COMMAND, on_cmd, qos.COMMAND)
-    node.create_subscription(JointState, topics.JOINT_STATES, on_joint_state, qos.SENSOR)
-    node.create_subscription(Float64, topics.EPISODE_RETURN, on_return, qos.EVENTS)
-    node.create_subscription(Int64, topics.EPISODE, on_episode, qos.EVENTS)
-    node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, 10)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(rec["returns"]) < episodes and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.05)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        ctx.try_shutdown()
+    with Observer(int(domain_env["ROS_DOMAIN_ID"]), "demo_observer") as obs:
+        obs.subscribe(Float64MultiArray, topics.OBSERVATION, on_obs, qos.SENSOR)
+        obs.subscribe(Float64MultiArray, topics.COMMAND, on_cmd, qos.COMMAND)
+        obs.subscribe(JointState, topics.JOINT_STATES, on_joint_state, qos.SENSOR)
+        obs.subscribe(Float64, topics.EPISODE_RETURN, on_return, qos.EVENTS)
+        obs.subscribe(Int64, topics.EPISODE, on_episode, qos.EVENTS)
+        rec["diag"] = obs.status_table("tdmpc2_ros: planner")
+        obs.spin_until(lambda: len(rec["returns"]) >= episodes, timeout_s)
     return rec
 
 
 def _wait_for_planner(env: dict, timeout_s: float) -> bool:
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
+    from tdmpc2_ros.ros.observer import Observer
 
-    ctx = rclpy.Context()
-    ctx.init(domain_id=int(env["ROS_DOMAIN_ID"]))
-    node = rclpy.create_node("demo_wait", context=ctx)
-    from rclpy.executors import SingleThreadedExecutor
-
-    seen = []
-    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: seen.append(m), 10)
-    executor = SingleThreadedExecutor(context=ctx)
-    executor.add_node(node)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not seen and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        ctx.try_shutdown()
-    return bool(seen)
+    with Observer(int(env["ROS_DOMAIN_ID"]), "demo_wait") as obs:
+        diag = obs.status_table("tdmpc2_ros: planner")
+        return obs.spin_until(lambda: bool(diag), timeout_s, step_s=0.1)
 
 
 def _render(task: str, states, path: Path, fps: int):

@@ -97,8 +97,58 @@ def test_launch_files_read_the_same_description():
         calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "describe"]
         assert [c.args[0].value for c in calls] == [node_set]
         assert node_set in bringup.NODE_SETS
-    shared = (REPO / "launch" / "_description.py").read_text()
-    assert "bringup.NODE_SETS[set_name]" in shared and "bringup.ARGUMENTS" in shared
+
+
+def _stub_launch(monkeypatch):
+    """Just enough of launch / launch_ros (not on PyPI) to run launch/_description.py here: each
+    class records what it was given, and a LaunchConfiguration reads a plain dict as the context."""
+    import types
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    class LaunchConfiguration(Recorded):
+        def perform(self, context):
+            return context[self.args[0]]
+
+    mods = {"launch": {"LaunchDescription": Recorded}, "launch.actions": {"DeclareLaunchArgument": Recorded,
+            "OpaqueFunction": Recorded}, "launch.substitutions": {"LaunchConfiguration": LaunchConfiguration},
+            "launch_ros": {}, "launch_ros.actions": {"Node": Recorded}}
+    for name, attrs in mods.items():
+        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attrs))
+    monkeypatch.syspath_prepend(str(REPO / "launch"))
+    monkeypatch.delitem(sys.modules, "_description", raising=False)
+    import _description
+
+    return _description
+
+
+def test_launch_description_starts_what_the_bringup_starts(monkeypatch):
+    """The launch files' nodes, made from the launch arguments, are the bringup's: the same node set,
+    condition, parameter files and values, typed as `-p` types them; an empty argument leaves the
+    parameter to the YAML file (launch_ros would otherwise hand an empty string to a typed parameter)."""
+    describe = _stub_launch(monkeypatch).describe
+    desc = describe("learn")
+    actions = desc.args[0]
+    declared = {a.args[0]: a.kwargs["default_value"] for a in actions[:-1]}
+    assert declared == {a.name: a.default for a in bringup.ARGUMENTS.values()}
+    make_nodes = actions[-1].kwargs["function"]
+
+    context = {**declared, "use_sim": "false", "control_rate_hz": "8", "ladder": "['3:64:8:4']", "compile": "true"}
+    nodes = make_nodes(context)
+    assert [n.kwargs["name"] for n in nodes] == ["planner_node", "recorder_node", "trainer_node"]  # no sim
+    for node, (spec, params) in zip(nodes, bringup.resolve("learn", context)):
+        yaml_file, values = node.kwargs["parameters"]
+        assert (node.kwargs["executable"], yaml_file) == (spec.executable, bringup.params_path(spec))
+        assert set(values) == {k for k, v in params.items() if v != ""}
+    planner, trainer = nodes[0].kwargs["parameters"][1], nodes[2].kwargs["parameters"][1]
+    assert planner["control_rate_hz"] == 8 and planner["explore"] is False
+    assert "model_path" not in planner and "max_observation_age_s" not in planner  # empty: planner.yaml decides
+    assert trainer["ladder"] == ["3:64:8:4"] and trainer["compile"] is True
+    # what the bringup passes on the command line for the same node
+    cmd = bringup.command(*bringup.resolve("learn", context)[0])
+    assert "control_rate_hz:=8" in cmd and not any(arg.startswith("model_path:=") for arg in cmd)
 
 
 def test_learn_loop_from_a_random_start(tmp_path):

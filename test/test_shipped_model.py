@@ -5,6 +5,7 @@ planner rebuilt from the shipped weights."""
 from __future__ import annotations
 
 import json
+import shlex
 
 import numpy as np
 import pytest
@@ -74,3 +75,38 @@ def test_shipped_graph_plans_like_the_shipped_weights():
         with torch.no_grad():
             want = torch_planner(torch.from_numpy(obs), torch.zeros(3, 1), torch.from_numpy(noise), torch.zeros(1))
         np.testing.assert_allclose(got.action, want[0].numpy(), atol=1e-4)
+
+
+def _parses(command: str) -> list:
+    """Each `tdmpc2-ros ...` part of a shell line, parsed by the CLI's own parser (argparse exits on
+    an unknown flag or a missing required one)."""
+    from tdmpc2_ros.cli import build_parser
+
+    parsed = []
+    for part in command.split("&&"):
+        words = shlex.split(part)
+        assert words[0] == "tdmpc2-ros", part
+        parsed.append(build_parser().parse_args(words[1:]))
+    return parsed
+
+
+def test_the_cards_reproduce_command_runs_as_written(card):
+    train, ship = _parses(card["reproduce"])
+    assert (train.func.__name__, ship.func.__name__) == ("cmd_train", "cmd_ship")
+    assert (train.task, train.preset, train.seed) == (card["task"], card["preset"], card["train_seed"])
+    assert train.steps == card["env_steps"]
+    assert (ship.episodes, ship.eval_seed) == (card["evaluation"]["episodes"], card["evaluation"]["eval_seed"])
+
+
+def test_ship_writes_the_runs_own_training_command(tmp_path):
+    from tdmpc2_ros.training.ship import training_command
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({
+        "task": "pendulum-swingup", "steps": 100000, "preset": "1M", "seed": 3, "planner": "mppi", "eval_freq": 20000,
+        "eval_episodes": 10, "checkpoint_freq": 2000, "compile": True}))
+    (train,) = _parses(training_command(str(run / "checkpoint.pt")))
+    assert (train.task, train.steps, train.seed, train.compile, train.run_dir) == ("pendulum-swingup", 100000, 3, True, str(run))
+    with pytest.raises(ValueError, match="pass --reproduce"):
+        training_command(str(tmp_path / "elsewhere" / "weights.pt"))

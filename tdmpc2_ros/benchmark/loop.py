@@ -55,12 +55,10 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
 
 
 def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: float = 30.0, timeout_s: float = 300.0) -> dict:
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import String
 
     from tdmpc2_ros.ros import qos, topics
+    from tdmpc2_ros.ros.observer import Observer
     from tdmpc2_ros.runtime.model_store import ModelStore
 
     domain = 150 + os.getpid() % 50
@@ -71,26 +69,10 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
         cmd = [sys.executable, "-m", "tdmpc2_ros.cli", "bringup", "planner", "mode:=realtime",
                f"model_path:={store.path(versions[0])}"]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        ctx = rclpy.Context()
-        ctx.init(domain_id=domain)
-        node = rclpy.create_node("bench_swap", context=ctx)
-        diag: dict = {}
-
-        def on_diag(msg):
-            for s in msg.status:
-                if s.name.startswith("tdmpc2_ros: planner"):
-                    diag.update({kv.key: kv.value for kv in s.values})
-
-        node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, 10)
-        pub = node.create_publisher(String, topics.MODEL_UPDATE, qos.LATCHED)
-        ex = SingleThreadedExecutor(context=ctx)
-        ex.add_node(node)
-
-        def spin_until(pred, limit):
-            end = time.monotonic() + limit
-            while time.monotonic() < end and not pred():
-                ex.spin_once(timeout_sec=0.05)
-            return pred()
+        obs = Observer(domain, "bench_swap")
+        diag = obs.status_table("tdmpc2_ros: planner")
+        pub = obs.publisher(String, topics.MODEL_UPDATE, qos.LATCHED)
+        spin_until = obs.spin_until
 
         rows = []
         try:
@@ -120,9 +102,7 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            ex.shutdown()
-            node.destroy_node()
-            ctx.try_shutdown()
+            obs.close()
     excess = [r["excess_ms"] for r in rows]
     return {"model": str(model), "swaps": int(final["swaps"]), "budget": final["budget"],
             "tick_p50_ms": float(final["tick_latency_p50_ms"]), "tick_p99_ms": float(final["tick_latency_p99_ms"]),

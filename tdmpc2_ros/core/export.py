@@ -135,7 +135,12 @@ class LiveOnnxActor:
         with export_friendly():
             gm = make_fx(plan)(weights, *inputs)
         proto = _quiet_onnx_export(gm, (weights, *inputs), [self.PREFIX + n for n in names] + list(INPUT_NAMES))
-        self.session = ort.InferenceSession(proto.SerializeToString(), _session_options(threads), providers=["CPUExecutionProvider"])
+        opts = _session_options(threads)
+        # Training alternates this call with torch's update on the same cores. ONNX Runtime's workers
+        # spin for a while after each run and then compete with torch's threads: without spinning, an
+        # act + update step took 291 ms instead of 346 ms (1M, 2 cores). A robot's planner keeps spinning.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         used = {i.name for i in self.session.get_inputs()}
         # Weights the search never touches (target Qs, unused heads) are pruned from the graph.
         self._fed = [(self.PREFIX + n, p) for n, p in self._params if self.PREFIX + n in used]

@@ -41,6 +41,7 @@ discount                    0.0                 0 = heuristic from episode_lengt
 episode_length              0                   agent steps per episode, for the discount heuristic
 batch_size / buffer_size    256 / 1000000       update batch; replay capacity in transitions
 threads                     2                   torch and ONNX Runtime threads (1 on a loaded machine)
+compile                     false               torch.compile the update (a minute once, ~30% faster)
 planner / ladder            mppi / []           exported rungs 'iterations:samples:elites:pi_trajs'
                                                 ([] = the default ladder, largest first)
 updates_per_cycle           100                 updates between two progress lines
@@ -125,6 +126,7 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "batch_size": (256, "update batch size"),
     "buffer_size": (1_000_000, "replay buffer capacity (rows: transitions + one per episode)"),
     "threads": (2, "torch and ONNX Runtime threads"),
+    "compile": (False, "torch.compile the update: about a minute once, then about 30% faster updates"),
     "planner": ("mppi", "planner of the exported ladder: mppi, cem or gradient"),
     "ladder": ([], "exported rungs 'iterations:samples:elites:pi_trajs', largest first ([] = default ladder)"),
     "updates_per_cycle": (100, "updates between two progress log lines"),
@@ -267,7 +269,7 @@ class TrainerNode(Node):
             control_rate_hz=float(p["control_rate_hz"]), deadline_fraction=float(p["deadline_fraction"]),
             latency_warmup=int(p["latency_warmup"]), latency_runs=int(p["latency_runs"]),
             parity_observations=int(p["parity_observations"]), parity_tolerance=float(p["parity_tolerance"]),
-            obs_names=p["obs_names"], action_names=p["action_names"], log=self.get_logger())
+            obs_names=p["obs_names"], action_names=p["action_names"], compile=bool(p["compile"]), log=self.get_logger())
         t = self.trainer
         self.get_logger().info(
             f"trainer: preset {t.model_cfg.preset}, obs dim {obs_dim}, action dim {action_dim}, discount {t.discount:g}, "

@@ -200,7 +200,7 @@ class OfflineTrainer:
                  action_repeat: int = 1, raw: RawTopics | None = None, record_topics=(), control_rate_hz: float = 50.0,
                  deadline_fraction: float = 0.7, latency_warmup: int = 5, latency_runs: int = 30,
                  parity_observations: int = 3, parity_tolerance: float = 1e-3, obs_names=(), action_names=(),
-                 log=None, resume: bool = True):
+                 compile: bool = False, log=None, resume: bool = True):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log if log is not None else logging.getLogger("tdmpc2_ros.trainer")
@@ -256,6 +256,8 @@ class OfflineTrainer:
             raise ValueError(f"every rung must plan over the training horizon {self.train_cfg.horizon}")
         self.agent = TDMPC2(self.model_cfg, self.train_cfg, self.budgets[0], self.discount, seed=self.seed,
                             threads=self.threads)
+        if compile:
+            self.agent.compile()  # traced at the first update, not here
         self.buffer = ReplayBuffer(self.train_cfg.buffer_size, self.obs_dim, self.action_dim, self.train_cfg.horizon,
                                    seed=self.seed)
         self.lock = threading.RLock()

@@ -28,6 +28,8 @@ def ship(weights: str, out: str, episodes: int, reproduce: str, seed: int, note:
     from tdmpc2_ros.runtime.ladder import default_budgets
     from tdmpc2_ros.training.evaluate import evaluate_onnx
 
+    reproduce = reproduce or (f"{training_command(weights)} && tdmpc2-ros ship --weights {weights} --out {out} "
+                              f"--episodes {episodes} --eval-seed {seed}")
     model, discount, task, step, source_sha, updates = load_weights(weights, with_updates=True)
     env = DMControlEnv(task)
     out = Path(out)
@@ -59,6 +61,21 @@ def ship(weights: str, out: str, episodes: int, reproduce: str, seed: int, note:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def training_command(weights: str) -> str:
+    """The `tdmpc2-ros train` command recorded by the run that wrote `weights` (its run folder's
+    config.json): with the ship command, what the card gives as the way to reproduce the model."""
+    config = Path(weights).parent / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{weights} has no run config beside it ({config}); pass --reproduce with the command that made it")
+    c = json.loads(config.read_text())
+    run_dir = Path(weights).parent
+    flags = {"task": c["task"], "steps": c["steps"], "preset": c["preset"], "seed": c["seed"], "planner": c["planner"],
+             "eval-freq": c["eval_freq"], "eval-episodes": c["eval_episodes"], "checkpoint-freq": c["checkpoint_freq"]}
+    train = "tdmpc2-ros train " + " ".join(f"--{k} {v}" for k, v in flags.items())
+    train += " --compile" * bool(c.get("compile")) + f" --run-dir {run_dir}"
+    return train
 
 
 def _seed_of(command: str):

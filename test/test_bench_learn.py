@@ -1,0 +1,65 @@
+"""The closed-loop benchmark's bookkeeping (tdmpc2_ros/benchmark/learn.py): what it reads off the
+loop's topics becomes the reported figures. The loop itself runs for hours and is a benchmark, not a
+test; test_bringup.py::test_learn_loop_from_a_random_start runs the same four processes briefly."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from tdmpc2_ros.benchmark.learn import _Watch, first_reaching, summarize
+
+
+def _episode(i, ret, version="v0001"):
+    return {"episode": i, "step": (i + 1) * 1000, "episode_reward": ret, "model_version": version, "wall_s": i}
+
+
+def test_first_episode_at_the_bar_counts_only_within_the_budget():
+    rows = [_episode(0, 100), _episode(1, 760), _episode(2, 800)]
+    assert first_reaching(rows, 750) == 2000
+    assert first_reaching(rows, 900) is None
+    s = summarize(rows, [], {}, target_env_steps=1000, bar=750, eval_returns=[])
+    assert s["first_env_step_at_bar"] is None  # 760 came after the 1000-step budget
+    assert s["best_return"] == 800 and s["episodes"] == 3 and s["env_steps"] == 3000
+
+
+def test_summary_counts_swap_misses_and_the_update_ratio():
+    swaps = [{"version": "v0002", "missed_before": 3, "missed_after": 3},
+             {"version": "v0003", "missed_before": 3, "missed_after": 5},
+             {"version": "v0004", "missed_before": 5, "missed_after": ""}]  # not settled: not counted
+    final = {"planner_missed_deadlines": "7", "planner_ticks": "3000", "trainer_updates": "1500",
+             "trainer_transitions": "2000"}
+    s = summarize([_episode(0, 10)], swaps, final, 100_000, 750, eval_returns=[700.0, 800.0])
+    assert s["swaps"] == 3 and s["swap_versions"] == ["v0002", "v0003", "v0004"]
+    assert s["missed_deadlines_around_swaps"] == 2
+    assert s["missed_deadlines_total"] == 7 and s["ticks"] == 3000
+    assert s["updates_per_transition"] == 0.75
+    assert (s["eval_mean_return"], s["eval_std_return"], s["eval_episodes"]) == (750.0, 50.0, 2)
+
+
+def test_watch_records_episodes_and_swaps_and_resumes(tmp_path):
+    lines = []
+    w = _Watch(tmp_path, episode_env_steps=1000, settle_s=0.0, log=lines.append)
+    w.on_planner({"model_version": "v0001", "missed_deadlines": "0", "ticks": "10"})
+    w.on_return(SimpleNamespace(data=12.5))
+    w.on_planner({"model_version": "v0001", "missed_deadlines": "1", "ticks": "500"})
+    w.on_planner({"model_version": "v0002", "missed_deadlines": "1", "ticks": "600"})  # a swap, settled at once
+    w.on_return(SimpleNamespace(data=40.0))
+    w.flush()
+    episodes, swaps = w.episodes.read(), w.swaps.read()
+    assert [(int(r["step"]), float(r["episode_reward"]), r["model_version"]) for r in episodes] == \
+        [(1000, 12.5, "v0001"), (2000, 40.0, "v0002")]
+    assert [(s["version"], int(s["missed_before"]), int(s["missed_after"])) for s in swaps] == [("v0002", 1, 1)]
+    assert any("swapped to v0002" in line for line in lines)
+    again = _Watch(tmp_path, episode_env_steps=1000, settle_s=0.0, log=lines.append)
+    assert again.done == 2  # a resumed run plays only the missing episodes
+    again.on_return(SimpleNamespace(data=5.0))
+    assert int(again.episodes.read()[-1]["step"]) == 3000
+
+
+def test_watch_says_once_why_the_trainer_published_nothing(tmp_path):
+    lines = []
+    w = _Watch(tmp_path, episode_env_steps=1000, settle_s=4.0, log=lines.append)
+    for _ in range(3):
+        w.on_trainer({"last_failure": "no rung's p99 latency fits 28.0 ms"})
+    w.on_trainer({"last_failure": ""})
+    assert lines == ["trainer: export failed (no rung's p99 latency fits 28.0 ms)"]
