@@ -63,3 +63,17 @@ def test_watch_says_once_why_the_trainer_published_nothing(tmp_path):
         w.on_trainer({"last_failure": "no rung's p99 latency fits 28.0 ms"})
     w.on_trainer({"last_failure": ""})
     assert lines == ["trainer: export failed (no rung's p99 latency fits 28.0 ms)"]
+
+
+def test_swap_misses_count_from_the_announcement(tmp_path):
+    """The candidate is checked beside the live plans before it is installed: misses in that time count."""
+    import json
+
+    w = _Watch(tmp_path, episode_env_steps=1000, settle_s=0.0, log=lambda _line: None)
+    w.on_planner({"model_version": "v0001", "missed_deadlines": "2"})
+    w.on_announcement(SimpleNamespace(data=json.dumps({"version": "v0002", "files": {}})))
+    w.on_announcement(SimpleNamespace(data="not json"))  # ignored
+    w.on_planner({"model_version": "v0001", "missed_deadlines": "4"})  # missed while v0002 was checked
+    w.on_planner({"model_version": "v0002", "missed_deadlines": "4"})
+    (row,) = w.swaps.read()
+    assert (row["version"], int(row["missed_before"]), int(row["missed_after"])) == ("v0002", 2, 4)

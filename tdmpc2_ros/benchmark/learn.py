@@ -15,7 +15,8 @@ This process watches the loop like any other client and records:
 - each finished episode's return (/tdmpc2/episode_return) with the model version that acted and
   the environment steps so far (the sim's episodes are fixed-length: 1000 steps for dm_control);
 - each hot swap (the planner's /diagnostics: model_version changes) and the deadlines missed from
-  just before it to `--settle-s` after it, beside the misses over the whole run;
+  the version's announcement (/tdmpc2/model_update) to `--settle-s` after the swap, beside the misses
+  over the whole run;
 - the trainer's updates and transitions.
 
 It stops after `--env-steps` environment steps (the sim's max_episodes), lets the trainer checkpoint,
@@ -111,6 +112,7 @@ class _Watch:
         self.missed_at_last_report = 0
         self.open_swaps: list[tuple[float, dict]] = []
         self.trainer_failure = ""
+        self.missed_at_announcement: dict[str, int] = {}
 
     def wall_s(self) -> float:
         return round(self.wall_offset + time.monotonic() - self.t0, 1)
@@ -128,9 +130,10 @@ class _Watch:
         missed = int(table.get("missed_deadlines", 0))
         version = table.get("model_version", "")
         if self.version and version and version != self.version:
-            # missed_before: the count in the report before the swap (at most one report period earlier)
+            # Counted from the version's announcement: the candidate's checks run beside the live plans.
+            before = self.missed_at_announcement.pop(version, self.missed_at_last_report)
             row = {"version": version, "wall_s": self.wall_s(), "ticks": table.get("ticks", ""),
-                   "missed_before": self.missed_at_last_report, "swap_tick_ms": table.get("swap_tick_latency_last_ms", ""),
+                   "missed_before": before, "swap_tick_ms": table.get("swap_tick_latency_last_ms", ""),
                    "tick_p50_ms": table.get("tick_latency_p50_ms", "")}
             self.open_swaps.append((time.monotonic(), row))
             self.log(f"swapped to {version} ({table.get('last_swap_result', '')})")
@@ -141,6 +144,13 @@ class _Watch:
         while self.open_swaps and now - self.open_swaps[0][0] >= self.settle_s:
             _, row = self.open_swaps.pop(0)
             self.swaps.append(**row, missed_after=missed)
+
+    def on_announcement(self, msg):
+        try:
+            version = json.loads(msg.data)["version"]
+        except (ValueError, KeyError, TypeError):
+            return
+        self.missed_at_announcement.setdefault(version, self.missed_at_last_report)
 
     def on_trainer(self, table: dict):
         """A failed export is never announced; with no first version the planner keeps waiting. Say why."""
@@ -166,7 +176,7 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 120.0):
 
 
 def run_learn_benchmark(args) -> int:
-    from std_msgs.msg import Float64
+    from std_msgs.msg import Float64, String
 
     from tdmpc2_ros.envs import DMControlEnv
     from tdmpc2_ros.ros import qos, topics
@@ -216,6 +226,7 @@ def run_learn_benchmark(args) -> int:
             watch.planner = obs.status_table("tdmpc2_ros: planner", watch.on_planner)
             watch.trainer = obs.status_table("tdmpc2_ros: trainer", watch.on_trainer)
             obs.subscribe(Float64, topics.EPISODE_RETURN, watch.on_return, qos.EVENTS)
+            obs.subscribe(String, topics.MODEL_UPDATE, watch.on_announcement, qos.LATCHED)
             deadline = args.timeout_h * 3600
             finished = obs.spin_until(lambda: watch.new_episodes >= remaining or proc.poll() is not None, deadline, 0.2)
             # The sim leaves after its last episode; give the recorder and trainer a moment to take the last bag.
