@@ -101,11 +101,12 @@ class _Watch:
     def __init__(self, run: Path, episode_env_steps: int, settle_s: float, log):
         self.episodes = CsvLog(run / "episodes.csv", EPISODE_FIELDS)
         self.swaps = CsvLog(run / "swaps.csv", SWAP_FIELDS)
-        self.done = len(self.episodes.read())
+        recorded = self.episodes.read()
+        self.done = len(recorded)
         self.new_episodes = 0
         self.episode_env_steps, self.settle_s, self.log = episode_env_steps, settle_s, log
         self.t0 = time.monotonic()
-        self.wall_offset = float(self.episodes.read()[-1]["wall_s"]) if self.done else 0.0
+        self.wall_offset = float(recorded[-1]["wall_s"]) if recorded else 0.0
         self.planner: dict = {}
         self.trainer: dict = {}
         self.version = ""
@@ -197,7 +198,7 @@ def run_learn_benchmark(args) -> int:
         log_file.flush()
 
     env = DMControlEnv(args.task)
-    episode_env_steps = env.episode_length * 2  # dm_control: 1000 sim steps an episode (action repeat 2)
+    episode_env_steps = env.episode_length * env.action_repeat  # the sim's fixed-length episodes
     target_episodes = math.ceil(args.env_steps / episode_env_steps)
     watch = _Watch(run, episode_env_steps, args.settle_s, log)
     remaining = target_episodes - watch.done
@@ -243,17 +244,19 @@ def run_learn_benchmark(args) -> int:
     final = json.loads((run / "final_diagnostics.json").read_text()) if (run / "final_diagnostics.json").exists() else {}
 
     eval_returns: list[float] = []
-    latest = ModelStore(run / "store").latest()
+    store = ModelStore(run / "store")
+    latest = store.latest()
     if latest is not None and args.eval_episodes > 0:
-        rung = read_ladder(ModelStore(run / "store").path(latest.version))[0]
+        rung = read_ladder(store.path(latest.version))[0]
         log(f"evaluating {latest.version} ({rung.budget.label()}) over {args.eval_episodes} episodes, no exploration")
         eval_returns = evaluate_onnx(rung.path, args.task, args.eval_episodes, seed=args.eval_seed)
-    summary = summarize(watch.episodes.read(), watch.swaps.read(), final, args.env_steps, args.bar, eval_returns)
+    episodes = watch.episodes.read()
+    summary = summarize(episodes, watch.swaps.read(), final, args.env_steps, args.bar, eval_returns)
     summary.update({"config": cfg, "last_version": latest.version if latest else None, "eval_returns": eval_returns})
     (run / "learn.json").write_text(json.dumps(summary, indent=2))
     table = format_table(summary, cfg)
     (run / "learn.md").write_text(table)
-    plot_learning_curve([], watch.episodes.read(), args.task, run / "learning_curve.png",
+    plot_learning_curve([], episodes, args.task, run / "learning_curve.png",
                         title_extra=f"(closed loop over ROS 2, {args.rate_hz:g} Hz lockstep)")
     log(table)
     log(f"wrote {run / 'learn.json'}, {run / 'learn.md'}, {run / 'learning_curve.png'}")

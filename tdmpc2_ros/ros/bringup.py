@@ -107,19 +107,23 @@ def resolve(set_name: str, overrides: dict[str, str]) -> list[tuple[NodeSpec, di
     return out
 
 
+def given(params: dict[str, str]) -> dict[str, str]:
+    """The parameters a node is started with: an empty launch argument is left out, so the node's
+    YAML file (or its default) applies. The launch files and the bringup both follow this."""
+    return {key: value for key, value in params.items() if value != ""}
+
+
 def typed(params: dict[str, str]) -> dict:
-    """Launch-argument parameters as launch_ros takes them: typed as `-p name:=value` types them
-    (YAML), and an empty value left out so the node's YAML file (or its default) applies."""
-    return {key: yaml.safe_load(value) for key, value in params.items() if value != ""}
+    """given(params) as launch_ros takes them: typed as `-p name:=value` types them (YAML)."""
+    return {key: yaml.safe_load(value) for key, value in given(params).items()}
 
 
 def command(spec: NodeSpec, params: dict[str, str]) -> list[str]:
     """The process a node runs in: the same --ros-args that `ros2 launch` would pass."""
     cmd = [sys.executable, "-m", f"tdmpc2_ros.ros.{spec.executable}", "--ros-args", "-r", f"__node:={spec.name}",
            "--params-file", params_path(spec)]
-    for key, value in params.items():
-        if value != "":
-            cmd += ["-p", f"{key}:={value}"]
+    for key, value in given(params).items():
+        cmd += ["-p", f"{key}:={value}"]
     for src, dst in spec.remappings:
         cmd += ["-r", f"{src}:={dst}"]
     return cmd
