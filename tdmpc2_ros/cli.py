@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -363,8 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a service manager, `timeout`, `kill`) stops a command as Ctrl-C does, so the node sets
+    # that demo and the benchmarks start are stopped too, not orphaned. SIGINT is restored for the
+    # same reason: a shell that starts a command in the background hands it SIGINT ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return args.func(args)
 
 

@@ -189,3 +189,33 @@ def test_learn_loop_from_a_random_start(tmp_path):
     assert proc.returncode == 0, out[-4000:]
     assert "Traceback" not in out, out[-4000:]
     assert "trainer_node]: stopped" in out and "recorder_node]: stopped" in out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_command_is_interrupted_by_sigterm_and_by_an_ignored_sigint(sig):
+    """The CLI's commands (demo, bench-learn, bringup) stop their node sets on the way out; that
+    needs the signal to reach them as an interrupt, also when a background shell handed the command
+    SIGINT ignored (POSIX does that to `cmd &` without job control)."""
+    script = (
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "from tdmpc2_ros import cli\n"
+        "def slow(args):\n"
+        "    try:\n"
+        "        print('started', flush=True)\n"
+        "        time.sleep(60)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('cleaned up', flush=True)\n"
+        "        return 3\n"
+        "    return 0\n"
+        "cli.cmd_demo = slow\n"
+        "sys.exit(cli.main(['demo']))\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "started"
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3 and "cleaned up" in out

@@ -301,6 +301,24 @@ def test_an_idle_loop_lets_the_background_check_and_nan_weights_are_refused(mode
         swapper.stop()
 
 
+def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, tmp_path):
+    swapper, _, logs = _swapper(models, tmp_path)
+    try:
+        folder = str(models["store"].path(models["v1"]))
+        swapper.request({"rung": "mppi-i1-s8-e2-p2-h3", "path": folder, "version": models["v1"]})
+        assert _wait(lambda: swapper.rejected == 1)
+        assert swapper.take_ready() is None
+        assert "no rung with the requested budget mppi-i1-s8-e2-p2-h3" in swapper.last_result
+        assert logs[-1][0] == "error" and "keeps acting" in logs[-1][1]
+        # Its own budget is a valid rung request: warmed up on the swapper's thread, offered as a rung change.
+        swapper.request({"rung": BUDGET.label(), "path": folder, "version": models["v1"]})
+        assert _wait(lambda: swapper._ready is not None)
+        cand = swapper.take_ready()
+        assert cand.rung_change and cand.version == models["v1"] and cand.planner.contract.budget == BUDGET
+    finally:
+        swapper.stop()
+
+
 def test_a_retired_model_is_freed_in_the_slack_after_a_tick(models, tmp_path):
     import threading
     import weakref

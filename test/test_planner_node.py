@@ -21,7 +21,7 @@ from ros_harness import Ros, node_env, small_ladder
 from tdmpc2_ros.ros import qos
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, extract, parse_source
 from tdmpc2_ros.runtime import ModelLoadError, SpecMismatch
-from tdmpc2_ros.runtime.ladder import choose_rung, read_ladder
+from tdmpc2_ros.runtime.ladder import RungGovernor, choose_rung, next_smaller_rung, read_ladder
 
 OBS_TOPIC, CMD_TOPIC = "/tdmpc2/observation", "/tdmpc2_controller/commands"
 
@@ -53,6 +53,25 @@ def peer(ros: Ros):
     n.create_subscription(DiagnosticArray, "/diagnostics", lambda m: out["diagnostics"].append(m.status[0]), 10)
     pub = n.create_publisher(Float64MultiArray, OBS_TOPIC, qos.SENSOR)
     return n, pub, out
+
+
+def test_planner_yaml_states_the_defaults_the_node_declares():
+    """config/planner.yaml is what users edit and read: it must not drift from params.py."""
+    import dataclasses
+
+    import yaml
+
+    from ros_harness import REPO
+    from tdmpc2_ros.ros.params import PlannerParams
+
+    shipped = yaml.safe_load((REPO / "config" / "planner.yaml").read_text())["planner_node"]["ros__parameters"]
+    defaults = {f.name: getattr(PlannerParams(), f.name) for f in dataclasses.fields(PlannerParams)}
+    for name, value in shipped.items():
+        assert name in defaults, f"planner.yaml sets {name}, which the node does not declare"
+        default = list(defaults[name]) if isinstance(defaults[name], tuple) else defaults[name]
+        assert value == default, (name, value, default)
+    # Left out of the YAML only where the default is "the model's own" (empty).
+    assert {n for n in defaults if n not in shipped} == {"command_scale", "action_low", "action_high"}
 
 
 def test_refuses_a_missing_model(ros, tmp_path):
@@ -87,6 +106,49 @@ def test_ladder_choice_rule():
     assert choose_rung([0.050, 0.012, 0.004], period_s=0.02, fraction=0.7) == (1, True)
     assert choose_rung([0.050, 0.030], period_s=0.02, fraction=0.7) == (1, False)  # none fits: the cheapest
     assert choose_rung([0.010], period_s=0.02, fraction=0.7) == (0, True)
+
+
+def test_rung_governor_steps_down_on_a_lasting_overrun_not_a_burst():
+    g = RungGovernor(limit_s=0.010, window=200)  # more than 1% of 200: the 3rd overrun in the window
+    assert not any(g.observe(0.005) for _ in range(500))
+    assert not g.observe(0.030) and not g.observe(0.030)  # a burst of two
+    assert not any(g.observe(0.005) for _ in range(198))  # ... slides out of the window
+    assert not g.observe(0.030) and not g.observe(0.030)
+    assert g.observe(0.030)  # three within 200 plans: the p99 no longer fits
+    assert "3 of the last 200 plans over the 10.0 ms limit" in g.describe()
+    g.restart()
+    assert not g.observe(0.030) and len(g.recent) == 1
+
+
+def test_next_smaller_rung(ladder):
+    rungs = read_ladder(ladder)
+    assert next_smaller_rung(ladder, rungs[0].budget).budget == rungs[1].budget
+    assert next_smaller_rung(ladder, rungs[-1].budget) is None  # already the smallest
+    assert next_smaller_rung(rungs[0].path, rungs[0].budget) is None  # a bare .onnx has no ladder
+    assert next_smaller_rung(ladder / "missing", rungs[0].budget) is None
+
+
+def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder):
+    rungs = read_ladder(ladder)
+    node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,
+                         diagnostics_period_s=0.2)
+    assert node.planner.contract.budget == rungs[0].budget
+    version = node.model_version
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 5, 60)
+    # The CPU gets busier, here as a tighter share of the period set on the running node: every plan
+    # of the chosen rung now overruns the limit, and the next smaller rung takes over.
+    assert node.set_parameters([Parameter("deadline_fraction", value=1e-6)])[0].successful
+    assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
+    assert node.budget_steps == 1 and node.swaps == 0 and node.model_version == version
+    # The smallest rung overruns too: it keeps acting and says so on /diagnostics.
+    assert ros.spin_until(lambda: any("no smaller rung" in d.message for d in out["diagnostics"]), 30)
+    assert node.planner.contract.budget == rungs[-1].budget and node.budget_steps == 1
+    assert node.published == node.ticks and node.missed_deadlines == 0 and node.safe_actions == 0
+    last = out["diagnostics"][-1]
+    assert {kv.key: kv.value for kv in last.values}["budget"] == rungs[-1].budget.label()
+    assert not node.set_parameters([Parameter("deadline_fraction", value=2.0)])[0].successful
 
 
 def test_commands_stay_within_the_configured_limits(ros, ladder):

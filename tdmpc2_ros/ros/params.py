@@ -16,7 +16,7 @@ class PlannerParams:
     deadline_fraction: float = 0.7  # a rung must have p99 <= fraction * period
     ladder_warmup: int = 10
     ladder_runs: int = 40
-    threads: int = 2
+    threads: int = 1  # ONNX Runtime threads for the plan (see config/planner.yaml for why 1)
     seed: int = 0
     observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":obs",)
     action_topic: str = topics.COMMAND

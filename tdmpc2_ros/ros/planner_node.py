@@ -3,6 +3,8 @@
 A thin adapter around tdmpc2_ros.runtime (numpy + onnxruntime; no torch):
 - observation adapters (adapters.py) turn the subscribed messages into the model's vector;
 - at start-up the budget ladder is measured and the largest rung that fits the period is chosen;
+  while running, a rung whose plans keep overrunning that limit steps down to the next smaller one
+  (runtime/ladder.py: RungGovernor), because start-up may have seen a quieter CPU;
 - each tick plans in a worker thread with a deadline. A late plan is replaced by the previous
   plan's next action (from its warm-start mean) and counted as a miss; bad or stale input yields
   the configured safe action. Nothing malformed or out of limits is ever published;
@@ -40,7 +42,7 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import share_thread_pool
 from tdmpc2_ros.runtime.hot_swap import HotSwapper
-from tdmpc2_ros.runtime.ladder import measure_latency, read_ladder
+from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
@@ -96,7 +98,8 @@ class PlannerNode(Node):
         share_thread_pool(self.p.threads)  # the running model and a swap candidate must not both spin threads
         self.planner, self.ladder_report = self._load_model()
         self.model_version = version_of(self.p.model_path, self.planner)
-        self.previous: list[tuple[object, str]] = []  # (planner, version) for ~/rollback, newest last
+        self.model_source = self.p.model_path  # the folder (or file) the running planner came from
+        self.previous: list[tuple[object, str, str]] = []  # (planner, version, source) for ~/rollback, newest last
         self.swaps = 0
         self._inflight_step, self._inflight_time = None, 0.0  # the step message last answered, and when
         self.duplicate_observations = 0
@@ -127,6 +130,11 @@ class PlannerNode(Node):
         self.transition_pub = (self.create_publisher(Float64MultiArray, self.p.transition_topic, qos.EVENTS)
                                if self.p.transition_topic else None)
         limit = self.p.deadline_fraction * self.period
+        # The rung chosen at start-up is watched while running: one that overruns steps down.
+        self.governor = RungGovernor(limit)
+        self._step_down_due = False  # set by the plan worker, acted on by the loop
+        self._rung_requested, self._rejected_seen, self._smallest_reported = "", 0, ""
+        self.budget_steps = 0
         cache = self.p.model_cache_dir or os.path.expanduser("~/.cache/tdmpc2_ros/models")
         self.swapper = HotSwapper(lambda: (self.planner, self.last_obs), limit, self.p.ladder_warmup, self.p.ladder_runs,
                                   self.p.threads, self.p.seed, cache, self._log,
@@ -253,6 +261,8 @@ class PlannerNode(Node):
                 self._install(rollback, rollback=True)
             else:
                 self._install(self.swapper.take_ready())
+            if self._step_down_due:
+                self._step_down()
         obs, problem = self._observation(start)
         if obs is None:
             self._publish(self.shaper.safe(self.p.safe_action), start, safe=True)
@@ -295,25 +305,60 @@ class PlannerNode(Node):
         result = self.planner.plan(obs, explore=self.p.explore)
         self.last_plan_s = time.perf_counter() - t
         self.plan_latency.add(self.last_plan_s)
+        if self.governor.observe(self.last_plan_s):
+            self._step_down_due = True
         with self.lock:
             self.last_mean = result.mean
         self.last_obs = obs
         return result.action
+
+    # -- budget while running --------------------------------------------------------------------
+    def _step_down(self):
+        """The running rung overran its limit too often: ask the swapper for the next smaller rung
+        of the same model (one request at a time; the governor judges the new rung afresh)."""
+        self._step_down_due = False
+        if self._rung_requested:
+            if self.swapper.rejected == self._rejected_seen:
+                return  # the request is still being prepared
+            self._rung_requested = ""  # it failed (the swapper logged why): a later overrun may retry
+        current = self.planner.contract.budget
+        smaller = next_smaller_rung(self.model_source, current)
+        why = f"budget {current.label()} overruns: {self.governor.describe()}"
+        self.governor.restart()
+        if smaller is None:
+            problem = f"{why}; {self.model_source} has no smaller rung, so ticks may miss their deadline"
+            self.level, self.last_problem = max(self.level, WARN), problem  # on /diagnostics while it lasts
+            if self._smallest_reported != current.label():  # in the log once per rung, not every few ticks
+                self._smallest_reported = current.label()
+                self.get_logger().error(problem)
+            return
+        self._log("info", f"{why}; stepping down to {smaller.budget.label()}")
+        self._rung_requested, self._rejected_seen = smaller.budget.label(), self.swapper.rejected
+        self.swapper.request({"rung": smaller.budget.label(), "path": self.model_source, "version": self.model_version})
 
     # -- hot swap ------------------------------------------------------------------------------
     def _install(self, candidate, rollback: bool = False):
         """Between two ticks (the worker is idle): a pointer swap that keeps the warm start."""
         if candidate is None:
             return
-        planner, version = (candidate if rollback else (candidate.planner, candidate.version))
-        planner.prev_mean = self.planner.prev_mean.copy()
+        planner, version, source = candidate if rollback else (candidate.planner, candidate.version, candidate.source)
+        planner.prev_mean = self.planner.prev_mean.copy()  # every rung plans over the same horizon
+        self.governor.restart()  # a new model or rung is judged on its own plans
+        self._rung_requested = ""
         if rollback:
             self.swapper.retire(self.planner)  # freed in a later tick's slack
+        elif candidate.rung_change:  # the same version at a smaller budget: nothing to roll back to
+            self.swapper.retire(self.planner)
+            self.budget_steps += 1
+            self._swap_note = (f"stepped budget down {self.planner.contract.budget.label()} -> "
+                               f"{planner.contract.budget.label()} at tick {self.ticks}")
+            self.planner = planner
+            return
         else:
-            self.previous.append((self.planner, self.model_version))
+            self.previous.append((self.planner, self.model_version, self.model_source))
             while len(self.previous) > 3:
                 self.swapper.retire(self.previous.pop(0)[0])
-        old, self.planner, self.model_version = self.model_version, planner, version
+        old, self.planner, self.model_version, self.model_source = self.model_version, planner, version, source
         self.swaps += 1
         # _publish times this tick as a swap tick's and logs the swap then, outside the timed part.
         self._swap_note = f"{'rolled back' if rollback else 'swapped'} model {old} -> {version} at tick {self.ticks}"
@@ -332,17 +377,26 @@ class PlannerNode(Node):
 
     def _on_set_parameters(self, params):
         for prm in params:
+            if prm.name == "deadline_fraction" and not 0 < float(prm.value) <= 1:
+                return SetParametersResult(successful=False, reason=f"deadline_fraction must be in (0, 1] (got {prm.value})")
+        for prm in params:
             if prm.name == "model_path" and prm.value and prm.value != self.p.model_path:
                 self.p.model_path = prm.value
                 self.swapper.request({"path": prm.value, "version": version_of(prm.value, None)})
+            elif prm.name == "deadline_fraction":
+                # A tighter share of the period (the robot's computer took on other work) applies to
+                # the running rung at once: the governor steps it down if it no longer fits.
+                self.p.deadline_fraction = float(prm.value)
+                self.governor.limit_s = self.swapper.limit_s = self.p.deadline_fraction * self.period
+                self.governor.restart()
         return SetParametersResult(successful=True)
 
     def _on_rollback(self, request, response):
         if not self.previous:
             response.success, response.message = False, f"no previous model to roll back to (running {self.model_version})"
             return response
-        planner, version = self.previous.pop()
-        self._pending_rollback = (planner, version)
+        planner, version, source = self.previous.pop()
+        self._pending_rollback = (planner, version, source)
         response.success, response.message = True, f"rolling back {self.model_version} -> {version} at the next tick"
         return response
 
@@ -409,7 +463,7 @@ class PlannerNode(Node):
             "swap_tick_latency_last_ms": round(self.swap_tick_latency.last() * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
-            "budget": c.budget.label(), "control_rate_hz": self.p.control_rate_hz,
+            "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "control_rate_hz": self.p.control_rate_hz,
         }
         message = self.last_problem if self.level != OK else "planning"
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: planner", "planner_node",

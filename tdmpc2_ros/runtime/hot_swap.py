@@ -17,6 +17,10 @@ model's own plans over the same window (a CPU busy with other work slows both al
 Only then is the candidate offered to the control loop, which installs it between two ticks (a
 pointer swap that carries the warm-start mean over). Any failure leaves the running model alone
 and reports why.
+
+A rung request ({'rung': label, 'path': folder}) is the same model at a smaller budget, asked for
+by the loop when its rung overruns (ladder.RungGovernor). Its files are checked the same way, but
+it is warmed up on this thread instead of in the slack: an overrunning loop has no slack to give.
 """
 
 from __future__ import annotations
@@ -50,25 +54,28 @@ class Candidate:
     p99_s: float
     shadow_plans: int = 0
     overruns: int = 0
+    rung_change: bool = False  # the running model at another budget, not a new version
 
 
-def load_matching(path: str | os.PathLike, current: OnnxPlanner, threads: int, seed: int) -> OnnxPlanner:
-    """The rung of `path` with the running budget, refused unless its spec equals the running one."""
-    budget = current.contract.budget
+def load_matching(path: str | os.PathLike, current: OnnxPlanner, threads: int, seed: int,
+                  budget_label: str | None = None) -> OnnxPlanner:
+    """The rung of `path` with the running budget (or `budget_label`), refused unless its spec
+    equals the running one."""
+    label = budget_label or current.contract.budget.label()
     try:
         rungs = read_ladder(path)
         # A bare .onnx file is one rung whose budget is only known from its metadata (checked below).
-        matches = rungs if Path(path).is_file() else [r for r in rungs if r.budget.label() == budget.label()]
+        matches = rungs if Path(path).is_file() else [r for r in rungs if r.budget.label() == label]
         if not matches:
-            raise SwapRejected(f"{path} has no rung with the running budget {budget.label()} "
+            raise SwapRejected(f"{path} has no rung with the {'requested' if budget_label else 'running'} budget {label} "
                                f"(it has {[r.budget.label() for r in rungs]})")
         planner = OnnxPlanner(matches[0].path, obs_dim=current.obs_dim, action_dim=current.action_dim, threads=threads,
                               seed=seed, expected_sha256=matches[0].sha256 or None)
     except (ModelLoadError, SpecMismatch) as e:
         raise SwapRejected(str(e)) from e
     new, old = planner.contract, current.contract
-    mine = (old.obs.dim, old.action.dim, tuple(old.action.low), tuple(old.action.high), old.budget)
-    theirs = (new.obs.dim, new.action.dim, tuple(new.action.low), tuple(new.action.high), new.budget)
+    mine = (old.obs.dim, old.action.dim, tuple(old.action.low), tuple(old.action.high), label)
+    theirs = (new.obs.dim, new.action.dim, tuple(new.action.low), tuple(new.action.high), new.budget.label())
     if mine != theirs:
         raise SwapRejected(f"spec mismatch: running obs {old.obs.describe()}, action {old.action.describe()}, budget "
                            f"{old.budget.label()}; candidate obs {new.obs.describe()}, action {new.action.describe()}, "
@@ -207,29 +214,37 @@ class HotSwapper:
     def _loop(self):
         _lower_own_priority()
         while not self._stop.is_set():
-            what = self.requests.get()
-            while what is not None and not self.requests.empty():  # only the newest of a burst matters
-                what = self.requests.get()
-            if what is None:
+            burst = [self.requests.get()]
+            while not self.requests.empty():
+                burst.append(self.requests.get())
+            if None in burst:
                 return
-            try:
-                cand = self._prepare(what)
-                with self._lock:
-                    self._ready = cand
-                self.last_result = (f"version {cand.version} passed checks (p50 {cand.p50_s * 1e3:.2f} ms, "
-                                    f"p99 {cand.p99_s * 1e3:.2f} ms over {cand.shadow_plans} shadow plans, "
-                                    f"{cand.overruns} outlasting their slack); swapping at the next tick")
-                self.log("info", self.last_result)
-            except SwapRejected as e:
-                self.rejected += 1
-                self.last_result = f"rejected model update {what.get('version') or what.get('announcement', {}).get('version', '?')}: {e}"
-                self.log("error", self.last_result + "; the running model keeps acting")
-            except Exception as e:  # noqa: BLE001 - any failure must leave the running model alone
-                self.rejected += 1
-                self.last_result = f"model update failed unexpectedly: {type(e).__name__}: {e}"
-                self.log("error", self.last_result + "; the running model keeps acting")
-            finally:
-                self._probe = None
+            # Only the newest update of a burst matters; a rung request is kept beside it, first.
+            rungs, updates = [w for w in burst if "rung" in w], [w for w in burst if "rung" not in w]
+            for what in rungs[-1:] + updates[-1:]:
+                self._handle(what)
+
+    def _handle(self, what: dict):
+        label = f"budget {what['rung']}" if "rung" in what else (
+            f"model update {what.get('version') or what.get('announcement', {}).get('version', '?')}")
+        try:
+            cand = self._prepare(what)
+            with self._lock:
+                self._ready = cand
+            self.last_result = (f"{label} passed checks (p50 {cand.p50_s * 1e3:.2f} ms, p99 {cand.p99_s * 1e3:.2f} ms "
+                                f"over {cand.shadow_plans} {'warm-up' if cand.rung_change else 'shadow'} plans, "
+                                f"{cand.overruns} outlasting their slack); swapping at the next tick")
+            self.log("info", self.last_result)
+        except SwapRejected as e:
+            self.rejected += 1
+            self.last_result = f"rejected {label}: {e}"
+            self.log("error", self.last_result + "; the running model keeps acting")
+        except Exception as e:  # noqa: BLE001 - any failure must leave the running model alone
+            self.rejected += 1
+            self.last_result = f"{label} failed unexpectedly: {type(e).__name__}: {e}"
+            self.log("error", self.last_result + "; the running model keeps acting")
+        finally:
+            self._probe = None
 
     def _prepare(self, what: dict) -> Candidate:
         if "announcement" in what:
@@ -241,7 +256,10 @@ class HotSwapper:
             version, source = str(ann["version"]), str(folder)
         else:
             version, source = str(what.get("version") or what["path"]), str(what["path"])
-        running, _ = self.current()
+        running, obs = self.current()
+        if "rung" in what:
+            planner = load_matching(source, running, self.threads, self.seed, budget_label=what["rung"])
+            return self._warm_rung(planner, version, source, obs)
         planner = load_matching(source, running, self.threads, self.seed)
         try:
             return self._check(planner, version, source)
@@ -263,6 +281,22 @@ class HotSwapper:
                                f"model's {live * 1e3:.2f} ms over the same window by more than 25%")
         planner.reset()
         return Candidate(planner, version, source, p50, p99, probe.plans, probe.overruns)
+
+    def _warm_rung(self, planner: OnnxPlanner, version: str, source: str, obs) -> Candidate:
+        """Warm-up plans on this low-priority thread, each checked for finite outputs; no latency
+        bar (the loop's governor judges the new rung on its live plans, and steps on if needed)."""
+        probe = ShadowProbe(planner, self.warmup, runs=max(1, self.warmup))
+        while not probe.done.is_set():
+            if self._stop.is_set():
+                raise SwapRejected("planner is shutting down")
+            probe.step(obs)
+        if probe.error is not None:
+            self.retire(planner)
+            raise probe.error
+        lat = np.asarray(probe.latencies)
+        planner.reset()
+        return Candidate(planner, version, source, float(np.median(lat)), float(np.percentile(lat, 99)), probe.plans,
+                         rung_change=True)
 
     def _shadow_plans(self, planner: OnnxPlanner) -> ShadowProbe:
         """Hand the candidate to the control loop's slack (offer_slack) and wait for its checks. A

@@ -1,10 +1,11 @@
-"""A ladder of planning budgets for one model, and the start-up choice of the largest rung that
-fits the control period.
+"""A ladder of planning budgets for one model, the start-up choice of the largest rung that fits
+the control period, and the step down to a smaller rung while running.
 
 The default TD-MPC2 budget costs several control periods at 50 Hz on a 2-core CPU, so a model
 folder ships the same weights exported at several budgets (ladder.json + one .onnx per rung,
 largest first). At start-up the planner measures each rung after warm-up and takes the largest
-whose p99 latency fits `fraction * period`.
+whose p99 latency fits `fraction * period`. Start-up may see a quieter CPU than operation does (the
+sim or other nodes not yet running), so the running rung is watched too (RungGovernor).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,3 +94,49 @@ def choose_rung(p99_by_rung: list[float], period_s: float, fraction: float) -> t
         if p99 <= limit:
             return i, True
     return int(np.argmin(p99_by_rung)), False
+
+
+def next_smaller_rung(model_path: str | os.PathLike, running: PlanBudget) -> Rung | None:
+    """The rung after the running budget in the model's ladder (None: it is the smallest, the model
+    is a bare .onnx file, or the folder does not list the running budget)."""
+    try:
+        rungs = read_ladder(model_path)
+    except ModelLoadError:
+        return None
+    labels = [r.budget.label() for r in rungs]
+    if Path(model_path).is_file() or running.label() not in labels:
+        return None
+    i = labels.index(running.label())
+    return rungs[i + 1] if i + 1 < len(rungs) else None
+
+
+class RungGovernor:
+    """Decides when the running rung no longer fits: more than 1% of the last `window` plans took
+    longer than the limit, the rule the start-up choice applies (its p99 cannot fit any more).
+
+    A short burst does not trigger it (at the default 200 plans, 3 overruns are needed) but a rung
+    that overruns every tick does within 3 ticks. After a rung change the window starts afresh, so
+    each step down is judged on the new rung's own plans."""
+
+    def __init__(self, limit_s: float, window: int = 200):
+        self.limit_s, self.window = float(limit_s), int(window)
+        self.allowed = int(0.01 * self.window)
+        self.recent: deque[float] = deque(maxlen=self.window)
+        self.over = 0
+
+    def observe(self, plan_s: float) -> bool:
+        """Record one plan's latency; True when the running rung should step down."""
+        if len(self.recent) == self.window:
+            self.over -= self.recent[0] > self.limit_s
+        self.recent.append(float(plan_s))
+        self.over += plan_s > self.limit_s
+        return self.over > self.allowed
+
+    def restart(self):
+        self.recent.clear()
+        self.over = 0
+
+    def describe(self) -> str:
+        p99 = float(np.percentile(self.recent, 99)) * 1e3 if self.recent else float("nan")
+        return (f"{self.over} of the last {len(self.recent)} plans over the {self.limit_s * 1e3:.1f} ms limit "
+                f"(p99 {p99:.1f} ms)")
