@@ -151,6 +151,21 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     assert not node.set_parameters([Parameter("deadline_fraction", value=2.0)])[0].successful
 
 
+def test_a_smaller_rung_of_a_version_no_longer_running_is_not_installed(ros, ladder):
+    from tdmpc2_ros.runtime.hot_swap import Candidate
+    from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
+
+    rungs = read_ladder(ladder)
+    node = start_planner(ros, ladder, control_rate_hz=1.0, deadline_fraction=1.0)
+    running = node.planner
+    small = OnnxPlanner(rungs[1].path, threads=1)
+    # Asked for while the old version ran; a new version was swapped in before it was ready.
+    node._install(Candidate(small, "v0001-old", "/elsewhere", 0.01, 0.01, rung_change=True))
+    assert node.planner is running and node.budget_steps == 0
+    node._install(Candidate(small, node.model_version, node.model_source, 0.01, 0.01, rung_change=True))
+    assert node.planner is small and node.budget_steps == 1 and node.swaps == 0 and node.previous == []
+
+
 def test_commands_stay_within_the_configured_limits(ros, ladder):
     start_planner(ros, ladder, action_low=[-0.2], action_high=[0.3], max_observation_age_s=1.0)
     n, pub, out = peer(ros)

@@ -357,6 +357,9 @@ class PlannerNode(Node):
         if rollback:
             self.swapper.retire(self.planner)  # freed in a later tick's slack
         elif candidate.rung_change:  # the same version at a smaller budget: nothing to roll back to
+            if (version, source) != (self.model_version, self.model_source):
+                self.swapper.retire(planner)  # another version came in meanwhile; the governor judges it anew
+                return
             self.swapper.retire(self.planner)
             self.budget_steps += 1
             self._swap_note = (f"stepped budget down {self.planner.contract.budget.label()} -> "

@@ -230,7 +230,9 @@ class HotSwapper:
         try:
             cand = self._prepare(what)
             with self._lock:
-                self._ready = cand
+                superseded, self._ready = self._ready, cand
+            if superseded is not None:  # never taken by the loop: freed like any old model
+                self.retire(superseded.planner)
             self.last_result = (f"{label} passed checks (p50 {cand.p50_s * 1e3:.2f} ms, p99 {cand.p99_s * 1e3:.2f} ms "
                                 f"over {cand.shadow_plans} {'warm-up' if cand.rung_change else 'shadow'} plans, "
                                 f"{cand.overruns} outlasting their slack); swapping at the next tick")
