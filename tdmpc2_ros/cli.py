@@ -375,7 +375,11 @@ def main(argv=None) -> int:
     # same reason: a shell that starts a command in the background hands it SIGINT ignored.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as e:  # the command's own clean-up has run on the way here
+        print(f"tdmpc2-ros {args.command}: interrupted ({e or 'SIGINT'})", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

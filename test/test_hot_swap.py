@@ -11,6 +11,7 @@ the transition records must cover every step, each tagged with the model version
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -368,3 +369,28 @@ print(threads, len(os.listdir("/proc/self/task")))
     assert out.returncode == 0, out.stderr
     before, after = map(int, out.stdout.split()[-2:])
     assert after == before
+
+
+def test_background_work_lowers_every_thread_of_its_process():
+    """The trainer's niceness must reach the threads torch, ONNX Runtime and DDS already started."""
+    script = (
+        "import os, threading, time\n"
+        "from tdmpc2_ros.runtime.priority import lower_process_priority, lower_thread_priority\n"
+        "stop = threading.Event()\n"
+        "worker = threading.Thread(target=stop.wait); worker.start()\n"
+        "time.sleep(0.1)\n"
+        "nice = lambda tid: os.getpriority(os.PRIO_PROCESS, tid)\n"
+        "tids = [int(t) for t in os.listdir('/proc/self/task')]\n"
+        "before = {t: nice(t) for t in tids}\n"
+        "assert lower_process_priority(5)\n"
+        "assert all(nice(t) == min(19, before[t] + 5) for t in tids), 'every thread'\n"
+        "late = threading.Thread(target=lambda: print('late', nice(threading.get_native_id())))\n"
+        "late.start(); late.join()\n"
+        "assert not lower_process_priority(0) and not lower_thread_priority(0)\n"
+        "stop.set(); worker.join()\n"
+        "print('main', nice(threading.get_native_id()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert f"late {min(19, base + 5)}" in out.stdout and f"main {min(19, base + 5)}" in out.stdout

@@ -187,7 +187,8 @@ def test_bad_parameters_name_the_parameter(tmp_path):
                              ({"planner": "rrt"}, "planner"), ({"deadline_fraction": 1.5}, "deadline_fraction"),
                              ({"raw_obs_topic": "/obs"}, "raw_obs_topic"),
                              ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r"}, "action_low")):
-            overrides = [Parameter("run_dir", value=str(tmp_path / "run")), Parameter("bag_dir", value=str(tmp_path / "b"))]
+            overrides = [Parameter("run_dir", value=str(tmp_path / "run")), Parameter("bag_dir", value=str(tmp_path / "b")),
+                         Parameter("nice", value=0)]  # in this process: leave the test run's priority alone
             overrides += [Parameter(k, value=v) for k, v in params.items()]
             with pytest.raises(ParameterError, match=f"'{name}'") as info:
                 TrainerNode(context=ros.context, parameter_overrides=overrides)

@@ -41,6 +41,8 @@ discount                    0.0                 0 = heuristic from episode_lengt
 episode_length              0                   agent steps per episode, for the discount heuristic
 batch_size / buffer_size    256 / 1000000       update batch; replay capacity in transitions
 threads                     2                   torch and ONNX Runtime threads (1 on a loaded machine)
+nice                        10                  lower the trainer's CPU priority by this much (0 = no
+                                                change): the control loop on the same computer first
 compile                     false               torch.compile the update (a minute once, ~30% faster)
 planner / ladder            mppi / []           exported rungs 'iterations:samples:elites:pi_trajs'
                                                 ([] = the default ladder, largest first)
@@ -101,6 +103,7 @@ from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime.model_store import ModelStore
+from tdmpc2_ros.runtime.priority import lower_process_priority
 from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
 
 EXPORT_TIMEOUT_S = 1800.0  # how long ~/export waits for the export it asked for
@@ -126,6 +129,7 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "batch_size": (256, "update batch size"),
     "buffer_size": (1_000_000, "replay buffer capacity (rows: transitions + one per episode)"),
     "threads": (2, "torch and ONNX Runtime threads"),
+    "nice": (10, "lower the trainer's CPU priority by this much, so the control loop on the same computer comes first (0 = no change)"),
     "compile": (False, "torch.compile the update: about a minute once, then about 30% faster updates"),
     "planner": ("mppi", "planner of the exported ladder: mppi, cem or gradient"),
     "ladder": ([], "exported rungs 'iterations:samples:elites:pi_trajs', largest first ([] = default ladder)"),
@@ -168,6 +172,11 @@ class TrainerNode(Node):
         self.thread = None
         self._read_parameters()
         log = self.get_logger()
+        # Training is background work: beside a running planner it takes only the CPU the control
+        # loop leaves. In the learning loop on 2 cores, the trainer's spinning torch threads at equal
+        # priority delayed plans several-fold around exports (docs/benchmarks.md).
+        if int(self.p["nice"]) > 0 and lower_process_priority(int(self.p["nice"])):
+            log.info(f"running at niceness {os.getpriority(os.PRIO_PROCESS, 0)} (nice parameter)")
         self.store = ModelStore(self.p["store_dir"])
         self.ledger_path = Path(self.p["run_dir"]) / LEDGER
         dims = self._known_dims()

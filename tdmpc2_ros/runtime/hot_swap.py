@@ -39,6 +39,7 @@ from tdmpc2_ros.runtime.contract import ModelLoadError, SpecMismatch
 from tdmpc2_ros.runtime.ladder import read_ladder
 from tdmpc2_ros.runtime.model_store import StoreError, materialise
 from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
+from tdmpc2_ros.runtime.priority import lower_thread_priority
 
 
 class SwapRejected(RuntimeError):
@@ -132,15 +133,6 @@ class ShadowProbe:
             self._busy.release()
 
 
-def _lower_own_priority(by: int = 10):
-    """Loading and hashing a candidate must not take CPU from the control loop (Linux: per thread)."""
-    try:
-        me = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + by))
-    except (AttributeError, OSError):
-        pass
-
-
 class HotSwapper:
     """One background thread; requests are handled in order, newest wins if several queue up."""
 
@@ -212,7 +204,7 @@ class HotSwapper:
         return self.live_p50() if self.live_p50 is not None else float("nan")
 
     def _loop(self):
-        _lower_own_priority()
+        lower_thread_priority(10)  # loading and hashing a candidate must not take CPU from the control loop
         while not self._stop.is_set():
             burst = [self.requests.get()]
             while not self.requests.empty():
