@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from tdmpc2_ros.benchmark.learn import _Watch, first_reaching, summarize
+from tdmpc2_ros.benchmark.learn import _Watch, first_reaching, merge_final, summarize
 
 
 def _episode(i, ret, version="v0001"):
@@ -77,3 +77,15 @@ def test_swap_misses_count_from_the_announcement(tmp_path):
     w.on_planner({"model_version": "v0002", "missed_deadlines": "4"})
     (row,) = w.swaps.read()
     assert (row["version"], int(row["missed_before"]), int(row["missed_after"])) == ("v0002", 2, 4)
+
+
+def test_a_resumed_run_adds_its_planner_counts_and_keeps_the_trainers():
+    first = merge_final({}, {"missed_deadlines": "2", "ticks": "1000"}, {"updates": "700", "transitions": "900"})
+    assert first == {"planner_missed_deadlines": 2, "planner_ticks": 1000, "trainer_updates": 700,
+                     "trainer_transitions": 900, "parts": 1}
+    # The second part's planner is a new process counting from zero; the trainer resumed its counts.
+    second = merge_final(first, {"missed_deadlines": "0", "ticks": "500"}, {"updates": "1150", "transitions": "1400"})
+    assert second == {"planner_missed_deadlines": 2, "planner_ticks": 1500, "trainer_updates": 1150,
+                      "trainer_transitions": 1400, "parts": 2}
+    # A part interrupted before the trainer reported keeps the earlier trainer counts.
+    assert merge_final(second, {}, {})["trainer_updates"] == 1150

@@ -166,6 +166,20 @@ class _Watch:
         self.open_swaps = []
 
 
+def merge_final(prior: dict, planner: dict, trainer: dict) -> dict:
+    """The run's closing counters. A resumed run's planner is a new process that counts from zero, so
+    its ticks and misses add to the earlier parts'; the trainer resumes its own counts."""
+    return {"planner_missed_deadlines": int(prior.get("planner_missed_deadlines", 0)) + int(planner.get("missed_deadlines", 0)),
+            "planner_ticks": int(prior.get("planner_ticks", 0)) + int(planner.get("ticks", 0)),
+            "trainer_updates": int(trainer.get("updates", prior.get("trainer_updates", 0))),
+            "trainer_transitions": int(trainer.get("transitions", prior.get("trainer_transitions", 0))),
+            "parts": int(prior.get("parts", 0)) + 1}
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _stop(proc: subprocess.Popen, timeout_s: float = 120.0):
     """SIGINT the bringup (it stops its nodes; the trainer checkpoints) and wait for it."""
     if proc.poll() is None:
@@ -223,25 +237,30 @@ def run_learn_benchmark(args) -> int:
         proc = subprocess.Popen(cmd, env=node_env, stdout=open(run / "bringup.log", "a"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
         obs = Observer(domain, "bench_learn")
+        interrupted = False
         try:
             watch.planner = obs.status_table("tdmpc2_ros: planner", watch.on_planner)
             watch.trainer = obs.status_table("tdmpc2_ros: trainer", watch.on_trainer)
             obs.subscribe(Float64, topics.EPISODE_RETURN, watch.on_return, qos.EVENTS)
             obs.subscribe(String, topics.MODEL_UPDATE, watch.on_announcement, qos.LATCHED)
             deadline = args.timeout_h * 3600
-            finished = obs.spin_until(lambda: watch.new_episodes >= remaining or proc.poll() is not None, deadline, 0.2)
-            # The sim leaves after its last episode; give the recorder and trainer a moment to take the last bag.
-            obs.spin_until(lambda: False, 2.0 if finished else 0.0)
-            final = {"planner_missed_deadlines": watch.planner.get("missed_deadlines", 0),
-                     "planner_ticks": watch.planner.get("ticks", 0),
-                     "trainer_updates": watch.trainer.get("updates", 0),
-                     "trainer_transitions": watch.trainer.get("transitions", 0)}
+            try:
+                finished = obs.spin_until(lambda: watch.new_episodes >= remaining or proc.poll() is not None, deadline, 0.2)
+                # The sim leaves after its last episode; give the recorder and trainer a moment to take the last bag.
+                obs.spin_until(lambda: False, 2.0 if finished else 0.0)
+            except KeyboardInterrupt:
+                interrupted = True  # what was watched so far is still written below
+            final = merge_final(_read_json(run / "final_diagnostics.json"), watch.planner, watch.trainer)
             watch.flush()
         finally:
             _stop(proc)
             obs.close()
         (run / "final_diagnostics.json").write_text(json.dumps(final, indent=2))
-    final = json.loads((run / "final_diagnostics.json").read_text()) if (run / "final_diagnostics.json").exists() else {}
+        if interrupted:
+            log(f"interrupted after {watch.done} episodes: `tdmpc2-ros bench-learn --resume` plays the rest, "
+                f"`--resume --env-steps N` reports on the first N environment steps")
+            raise KeyboardInterrupt("bench-learn")
+    final = _read_json(run / "final_diagnostics.json")
 
     eval_returns: list[float] = []
     store = ModelStore(run / "store")
