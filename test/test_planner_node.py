@@ -94,6 +94,25 @@ def test_main_exits_nonzero_with_the_reason(tmp_path):
     assert "refusing to start" in out.stderr and "missing.onnx" in out.stderr
 
 
+def test_a_sigint_between_start_up_and_spinning_is_a_clean_stop(ladder):
+    """rclpy's SIGINT handler shuts the context down; if that lands after the node is built but before
+    it spins, the executor can no longer be made. That is a stop, not a crash (exit 0)."""
+    script = (
+        "import sys, rclpy\n"
+        "from tdmpc2_ros.ros import planner_node\n"
+        "class Interrupted(planner_node.PlannerNode):\n"
+        "    def __init__(self, **kw):\n"
+        "        super().__init__(**kw)\n"
+        "        rclpy.shutdown()  # what the SIGINT handler does\n"
+        "planner_node.PlannerNode = Interrupted\n"
+        f"sys.exit(planner_node.main(['--ros-args', '-p', 'model_path:={ladder}', '-p', 'ladder_runs:=3', "
+        "'-p', 'ladder_warmup:=1']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=node_env(221), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert "planning with" in out.stdout + out.stderr
+
+
 def test_chooses_the_largest_rung_that_fits(ros, ladder):
     rungs = read_ladder(ladder)
     # At 1 Hz with the whole period allowed, the largest rung always fits.

@@ -540,6 +540,11 @@ def main(args=None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # A SIGINT after start-up but before spinning shut the context down (the executor cannot be
+        # made any more): a clean stop, not a failure.
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

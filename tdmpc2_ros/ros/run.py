@@ -56,6 +56,10 @@ def run_node(name: str, make_node: Callable, args=None, own_signals: bool = Fals
         if finish is not None and node is not None and own_signals:
             finish(node, executor, "interrupted")
         return 0
+    except Exception:
+        if not rclpy.ok():  # a SIGINT between start-up and spinning shut the context: a clean stop
+            return 0
+        raise
     finally:
         if node is not None:
             node.destroy_node()
