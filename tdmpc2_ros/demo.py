@@ -161,7 +161,7 @@ def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None
         _histogram(latency_ms, run / "latency_histogram.png", f"{task}, {control_rate_hz:g} Hz, budget {d.get('budget', '?')}")
     if d:
         log(f"planner: budget {d.get('budget')} (steps down while running: {d.get('budget_steps_down', 0)}), ONNX call p99 {d.get('plan_latency_p99_ms')} ms "
-            f"(waiting for a core: p99 {d.get('plan_waited_p99_ms')} ms, max {d.get('plan_waited_max_ms')} ms), tick p99 "
+            f"(not running, waiting for a core or the GIL: p99 {d.get('plan_waited_p99_ms')} ms, max {d.get('plan_waited_max_ms')} ms), tick p99 "
             f"{d.get('tick_latency_p99_ms')} ms, ROS overhead p99 {d.get('ros_overhead_p99_ms')} ms (each tick minus its "
             f"ONNX call), missed deadlines {d.get('missed_deadlines')} of {d.get('ticks')} ticks")
     _render(task, rec["states"], run / "rollout.mp4", fps=int(round(control_rate_hz)))

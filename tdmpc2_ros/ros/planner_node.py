@@ -120,7 +120,7 @@ class PlannerNode(Node):
         # Counters and statistics for /diagnostics (and tests).
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
-        self.plan_waited = RollingStats()  # per plan: wall time not spent on a core
+        self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
         self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
         self.tick_interval, self.last_tick_start = RollingStats(200), 0.0
         self.last_obs_age = math.nan
@@ -306,14 +306,14 @@ class PlannerNode(Node):
         result = self.planner.plan(obs, explore=self.p.explore)
         self.last_plan_s = time.perf_counter() - t
         self.plan_latency.add(self.last_plan_s)
-        # Wall time minus this thread's CPU time: how long the plan waited for a core (with threads 1
-        # the whole plan runs on this thread). A late plan that mostly waited points at CPU
-        # contention (priority, isolation), not at a budget too large for the CPU.
+        # Wall time minus this thread's CPU time: how long the plan was not running (with threads 1 the
+        # whole plan runs on this thread), waiting for a core or for Python's GIL. A late plan that
+        # mostly waited points at contention (priority, isolation), not at a budget too large for the CPU.
         waited = max(self.last_plan_s - (time.thread_time() - cpu), 0.0)
         self.plan_waited.add(waited)
         if self.last_plan_s > self.deadline:
-            self.get_logger().warning(f"a plan took {self.last_plan_s * 1e3:.1f} ms, {waited * 1e3:.1f} ms of it waiting "
-                                      f"for a core", throttle_duration_sec=1.0)
+            self.get_logger().warning(f"a plan took {self.last_plan_s * 1e3:.1f} ms, {waited * 1e3:.1f} ms of it not running "
+                                      f"(waiting for a core or the GIL)", throttle_duration_sec=1.0)
         if self.governor.observe(self.last_plan_s):
             self._step_down_due = True
         with self.lock:
