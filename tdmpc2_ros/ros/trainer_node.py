@@ -175,7 +175,7 @@ class TrainerNode(Node):
         # Training is background work: beside a running planner it takes only the CPU the control
         # loop leaves. In the learning loop on 2 cores, the trainer's spinning torch threads at equal
         # priority delayed plans several-fold around exports (docs/benchmarks.md).
-        if int(self.p["nice"]) > 0 and lower_process_priority(int(self.p["nice"])):
+        if lower_process_priority(int(self.p["nice"])):  # 0 (or less) leaves it alone
             log.info(f"running at niceness {os.getpriority(os.PRIO_PROCESS, 0)} (nice parameter)")
         self.store = ModelStore(self.p["store_dir"])
         self.ledger_path = Path(self.p["run_dir"]) / LEDGER

@@ -133,6 +133,14 @@ class ShadowProbe:
             self._busy.release()
 
 
+def _candidate(planner: OnnxPlanner, probe: ShadowProbe, version: str, source: str, rung_change: bool = False) -> Candidate:
+    """A checked planner, reset to a zero warm start, with its probe's latencies."""
+    lat = np.asarray(probe.latencies)
+    planner.reset()
+    return Candidate(planner, version, source, float(np.median(lat)), float(np.percentile(lat, 99)), probe.plans,
+                     probe.overruns, rung_change)
+
+
 class HotSwapper:
     """One background thread; requests are handled in order, newest wins if several queue up."""
 
@@ -251,11 +259,10 @@ class HotSwapper:
         else:
             version, source = str(what.get("version") or what["path"]), str(what["path"])
         running, obs = self.current()
-        if "rung" in what:
-            planner = load_matching(source, running, self.threads, self.seed, budget_label=what["rung"])
-            return self._warm_rung(planner, version, source, obs)
-        planner = load_matching(source, running, self.threads, self.seed)
+        planner = load_matching(source, running, self.threads, self.seed, budget_label=what.get("rung"))
         try:
+            if "rung" in what:
+                return self._warm_rung(planner, version, source, obs)
             return self._check(planner, version, source)
         except SwapRejected:
             self.retire(planner)  # its session is freed in a tick's slack, like any old model's
@@ -273,8 +280,7 @@ class HotSwapper:
             raise SwapRejected(f"median latency {p50 * 1e3:.2f} ms (p99 {p99 * 1e3:.2f} ms) exceeds the "
                                f"{self.limit_s * 1e3:.2f} ms limit for {planner.contract.budget.label()} and the running "
                                f"model's {live * 1e3:.2f} ms over the same window by more than 25%")
-        planner.reset()
-        return Candidate(planner, version, source, p50, p99, probe.plans, probe.overruns)
+        return _candidate(planner, probe, version, source)
 
     def _warm_rung(self, planner: OnnxPlanner, version: str, source: str, obs) -> Candidate:
         """Warm-up plans on this low-priority thread, each checked for finite outputs; no latency
@@ -285,12 +291,8 @@ class HotSwapper:
                 raise SwapRejected("planner is shutting down")
             probe.step(obs)
         if probe.error is not None:
-            self.retire(planner)
             raise probe.error
-        lat = np.asarray(probe.latencies)
-        planner.reset()
-        return Candidate(planner, version, source, float(np.median(lat)), float(np.percentile(lat, 99)), probe.plans,
-                         rung_change=True)
+        return _candidate(planner, probe, version, source, rung_change=True)
 
     def _shadow_plans(self, planner: OnnxPlanner) -> ShadowProbe:
         """Hand the candidate to the control loop's slack (offer_slack) and wait for its checks. A
