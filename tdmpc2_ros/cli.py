@@ -312,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--swaps", type=int, default=5)
     bl.add_argument("--model", default="", help="model folder to swap between (default: the shipped model)")
     bl.add_argument("--out", default="benchmark/results/loop.json")
+    bl.add_argument("planner_args", nargs="*", metavar="name:=value",
+                    help="launch arguments for the planner's bringup, e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]")
     bl.set_defaults(func=cmd_bench_loop)
     bn = sub.add_parser("bench-learn", help="the closed learning loop from random weights through the bringup "
                                             "(lockstep sim, planner, recorder, trainer): learning curve, swaps, JSON + table")

@@ -160,7 +160,7 @@ def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None
             f"p99 {summary['obs_to_command_ms']['p99']} ms over {len(latency_ms)} ticks")
         _histogram(latency_ms, run / "latency_histogram.png", f"{task}, {control_rate_hz:g} Hz, budget {d.get('budget', '?')}")
     if d:
-        log(f"planner: budget {d.get('budget')} (steps down while running: {d.get('budget_steps_down', 0)}), ONNX call p99 {d.get('plan_latency_p99_ms')} ms "
+        log(f"planner: budget {d.get('budget')} (steps while running: {d.get('budget_steps_down', 0)} down, {d.get('budget_steps_up', 0)} up), ONNX call p99 {d.get('plan_latency_p99_ms')} ms "
             f"(not running, waiting for a core or the GIL: p99 {d.get('plan_waited_p99_ms')} ms, max {d.get('plan_waited_max_ms')} ms), tick p99 "
             f"{d.get('tick_latency_p99_ms')} ms, ROS overhead p99 {d.get('ros_overhead_p99_ms')} ms (each tick minus its "
             f"ONNX call), missed deadlines {d.get('missed_deadlines')} of {d.get('ticks')} ticks")

@@ -135,7 +135,8 @@ def test_launch_description_starts_what_the_bringup_starts(monkeypatch):
     assert declared == {a.name: a.default for a in bringup.ARGUMENTS.values()}
     make_nodes = actions[-1].kwargs["function"]
 
-    context = {**declared, "use_sim": "false", "control_rate_hz": "8", "ladder": "['3:64:8:4']", "compile": "true"}
+    context = {**declared, "use_sim": "false", "control_rate_hz": "8", "ladder": "['3:64:8:4']", "compile": "true",
+               "plan_cpu_affinity": "[1]"}
     nodes = make_nodes(context)
     assert [n.kwargs["name"] for n in nodes] == ["planner_node", "recorder_node", "trainer_node"]  # no sim
     for node, (spec, params) in zip(nodes, bringup.resolve("learn", context)):
@@ -145,6 +146,7 @@ def test_launch_description_starts_what_the_bringup_starts(monkeypatch):
     planner, trainer = nodes[0].kwargs["parameters"][1], nodes[2].kwargs["parameters"][1]
     assert planner["control_rate_hz"] == 8 and planner["explore"] is False
     assert "model_path" not in planner and "max_observation_age_s" not in planner  # empty: planner.yaml decides
+    assert planner["plan_cpu_affinity"] == [1] and "plan_thread_priority" not in planner
     assert trainer["ladder"] == ["3:64:8:4"] and trainer["compile"] is True
     # what the bringup passes on the command line for the same node
     cmd = bringup.command(*bringup.resolve("learn", context)[0])

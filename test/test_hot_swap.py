@@ -307,8 +307,8 @@ def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, t
     try:
         folder = str(models["store"].path(models["v1"]))
         swapper.request({"rung": "mppi-i1-s8-e2-p2-h3", "path": folder, "version": models["v1"]})
-        assert _wait(lambda: swapper.rejected == 1)
-        assert swapper.take_ready() is None
+        assert _wait(lambda: swapper.rung_failures == 1)
+        assert swapper.take_ready() is None and swapper.rejected == 0  # no model update was refused
         assert "no rung with the requested budget mppi-i1-s8-e2-p2-h3" in swapper.last_result
         assert logs[-1][0] == "error" and "keeps acting" in logs[-1][1]
         # Its own budget is a valid rung request: warmed up on the swapper's thread, offered as a rung change.
@@ -316,6 +316,41 @@ def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, t
         assert _wait(lambda: swapper._ready is not None)
         cand = swapper.take_ready()
         assert cand.rung_change and cand.version == models["v1"] and cand.planner.contract.budget == BUDGET
+    finally:
+        swapper.stop()
+
+
+def test_a_step_up_is_shadow_checked_against_the_limit_itself(models, tmp_path):
+    swapper, _, logs = _swapper(models, tmp_path)
+    folder = str(models["store"].path(models["v1"]))
+    up = {"rung": BUDGET.label(), "up": True, "path": folder, "version": models["v1"], "expected_s": 0.004}
+    try:
+        swapper.request(up)  # nobody offers slack: the background runs the shadow plans
+        assert _wait(lambda: swapper._ready is not None)
+        cand = swapper.take_ready()
+        assert cand.rung_change and cand.step_up and cand.shadow_plans == 7 and "shadow plans" in swapper.last_result
+        # Over the limit (the running, smaller rung is no yardstick): refused as information, not an error.
+        swapper.limit_s = 1e-9
+        swapper.request(up)
+        assert _wait(lambda: swapper.rung_failures == 1)
+        assert swapper.take_ready() is None and swapper.rejected == 0
+        assert "exceeds the 0.00 ms limit" in swapper.last_result
+        assert logs[-1][0] == "info" and "staying at the running budget" in logs[-1][1]
+    finally:
+        swapper.stop()
+
+
+def test_an_overrun_ends_a_step_up_check_at_once(models, tmp_path):
+    swapper, obs, _ = _swapper(models, tmp_path)
+    swapper.IDLE_S = 1e9  # a ticking loop: shadow plans only when it offers slack
+    folder = str(models["store"].path(models["v1"]))
+    try:
+        swapper.request({"rung": BUDGET.label(), "up": True, "path": folder, "version": models["v1"], "expected_s": 0.004})
+        assert _wait(lambda: swapper._probe is not None)
+        swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))  # one shadow plan, then the loop overruns
+        swapper.abandon_step_up("overran meanwhile")
+        assert _wait(lambda: swapper.rung_failures == 1)
+        assert "overran meanwhile" in swapper.last_result and swapper.take_ready() is None
     finally:
         swapper.stop()
 

@@ -161,6 +161,7 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     assert node.set_parameters([Parameter("deadline_fraction", value=1e-6)])[0].successful
     assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
     assert node.budget_steps == 1 and node.swaps == 0 and node.model_version == version
+    assert len(node.swap_tick_latency) == 0  # a budget step is not timed as a model swap
     # The smallest rung overruns too: it keeps acting and says so on /diagnostics.
     assert ros.spin_until(lambda: any("no smaller rung" in d.message for d in out["diagnostics"]), 30)
     assert node.planner.contract.budget == rungs[-1].budget and node.budget_steps == 1
@@ -168,6 +169,42 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     last = out["diagnostics"][-1]
     assert {kv.key: kv.value for kv in last.values}["budget"] == rungs[-1].budget.label()
     assert not node.set_parameters([Parameter("deadline_fraction", value=2.0)])[0].successful
+
+
+def test_a_stepped_down_budget_steps_back_up_once_plans_fit_again(ros, ladder):
+    rungs = read_ladder(ladder)
+    node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,
+                         budget_step_up_after_s=0.5, diagnostics_period_s=0.2)
+    version = node.model_version
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    # A burst: the running rung overruns and steps down ...
+    assert node.set_parameters([Parameter("deadline_fraction", value=1e-6)])[0].successful
+    assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
+    # ... and passes. After 0.5 s (5 plans) within the limit the larger rung is checked in the slack
+    # and, fitting, installed.
+    assert node.set_parameters([Parameter("deadline_fraction", value=1.0)])[0].successful
+    assert ros.spin_until(lambda: node.planner.contract.budget == rungs[0].budget, 60), node.swapper.last_result
+    assert "budget up to" in node.swapper.last_result and "shadow plans" in node.swapper.last_result
+    assert node.budget_steps == 1 and node.budget_steps_up == 1 and node.swaps == 0 and node.model_version == version
+    assert len(node.swap_tick_latency) == 0 and node.missed_deadlines == 0 and node.published == node.ticks
+    assert ros.spin_until(lambda: any({kv.key: kv.value for kv in d.values}.get("budget_steps_up") == "1"
+                                      for d in out["diagnostics"]), 10)
+    # At the top rung there is nothing larger: a quiet run asks for nothing.
+    ros.spin_until(lambda: False, 1.5)
+    assert node.budget_steps_up == 1 and not node._rung_requested
+
+
+def test_a_failed_step_up_waits_twice_as_long_before_the_next(ros, ladder):
+    node = start_planner(ros, ladder, control_rate_hz=1.0, deadline_fraction=1.0, budget_step_up_after_s=30.0)
+    assert node._up_after == 30
+    node._request_rung("mppi-i9-s9-e9-p9-h3", up=True)  # a budget the folder lacks: refused by the swapper
+    assert ros.spin_until(lambda: not node._rung_pending(), 30)
+    assert node._up_after == 60 and node.swapper.rung_failures == 1 and node.swapper.rejected == 0
+    assert "staying at the running budget" not in node.last_problem  # a failed step up is no warning
+    for _ in range(6):
+        node._back_off()
+    assert node._up_after == 16 * 30  # capped
 
 
 def test_a_smaller_rung_of_a_version_no_longer_running_is_not_installed(ros, ladder):
@@ -183,6 +220,56 @@ def test_a_smaller_rung_of_a_version_no_longer_running_is_not_installed(ros, lad
     assert node.planner is running and node.budget_steps == 0
     node._install(Candidate(small, node.model_version, node.model_source, 0.01, 0.01, rung_change=True))
     assert node.planner is small and node.budget_steps == 1 and node.swaps == 0 and node.previous == []
+
+
+def test_plan_thread_pinned_and_real_time_where_allowed(ros, ladder):
+    """The thread that runs every plan takes the configured core and SCHED_FIFO priority; what the
+    system refuses (no CAP_SYS_NICE) is a warning, and the node plans either way."""
+    import os
+
+    node = start_planner(ros, ladder, control_rate_hz=20.0, plan_cpu_affinity=[0], plan_thread_priority=10)
+    policy, cores = node.worker.submit(lambda: (os.sched_getscheduler(0), os.sched_getaffinity(0))).result()
+    assert cores == {0} and "cores [0]" in node.plan_thread
+    assert (policy == os.SCHED_FIFO) == ("SCHED_FIFO 10" in node.plan_thread)
+    if os.cpu_count() > 1:
+        assert os.sched_getaffinity(0) != {0}  # only the plan thread is pinned
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0] * SMALL_OBS_DIM)))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 5 and out["diagnostics"], 60)
+    assert {kv.key: kv.value for kv in out["diagnostics"][-1].values}["plan_thread"] == node.plan_thread
+
+
+@pytest.mark.parametrize("bad, why", [({"plan_thread_priority": 120}, "plan_thread_priority"),
+                                      ({"plan_cpu_affinity": [-1]}, "plan_cpu_affinity")])
+def test_bad_plan_thread_parameters_are_refused(ros, ladder, bad, why):
+    with pytest.raises(ValueError, match=why):
+        start_planner(ros, ladder, **bad)
+
+
+def test_make_thread_realtime_reports_what_it_could_not_do():
+    import os
+    import threading
+
+    from tdmpc2_ros.runtime.priority import make_thread_realtime
+
+    seen = {}
+
+    def run():
+        seen["result"] = make_thread_realtime(5, (0,))
+        seen["policy"], seen["cores"] = os.sched_getscheduler(0), os.sched_getaffinity(0)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    done, problems = seen["result"]
+    assert seen["cores"] == {0} and "cores [0]" in done
+    if seen["policy"] == os.SCHED_FIFO:
+        assert "SCHED_FIFO 5" in done and not problems
+    else:  # no CAP_SYS_NICE here: said so, with what to do
+        assert len(problems) == 1 and "SCHED_FIFO" in problems[0] and "rtprio" in problems[0]
+    assert make_thread_realtime(0, ()) == ([], [])
+    _, refused = make_thread_realtime(100)
+    assert refused and "SCHED_FIFO priority 100" in refused[0]
 
 
 def test_commands_stay_within_the_configured_limits(ros, ladder):

@@ -52,6 +52,9 @@ ARGUMENTS = {
         Argument("explore", "false", "planner adds std[0] exploration noise (true while learning)"),
         Argument("max_observation_age_s", "", "planner: an older observation gets the safe action ('' = planner.yaml's; "
                                               "a timer-driven lockstep loop needs more than one period)"),
+        Argument("plan_thread_priority", "", "planner: SCHED_FIFO priority 1-99 of the planning thread (needs "
+                                             "CAP_SYS_NICE; '' = planner.yaml's, a normal thread)"),
+        Argument("plan_cpu_affinity", "", "planner: cores for the planning thread, e.g. [1] ('' = planner.yaml's, any core)"),
         Argument("model_wait_s", "0.0", "model_path is an empty model store: wait this long for a first version"),
         Argument("bag_dir", "tdmpc2_bags", "where the recorder writes bags and the trainer reads them"),
         Argument("store_dir", "tdmpc2_models", "the trainer's versioned model store"),
@@ -71,7 +74,8 @@ SIM = NodeSpec("sim_node", "sim_node", "sim.yaml", {"mode": "mode", "task": "tas
 PLANNER = NodeSpec("planner_node", "planner_node", "planner.yaml",
                    {"model_path": "model_path", "control_rate_hz": "control_rate_hz", "trigger": "trigger",
                     "use_sim_time": "use_sim_time", "explore": "explore", "model_wait_s": "model_wait_s",
-                    "max_observation_age_s": "max_observation_age_s"})
+                    "max_observation_age_s": "max_observation_age_s", "plan_thread_priority": "plan_thread_priority",
+                    "plan_cpu_affinity": "plan_cpu_affinity"})
 RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir": "bag_dir", "split_duration_s": "bag_split_s"})
 TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
                    {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir", "obs_dim": "obs_dim",

@@ -14,9 +14,12 @@ class PlannerParams:
     control_rate_hz: float = 50.0
     trigger: str = "timer"  # "timer": plan on a fixed-rate timer; "observation": plan when an observation arrives
     deadline_fraction: float = 0.7  # a rung must have p99 <= fraction * period
+    budget_step_up_after_s: float = 60.0  # after this long with every plan within the limit, try the larger rung; 0 = never
     ladder_warmup: int = 10
     ladder_runs: int = 40
     threads: int = 1  # ONNX Runtime threads for the plan (see config/planner.yaml for why 1)
+    plan_thread_priority: int = 0  # SCHED_FIFO priority (1-99) of the thread that plans; 0 = a normal thread
+    plan_cpu_affinity: tuple[int, ...] = ()  # cores that thread may run on; () = any
     seed: int = 0
     observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":obs",)
     action_topic: str = topics.COMMAND
@@ -45,6 +48,12 @@ class PlannerParams:
             problems.append(f"safe_action must be 'zero' or 'hold' (got {self.safe_action!r})")
         if not 0 < self.deadline_fraction <= 1:
             problems.append(f"deadline_fraction must be in (0, 1] (got {self.deadline_fraction})")
+        if self.budget_step_up_after_s < 0:
+            problems.append(f"budget_step_up_after_s must be >= 0 (0 = never step up; got {self.budget_step_up_after_s})")
+        if not 0 <= self.plan_thread_priority <= 99:
+            problems.append(f"plan_thread_priority must be 0 (normal) or a SCHED_FIFO priority 1-99 (got {self.plan_thread_priority})")
+        if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in self.plan_cpu_affinity):
+            problems.append(f"plan_cpu_affinity must list core numbers >= 0 (got {list(self.plan_cpu_affinity)})")
         if len(self.action_low) != len(self.action_high):
             problems.append("action_low and action_high must have the same length")
         if problems:

@@ -24,7 +24,6 @@ import threading
 import time
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
@@ -39,11 +38,13 @@ from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segmente
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, RollingStats, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
+from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import share_thread_pool
 from tdmpc2_ros.runtime.hot_swap import HotSwapper
-from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_smaller_rung, read_ladder
+from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
+from tdmpc2_ros.runtime.priority import make_thread_realtime
 from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
 MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
@@ -103,7 +104,8 @@ class PlannerNode(Node):
         self.swaps = 0
         self._inflight_step, self._inflight_time = None, 0.0  # the step message last answered, and when
         self.duplicate_observations = 0
-        self._swap_note = ""  # set by _install: the tick being planned is a swap tick
+        self._swap_note = ""  # set by _install: the tick being planned is a swap (or budget step) tick
+        self._swap_timed = False  # that tick counts in swap_tick_latency: a model version changed hands
         self.swap_tick_latency = RollingStats()
         self._pending_rollback = None
         self.last_obs = None  # the newest model input, for probing a swap candidate
@@ -112,6 +114,7 @@ class PlannerNode(Node):
                                    self.p.action_low, self.p.action_high, self.p.max_action_rate, self.period,
                                    self.p.command_scale)
         self.worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan")
+        self.plan_thread = self._set_up_plan_thread()
         self.pending: futures.Future | None = None
         self.lock = threading.Lock()
         self.last_mean = np.zeros((c.budget.horizon, c.action.dim), np.float32)
@@ -133,9 +136,12 @@ class PlannerNode(Node):
         limit = self.p.deadline_fraction * self.period
         # The rung chosen at start-up is watched while running: one that overruns steps down.
         self.governor = RungGovernor(limit)
-        self._step_down_due = False  # set by the plan worker, acted on by the loop
-        self._rung_requested, self._rejected_seen, self._smallest_reported = "", 0, ""
-        self.budget_steps = 0
+        self._step_down_due = self._step_up_due = False  # set by the plan worker, acted on by the loop
+        self._rung_requested, self._failures_seen, self._smallest_reported = "", 0, ""
+        self._rung_up = self._last_change_up = False  # the pending / the last budget change was a step up
+        # A step up is tried after this many plans in a row within the limit; each failed try doubles it.
+        self._up_base = self._up_after = round(self.p.budget_step_up_after_s * self.p.control_rate_hz)
+        self.budget_steps = self.budget_steps_up = 0
         cache = self.p.model_cache_dir or os.path.expanduser("~/.cache/tdmpc2_ros/models")
         self.swapper = HotSwapper(lambda: (self.planner, self.last_obs), limit, self.p.ladder_warmup, self.p.ladder_runs,
                                   self.p.threads, self.p.seed, cache, self._log,
@@ -157,6 +163,17 @@ class PlannerNode(Node):
         self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}")
 
     # -- start-up -------------------------------------------------------------------------------
+    def _set_up_plan_thread(self) -> str:
+        """The optional real-time policy and core for the thread that runs every plan (live and a
+        swap candidate's shadow plans). What the system refuses is a warning: the node plans anyway."""
+        prio, cpus = self.p.plan_thread_priority, tuple(self.p.plan_cpu_affinity)
+        if not prio and not cpus:
+            return "normal"
+        done, problems = self.worker.submit(make_thread_realtime, prio, cpus).result()
+        for problem in problems:
+            self.get_logger().warning(f"{problem}; planning without it")
+        return ", ".join(done) or "normal"
+
     def _load_model(self):
         """Load the rungs largest first (refusing any whose spec differs from the configured
         sources), measure each after warm-up, keep the first (largest) that fits the period."""
@@ -165,6 +182,7 @@ class PlannerNode(Node):
         obs_dim = self.assembler.fixed_width()
         limit = self.p.deadline_fraction * self.period
         measured, chosen = [], None
+        self.rung_p50: dict[str, float] = {}
         for rung in read_ladder(path):
             planner = OnnxPlanner(rung.path, obs_dim=obs_dim, threads=self.p.threads, seed=self.p.seed,
                                   expected_sha256=rung.sha256 or None)
@@ -172,6 +190,7 @@ class PlannerNode(Node):
             lat = measure_latency(lambda: planner.plan(obs), self.p.ladder_warmup, self.p.ladder_runs, limit)
             p99 = float(np.percentile(lat, 99))
             measured.append((planner.contract.budget.label(), p99, float(np.median(lat)), len(lat)))
+            self.rung_p50[measured[-1][0]] = measured[-1][2]  # a first estimate for a later step up
             if chosen is None or p99 < chosen[1]:
                 chosen = (planner, p99)
             if p99 <= limit:
@@ -264,6 +283,8 @@ class PlannerNode(Node):
                 self._install(self.swapper.take_ready())
             if self._step_down_due:
                 self._step_down()
+            elif self._step_up_due:
+                self._step_up()
         obs, problem = self._observation(start)
         if obs is None:
             self._publish(self.shaper.safe(self.p.safe_action), start, safe=True)
@@ -316,6 +337,8 @@ class PlannerNode(Node):
                                       f"(waiting for a core or the GIL)", throttle_duration_sec=1.0)
         if self.governor.observe(self.last_plan_s):
             self._step_down_due = True
+        elif self._up_after and self.governor.quiet >= self._up_after:
+            self._step_up_due = True
         with self.lock:
             self.last_mean = result.mean
         self.last_obs = obs
@@ -326,10 +349,12 @@ class PlannerNode(Node):
         """The running rung overran its limit too often: ask the swapper for the next smaller rung
         of the same model (one request at a time; the governor judges the new rung afresh)."""
         self._step_down_due = False
-        if self._rung_requested:
-            if self.swapper.rejected == self._rejected_seen:
-                return  # the request is still being prepared
-            self._rung_requested = ""  # it failed (the swapper logged why): a later overrun may retry
+        if self._rung_requested and self._rung_up:
+            self.swapper.abandon_step_up("the running budget overran while it was being checked")
+        if self._rung_pending():
+            return
+        if self._last_change_up:  # the larger rung did not hold: wait longer before the next try
+            self._back_off()
         current = self.planner.contract.budget
         smaller = next_smaller_rung(self.model_source, current)
         why = f"budget {current.label()} overruns: {self.governor.describe()}"
@@ -342,8 +367,44 @@ class PlannerNode(Node):
                 self.get_logger().error(problem)
             return
         self._log("info", f"{why}; stepping down to {smaller.budget.label()}")
-        self._rung_requested, self._rejected_seen = smaller.budget.label(), self.swapper.rejected
-        self.swapper.request({"rung": smaller.budget.label(), "path": self.model_source, "version": self.model_version})
+        self._request_rung(smaller.budget.label(), up=False)
+
+    def _step_up(self):
+        """The running rung has fitted for a long run of plans (a burst that forced a step down has
+        passed, or start-up saw a busier CPU): try the next larger rung. It gets shadow plans in the
+        slack and must show a p99 within the limit; otherwise the loop stays and waits longer."""
+        self._step_up_due = False
+        if self._rung_pending():
+            return
+        quiet, self.governor.quiet = self.governor.quiet, 0  # the next try after another quiet run
+        larger = next_larger_rung(self.model_source, self.planner.contract.budget)
+        if larger is None:
+            return
+        label = larger.budget.label()
+        self._log("info", f"{quiet} plans in a row within the {self.governor.limit_s * 1e3:.1f} ms limit; "
+                          f"checking the larger budget {label}")
+        self._request_rung(label, up=True, expected_s=self.rung_p50.get(label))
+
+    def _request_rung(self, label: str, up: bool, expected_s: float | None = None):
+        self._rung_requested, self._failures_seen, self._rung_up = label, self.swapper.rung_failures, up
+        self.swapper.request({"rung": label, "up": up, "path": self.model_source, "version": self.model_version,
+                              "expected_s": expected_s})
+
+    def _rung_pending(self) -> bool:
+        """A budget change is still being prepared. One that failed (the swapper logged why) is
+        forgotten, so a later overrun or quiet run may ask again; a failed step up waits longer."""
+        if not self._rung_requested:
+            return False
+        if self.swapper.rung_failures == self._failures_seen:
+            return True
+        if self._rung_up:
+            self._back_off()
+        self._rung_requested = ""
+        return False
+
+    def _back_off(self):
+        self._up_after = min(2 * self._up_after, 16 * self._up_base)
+        self._last_change_up = False
 
     # -- hot swap ------------------------------------------------------------------------------
     def _install(self, candidate, rollback: bool = False):
@@ -361,9 +422,11 @@ class PlannerNode(Node):
                 self.swapper.retire(planner)  # another version came in meanwhile; the governor judges it anew
                 return
             self.swapper.retire(self.planner)
-            self.budget_steps += 1
-            self._swap_note = (f"stepped budget down {self.planner.contract.budget.label()} -> "
-                               f"{planner.contract.budget.label()} at tick {self.ticks}")
+            self.budget_steps_up += candidate.step_up
+            self.budget_steps += not candidate.step_up
+            self._last_change_up = candidate.step_up
+            self._swap_note = (f"stepped budget {'up' if candidate.step_up else 'down'} {self.planner.contract.budget.label()} "
+                               f"-> {planner.contract.budget.label()} at tick {self.ticks}")
             self.planner = planner
             return
         else:
@@ -373,6 +436,7 @@ class PlannerNode(Node):
         old, self.planner, self.model_version, self.model_source = self.model_version, planner, version, source
         self.swaps += 1
         # _publish times this tick as a swap tick's and logs the swap then, outside the timed part.
+        self._swap_timed = True
         self._swap_note = f"{'rolled back' if rollback else 'swapped'} model {old} -> {version} at tick {self.ticks}"
 
     def _on_model_update(self, msg: String):
@@ -441,7 +505,9 @@ class PlannerNode(Node):
         self.safe_actions += int(safe)
         self.tick_latency.add(now - start)
         if self._swap_note:
-            self.swap_tick_latency.add(now - start)
+            if self._swap_timed:  # a budget step is not a swap (it is counted in budget_steps_down)
+                self.swap_tick_latency.add(now - start)
+                self._swap_timed = False
             self._log("info", f"{self._swap_note}; that tick took {(now - start) * 1e3:.2f} ms "
                               f"(median tick {self.tick_latency.percentile(50) * 1e3:.2f} ms)")
             self._swap_note = ""
@@ -463,6 +529,7 @@ class PlannerNode(Node):
         values = {
             "tick_latency_p50_ms": round(self.tick_latency.percentile(50) * 1e3, 3),
             "tick_latency_p99_ms": round(self.tick_latency.percentile(99) * 1e3, 3),
+            "tick_latency_last_ms": round(self.tick_latency.last() * 1e3, 3),
             "plan_latency_p99_ms": round(self.plan_latency.percentile(99) * 1e3, 3),
             "plan_waited_p99_ms": round(self.plan_waited.percentile(99) * 1e3, 3),
             "plan_waited_max_ms": round(self.plan_waited.percentile(100) * 1e3, 3),
@@ -477,7 +544,8 @@ class PlannerNode(Node):
             "swap_tick_latency_last_ms": round(self.swap_tick_latency.last() * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
-            "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "control_rate_hz": self.p.control_rate_hz,
+            "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up, "control_rate_hz": self.p.control_rate_hz,
+            "plan_thread": self.plan_thread,
         }
         message = self.last_problem if self.level != OK else "planning"
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: planner", "planner_node",
@@ -526,29 +594,7 @@ def version_of(model_path: str, planner) -> str:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
-    try:
-        node = PlannerNode()
-    except KeyboardInterrupt:  # stopped while measuring the ladder
-        rclpy.try_shutdown()
-        return 0
-    except Exception as e:  # refuse to start, saying why (missing model, spec mismatch, bad parameter)
-        print(f"planner_node: refusing to start: {e}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    except Exception:
-        if rclpy.ok():
-            raise
-        # A SIGINT after start-up but before spinning shut the context down (the executor cannot be
-        # made any more): a clean stop, not a failure.
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return run_node("planner_node", PlannerNode, args)
 
 
 if __name__ == "__main__":

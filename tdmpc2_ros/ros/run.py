@@ -42,8 +42,8 @@ def run_node(name: str, make_node: Callable, args=None, own_signals: bool = Fals
     try:
         try:
             node = make_node()
-        except Exception as e:  # a bad parameter or an unusable path: say why, exit non-zero
-            rclpy.logging.get_logger(name).fatal(f"{name} failed to start: {e}")
+        except Exception as e:  # a bad parameter, an unusable path, a missing model: say why, exit non-zero
+            rclpy.logging.get_logger(name).fatal(f"{name} refusing to start: {e}")
             return 1
         executor = make_executor()  # after rclpy.init: an executor needs the context
         executor.add_node(node)

@@ -18,9 +18,12 @@ Only then is the candidate offered to the control loop, which installs it betwee
 pointer swap that carries the warm-start mean over). Any failure leaves the running model alone
 and reports why.
 
-A rung request ({'rung': label, 'path': folder}) is the same model at a smaller budget, asked for
-by the loop when its rung overruns (ladder.RungGovernor). Its files are checked the same way, but
-it is warmed up on this thread instead of in the slack: an overrunning loop has no slack to give.
+A rung request ({'rung': label, 'path': folder}) is the same model at another budget. A smaller
+one is asked for by the loop when its rung overruns (ladder.RungGovernor). Its files are checked
+the same way, but it is warmed up on this thread instead of in the slack: an overrunning loop has
+no slack to give. A larger one ({'up': True}) is asked for after a long run of plans that fitted;
+it gets shadow plans like a new version, and must show a p99 within the limit itself (the running
+rung is smaller, so it is no yardstick). A failed step up is no fault: the loop stays where it is.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Candidate:
     shadow_plans: int = 0
     overruns: int = 0
     rung_change: bool = False  # the running model at another budget, not a new version
+    step_up: bool = False  # that budget is the next larger one
 
 
 def load_matching(path: str | os.PathLike, current: OnnxPlanner, threads: int, seed: int,
@@ -92,8 +96,9 @@ def _finite(r) -> bool:
 class ShadowProbe:
     """The candidate's check plans, run one per call of `step` by whichever thread has slack."""
 
-    def __init__(self, planner: OnnxPlanner, warmup: int, runs: int):
+    def __init__(self, planner: OnnxPlanner, warmup: int, runs: int, expected_s: float | None = None):
         self.planner, self.warmup, self.runs = planner, max(1, warmup), runs
+        self.expected_s = expected_s  # what the candidate's plans took at start-up, where known
         self.latencies: list[float] = []
         self.plans = 0
         self.overruns = 0  # shadow plans that outlasted the slack they were given (they delay a tick)
@@ -103,10 +108,12 @@ class ShadowProbe:
 
     def estimate(self, live_s: float) -> float:
         """Expected seconds for the next shadow plan: its own median once measured, before that
-        the running model's (same budget) with room for a first run on a fresh session (measured
-        1.05-1.2x on the shared thread pool)."""
+        its start-up latency if known (a larger rung), else the running model's (same budget), with
+        room for a first run on a fresh session (measured 1.05-1.2x on the shared thread pool)."""
         if self.latencies:
             return float(np.median(self.latencies))
+        if self.expected_s is not None:
+            return 1.2 * self.expected_s
         return 1.2 * live_s if np.isfinite(live_s) else 0.0
 
     def step(self, obs, slack_s: float = float("inf")):
@@ -133,12 +140,13 @@ class ShadowProbe:
             self._busy.release()
 
 
-def _candidate(planner: OnnxPlanner, probe: ShadowProbe, version: str, source: str, rung_change: bool = False) -> Candidate:
+def _candidate(planner: OnnxPlanner, probe: ShadowProbe, version: str, source: str, rung_change: bool = False,
+               step_up: bool = False) -> Candidate:
     """A checked planner, reset to a zero warm start, with its probe's latencies."""
     lat = np.asarray(probe.latencies)
     planner.reset()
     return Candidate(planner, version, source, float(np.median(lat)), float(np.percentile(lat, 99)), probe.plans,
-                     probe.overruns, rung_change)
+                     probe.overruns, rung_change, step_up)
 
 
 class HotSwapper:
@@ -157,10 +165,12 @@ class HotSwapper:
         self.requests: queue.Queue = queue.Queue()
         self._ready: Candidate | None = None
         self._probe: ShadowProbe | None = None
+        self._probe_step_up = False  # the probe checks a larger rung (abandon_step_up may end it)
         self._retired: collections.deque = collections.deque()
         self._last_offer = 0.0
         self._lock = threading.Lock()
-        self.rejected = 0
+        self.rejected = 0  # model updates refused
+        self.rung_failures = 0  # budget changes that did not pass (the loop stays at its rung)
         self.last_result = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hot-swap", daemon=True)
@@ -195,6 +205,14 @@ class HotSwapper:
         elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.FREE_S):
             submit(self._free_one)
 
+    def abandon_step_up(self, why: str):
+        """The loop overran while a larger rung was being checked: end that check now (it would
+        fail, and its shadow plans need slack the loop no longer has)."""
+        probe = self._probe
+        if probe is not None and self._probe_step_up and not probe.done.is_set():
+            probe.error = SwapRejected(why)
+            probe.done.set()
+
     def retire(self, planner: OnnxPlanner):
         """A model the loop no longer keeps; freed later in the slack after a tick (offer_slack)."""
         self._retired.append(planner)
@@ -225,8 +243,9 @@ class HotSwapper:
                 self._handle(what)
 
     def _handle(self, what: dict):
-        label = f"budget {what['rung']}" if "rung" in what else (
-            f"model update {what.get('version') or what.get('announcement', {}).get('version', '?')}")
+        rung = "rung" in what
+        label = (f"budget {'up to' if what.get('up') else 'down to'} {what['rung']}" if rung else
+                 f"model update {what.get('version') or what.get('announcement', {}).get('version', '?')}")
         try:
             cand = self._prepare(what)
             with self._lock:
@@ -234,19 +253,20 @@ class HotSwapper:
             if superseded is not None:  # never taken by the loop: freed like any old model
                 self.retire(superseded.planner)
             self.last_result = (f"{label} passed checks (p50 {cand.p50_s * 1e3:.2f} ms, p99 {cand.p99_s * 1e3:.2f} ms "
-                                f"over {cand.shadow_plans} {'warm-up' if cand.rung_change else 'shadow'} plans, "
+                                f"over {cand.shadow_plans} {'warm-up' if rung and not what.get('up') else 'shadow'} plans, "
                                 f"{cand.overruns} outlasting their slack); swapping at the next tick")
             self.log("info", self.last_result)
-        except SwapRejected as e:
-            self.rejected += 1
-            self.last_result = f"rejected {label}: {e}"
-            self.log("error", self.last_result + "; the running model keeps acting")
         except Exception as e:  # noqa: BLE001 - any failure must leave the running model alone
-            self.rejected += 1
-            self.last_result = f"{label} failed unexpectedly: {type(e).__name__}: {e}"
-            self.log("error", self.last_result + "; the running model keeps acting")
+            self.rung_failures += rung
+            self.rejected += not rung
+            why = str(e) if isinstance(e, SwapRejected) else f"failed unexpectedly: {type(e).__name__}: {e}"
+            self.last_result = f"rejected {label}: {why}"
+            if what.get("up"):  # it did not fit now; the loop may try again later
+                self.log("info", self.last_result + "; staying at the running budget")
+            else:
+                self.log("error", self.last_result + "; the running model keeps acting")
         finally:
-            self._probe = None
+            self._probe, self._probe_step_up = None, False
 
     def _prepare(self, what: dict) -> Candidate:
         if "announcement" in what:
@@ -261,6 +281,9 @@ class HotSwapper:
         running, obs = self.current()
         planner = load_matching(source, running, self.threads, self.seed, budget_label=what.get("rung"))
         try:
+            if what.get("up"):
+                self._probe_step_up = True
+                return self._check(planner, version, source, expected_s=what.get("expected_s"), step_up=True)
             if "rung" in what:
                 return self._warm_rung(planner, version, source, obs)
             return self._check(planner, version, source)
@@ -268,10 +291,16 @@ class HotSwapper:
             self.retire(planner)  # its session is freed in a tick's slack, like any old model's
             raise
 
-    def _check(self, planner: OnnxPlanner, version: str, source: str) -> Candidate:
-        probe = self._shadow_plans(planner)
+    def _check(self, planner: OnnxPlanner, version: str, source: str, expected_s: float | None = None,
+               step_up: bool = False) -> Candidate:
+        probe = self._shadow_plans(planner, expected_s)
         lat = np.asarray(probe.latencies)
         p50, p99 = float(np.median(lat)), float(np.percentile(lat, 99))
+        if step_up:  # the rule the start-up choice applies: its p99 must fit
+            if p99 > self.limit_s:
+                raise SwapRejected(f"p99 {p99 * 1e3:.2f} ms (p50 {p50 * 1e3:.2f} ms) over {len(lat)} shadow plans exceeds "
+                                   f"the {self.limit_s * 1e3:.2f} ms limit")
+            return _candidate(planner, probe, version, source, rung_change=True, step_up=True)
         # On a busy CPU the candidate and the running model are slowed alike, so the running model's
         # own plans over the same window are the fair yardstick: the candidate may not be more than
         # 25% slower than them.
@@ -294,11 +323,11 @@ class HotSwapper:
             raise probe.error
         return _candidate(planner, probe, version, source, rung_change=True)
 
-    def _shadow_plans(self, planner: OnnxPlanner) -> ShadowProbe:
+    def _shadow_plans(self, planner: OnnxPlanner, expected_s: float | None = None) -> ShadowProbe:
         """Hand the candidate to the control loop's slack (offer_slack) and wait for its checks. A
         loop that offers no slack for IDLE_S is not planning: then nothing competes, and the plans
         run here."""
-        probe = ShadowProbe(planner, self.warmup, self.runs)
+        probe = ShadowProbe(planner, self.warmup, self.runs, expected_s)
         self._last_offer = time.monotonic()  # give a ticking loop IDLE_S to take it up
         self._probe = probe
         deadline = time.monotonic() + self.probe_timeout_s

@@ -1,5 +1,5 @@
 """A ladder of planning budgets for one model, the start-up choice of the largest rung that fits
-the control period, and the step down to a smaller rung while running.
+the control period, and the steps down (and back up) while running.
 
 The default TD-MPC2 budget costs several control periods at 50 Hz on a 2-core CPU, so a model
 folder ships the same weights exported at several budgets (ladder.json + one .onnx per rung,
@@ -99,6 +99,15 @@ def choose_rung(p99_by_rung: list[float], period_s: float, fraction: float) -> t
 def next_smaller_rung(model_path: str | os.PathLike, running: PlanBudget) -> Rung | None:
     """The rung after the running budget in the model's ladder (None: it is the smallest, the model
     is a bare .onnx file, or the folder does not list the running budget)."""
+    return _neighbour_rung(model_path, running, +1)
+
+
+def next_larger_rung(model_path: str | os.PathLike, running: PlanBudget) -> Rung | None:
+    """The rung before the running budget (None: it is the largest, or as next_smaller_rung)."""
+    return _neighbour_rung(model_path, running, -1)
+
+
+def _neighbour_rung(model_path, running: PlanBudget, step: int) -> Rung | None:
     try:
         rungs = read_ladder(model_path)
     except ModelLoadError:
@@ -106,13 +115,15 @@ def next_smaller_rung(model_path: str | os.PathLike, running: PlanBudget) -> Run
     labels = [r.budget.label() for r in rungs]
     if Path(model_path).is_file() or running.label() not in labels:
         return None
-    i = labels.index(running.label())
-    return rungs[i + 1] if i + 1 < len(rungs) else None
+    i = labels.index(running.label()) + step
+    return rungs[i] if 0 <= i < len(rungs) else None
 
 
 class RungGovernor:
     """Decides when the running rung no longer fits: more than 1% of the last `window` plans took
-    longer than the limit, the rule the start-up choice applies (its p99 cannot fit any more).
+    longer than the limit, the rule the start-up choice applies (its p99 cannot fit any more). It
+    also counts the plans in a row that fitted (`quiet`): the planner tries the next larger rung
+    after a long quiet run (a burst that forced a step down has passed).
 
     A short burst does not trigger it (at the default 200 plans, 3 overruns are needed) but a rung
     that overruns every tick does within 3 ticks. After a rung change the window starts afresh, so
@@ -123,6 +134,7 @@ class RungGovernor:
         self.allowed = int(0.01 * self.window)
         self.recent: deque[float] = deque(maxlen=self.window)
         self.over = 0
+        self.quiet = 0  # plans in a row within the limit: how long the CPU has left this rung room
 
     def observe(self, plan_s: float) -> bool:
         """Record one plan's latency; True when the running rung should step down."""
@@ -130,11 +142,13 @@ class RungGovernor:
             self.over -= self.recent[0] > self.limit_s
         self.recent.append(float(plan_s))
         self.over += plan_s > self.limit_s
+        self.quiet = 0 if plan_s > self.limit_s else self.quiet + 1
         return self.over > self.allowed
 
     def restart(self):
         self.recent.clear()
         self.over = 0
+        self.quiet = 0
 
     def describe(self) -> str:
         p99 = float(np.percentile(self.recent, 99)) * 1e3 if self.recent else float("nan")
