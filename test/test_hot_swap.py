@@ -287,6 +287,27 @@ def test_shadow_checks_run_only_in_the_slack_a_tick_offers(models, tmp_path):
         swapper.stop()
 
 
+def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_background(models, tmp_path):
+    """A rung that takes most of the period leaves less slack after a tick than a plan takes: the
+    candidate is then checked beside the loop (low priority, timed in CPU time), not never."""
+    import time
+
+    swapper, obs, _ = _swapper(models, tmp_path)
+    swapper.IDLE_S = 0.2
+    submitted = []
+    try:
+        swapper.request({"announcement": models["store"].announcement(models["v2"])})
+        assert _wait(lambda: swapper._probe is not None)
+        end = time.monotonic() + 30
+        while swapper._ready is None and time.monotonic() < end:
+            swapper.offer_slack(obs, 1e-6, lambda fn, *a: submitted.append(fn))  # ticking, but no room
+            time.sleep(0.02)
+        cand = swapper.take_ready()
+        assert submitted == [] and cand.version == models["v2"] and cand.shadow_plans == 7
+    finally:
+        swapper.stop()
+
+
 def test_an_idle_loop_lets_the_background_check_and_nan_weights_are_refused(models, tmp_path):
     swapper, _, logs = _swapper(models, tmp_path)
     try:

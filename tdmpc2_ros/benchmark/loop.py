@@ -60,7 +60,7 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
 
 
 def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: float = 30.0, timeout_s: float = 300.0,
-               planner_args: tuple[str, ...] = ()) -> dict:
+               planner_args: tuple[str, ...] = (), log_path: str | os.PathLike | None = None) -> dict:
     from std_msgs.msg import String
 
     from tdmpc2_ros.ros import qos, topics
@@ -77,7 +77,8 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
         versions = [store.add(model).version for _ in range(swaps + 1)]
         cmd = [sys.executable, "-m", "tdmpc2_ros.cli", "bringup", "planner", "mode:=realtime",
                f"model_path:={store.path(versions[0])}", *planner_args]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = open(log_path, "w") if log_path else subprocess.DEVNULL  # the nodes' own log, for a failed run
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         obs = Observer(domain, "bench_swap")
         control: list[tuple[float, float]] = []  # (newest tick, median tick) per report, no swap going on
         sampling = {"on": False}
@@ -121,6 +122,8 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
             except subprocess.TimeoutExpired:
                 proc.kill()
             obs.close()
+            if log_path:
+                log.close()
     excess = [r["excess_ms"] for r in rows]
     ordinary = [last - p50 for last, p50 in control]
     return {"plan_thread": final.get("plan_thread", "normal"), "model": str(model), "swaps": int(final["swaps"]), "budget": final["budget"],
@@ -153,13 +156,14 @@ def format_table(r: dict) -> str:
 def run_loop_benchmark(args) -> int:
     from tdmpc2_ros.ros.paths import default_model
 
-    result = {"ingest": bench_ingest(args.transitions),
-              "swap": bench_swap(args.model or str(default_model()), args.swaps, planner_args=tuple(args.planner_args))}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    result = {"ingest": bench_ingest(args.transitions),
+              "swap": bench_swap(args.model or str(default_model()), args.swaps, planner_args=tuple(args.planner_args),
+                                 log_path=out.with_suffix(".log"))}
     out.write_text(json.dumps(result, indent=2))
     table = format_table(result)
     out.with_suffix(".md").write_text(table)
     print(table)
-    print(f"wrote {out} and {out.with_suffix('.md')}")
+    print(f"wrote {out}, {out.with_suffix('.md')} and the nodes' log {out.with_suffix('.log')}")
     return 0

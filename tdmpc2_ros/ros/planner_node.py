@@ -413,7 +413,8 @@ class PlannerNode(Node):
             return
         planner, version, source = candidate if rollback else (candidate.planner, candidate.version, candidate.source)
         planner.prev_mean = self.planner.prev_mean.copy()  # every rung plans over the same horizon
-        self.governor.restart()  # a new model or rung is judged on its own plans
+        self.governor.restart()  # a new model or rung is judged on its own plans ...
+        self._step_down_due = self._step_up_due = False  # ... not on what the one it replaces did
         self._rung_requested = ""
         if rollback:
             self.swapper.retire(self.planner)  # freed in a later tick's slack

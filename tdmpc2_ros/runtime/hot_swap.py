@@ -10,10 +10,12 @@ then hands the loaded candidate to the control loop as a ShadowProbe:
 4. warm-up, then latency for the running budget.
 Steps 3-4 are *shadow plans*: one at a time, on the control loop's own worker thread, in the slack
 after a live tick has been published and only when the candidate's expected plan time fits before
-the next tick. So a check never runs beside a live plan (on 2 cores two concurrent plans each take
-twice as long, and every tick would be late), and the candidate is warm on the very thread that will
-run it. The median must fit the limit the ladder was chosen with, or be within 25% of the running
-model's own plans over the same window (a CPU busy with other work slows both alike).
+the next tick. So a check does not run beside a live plan (with 2-thread pools on 2 cores, two
+concurrent plans each took twice as long), and the candidate is warm on the very thread that will
+run it. A loop whose slack cannot hold a whole plan for IDLE_S (idle, or a rung that takes most of
+the period) gets them from the low-priority background thread instead, timed in CPU time. The
+median must fit the limit the ladder was chosen with, or be within 25% of the running model's own
+plans over the same window (a CPU busy with other work slows both alike).
 Only then is the candidate offered to the control loop, which installs it between two ticks (a
 pointer swap that carries the warm-start mean over). Any failure leaves the running model alone
 and reports why.
@@ -116,14 +118,17 @@ class ShadowProbe:
             return 1.2 * self.expected_s
         return 1.2 * live_s if np.isfinite(live_s) else 0.0
 
-    def step(self, obs, slack_s: float = float("inf")):
+    def step(self, obs, slack_s: float = float("inf"), cpu_time: bool = False):
+        """One check plan. Timed on the wall clock in a tick's slack; in `cpu_time` (this thread's,
+        which with 1 ONNX Runtime thread is the whole plan) when run beside the loop."""
         if self.done.is_set() or not self._busy.acquire(blocking=False):
             return
         try:
             probe = np.zeros(self.planner.obs_dim, np.float32) if self.plans == 0 or obs is None else obs
-            t = time.perf_counter()
+            clock = time.thread_time if cpu_time else time.perf_counter
+            t = clock()
             r = self.planner.plan(probe)
-            dt = time.perf_counter() - t
+            dt = clock() - t
             self.plans += 1
             self.overruns += int(dt > slack_s)
             if not _finite(r):
@@ -152,7 +157,7 @@ def _candidate(planner: OnnxPlanner, probe: ShadowProbe, version: str, source: s
 class HotSwapper:
     """One background thread; requests are handled in order, newest wins if several queue up."""
 
-    IDLE_S = 0.5  # no slack offered for this long: the loop is not planning, probe from the background
+    IDLE_S = 0.5  # no slack that fits a plan for this long: probe from the background
     FREE_S = 0.005  # slack needed to free a retired model (at least a plan's time, too)
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
@@ -167,7 +172,7 @@ class HotSwapper:
         self._probe: ShadowProbe | None = None
         self._probe_step_up = False  # the probe checks a larger rung (abandon_step_up may end it)
         self._retired: collections.deque = collections.deque()
-        self._last_offer = 0.0
+        self._last_fit = 0.0  # when the loop last gave a shadow plan room
         self._lock = threading.Lock()
         self.rejected = 0  # model updates refused
         self.rung_failures = 0  # budget changes that did not pass (the loop stays at its rung)
@@ -199,8 +204,8 @@ class HotSwapper:
         probe = self._probe  # one read: the background thread may replace it meanwhile
         live = self._live()
         if probe is not None and not probe.done.is_set():
-            self._last_offer = time.monotonic()
             if probe.estimate(live) <= slack_s:
+                self._last_fit = time.monotonic()
                 submit(probe.step, obs, slack_s)
         elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.FREE_S):
             submit(self._free_one)
@@ -324,11 +329,13 @@ class HotSwapper:
         return _candidate(planner, probe, version, source, rung_change=True)
 
     def _shadow_plans(self, planner: OnnxPlanner, expected_s: float | None = None) -> ShadowProbe:
-        """Hand the candidate to the control loop's slack (offer_slack) and wait for its checks. A
-        loop that offers no slack for IDLE_S is not planning: then nothing competes, and the plans
-        run here."""
+        """Hand the candidate to the control loop's slack (offer_slack) and wait for its checks.
+        Where the loop gives no room for a whole plan for IDLE_S (it is not planning, or its plans
+        take most of the period: the slack after a tick can never hold another), the plans run
+        here instead, on this low-priority thread beside the loop, and are timed in this thread's
+        CPU time: it yields the CPU to the loop, and waiting for a core is not the candidate's cost."""
         probe = ShadowProbe(planner, self.warmup, self.runs, expected_s)
-        self._last_offer = time.monotonic()  # give a ticking loop IDLE_S to take it up
+        self._last_fit = time.monotonic()  # give a ticking loop IDLE_S to take it up
         self._probe = probe
         deadline = time.monotonic() + self.probe_timeout_s
         while not probe.done.wait(0.05):
@@ -339,8 +346,8 @@ class HotSwapper:
                 raise SwapRejected(f"no room to check the candidate within {self.probe_timeout_s:g} s: "
                                    f"{len(probe.latencies)} of {self.runs} timed plans fitted in the slack between ticks "
                                    f"(the running model plans in {live * 1e3:.2f} ms)")
-            if time.monotonic() - self._last_offer > self.IDLE_S:
-                probe.step(self.current()[1])
+            if time.monotonic() - self._last_fit > self.IDLE_S:
+                probe.step(self.current()[1], cpu_time=True)
         if probe.error is not None:
             raise probe.error
         return probe
