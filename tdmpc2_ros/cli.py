@@ -231,8 +231,10 @@ def cmd_ship(args) -> int:
 def cmd_demo(args) -> int:
     from tdmpc2_ros.demo import run_demo
 
+    from tdmpc2_ros.ros import bringup
+
     summary = run_demo(episodes=args.episodes, model_path=args.model or "", run_dir=args.run_dir,
-                       control_rate_hz=args.rate)
+                       control_rate_hz=args.rate, overrides=bringup.parse_overrides(args.launch_args))
     return 0 if summary["episodes"] == args.episodes else 1
 
 
@@ -350,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--model", help="model folder or .onnx (default: the shipped cartpole model)")
     d.add_argument("--rate", type=float, default=50.0, help="control rate in Hz")
     d.add_argument("--run-dir")
+    d.add_argument("launch_args", nargs="*", metavar="name:=value",
+                   help="more launch arguments for the bringup, e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]")
     d.set_defaults(func=cmd_demo)
 
     from tdmpc2_ros.ros.bringup import ARGUMENTS

@@ -108,7 +108,7 @@ def _histogram(latency_ms: np.ndarray, path: Path, title: str):
 
 
 def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None, task: str = "cartpole-swingup",
-             control_rate_hz: float = 50.0, domain: int | None = None) -> dict:
+             control_rate_hz: float = 50.0, domain: int | None = None, overrides: dict | None = None) -> dict:
     from tdmpc2_ros.ros import bringup
     from tdmpc2_ros.ros.paths import default_model
 
@@ -124,7 +124,7 @@ def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain if domain is not None else 50 + os.getpid() % 100),
            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}
     args = {"mode": "realtime", "task": task, "model_path": model, "control_rate_hz": str(control_rate_hz),
-            "max_episodes": str(episodes + 1)}
+            "max_episodes": str(episodes + 1), **(overrides or {})}
     procs = []
     log(f"demo: {task} in real time at {control_rate_hz:g} Hz with {model}; run folder {run}")
     # The planner first: it measures its budget ladder before it can act. The sim starts once the

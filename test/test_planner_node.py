@@ -171,6 +171,31 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     assert not node.set_parameters([Parameter("deadline_fraction", value=2.0)])[0].successful
 
 
+def test_a_missed_deadline_steps_down_at_once(ros, ladder):
+    """One miss is enough (the governor's 1% of 200 plans over the limit is the early warning)."""
+    import time
+
+    rungs = read_ladder(ladder)
+    node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0)
+    assert node.planner.contract.budget == rungs[0].budget
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 3, 60)
+    real, late = node.planner.plan, []
+
+    def late_once(*args, **kwargs):  # one plan past the 90 ms deadline, as a burst of other work would make it
+        if not late:
+            late.append(True)
+            time.sleep(0.12)
+        return real(*args, **kwargs)
+
+    node.planner.plan = late_once
+    assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
+    # The late plan misses its tick and is still running at the next one: 2 fallbacks at most, from one
+    # plan over the limit, which alone the governor would have let pass.
+    assert 1 <= node.missed_deadlines <= 2 and node.budget_steps == 1 and node.published == node.ticks
+
+
 def test_a_stepped_down_budget_steps_back_up_once_plans_fit_again(ros, ladder):
     rungs = read_ladder(ladder)
     node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,

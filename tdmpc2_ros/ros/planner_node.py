@@ -137,6 +137,7 @@ class PlannerNode(Node):
         # The rung chosen at start-up is watched while running: one that overruns steps down.
         self.governor = RungGovernor(limit)
         self._step_down_due = self._step_up_due = False  # set by the plan worker, acted on by the loop
+        self._missed_since_install = 0  # a missed deadline steps down at once (the governor's 1% is a warning)
         self._rung_requested, self._failures_seen, self._smallest_reported = "", 0, ""
         self._rung_up = self._last_change_up = False  # the pending / the last budget change was a step up
         # A step up is tried after this many plans in a row within the limit; each failed try doubles it.
@@ -301,6 +302,10 @@ class PlannerNode(Node):
             action = self.pending.result(timeout=max(self.deadline - (time.monotonic() - start), 0.0))
         except futures.TimeoutError:
             self._fallback(start, "plan missed its deadline")
+            # A miss is what the budget exists to prevent: step down now rather than after 1% of the
+            # window has overrun. A burst that caused it passes, and the budget steps back up.
+            self._missed_since_install += 1
+            self._step_down_due = True
             return
         self.consecutive_misses = 0
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
@@ -346,8 +351,9 @@ class PlannerNode(Node):
 
     # -- budget while running --------------------------------------------------------------------
     def _step_down(self):
-        """The running rung overran its limit too often: ask the swapper for the next smaller rung
-        of the same model (one request at a time; the governor judges the new rung afresh)."""
+        """The running rung overran its limit too often, or missed a deadline: ask the swapper for
+        the next smaller rung of the same model (one request at a time; the governor judges the new
+        rung afresh)."""
         self._step_down_due = False
         if self._rung_requested and self._rung_up:
             self.swapper.abandon_step_up("the running budget overran while it was being checked")
@@ -357,7 +363,8 @@ class PlannerNode(Node):
             self._back_off()
         current = self.planner.contract.budget
         smaller = next_smaller_rung(self.model_source, current)
-        why = f"budget {current.label()} overruns: {self.governor.describe()}"
+        why = (f"budget {current.label()} missed {self._missed_since_install} deadline(s)" if self._missed_since_install
+               else f"budget {current.label()} overruns: {self.governor.describe()}")
         self.governor.restart()
         if smaller is None:
             problem = f"{why}; {self.model_source} has no smaller rung, so ticks may miss their deadline"
@@ -415,6 +422,7 @@ class PlannerNode(Node):
         planner.prev_mean = self.planner.prev_mean.copy()  # every rung plans over the same horizon
         self.governor.restart()  # a new model or rung is judged on its own plans ...
         self._step_down_due = self._step_up_due = False  # ... not on what the one it replaces did
+        self._missed_since_install = 0
         self._rung_requested = ""
         if rollback:
             self.swapper.retire(self.planner)  # freed in a later tick's slack
