@@ -553,7 +553,8 @@ class PlannerNode(Node):
             "swap_tick_latency_last_ms": round(self.swap_tick_latency.last() * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
-            "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up, "control_rate_hz": self.p.control_rate_hz,
+            "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,
+            "control_rate_hz": self.p.control_rate_hz,
             "plan_thread": self.plan_thread,
         }
         message = self.last_problem if self.level != OK else "planning"
