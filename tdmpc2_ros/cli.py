@@ -230,7 +230,6 @@ def cmd_ship(args) -> int:
 
 def cmd_demo(args) -> int:
     from tdmpc2_ros.demo import run_demo
-
     from tdmpc2_ros.ros import bringup
 
     summary = run_demo(episodes=args.episodes, model_path=args.model or "", run_dir=args.run_dir,

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -63,21 +64,19 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
                planner_args: tuple[str, ...] = (), log_path: str | os.PathLike | None = None) -> dict:
     from std_msgs.msg import String
 
-    from tdmpc2_ros.ros import qos, topics
+    from tdmpc2_ros.ros import bringup, qos, topics
     from tdmpc2_ros.ros.observer import Observer
     from tdmpc2_ros.runtime.model_store import ModelStore
-
-    from tdmpc2_ros.ros import bringup
 
     bringup.resolve("planner", bringup.parse_overrides(list(planner_args)))  # a typo fails now, not after the timeout
     domain = 150 + os.getpid() % 50
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "MUJOCO_GL": "egl"}
-    with tempfile.TemporaryDirectory() as tmp:
+    node_log = open(log_path, "w") if log_path else contextlib.nullcontext(subprocess.DEVNULL)  # for a run that fails
+    with tempfile.TemporaryDirectory() as tmp, node_log as log:
         store = ModelStore(Path(tmp) / "store")
         versions = [store.add(model).version for _ in range(swaps + 1)]
         cmd = [sys.executable, "-m", "tdmpc2_ros.cli", "bringup", "planner", "mode:=realtime",
                f"model_path:={store.path(versions[0])}", *planner_args]
-        log = open(log_path, "w") if log_path else subprocess.DEVNULL  # the nodes' own log, for a failed run
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         obs = Observer(domain, "bench_swap")
         control: list[tuple[float, float]] = []  # (newest tick, median tick) per report, no swap going on
@@ -122,8 +121,6 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
             except subprocess.TimeoutExpired:
                 proc.kill()
             obs.close()
-            if log_path:
-                log.close()
     excess = [r["excess_ms"] for r in rows]
     ordinary = [last - p50 for last, p50 in control]
     return {"plan_thread": final.get("plan_thread", "normal"), "model": str(model), "swaps": int(final["swaps"]), "budget": final["budget"],

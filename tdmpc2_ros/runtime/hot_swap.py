@@ -98,9 +98,11 @@ def _finite(r) -> bool:
 class ShadowProbe:
     """The candidate's check plans, run one per call of `step` by whichever thread has slack."""
 
-    def __init__(self, planner: OnnxPlanner, warmup: int, runs: int, expected_s: float | None = None):
+    def __init__(self, planner: OnnxPlanner, warmup: int, runs: int, expected_s: float | None = None,
+                 step_up: bool = False):
         self.planner, self.warmup, self.runs = planner, max(1, warmup), runs
         self.expected_s = expected_s  # what the candidate's plans took at start-up, where known
+        self.step_up = step_up  # it checks a larger rung (the loop may abandon that check)
         self.latencies: list[float] = []
         self.plans = 0
         self.overruns = 0  # shadow plans that outlasted the slack they were given (they delay a tick)
@@ -170,7 +172,6 @@ class HotSwapper:
         self.requests: queue.Queue = queue.Queue()
         self._ready: Candidate | None = None
         self._probe: ShadowProbe | None = None
-        self._probe_step_up = False  # the probe checks a larger rung (abandon_step_up may end it)
         self._retired: collections.deque = collections.deque()
         self._last_fit = 0.0  # when the loop last gave a shadow plan room
         self._lock = threading.Lock()
@@ -214,7 +215,7 @@ class HotSwapper:
         """The loop overran while a larger rung was being checked: end that check now (it would
         fail, and its shadow plans need slack the loop no longer has)."""
         probe = self._probe
-        if probe is not None and self._probe_step_up and not probe.done.is_set():
+        if probe is not None and probe.step_up and not probe.done.is_set():
             probe.error = SwapRejected(why)
             probe.done.set()
 
@@ -271,7 +272,7 @@ class HotSwapper:
             else:
                 self.log("error", self.last_result + "; the running model keeps acting")
         finally:
-            self._probe, self._probe_step_up = None, False
+            self._probe = None
 
     def _prepare(self, what: dict) -> Candidate:
         if "announcement" in what:
@@ -287,7 +288,6 @@ class HotSwapper:
         planner = load_matching(source, running, self.threads, self.seed, budget_label=what.get("rung"))
         try:
             if what.get("up"):
-                self._probe_step_up = True
                 return self._check(planner, version, source, expected_s=what.get("expected_s"), step_up=True)
             if "rung" in what:
                 return self._warm_rung(planner, version, source, obs)
@@ -298,7 +298,7 @@ class HotSwapper:
 
     def _check(self, planner: OnnxPlanner, version: str, source: str, expected_s: float | None = None,
                step_up: bool = False) -> Candidate:
-        probe = self._shadow_plans(planner, expected_s)
+        probe = self._shadow_plans(planner, expected_s, step_up)
         lat = np.asarray(probe.latencies)
         p50, p99 = float(np.median(lat)), float(np.percentile(lat, 99))
         if step_up:  # the rule the start-up choice applies: its p99 must fit
@@ -328,13 +328,13 @@ class HotSwapper:
             raise probe.error
         return _candidate(planner, probe, version, source, rung_change=True)
 
-    def _shadow_plans(self, planner: OnnxPlanner, expected_s: float | None = None) -> ShadowProbe:
+    def _shadow_plans(self, planner: OnnxPlanner, expected_s: float | None = None, step_up: bool = False) -> ShadowProbe:
         """Hand the candidate to the control loop's slack (offer_slack) and wait for its checks.
         Where the loop gives no room for a whole plan for IDLE_S (it is not planning, or its plans
         take most of the period: the slack after a tick can never hold another), the plans run
         here instead, on this low-priority thread beside the loop, and are timed in this thread's
         CPU time: it yields the CPU to the loop, and waiting for a core is not the candidate's cost."""
-        probe = ShadowProbe(planner, self.warmup, self.runs, expected_s)
+        probe = ShadowProbe(planner, self.warmup, self.runs, expected_s, step_up)
         self._last_fit = time.monotonic()  # give a ticking loop IDLE_S to take it up
         self._probe = probe
         deadline = time.monotonic() + self.probe_timeout_s
