@@ -162,6 +162,7 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
     assert node.budget_steps == 1 and node.swaps == 0 and node.model_version == version
     assert len(node.swap_tick_latency) == 0  # a budget step is not timed as a model swap
+    assert 0 < len(node.tick_latency) < node.published  # the tick statistics start again at the new rung
     # The smallest rung overruns too: it keeps acting and says so on /diagnostics.
     assert ros.spin_until(lambda: any("no smaller rung" in d.message for d in out["diagnostics"]), 30)
     assert node.planner.contract.budget == rungs[-1].budget and node.budget_steps == 1

@@ -436,6 +436,9 @@ class PlannerNode(Node):
             self._last_change_up = candidate.step_up
             self._swap_note = (f"stepped budget {'up' if candidate.step_up else 'down'} {self.planner.contract.budget.label()} "
                                f"-> {planner.contract.budget.label()} at tick {self.ticks}")
+            # Ticks of the old rung describe another budget: a median mixing both would be neither's,
+            # and the next swap tick is judged against the median of the rung it runs on.
+            self.tick_latency = RollingStats()
             self.planner = planner
             return
         else:
