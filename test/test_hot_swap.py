@@ -30,6 +30,7 @@ from tdmpc2_ros.core.export import export_ladder
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
+from tdmpc2_ros.runtime.hot_swap import Request
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
 from tdmpc2_ros.runtime.model_store import ModelStore, _sha256
 from tdmpc2_ros.runtime.transition import Transition, pack
@@ -266,8 +267,10 @@ def _wait(pred, limit=30.0):
 def test_shadow_checks_run_only_in_the_slack_a_tick_offers(models, tmp_path):
     swapper, obs, _ = _swapper(models, tmp_path)
     swapper.IDLE_S = 1e9  # a ticking loop: the background thread must never probe by itself
+    offered_when_logged = []  # the swap tick must not share the GIL with the swapper's own logging
+    swapper.log = lambda level, text: offered_when_logged.append(swapper._ready is not None)
     try:
-        swapper.request({"announcement": models["store"].announcement(models["v2"])})
+        swapper.request(Request.update(models["store"].announcement(models["v2"])))
         assert _wait(lambda: swapper._probe is not None)
         submitted = []
         for _ in range(20):  # slack shorter than a plan: nothing may be submitted
@@ -283,6 +286,7 @@ def test_shadow_checks_run_only_in_the_slack_a_tick_offers(models, tmp_path):
         cand = swapper.take_ready()
         assert cand.version == models["v2"] and cand.shadow_plans == 7 and cand.overruns == 0
         assert np.isfinite(cand.p50_s) and cand.p50_s > 0
+        assert offered_when_logged == [False]  # logged first, offered after
     finally:
         swapper.stop()
 
@@ -296,7 +300,7 @@ def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_backgrou
     swapper.IDLE_S = 0.2
     submitted = []
     try:
-        swapper.request({"announcement": models["store"].announcement(models["v2"])})
+        swapper.request(Request.update(models["store"].announcement(models["v2"])))
         assert _wait(lambda: swapper._probe is not None)
         end = time.monotonic() + 30
         while swapper._ready is None and time.monotonic() < end:
@@ -311,10 +315,10 @@ def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_backgrou
 def test_an_idle_loop_lets_the_background_check_and_nan_weights_are_refused(models, tmp_path):
     swapper, _, logs = _swapper(models, tmp_path)
     try:
-        swapper.request({"announcement": models["store"].announcement(models["v2"])})  # nobody offers slack
+        swapper.request(Request.update(models["store"].announcement(models["v2"])))  # nobody offers slack
         assert _wait(lambda: swapper._ready is not None)
         assert swapper.take_ready().shadow_plans == 7
-        swapper.request({"announcement": models["nan"]})
+        swapper.request(Request.update(models["nan"]))
         assert _wait(lambda: swapper.rejected == 1)
         assert swapper.take_ready() is None
         assert "non-finite output" in swapper.last_result
@@ -327,13 +331,13 @@ def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, t
     swapper, _, logs = _swapper(models, tmp_path)
     try:
         folder = str(models["store"].path(models["v1"]))
-        swapper.request({"rung": "mppi-i1-s8-e2-p2-h3", "path": folder, "version": models["v1"]})
+        swapper.request(Request.budget("mppi-i1-s8-e2-p2-h3", folder, models["v1"]))
         assert _wait(lambda: swapper.rung_failures == 1)
         assert swapper.take_ready() is None and swapper.rejected == 0  # no model update was refused
         assert "no rung with the requested budget mppi-i1-s8-e2-p2-h3" in swapper.last_result
         assert logs[-1][0] == "error" and "keeps acting" in logs[-1][1]
         # Its own budget is a valid rung request: warmed up on the swapper's thread, offered as a rung change.
-        swapper.request({"rung": BUDGET.label(), "path": folder, "version": models["v1"]})
+        swapper.request(Request.budget(BUDGET.label(), folder, models["v1"]))
         assert _wait(lambda: swapper._ready is not None)
         cand = swapper.take_ready()
         assert cand.rung_change and cand.version == models["v1"] and cand.planner.contract.budget == BUDGET
@@ -344,7 +348,7 @@ def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, t
 def test_a_step_up_is_shadow_checked_against_the_limit_itself(models, tmp_path):
     swapper, _, logs = _swapper(models, tmp_path)
     folder = str(models["store"].path(models["v1"]))
-    up = {"rung": BUDGET.label(), "up": True, "path": folder, "version": models["v1"], "expected_s": 0.004}
+    up = Request.budget(BUDGET.label(), folder, models["v1"], up=True, expected_s=0.004)
     try:
         swapper.request(up)  # nobody offers slack: the background runs the shadow plans
         assert _wait(lambda: swapper._ready is not None)
@@ -366,7 +370,7 @@ def test_an_overrun_ends_a_step_up_check_at_once(models, tmp_path):
     swapper.IDLE_S = 1e9  # a ticking loop: shadow plans only when it offers slack
     folder = str(models["store"].path(models["v1"]))
     try:
-        swapper.request({"rung": BUDGET.label(), "up": True, "path": folder, "version": models["v1"], "expected_s": 0.004})
+        swapper.request(Request.budget(BUDGET.label(), folder, models["v1"], up=True, expected_s=0.004))
         assert _wait(lambda: swapper._probe is not None)
         swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))  # one shadow plan, then the loop overruns
         swapper.abandon_step_up("overran meanwhile")

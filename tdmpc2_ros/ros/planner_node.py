@@ -41,7 +41,7 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import share_thread_pool
-from tdmpc2_ros.runtime.hot_swap import HotSwapper
+from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
 from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
@@ -394,8 +394,7 @@ class PlannerNode(Node):
 
     def _request_rung(self, label: str, up: bool, expected_s: float | None = None):
         self._rung_requested, self._failures_seen, self._rung_up = label, self.swapper.rung_failures, up
-        self.swapper.request({"rung": label, "up": up, "path": self.model_source, "version": self.model_version,
-                              "expected_s": expected_s})
+        self.swapper.request(Request.budget(label, self.model_source, self.model_version, up, expected_s))
 
     def _rung_pending(self) -> bool:
         """A budget change is still being prepared. One that failed (the swapper logged why) is
@@ -461,7 +460,7 @@ class PlannerNode(Node):
         if version == self.model_version:
             return  # transient-local redelivery of what is already running
         self._log("info", f"model update {version} announced; checking it beside the running {self.model_version}")
-        self.swapper.request({"announcement": announcement})
+        self.swapper.request(Request.update(announcement))
 
     def _on_set_parameters(self, params):
         for prm in params:
@@ -470,7 +469,7 @@ class PlannerNode(Node):
         for prm in params:
             if prm.name == "model_path" and prm.value and prm.value != self.p.model_path:
                 self.p.model_path = prm.value
-                self.swapper.request({"path": prm.value, "version": version_of(prm.value, None)})
+                self.swapper.request(Request.model_path(prm.value, version_of(prm.value, None)))
             elif prm.name == "deadline_fraction":
                 # A tighter share of the period (the robot's computer took on other work) applies to
                 # the running rung at once: the governor steps it down if it no longer fits.

@@ -20,10 +20,10 @@ Only then is the candidate offered to the control loop, which installs it betwee
 pointer swap that carries the warm-start mean over). Any failure leaves the running model alone
 and reports why.
 
-A rung request ({'rung': label, 'path': folder}) is the same model at another budget. A smaller
+A rung request (Request.budget) is the same model at another budget. A smaller
 one is asked for by the loop when its rung overruns (ladder.RungGovernor). Its files are checked
 the same way, but it is warmed up on this thread instead of in the slack: an overrunning loop has
-no slack to give. A larger one ({'up': True}) is asked for after a long run of plans that fitted;
+no slack to give. A larger one (up=True) is asked for after a long run of plans that fitted;
 it gets shadow plans like a new version, and must show a p99 within the limit itself (the running
 rung is smaller, so it is no yardstick). A failed step up is no fault: the loop stays where it is.
 """
@@ -62,6 +62,36 @@ class Candidate:
     overruns: int = 0
     rung_change: bool = False  # the running model at another budget, not a new version
     step_up: bool = False  # that budget is the next larger one
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the background thread is asked to bring up: a new model version (an announcement from
+    the model store, or a path), or the running version at another budget (`rung`)."""
+
+    announcement: dict | None = None  # a model store announcement (files and their sha256)
+    path: str = ""  # a model folder or .onnx file
+    version: str = ""
+    rung: str = ""  # a budget label: the running version at that budget
+    up: bool = False  # the rung is the next larger one (a step up, shadow-checked against the limit)
+    expected_s: float | None = None  # what that rung's plans took at start-up, where known
+
+    @classmethod
+    def update(cls, announcement: dict) -> Request:
+        return cls(announcement=announcement, version=str(announcement.get("version", "?")))
+
+    @classmethod
+    def model_path(cls, path: str, version: str = "") -> Request:
+        return cls(path=path, version=version or path)
+
+    @classmethod
+    def budget(cls, label: str, path: str, version: str, up: bool = False, expected_s: float | None = None) -> Request:
+        return cls(path=path, version=version, rung=label, up=up, expected_s=expected_s)
+
+    def describe(self) -> str:
+        if self.rung:
+            return f"budget {'up to' if self.up else 'down to'} {self.rung}"
+        return f"model update {self.version}"
 
 
 def load_matching(path: str | os.PathLike, current: OnnxPlanner, threads: int, seed: int,
@@ -183,8 +213,7 @@ class HotSwapper:
         self._thread.start()
 
     # -- called from the control loop -------------------------------------------------------------
-    def request(self, what: dict):
-        """{'announcement': {...}} or {'path': str, 'version': str}."""
+    def request(self, what: Request):
         self.requests.put(what)
 
     def take_ready(self) -> Candidate | None:
@@ -244,52 +273,51 @@ class HotSwapper:
             if None in burst:
                 return
             # Only the newest update of a burst matters; a rung request is kept beside it, first.
-            rungs, updates = [w for w in burst if "rung" in w], [w for w in burst if "rung" not in w]
+            rungs, updates = [w for w in burst if w.rung], [w for w in burst if not w.rung]
             for what in rungs[-1:] + updates[-1:]:
                 self._handle(what)
 
-    def _handle(self, what: dict):
-        rung = "rung" in what
-        label = (f"budget {'up to' if what.get('up') else 'down to'} {what['rung']}" if rung else
-                 f"model update {what.get('version') or what.get('announcement', {}).get('version', '?')}")
+    def _handle(self, what: Request):
+        rung, label = bool(what.rung), what.describe()
         try:
             cand = self._prepare(what)
+            self.last_result = (f"{label} passed checks (p50 {cand.p50_s * 1e3:.2f} ms, p99 {cand.p99_s * 1e3:.2f} ms "
+                                f"over {cand.shadow_plans} {'warm-up' if rung and not what.up else 'shadow'} plans, "
+                                f"{cand.overruns} outlasting their slack); swapping at the next tick")
+            # Logged before the candidate is offered: this low-priority thread must not hold the GIL
+            # (formatting, logging) while the swap tick's plan waits for it, as it would if it were
+            # preempted in there. Once offered, it only goes back to waiting for the next request.
+            self.log("info", self.last_result)
             with self._lock:
                 superseded, self._ready = self._ready, cand
             if superseded is not None:  # never taken by the loop: freed like any old model
                 self.retire(superseded.planner)
-            self.last_result = (f"{label} passed checks (p50 {cand.p50_s * 1e3:.2f} ms, p99 {cand.p99_s * 1e3:.2f} ms "
-                                f"over {cand.shadow_plans} {'warm-up' if rung and not what.get('up') else 'shadow'} plans, "
-                                f"{cand.overruns} outlasting their slack); swapping at the next tick")
-            self.log("info", self.last_result)
         except Exception as e:  # noqa: BLE001 - any failure must leave the running model alone
             self.rung_failures += rung
             self.rejected += not rung
             why = str(e) if isinstance(e, SwapRejected) else f"failed unexpectedly: {type(e).__name__}: {e}"
             self.last_result = f"rejected {label}: {why}"
-            if what.get("up"):  # it did not fit now; the loop may try again later
+            if what.up:  # it did not fit now; the loop may try again later
                 self.log("info", self.last_result + "; staying at the running budget")
             else:
                 self.log("error", self.last_result + "; the running model keeps acting")
         finally:
             self._probe = None
 
-    def _prepare(self, what: dict) -> Candidate:
-        if "announcement" in what:
-            ann = what["announcement"]
+    def _prepare(self, what: Request) -> Candidate:
+        source = what.path
+        if what.announcement is not None:
             try:
-                folder = materialise(ann, self.cache_dir)
+                source = str(materialise(what.announcement, self.cache_dir))
             except (StoreError, OSError, ValueError) as e:
                 raise SwapRejected(str(e)) from e
-            version, source = str(ann["version"]), str(folder)
-        else:
-            version, source = str(what.get("version") or what["path"]), str(what["path"])
+        version = what.version
         running, obs = self.current()
-        planner = load_matching(source, running, self.threads, self.seed, budget_label=what.get("rung"))
+        planner = load_matching(source, running, self.threads, self.seed, budget_label=what.rung or None)
         try:
-            if what.get("up"):
-                return self._check(planner, version, source, expected_s=what.get("expected_s"), step_up=True)
-            if "rung" in what:
+            if what.up:
+                return self._check(planner, version, source, expected_s=what.expected_s, step_up=True)
+            if what.rung:
                 return self._warm_rung(planner, version, source, obs)
             return self._check(planner, version, source)
         except SwapRejected:
