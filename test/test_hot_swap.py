@@ -183,6 +183,9 @@ def test_swap_reject_rollback_param_and_inline(planner, models):
     robot.ros.spin_until(lambda: robot.diag.get("ticks") == str(robot.k), 3)  # the next report
     assert robot.diag["swaps"] == "1" and robot.diag["missed_deadlines"] == "0", robot.diag
     assert robot.diag["ticks"] == str(robot.k) and len(robot.commands) == robot.k, (robot.diag, robot.k, len(robot.commands))
+    # The swap tick is reported against the median tick of its moment (what bench-loop's bar reads).
+    took, excess = float(robot.diag["swap_tick_latency_last_ms"]), float(robot.diag["swap_tick_excess_last_ms"])
+    assert took > 0 and np.isfinite(excess) and took - excess > 0, robot.diag
 
     # 2. Every corrupt announcement is rejected, and v2 keeps acting throughout.
     for i, key in enumerate(["bad_hash", "wrong_spec", "nan", "truncated"], start=1):

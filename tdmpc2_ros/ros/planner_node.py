@@ -107,6 +107,7 @@ class PlannerNode(Node):
         self._swap_note = ""  # set by _install: the tick being planned is a swap (or budget step) tick
         self._swap_timed = False  # that tick counts in swap_tick_latency: a model version changed hands
         self.swap_tick_latency = RollingStats()
+        self.swap_tick_excess_s = math.nan  # the last swap tick minus the median tick at that moment
         self._pending_rollback = None
         self.last_obs = None  # the newest model input, for probing a swap candidate
         c = self.planner.contract
@@ -516,11 +517,14 @@ class PlannerNode(Node):
         self.safe_actions += int(safe)
         self.tick_latency.add(now - start)
         if self._swap_note:
+            median = self.tick_latency.percentile(50)
             if self._swap_timed:  # a budget step is not a swap (it is counted in budget_steps_down)
                 self.swap_tick_latency.add(now - start)
+                # Against the median of the moment: a budget step soon after starts the window again.
+                self.swap_tick_excess_s = now - start - median
                 self._swap_timed = False
             self._log("info", f"{self._swap_note}; that tick took {(now - start) * 1e3:.2f} ms "
-                              f"(median tick {self.tick_latency.percentile(50) * 1e3:.2f} ms)")
+                              f"(median tick {median * 1e3:.2f} ms)")
             self._swap_note = ""
         if not safe and self.assembler.latest:
             newest = max(t for _, t in self.assembler.latest.values())
@@ -552,7 +556,8 @@ class PlannerNode(Node):
             "transitions_published": self.pairer.emitted, "transition_gaps": self.pairer.gaps,
             "model_version": self.model_version, "swaps": self.swaps,
             "swap_tick_latency_max_ms": round(self.swap_tick_latency.percentile(100) * 1e3, 3),
-            "swap_tick_latency_last_ms": round(self.swap_tick_latency.last() * 1e3, 3), "swaps_rejected": self.swapper.rejected,
+            "swap_tick_latency_last_ms": round(self.swap_tick_latency.last() * 1e3, 3),
+            "swap_tick_excess_last_ms": round(self.swap_tick_excess_s * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,
