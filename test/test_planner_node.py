@@ -257,8 +257,11 @@ def test_plan_thread_pinned_and_real_time_where_allowed(ros, ladder):
     policy, cores = node.worker.submit(lambda: (os.sched_getscheduler(0), os.sched_getaffinity(0))).result()
     assert cores == {0} and "cores [0]" in node.plan_thread
     assert (policy == os.SCHED_FIFO) == ("SCHED_FIFO 10" in node.plan_thread)
+    # The hot-swap thread follows it: candidates it checks warm the plan core's caches, not another's.
+    swapper_tid = node.swapper._thread.native_id
+    assert ros.spin_until(lambda: os.sched_getaffinity(swapper_tid) == {0}, 10)
     if os.cpu_count() > 1:
-        assert os.sched_getaffinity(0) != {0}  # only the plan thread is pinned
+        assert os.sched_getaffinity(0) != {0}  # only those two are pinned
     n, pub, out = peer(ros)
     n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0] * SMALL_OBS_DIM)))
     assert ros.spin_until(lambda: len(out["commands"]) >= 5 and out["diagnostics"], 60)

@@ -44,7 +44,7 @@ from tdmpc2_ros.runtime.contract import ModelLoadError, SpecMismatch
 from tdmpc2_ros.runtime.ladder import read_ladder
 from tdmpc2_ros.runtime.model_store import StoreError, materialise
 from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
-from tdmpc2_ros.runtime.priority import lower_thread_priority
+from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
 
 
 class SwapRejected(RuntimeError):
@@ -193,11 +193,12 @@ class HotSwapper:
     FREE_S = 0.005  # slack needed to free a retired model (at least a plan's time, too)
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
-                 live_p50=None, probe_timeout_s: float = 60.0):
+                 live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = ()):
         self.current = current  # callable -> (running OnnxPlanner, latest observation or None)
         self.live_p50 = live_p50  # callable -> median of the running model's recent plans (s), or None
         self.limit_s, self.warmup, self.runs, self.threads, self.seed = limit_s, warmup, runs, threads, seed
         self.probe_timeout_s = probe_timeout_s
+        self.cpus = tuple(cpus)  # the plan thread's cores, where it is pinned
         self.cache_dir, self.log = Path(cache_dir), log
         self.requests: queue.Queue = queue.Queue()
         self._ready: Candidate | None = None
@@ -266,6 +267,12 @@ class HotSwapper:
 
     def _loop(self):
         lower_thread_priority(10)  # loading and hashing a candidate must not take CPU from the control loop
+        # Beside a pinned plan thread, this one lives on the same cores: the checks it runs there
+        # (when the loop's slack never holds a plan) warm the caches the candidate will plan from,
+        # instead of another core's, and a real-time plan thread preempts it at once.
+        problem = pin_thread(self.cpus)
+        if problem:
+            self.log("info", f"the hot-swap thread {problem}; it checks candidates on any core")
         while not self._stop.is_set():
             burst = [self.requests.get()]
             while not self.requests.empty():

@@ -40,6 +40,17 @@ def lower_process_priority(by: int = 10) -> bool:
     return any([_lower(tid, by) for tid in tids])
 
 
+def pin_thread(cpus: tuple[int, ...]) -> str:
+    """Pin the calling thread to `cpus`; returns why not ('' when done, or when cpus is empty)."""
+    if not cpus:
+        return ""
+    try:
+        os.sched_setaffinity(0, {int(c) for c in cpus})  # 0 = the calling thread on Linux
+        return ""
+    except (AttributeError, OSError, ValueError) as e:
+        return f"cannot pin to cores {list(cpus)}: {getattr(e, 'strerror', None) or e}"
+
+
 def make_thread_realtime(priority: int = 0, cpus: tuple[int, ...] = ()) -> tuple[list[str], list[str]]:
     """The calling thread: SCHED_FIFO at `priority` (1-99; 0 = leave the policy alone) and pinned to
     `cpus` (() = any core). Returns (what was done, why the rest was not), one item each.
@@ -51,11 +62,11 @@ def make_thread_realtime(priority: int = 0, cpus: tuple[int, ...] = ()) -> tuple
     """
     done, problems = [], []
     if cpus:
-        try:
-            os.sched_setaffinity(0, {int(c) for c in cpus})  # 0 = the calling thread on Linux
+        problem = pin_thread(cpus)
+        if problem:
+            problems.append(f"the plan thread {problem}")
+        else:
             done.append(f"cores {sorted(set(cpus))}")
-        except (AttributeError, OSError, ValueError) as e:
-            problems.append(f"cannot pin the plan thread to cores {list(cpus)}: {getattr(e, 'strerror', None) or e}")
     if priority > 0:
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
