@@ -115,7 +115,7 @@ class PlannerNode(Node):
                                    self.p.action_low, self.p.action_high, self.p.max_action_rate, self.period,
                                    self.p.command_scale)
         self.worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan")
-        self.plan_thread = self._set_up_plan_thread()
+        self.plan_thread, self.plan_cpus = self._set_up_plan_thread()
         self.pending: futures.Future | None = None
         self.lock = threading.Lock()
         self.last_mean = np.zeros((c.budget.horizon, c.action.dim), np.float32)
@@ -148,7 +148,7 @@ class PlannerNode(Node):
         self.swapper = HotSwapper(lambda: (self.planner, self.last_obs), limit, self.p.ladder_warmup, self.p.ladder_runs,
                                   self.p.threads, self.p.seed, cache, self._log,
                                   live_p50=lambda: self.plan_latency.recent_median(50),
-                                  cpus=tuple(self.p.plan_cpu_affinity) if "cores" in self.plan_thread else ())
+                                  cpus=self.plan_cpus)
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -166,16 +166,19 @@ class PlannerNode(Node):
         self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}")
 
     # -- start-up -------------------------------------------------------------------------------
-    def _set_up_plan_thread(self) -> str:
+    def _set_up_plan_thread(self) -> tuple[str, tuple[int, ...]]:
         """The optional real-time policy and core for the thread that runs every plan (live and a
-        swap candidate's shadow plans). What the system refuses is a warning: the node plans anyway."""
+        swap candidate's shadow plans). What the system refuses is a warning: the node plans anyway.
+        Returns what took effect, and the cores the thread is pinned to (() = any)."""
         prio, cpus = self.p.plan_thread_priority, tuple(self.p.plan_cpu_affinity)
         if not prio and not cpus:
-            return "normal"
+            return "normal", ()
         done, problems = self.worker.submit(make_thread_realtime, prio, cpus).result()
         for problem in problems:
             self.get_logger().warning(f"{problem}; planning without it")
-        return ", ".join(done) or "normal"
+        # The cores it runs on now, as the system has them (all of them where pinning was refused).
+        pinned = tuple(sorted(self.worker.submit(os.sched_getaffinity, 0).result())) if cpus else ()
+        return ", ".join(done) or "normal", pinned
 
     def _load_model(self):
         """Load the rungs largest first (refusing any whose spec differs from the configured
