@@ -186,6 +186,9 @@ def test_swap_reject_rollback_param_and_inline(planner, models):
     # The swap tick is reported against the median tick of its moment (what bench-loop's bar reads).
     took, excess = float(robot.diag["swap_tick_latency_last_ms"]), float(robot.diag["swap_tick_excess_last_ms"])
     assert took > 0 and np.isfinite(excess) and took - excess > 0, robot.diag
+    # ... and split: the part in the new session's ONNX call is smaller than the whole swap tick.
+    plan_excess = float(robot.diag["swap_plan_excess_last_ms"])
+    assert np.isfinite(plan_excess) and plan_excess < took, robot.diag
 
     # 2. Every corrupt announcement is rejected, and v2 keeps acting throughout.
     for i, key in enumerate(["bad_hash", "wrong_spec", "nan", "truncated"], start=1):
@@ -290,6 +293,66 @@ def test_shadow_checks_run_only_in_the_slack_a_tick_offers(models, tmp_path):
         assert cand.version == models["v2"] and cand.shadow_plans == 7 and cand.overruns == 0
         assert np.isfinite(cand.p50_s) and cand.p50_s > 0
         assert offered_when_logged == [False]  # logged first, offered after
+    finally:
+        swapper.stop()
+
+
+def test_a_candidate_offered_late_gets_one_warm_plan_in_the_slack_before_its_swap(models, tmp_path):
+    """The swap tick should follow one of the candidate's own plans: a candidate the loop has not
+    yet taken asks for one more (untimed) plan in the next slack that holds one, once."""
+    swapper, obs, _ = _swapper(models, tmp_path)
+    swapper.IDLE_S = 1e9
+    try:
+        swapper.request(Request.update(models["store"].announcement(models["v2"])))
+        assert _wait(lambda: swapper._probe is not None)
+        while swapper._probe is not None and not swapper._probe.done.is_set():
+            swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
+        assert _wait(lambda: swapper._ready is not None)
+        cand = swapper._ready
+        assert not cand.planner.prev_mean.any()  # reset when it passed its checks
+        assert swapper.wants_slack()  # ready, not taken, not yet warmed
+        submitted = []
+        swapper.offer_slack(obs, 1.0, lambda fn, *a: (submitted.append(fn), fn(*a)))
+        assert len(submitted) == 1 and cand.planner.prev_mean.any()  # one plan of the candidate itself
+        assert cand.shadow_plans == 7  # untimed: not one of its checks
+        assert not swapper.wants_slack()
+        swapper.offer_slack(obs, 1.0, lambda fn, *a: submitted.append(fn))
+        assert len(submitted) == 1  # once
+        assert swapper.take_ready() is cand
+    finally:
+        swapper.stop()
+
+
+def test_without_slack_for_the_warm_plan_the_swap_goes_ahead_cold(models, tmp_path):
+    swapper, obs, _ = _swapper(models, tmp_path)
+    swapper.IDLE_S = 1e9
+    try:
+        swapper.request(Request.update(models["store"].announcement(models["v2"])))
+        assert _wait(lambda: swapper._probe is not None)
+        while swapper._probe is not None and not swapper._probe.done.is_set():
+            swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
+        assert _wait(lambda: swapper._ready is not None)
+        submitted = []
+        swapper.offer_slack(obs, 0.0, lambda fn, *a: submitted.append(fn))  # no room for a plan
+        assert submitted == [] and not swapper.wants_slack()  # not retried
+        cand = swapper.take_ready()
+        assert cand is not None and not cand.planner.prev_mean.any()
+    finally:
+        swapper.stop()
+
+
+def test_a_candidate_whose_warm_plan_fails_is_withdrawn(models, tmp_path):
+    swapper, obs, logs = _swapper(models, tmp_path)
+    swapper.IDLE_S = 1e9
+    try:
+        swapper.request(Request.update(models["store"].announcement(models["v2"])))
+        assert _wait(lambda: swapper._probe is not None)
+        while swapper._probe is not None and not swapper._probe.done.is_set():
+            swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
+        assert _wait(lambda: swapper._ready is not None)
+        swapper.offer_slack(np.full_like(obs, np.nan), 1.0, lambda fn, *a: fn(*a))  # the plan raises
+        assert swapper.take_ready() is None and swapper.rejected == 1
+        assert "last warm plan failed" in swapper.last_result and logs[-1][0] == "error"
     finally:
         swapper.stop()
 

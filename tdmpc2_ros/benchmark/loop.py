@@ -79,12 +79,13 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
                f"model_path:={store.path(versions[0])}", *planner_args]
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         obs = Observer(domain, "bench_swap")
-        control: list[tuple[float, float]] = []  # (newest tick, median tick) per report, no swap going on
+        control: list[tuple[float, float]] = []  # (tick excess, plan excess) per report, no swap going on
         sampling = {"on": False}
 
         def sample(table):
             if sampling["on"]:
-                control.append((float(table["tick_latency_last_ms"]), float(table["tick_latency_p50_ms"])))
+                control.append((float(table["tick_latency_last_ms"]) - float(table["tick_latency_p50_ms"]),
+                                float(table["plan_latency_last_ms"]) - float(table["plan_latency_p50_ms"])))
 
         diag = obs.status_table("tdmpc2_ros: planner", on_update=sample)
         pub = obs.publisher(String, topics.MODEL_UPDATE, qos.LATCHED)
@@ -110,11 +111,13 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
                 # The swap tick against the median tick of that moment, as the planner measured it (a
                 # budget step during the settle time starts the planner's tick window again).
                 took, excess = float(diag["swap_tick_latency_last_ms"]), float(diag["swap_tick_excess_last_ms"])
+                plan_excess, waited = float(diag["swap_plan_excess_last_ms"]), float(diag["swap_plan_waited_last_ms"])
                 spin_until(lambda: False, settle_s)
                 rows.append({"version": v, "announce_to_swap_s": round(checked_s, 2), "check": check,
                              "missed_during_swap": int(diag["missed_deadlines"]) - before,
                              "tick_p50_ms": round(took - excess, 3), "tick_p99_ms": float(diag["tick_latency_p99_ms"]),
-                             "swap_tick_ms": took, "excess_ms": excess})
+                             "swap_tick_ms": took, "excess_ms": excess, "plan_excess_ms": plan_excess,
+                             "around_plan_excess_ms": round(excess - plan_excess, 3), "plan_waited_ms": waited})
             final = dict(diag)
         finally:
             proc.send_signal(2)
@@ -124,7 +127,13 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
                 proc.kill()
             obs.close()
     excess = [r["excess_ms"] for r in rows]
-    ordinary = [last - p50 for last, p50 in control]
+    ordinary = [tick for tick, _ in control]
+    split = {  # medians of where the excess lies: in the ONNX call, or around it
+        "swap_plan_excess_median_ms": round(float(np.median([r["plan_excess_ms"] for r in rows])), 3),
+        "swap_around_plan_excess_median_ms": round(float(np.median([r["around_plan_excess_ms"] for r in rows])), 3),
+        "ordinary_plan_excess_median_ms": round(float(np.median([p for _, p in control])), 3) if control else None,
+        "ordinary_around_plan_excess_median_ms": round(float(np.median([t - p for t, p in control])), 3) if control else None,
+    }
     return {"plan_thread": final.get("plan_thread", "normal"), "model": str(model), "swaps": int(final["swaps"]), "budget": final["budget"],
             "tick_p50_ms": float(final["tick_latency_p50_ms"]), "tick_p99_ms": float(final["tick_latency_p99_ms"]),
             "swap_tick_excess_median_ms": round(float(np.median(excess)), 3), "swap_tick_excess_max_ms": max(excess),
@@ -133,7 +142,8 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
             "ordinary_tick_excess_max_ms": round(max(ordinary), 3) if ordinary else None,
             "missed_deadlines_during_swaps": sum(r["missed_during_swap"] for r in rows),
             "swap_phase_ticks": int(final["ticks"]) - ticks_before, "baseline": baseline,
-            "missed_deadlines_total": int(final["missed_deadlines"]), "ticks": int(final["ticks"]), "per_swap": rows}
+            "missed_deadlines_total": int(final["missed_deadlines"]), "ticks": int(final["ticks"]), **split,
+            "per_swap": rows}
 
 
 def format_table(r: dict) -> str:
@@ -149,7 +159,12 @@ def format_table(r: dict) -> str:
         f"{s['tick_p99_ms']} | {s['swap_tick_excess_median_ms']} / {s['swap_tick_excess_max_ms']} | "
         f"{s['swaps_within_1ms']} of {s['swaps']} | {s.get('ordinary_ticks_within_1ms', '-')} of "
         f"{s.get('ordinary_ticks_sampled', '-')} | {s['missed_deadlines_during_swaps']} of {s['swap_phase_ticks']} ticks | "
-        f"{s['baseline']['missed']} of {s['baseline']['ticks']} ticks |", ""])
+        f"{s['baseline']['missed']} of {s['baseline']['ticks']} ticks |", "",
+        "| excess over the median, median of | in the ONNX call ms | around it ms (hand-off, install, publish) |",
+        "|---|---|---|",
+        f"| swap ticks | {s.get('swap_plan_excess_median_ms', '-')} | {s.get('swap_around_plan_excess_median_ms', '-')} |",
+        f"| ordinary ticks (sampled, no swap) | {s.get('ordinary_plan_excess_median_ms', '-')} | "
+        f"{s.get('ordinary_around_plan_excess_median_ms', '-')} |", ""])
 
 
 def run_loop_benchmark(args) -> int:

@@ -108,6 +108,8 @@ class PlannerNode(Node):
         self._swap_timed = False  # that tick counts in swap_tick_latency: a model version changed hands
         self.swap_tick_latency = RollingStats()
         self.swap_tick_excess_s = math.nan  # the last swap tick minus the median tick at that moment
+        self.swap_plan_excess_s = math.nan  # of which its ONNX call: that plan minus the recent median plan
+        self.swap_plan_waited_s = math.nan  # of that plan, the time it was not running (a core or the GIL)
         self._pending_rollback = None
         self.last_obs = None  # the newest model input, for probing a swap candidate
         c = self.planner.contract
@@ -316,7 +318,7 @@ class PlannerNode(Node):
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
         # This tick's own cost outside the ONNX call: observation assembly, hand-off, shaping, publish.
         self.ros_overhead.add(self.tick_latency.last() - self.last_plan_s)
-        if self.swapper.wants_slack():  # shadow plans of a swap candidate, or freeing an old model
+        if self.swapper.wants_slack():  # a candidate's shadow plans or last warm plan, or freeing an old model
             self.swapper.offer_slack(obs, self._slack(start), self.worker.submit)
 
     def _slack(self, start: float) -> float:
@@ -526,6 +528,10 @@ class PlannerNode(Node):
                 self.swap_tick_latency.add(now - start)
                 # Against the median of the moment: a budget step soon after starts the window again.
                 self.swap_tick_excess_s = now - start - median
+                # Split: the plan itself (the new session) against the plans just before it; the rest
+                # of the excess is around the plan (hand-off to the plan thread, install, publish).
+                self.swap_plan_excess_s = self.last_plan_s - self.plan_latency.recent_median(50)
+                self.swap_plan_waited_s = self.plan_waited.last()
                 self._swap_timed = False
             self._log("info", f"{self._swap_note}; that tick took {(now - start) * 1e3:.2f} ms "
                               f"(median tick {median * 1e3:.2f} ms)")
@@ -549,7 +555,9 @@ class PlannerNode(Node):
             "tick_latency_p50_ms": round(self.tick_latency.percentile(50) * 1e3, 3),
             "tick_latency_p99_ms": round(self.tick_latency.percentile(99) * 1e3, 3),
             "tick_latency_last_ms": round(self.tick_latency.last() * 1e3, 3),
+            "plan_latency_p50_ms": round(self.plan_latency.recent_median(50) * 1e3, 3),
             "plan_latency_p99_ms": round(self.plan_latency.percentile(99) * 1e3, 3),
+            "plan_latency_last_ms": round(self.plan_latency.last() * 1e3, 3),
             "plan_waited_p99_ms": round(self.plan_waited.percentile(99) * 1e3, 3),
             "plan_waited_max_ms": round(self.plan_waited.percentile(100) * 1e3, 3),
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
@@ -561,7 +569,9 @@ class PlannerNode(Node):
             "model_version": self.model_version, "swaps": self.swaps,
             "swap_tick_latency_max_ms": round(self.swap_tick_latency.percentile(100) * 1e3, 3),
             "swap_tick_latency_last_ms": round(self.swap_tick_latency.last() * 1e3, 3),
-            "swap_tick_excess_last_ms": round(self.swap_tick_excess_s * 1e3, 3), "swaps_rejected": self.swapper.rejected,
+            "swap_tick_excess_last_ms": round(self.swap_tick_excess_s * 1e3, 3),
+            "swap_plan_excess_last_ms": round(self.swap_plan_excess_s * 1e3, 3),
+            "swap_plan_waited_last_ms": round(self.swap_plan_waited_s * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,
