@@ -297,17 +297,27 @@ def test_shadow_checks_run_only_in_the_slack_a_tick_offers(models, tmp_path):
         swapper.stop()
 
 
-def test_a_candidate_offered_late_gets_one_warm_plan_in_the_slack_before_its_swap(models, tmp_path):
-    """The swap tick should follow one of the candidate's own plans: a candidate the loop has not
-    yet taken asks for one more (untimed) plan in the next slack that holds one, once."""
-    swapper, obs, _ = _swapper(models, tmp_path)
-    swapper.IDLE_S = 1e9
+def _checked_in_the_slack(models, tmp_path):
+    """A swapper whose v2 candidate passed its shadow plans in a ticking loop's slack and waits to be taken."""
+    swapper, obs, logs = _swapper(models, tmp_path)
+    swapper.IDLE_S = 1e9  # a ticking loop: the background thread never probes by itself
     try:
         swapper.request(Request.update(models["store"].announcement(models["v2"])))
         assert _wait(lambda: swapper._probe is not None)
         while swapper._probe is not None and not swapper._probe.done.is_set():
             swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
         assert _wait(lambda: swapper._ready is not None)
+    except BaseException:
+        swapper.stop()
+        raise
+    return swapper, obs, logs
+
+
+def test_a_candidate_offered_late_gets_one_warm_plan_in_the_slack_before_its_swap(models, tmp_path):
+    """The swap tick should follow one of the candidate's own plans: a candidate the loop has not
+    yet taken asks for one more (untimed) plan in the next slack that holds one, once."""
+    swapper, obs, _ = _checked_in_the_slack(models, tmp_path)
+    try:
         cand = swapper._ready
         assert not cand.planner.prev_mean.any()  # reset when it passed its checks
         assert swapper.wants_slack()  # ready, not taken, not yet warmed
@@ -324,14 +334,8 @@ def test_a_candidate_offered_late_gets_one_warm_plan_in_the_slack_before_its_swa
 
 
 def test_without_slack_for_the_warm_plan_the_swap_goes_ahead_cold(models, tmp_path):
-    swapper, obs, _ = _swapper(models, tmp_path)
-    swapper.IDLE_S = 1e9
+    swapper, obs, _ = _checked_in_the_slack(models, tmp_path)
     try:
-        swapper.request(Request.update(models["store"].announcement(models["v2"])))
-        assert _wait(lambda: swapper._probe is not None)
-        while swapper._probe is not None and not swapper._probe.done.is_set():
-            swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
-        assert _wait(lambda: swapper._ready is not None)
         submitted = []
         swapper.offer_slack(obs, 0.0, lambda fn, *a: submitted.append(fn))  # no room for a plan
         assert submitted == [] and not swapper.wants_slack()  # not retried
@@ -342,14 +346,8 @@ def test_without_slack_for_the_warm_plan_the_swap_goes_ahead_cold(models, tmp_pa
 
 
 def test_a_candidate_whose_warm_plan_fails_is_withdrawn(models, tmp_path):
-    swapper, obs, logs = _swapper(models, tmp_path)
-    swapper.IDLE_S = 1e9
+    swapper, obs, logs = _checked_in_the_slack(models, tmp_path)
     try:
-        swapper.request(Request.update(models["store"].announcement(models["v2"])))
-        assert _wait(lambda: swapper._probe is not None)
-        while swapper._probe is not None and not swapper._probe.done.is_set():
-            swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
-        assert _wait(lambda: swapper._ready is not None)
         swapper.offer_slack(np.full_like(obs, np.nan), 1.0, lambda fn, *a: fn(*a))  # the plan raises
         assert swapper.take_ready() is None and swapper.rejected == 1
         assert "last warm plan failed" in swapper.last_result and logs[-1][0] == "error"
