@@ -25,6 +25,63 @@ THREADS = 2
 GEMM_SHAPES = ((2048, 2048, 2048), (1024, 1024, 1024), (8192, 512, 512))  # (m, k, n); the last like the planner's
 
 
+def _median_run_s(model_bytes: bytes, feeds: dict, repeats: int) -> float:
+    """Median seconds of one run of an ONNX model on ONNX Runtime CPU with THREADS threads (after one warm-up)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = THREADS
+    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    sess.run(None, feeds)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+ACTIVATION_ROWS, ACTIVATION_LAYERS = 512, 8
+
+
+def activation_block_model(width: int = 384) -> bytes:
+    """ACTIVATION_LAYERS LayerNorm -> Mish blocks on [ACTIVATION_ROWS, width], exported as the planner
+    graph is (the same tracer, exporter and export-friendly Mish)."""
+    import torch
+    import torch.nn as nn
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from tdmpc2_ros.core.export import _quiet_onnx_export
+    from tdmpc2_ros.core.layers import export_friendly, mish
+
+    class Blocks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(ACTIVATION_LAYERS))
+
+        def forward(self, x):
+            for norm in self.norms:
+                x = mish(norm(x))
+            return x
+
+    x = torch.zeros(ACTIVATION_ROWS, width)
+    with export_friendly():
+        gm = make_fx(Blocks().eval().requires_grad_(False))(x)
+    return _quiet_onnx_export(gm, (x,), input_names=("x",), output_names=("y",)).SerializeToString()
+
+
+def activation_block_us(width: int = 384, repeats: int = 50) -> float:
+    """Microseconds of one LayerNorm -> Mish block on [512, width] (the 1M preset's hidden width): the
+    elementwise half of a plan.
+
+    Why beside the GEMM peak: on the 2-core VM the GEMM peak stayed at 326-341 GFLOP/s across hours
+    while the same 1M plan graph took 59 to 68 ms; what a busy host slows down is the elementwise
+    passes, which stream activations through the caches. With both in the same run, a slower plan
+    can be told apart from a slower hour."""
+    x = np.random.default_rng(0).standard_normal((ACTIVATION_ROWS, width), dtype=np.float32)
+    return _median_run_s(activation_block_model(width), {"x": x}, repeats) / ACTIVATION_LAYERS * 1e6
+
+
 def gemm_peak_gflops(shapes=GEMM_SHAPES, repeats: int = 10) -> float:
     """fp32 MatMul throughput of ONNX Runtime on THREADS threads: the ceiling for the planner, as the
     best of a few shapes. One measurement of one size is a poor ceiling: on 2026-11-29 a 2048^3 run gave
@@ -33,7 +90,6 @@ def gemm_peak_gflops(shapes=GEMM_SHAPES, repeats: int = 10) -> float:
     import onnx
     import onnx.helper as h
     import onnx.numpy_helper as nh
-    import onnxruntime as ort
 
     rng = np.random.default_rng(0)
     best = 0.0
@@ -45,16 +101,7 @@ def gemm_peak_gflops(shapes=GEMM_SHAPES, repeats: int = 10) -> float:
         graph = h.make_graph([h.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a], [c],
                              initializer=[nh.from_array(b_val, "b")])
         model = h.make_model(graph, opset_imports=[h.make_opsetid("", 18)])
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = THREADS
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        sess.run(None, {"a": a_val})
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            sess.run(None, {"a": a_val})
-            times.append(time.perf_counter() - t)
-        best = max(best, 2 * m * k * n / float(np.median(times)) / 1e9)
+        best = max(best, 2 * m * k * n / _median_run_s(model.SerializeToString(), {"a": a_val}, repeats) / 1e9)
     return best
 
 
@@ -140,11 +187,13 @@ def run_core_benchmark(args) -> int:
 
     presets = [p for p in args.presets.split(",") if p]
     planners = [p for p in args.planners.split(",") if p]
-    peak = gemm_peak_gflops()
+    peak, block_us = gemm_peak_gflops(), activation_block_us()
     result = {"machine": {"cpu_count": os.cpu_count(), "threads": THREADS, "platform": platform.platform(),
                           "python": platform.python_version(), "torch": torch.__version__},
-              "gemm_peak_gflops": round(peak, 1), "dims": {"obs": OBS_DIM, "action": ACTION_DIM}, "planning": [], "update": []}
-    print(f"ONNX Runtime fp32 MatMul peak ({THREADS} threads, best of {len(GEMM_SHAPES)} shapes): {peak:.0f} GFLOP/s", flush=True)
+              "gemm_peak_gflops": round(peak, 1), "activation_block_us": round(block_us, 1),
+              "dims": {"obs": OBS_DIM, "action": ACTION_DIM}, "planning": [], "update": []}
+    print(f"ONNX Runtime fp32 MatMul peak ({THREADS} threads, best of {len(GEMM_SHAPES)} shapes): {peak:.0f} GFLOP/s; "
+          f"one LayerNorm + Mish block on [{ACTIVATION_ROWS}, 384]: {block_us:.0f} us", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for preset in presets:
             cfg = ModelConfig.from_preset(preset, OBS_DIM, ACTION_DIM)
@@ -182,6 +231,8 @@ def run_core_benchmark(args) -> int:
 
 def format_table(r: dict) -> str:
     lines = [f"GEMM peak (ONNX Runtime fp32 MatMul, {r['machine']['threads']} threads): {r['gemm_peak_gflops']} GFLOP/s", "",
+             f"LayerNorm + Mish block on [{ACTIVATION_ROWS}, 384] (the planner's elementwise work): "
+             f"{r.get('activation_block_us', '-')} us", "",
              "| preset | planner | median ms | p99 ms | GFLOP/plan | GFLOP/s | of peak | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]
     for p in r["planning"]:

@@ -46,7 +46,7 @@ def trace_planner(model: WorldModel, budget: PlanBudget, discount: float):
         return make_fx(planner)(*inputs), inputs
 
 
-def _quiet_onnx_export(gm, inputs, input_names=INPUT_NAMES):
+def _quiet_onnx_export(gm, inputs, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES):
     # The exporter narrates every step and warns about optional packages; keep the user's console clean.
     for name in ("torch.onnx", "torch._export", "torch.export", "onnxscript"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -63,7 +63,7 @@ def _quiet_onnx_export(gm, inputs, input_names=INPUT_NAMES):
                 external_data=False,
                 opset_version=OPSET,
                 input_names=list(input_names),
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(output_names),
                 verbose=False,
             )
     return program.model_proto
