@@ -72,7 +72,7 @@ def activation_block_model(width: int = 384) -> bytes:
 
 def activation_block_us(width: int = 384, repeats: int = 50) -> float:
     """Microseconds of one LayerNorm -> Mish block on [512, width] (the 1M preset's hidden width): the
-    elementwise half of a plan.
+    bulk of a plan's elementwise work (Mish and LayerNorm were about 37% of a 1-thread plan profile).
 
     Why beside the GEMM peak: on the 2-core VM the GEMM peak stayed at 326-341 GFLOP/s across hours
     while the same 1M plan graph took 59 to 68 ms; what a busy host slows down is the elementwise

@@ -233,8 +233,9 @@ class HotSwapper:
     def offer_slack(self, obs, slack_s: float, submit):
         """After a live tick, the worker is idle for about `slack_s` (the time the next tick can
         spare). `submit(fn, *args)` one job that is expected to end within it: a candidate's shadow
-        plan, else freeing one retired model (destroying a session took 3.7 ms on 2 cores; that
-        must not land inside a tick, and on any other thread it would run beside one)."""
+        plan, else a checked candidate's last (warm) plan before the loop takes it, else freeing one
+        retired model (destroying a session took 3.7 ms on 2 cores; that must not land inside a
+        tick, and on any other thread it would run beside one)."""
         probe, ready = self._probe, self._ready  # one read each: the background thread may replace them
         live = self._live()
         if probe is not None and not probe.done.is_set():
