@@ -392,7 +392,7 @@ def test_an_idle_loop_lets_the_background_check_and_nan_weights_are_refused(mode
 
 
 def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, tmp_path):
-    swapper, _, logs = _swapper(models, tmp_path)
+    swapper, obs, logs = _swapper(models, tmp_path)
     try:
         folder = str(models["store"].path(models["v1"]))
         swapper.request(Request.budget("mppi-i1-s8-e2-p2-h3", folder, models["v1"]))
@@ -403,6 +403,10 @@ def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, t
         # Its own budget is a valid rung request: warmed up on the swapper's thread, offered as a rung change.
         swapper.request(Request.budget(BUDGET.label(), folder, models["v1"]))
         assert _wait(lambda: swapper._ready is not None)
+        # A step down is not warmed in the slack: the loop is short of time.
+        submitted = []
+        swapper.offer_slack(obs, 1.0, lambda fn, *a: submitted.append(fn))
+        assert submitted == [] and not swapper.wants_slack()
         cand = swapper.take_ready()
         assert cand.rung_change and cand.version == models["v1"] and cand.planner.contract.budget == BUDGET
     finally:

@@ -248,8 +248,10 @@ class HotSwapper:
             # running model once more, and the swap tick then found the new session cold: +0.3 to
             # +0.9 ms against the median in a real-time run, where swaps right after a shadow plan
             # were 0.4 ms faster than it. One try: where it does not fit, the swap goes ahead cold.
+            # Not before a step down: the loop is short of time, and the slack is not to be spent.
             ready.warm_offered = True
-            if ready.p50_s <= slack_s:
+            step_down = ready.rung_change and not ready.step_up
+            if not step_down and ready.p50_s <= slack_s:
                 submit(self._warm, ready, obs)
         elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.FREE_S):
             submit(self._free_one)
