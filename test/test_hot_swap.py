@@ -480,9 +480,9 @@ def test_one_shared_thread_pool_however_many_sessions(models):
     """A swap candidate beside the running model must not bring its own spinning threads."""
     script = f"""
 import os, numpy as np
-from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, share_thread_pool, _session_options
+from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, share_thread_pool, session_options
 assert share_thread_pool(2)
-assert _session_options(2).use_per_session_threads is False
+assert session_options(2).use_per_session_threads is False
 path = {str(next(models["store"].path(models["v1"]).glob("*.onnx")))!r}
 obs = np.zeros({OBS_DIM}, np.float32)
 first = OnnxPlanner(path)

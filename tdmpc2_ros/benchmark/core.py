@@ -26,12 +26,13 @@ GEMM_SHAPES = ((2048, 2048, 2048), (1024, 1024, 1024), (8192, 512, 512))  # (m, 
 
 
 def _median_run_s(model_bytes: bytes, feeds: dict, repeats: int) -> float:
-    """Median seconds of one run of an ONNX model on ONNX Runtime CPU with THREADS threads (after one warm-up)."""
+    """Median seconds of one run of an ONNX model on ONNX Runtime CPU with THREADS threads (after one
+    warm-up), with the session options the planner gets (the process's shared pool where one is set)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = THREADS
-    sess = ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
+    from tdmpc2_ros.runtime.onnx_planner import session_options
+
+    sess = ort.InferenceSession(model_bytes, session_options(THREADS), providers=["CPUExecutionProvider"])
     sess.run(None, feeds)
     times = []
     for _ in range(repeats):

@@ -121,7 +121,7 @@ class LiveOnnxActor:
         import onnxruntime as ort
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        from tdmpc2_ros.runtime.onnx_planner import _session_options
+        from tdmpc2_ros.runtime.onnx_planner import session_options
 
         planner = make_planner(model, budget, discount).eval()
         self._params = list(planner.named_parameters())
@@ -135,7 +135,7 @@ class LiveOnnxActor:
         with export_friendly():
             gm = make_fx(plan)(weights, *inputs)
         proto = _quiet_onnx_export(gm, (weights, *inputs), [self.PREFIX + n for n in names] + list(INPUT_NAMES))
-        opts = _session_options(threads)
+        opts = session_options(threads)
         # Training alternates this call with torch's update on the same cores. ONNX Runtime's workers
         # spin for a while after each run and then compete with torch's threads: without spinning, an
         # act + update step took 291 ms instead of 346 ms (1M, 2 cores). A robot's planner keeps spinning.

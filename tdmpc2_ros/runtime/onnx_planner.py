@@ -51,7 +51,9 @@ def share_thread_pool(threads: int) -> bool:
     return True
 
 
-def _session_options(threads: int):
+def session_options(threads: int):
+    """The options of every planner session (and of the benchmark's yardsticks): `threads` intra-op
+    threads, or the process's shared pool where share_thread_pool has set one."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -103,7 +105,7 @@ class OnnxPlanner:
         if expected_sha256 is not None and expected_sha256 != self.sha256:
             raise ModelLoadError(f"{self.path}: sha256 {self.sha256} does not match the expected {expected_sha256}")
         try:
-            self.session = ort.InferenceSession(blob, _session_options(threads), providers=providers or default_providers())
+            self.session = ort.InferenceSession(blob, session_options(threads), providers=providers or default_providers())
         except Exception as e:  # onnxruntime raises several private exception types
             raise ModelLoadError(f"{self.path} is not a loadable ONNX model (truncated or corrupt?): {e}") from e
         meta = self.session.get_modelmeta().custom_metadata_map
