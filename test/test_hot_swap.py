@@ -297,64 +297,6 @@ def test_shadow_checks_run_only_in_the_slack_a_tick_offers(models, tmp_path):
         swapper.stop()
 
 
-def _checked_in_the_slack(models, tmp_path):
-    """A swapper whose v2 candidate passed its shadow plans in a ticking loop's slack and waits to be taken."""
-    swapper, obs, logs = _swapper(models, tmp_path)
-    swapper.IDLE_S = 1e9  # a ticking loop: the background thread never probes by itself
-    try:
-        swapper.request(Request.update(models["store"].announcement(models["v2"])))
-        assert _wait(lambda: swapper._probe is not None)
-        while swapper._probe is not None and not swapper._probe.done.is_set():
-            swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
-        assert _wait(lambda: swapper._ready is not None)
-    except BaseException:
-        swapper.stop()
-        raise
-    return swapper, obs, logs
-
-
-def test_a_candidate_offered_late_gets_one_warm_plan_in_the_slack_before_its_swap(models, tmp_path):
-    """The swap tick should follow one of the candidate's own plans: a candidate the loop has not
-    yet taken asks for one more (untimed) plan in the next slack that holds one, once."""
-    swapper, obs, _ = _checked_in_the_slack(models, tmp_path)
-    try:
-        cand = swapper._ready
-        assert not cand.planner.prev_mean.any()  # reset when it passed its checks
-        assert swapper.wants_slack()  # ready, not taken, not yet warmed
-        submitted = []
-        swapper.offer_slack(obs, 1.0, lambda fn, *a: (submitted.append(fn), fn(*a)))
-        assert len(submitted) == 1 and cand.planner.prev_mean.any()  # one plan of the candidate itself
-        assert cand.shadow_plans == 7  # untimed: not one of its checks
-        assert not swapper.wants_slack()
-        swapper.offer_slack(obs, 1.0, lambda fn, *a: submitted.append(fn))
-        assert len(submitted) == 1  # once
-        assert swapper.take_ready() is cand
-    finally:
-        swapper.stop()
-
-
-def test_without_slack_for_the_warm_plan_the_swap_goes_ahead_cold(models, tmp_path):
-    swapper, obs, _ = _checked_in_the_slack(models, tmp_path)
-    try:
-        submitted = []
-        swapper.offer_slack(obs, 0.0, lambda fn, *a: submitted.append(fn))  # no room for a plan
-        assert submitted == [] and not swapper.wants_slack()  # not retried
-        cand = swapper.take_ready()
-        assert cand is not None and not cand.planner.prev_mean.any()
-    finally:
-        swapper.stop()
-
-
-def test_a_candidate_whose_warm_plan_fails_is_withdrawn(models, tmp_path):
-    swapper, obs, logs = _checked_in_the_slack(models, tmp_path)
-    try:
-        swapper.offer_slack(np.full_like(obs, np.nan), 1.0, lambda fn, *a: fn(*a))  # the plan raises
-        assert swapper.take_ready() is None and swapper.rejected == 1
-        assert "last warm plan failed" in swapper.last_result and logs[-1][0] == "error"
-    finally:
-        swapper.stop()
-
-
 def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_background(models, tmp_path):
     """A rung that takes most of the period leaves less slack after a tick than a plan takes: the
     candidate is then checked beside the loop (low priority, timed in CPU time), not never."""
@@ -392,7 +334,7 @@ def test_an_idle_loop_lets_the_background_check_and_nan_weights_are_refused(mode
 
 
 def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, tmp_path):
-    swapper, obs, logs = _swapper(models, tmp_path)
+    swapper, _, logs = _swapper(models, tmp_path)
     try:
         folder = str(models["store"].path(models["v1"]))
         swapper.request(Request.budget("mppi-i1-s8-e2-p2-h3", folder, models["v1"]))
@@ -403,10 +345,6 @@ def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, t
         # Its own budget is a valid rung request: warmed up on the swapper's thread, offered as a rung change.
         swapper.request(Request.budget(BUDGET.label(), folder, models["v1"]))
         assert _wait(lambda: swapper._ready is not None)
-        # A step down is not warmed in the slack: the loop is short of time.
-        submitted = []
-        swapper.offer_slack(obs, 1.0, lambda fn, *a: submitted.append(fn))
-        assert submitted == [] and not swapper.wants_slack()
         cand = swapper.take_ready()
         assert cand.rung_change and cand.version == models["v1"] and cand.planner.contract.budget == BUDGET
     finally:

@@ -318,7 +318,7 @@ class PlannerNode(Node):
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
         # This tick's own cost outside the ONNX call: observation assembly, hand-off, shaping, publish.
         self.ros_overhead.add(self.tick_latency.last() - self.last_plan_s)
-        if self.swapper.wants_slack():  # a candidate's shadow plans or last warm plan, or freeing an old model
+        if self.swapper.wants_slack():  # shadow plans of a swap candidate, or freeing an old model
             self.swapper.offer_slack(obs, self._slack(start), self.worker.submit)
 
     def _slack(self, start: float) -> float:

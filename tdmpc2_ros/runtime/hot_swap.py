@@ -62,7 +62,6 @@ class Candidate:
     overruns: int = 0
     rung_change: bool = False  # the running model at another budget, not a new version
     step_up: bool = False  # that budget is the next larger one
-    warm_offered: bool = False  # the loop has offered slack for its last warm plan (offer_slack)
 
 
 @dataclass(frozen=True)
@@ -224,35 +223,21 @@ class HotSwapper:
         return ready
 
     def wants_slack(self) -> bool:
-        """A candidate is waiting for shadow plans or for its last warm plan, or a retired model
-        for freeing."""
-        probe, ready = self._probe, self._ready
-        return (bool(self._retired) or (probe is not None and not probe.done.is_set())
-                or (ready is not None and not ready.warm_offered))
+        """A candidate is waiting for shadow plans, or a retired model for freeing."""
+        probe = self._probe
+        return bool(self._retired) or (probe is not None and not probe.done.is_set())
 
     def offer_slack(self, obs, slack_s: float, submit):
         """After a live tick, the worker is idle for about `slack_s` (the time the next tick can
         spare). `submit(fn, *args)` one job that is expected to end within it: a candidate's shadow
-        plan, else a checked candidate's last (warm) plan before the loop takes it, else freeing one
-        retired model (destroying a session took 3.7 ms on 2 cores; that must not land inside a
-        tick, and on any other thread it would run beside one)."""
-        probe, ready = self._probe, self._ready  # one read each: the background thread may replace them
+        plan, else freeing one retired model (destroying a session took 3.7 ms on 2 cores; that
+        must not land inside a tick, and on any other thread it would run beside one)."""
+        probe = self._probe  # one read: the background thread may replace it meanwhile
         live = self._live()
         if probe is not None and not probe.done.is_set():
             if probe.estimate(live) <= slack_s:
                 self._last_fit = time.monotonic()
                 submit(probe.step, obs, slack_s)
-        elif ready is not None and not ready.warm_offered:
-            # The swap tick should follow one of the candidate's own plans. When the candidate is
-            # offered too late for the tick right after its last shadow plan, the loop runs the
-            # running model once more, and the swap tick then found the new session cold: +0.3 to
-            # +0.9 ms against the median in a real-time run, where swaps right after a shadow plan
-            # were 0.4 ms faster than it. One try: where it does not fit, the swap goes ahead cold.
-            # Not before a step down: the loop is short of time, and the slack is not to be spent.
-            ready.warm_offered = True
-            step_down = ready.rung_change and not ready.step_up
-            if not step_down and ready.p50_s <= slack_s:
-                submit(self._warm, ready, obs)
         elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.FREE_S):
             submit(self._free_one)
 
@@ -267,22 +252,6 @@ class HotSwapper:
     def retire(self, planner: OnnxPlanner):
         """A model the loop no longer keeps; freed later in the slack after a tick (offer_slack)."""
         self._retired.append(planner)
-
-    def _warm(self, cand: Candidate, obs):
-        """An untimed plan of a checked candidate (its warm start is replaced at install). If it
-        fails after passing its checks, the candidate is withdrawn unless the loop has taken it."""
-        try:
-            cand.planner.plan(obs)
-        except Exception as e:  # noqa: BLE001 - reported as the rejection reason
-            with self._lock:
-                withdrawn = self._ready is cand
-                if withdrawn:
-                    self._ready = None
-            if withdrawn:
-                self.retire(cand.planner)
-                self.rejected += 1
-                self.last_result = f"rejected {cand.version}: its last warm plan failed: {type(e).__name__}: {e}"
-                self.log("error", self.last_result + "; the running model keeps acting")
 
     def _free_one(self):
         self._retired.popleft()  # the last reference: the session is destroyed here, on the worker
