@@ -351,6 +351,28 @@ def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, t
         swapper.stop()
 
 
+def test_a_budget_change_of_a_version_about_to_be_replaced_is_dropped(models, tmp_path):
+    """A step down asked for the running v1 while a checked v2 waits for the next tick: v2 must not be
+    superseded by it (the update would be lost), and no warm-up plans should take CPU for it."""
+    swapper, _, logs = _swapper(models, tmp_path)
+    try:
+        swapper.request(Request.update(models["store"].announcement(models["v2"])))  # checked from the background
+        assert _wait(lambda: swapper._ready is not None)
+        folder = str(models["store"].path(models["v1"]))
+        swapper.request(Request.budget(BUDGET.label(), folder, models["v1"]))
+        assert _wait(lambda: swapper.rung_failures == 1)
+        assert "dropped" in swapper.last_result and models["v2"] in swapper.last_result, swapper.last_result
+        assert logs[-1][0] == "info"
+        cand = swapper.take_ready()
+        assert cand.version == models["v2"] and not cand.rung_change
+        # With nothing waiting, the same request is a budget change again.
+        swapper.request(Request.budget(BUDGET.label(), folder, models["v1"]))
+        assert _wait(lambda: swapper._ready is not None)
+        assert swapper.take_ready().rung_change
+    finally:
+        swapper.stop()
+
+
 def test_a_step_up_is_shadow_checked_against_the_limit_itself(models, tmp_path):
     swapper, _, logs = _swapper(models, tmp_path)
     folder = str(models["store"].path(models["v1"]))

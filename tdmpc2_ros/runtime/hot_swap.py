@@ -284,8 +284,26 @@ class HotSwapper:
             for what in rungs[-1:] + updates[-1:]:
                 self._handle(what)
 
+    def _replacing(self, what: Request) -> Candidate | None:
+        """A checked model update of another version that waits to be installed: a budget change
+        of the running version is moot once it goes in (the new version is judged on its own plans),
+        and must not supersede it."""
+        pending = self._ready
+        if what.rung and pending is not None and not pending.rung_change and pending.version != what.version:
+            return pending
+        return None
+
+    def _drop_moot_rung(self, what: Request, pending: Candidate):
+        self.rung_failures += 1  # the loop's request ends without a candidate
+        self.last_result = f"dropped {what.describe()}: {pending.version} replaces {what.version} at the next tick"
+        self.log("info", self.last_result)
+
     def _handle(self, what: Request):
         rung, label = bool(what.rung), what.describe()
+        pending = self._replacing(what)
+        if pending is not None:  # before any warm-up plan takes CPU from the loop
+            self._drop_moot_rung(what, pending)
+            return
         try:
             cand = self._prepare(what)
             self.last_result = (f"{label} passed checks (p50 {cand.p50_s * 1e3:.2f} ms, p99 {cand.p99_s * 1e3:.2f} ms "
@@ -294,6 +312,12 @@ class HotSwapper:
             # Logged before the candidate is offered: this low-priority thread must not hold the GIL
             # (formatting, logging) while the swap tick's plan waits for it, as it would if it were
             # preempted in there. Once offered, it only goes back to waiting for the next request.
+            # Only this thread makes a candidate ready, so the check cannot be overtaken before the offer.
+            pending = self._replacing(what)
+            if pending is not None:  # an update came ready while this rung warmed up
+                self.retire(cand.planner)
+                self._drop_moot_rung(what, pending)
+                return
             self.log("info", self.last_result)
             with self._lock:
                 superseded, self._ready = self._ready, cand
