@@ -42,10 +42,10 @@ def _median_run_s(model_bytes: bytes, feeds: dict, repeats: int) -> float:
     return float(np.median(times))
 
 
-ACTIVATION_ROWS, ACTIVATION_LAYERS = 512, 8
+ACTIVATION_ROWS, ACTIVATION_WIDTH, ACTIVATION_LAYERS = 512, 384, 8  # the 1M preset's hidden width
 
 
-def activation_block_model(width: int = 384) -> bytes:
+def activation_block_model(width: int = ACTIVATION_WIDTH) -> bytes:
     """ACTIVATION_LAYERS LayerNorm -> Mish blocks on [ACTIVATION_ROWS, width], exported as the planner
     graph is (the same tracer, exporter and export-friendly Mish)."""
     import torch
@@ -71,7 +71,7 @@ def activation_block_model(width: int = 384) -> bytes:
     return _quiet_onnx_export(gm, (x,), input_names=("x",), output_names=("y",)).SerializeToString()
 
 
-def activation_block_us(width: int = 384, repeats: int = 50) -> float:
+def activation_block_us(width: int = ACTIVATION_WIDTH, repeats: int = 50) -> float:
     """Microseconds of one LayerNorm -> Mish block on [512, width] (the 1M preset's hidden width): the
     bulk of a plan's elementwise work (Mish and LayerNorm were about 37% of a 1-thread plan profile).
 
@@ -194,7 +194,7 @@ def run_core_benchmark(args) -> int:
               "gemm_peak_gflops": round(peak, 1), "activation_block_us": round(block_us, 1),
               "dims": {"obs": OBS_DIM, "action": ACTION_DIM}, "planning": [], "update": []}
     print(f"ONNX Runtime fp32 MatMul peak ({THREADS} threads, best of {len(GEMM_SHAPES)} shapes): {peak:.0f} GFLOP/s; "
-          f"one LayerNorm + Mish block on [{ACTIVATION_ROWS}, 384]: {block_us:.0f} us", flush=True)
+          f"one LayerNorm + Mish block on [{ACTIVATION_ROWS}, {ACTIVATION_WIDTH}]: {block_us:.0f} us", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for preset in presets:
             cfg = ModelConfig.from_preset(preset, OBS_DIM, ACTION_DIM)
@@ -232,7 +232,7 @@ def run_core_benchmark(args) -> int:
 
 def format_table(r: dict) -> str:
     lines = [f"GEMM peak (ONNX Runtime fp32 MatMul, {r['machine']['threads']} threads): {r['gemm_peak_gflops']} GFLOP/s", "",
-             f"LayerNorm + Mish block on [{ACTIVATION_ROWS}, 384] (the planner's elementwise work): "
+             f"LayerNorm + Mish block on [{ACTIVATION_ROWS}, {ACTIVATION_WIDTH}] (the planner's elementwise work): "
              f"{r.get('activation_block_us', '-')} us", "",
              "| preset | planner | median ms | p99 ms | GFLOP/plan | GFLOP/s | of peak | peak RSS MB |",
              "|---|---|---|---|---|---|---|---|"]

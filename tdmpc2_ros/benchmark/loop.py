@@ -85,7 +85,7 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
         def sample(table):
             if sampling["on"]:
                 control.append((float(table["tick_latency_last_ms"]) - float(table["tick_latency_p50_ms"]),
-                                float(table["plan_latency_last_ms"]) - float(table["plan_latency_p50_ms"])))
+                                float(table["plan_latency_last_ms"]) - float(table["plan_latency_recent_p50_ms"])))
 
         diag = obs.status_table("tdmpc2_ros: planner", on_update=sample)
         pub = obs.publisher(String, topics.MODEL_UPDATE, qos.LATCHED)
