@@ -118,10 +118,9 @@ class LiveOnnxActor:
     PREFIX = "w."
 
     def __init__(self, model: WorldModel, budget: PlanBudget, discount: float, threads: int = 2):
-        import onnxruntime as ort
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        from tdmpc2_ros.runtime.onnx_planner import session_options
+        from tdmpc2_ros.runtime.onnx_planner import new_session, session_options
 
         planner = make_planner(model, budget, discount).eval()
         self._params = list(planner.named_parameters())
@@ -140,7 +139,7 @@ class LiveOnnxActor:
         # spin for a while after each run and then compete with torch's threads: without spinning, an
         # act + update step took 291 ms instead of 346 ms (1M, 2 cores). A robot's planner keeps spinning.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.session = new_session(proto.SerializeToString(), opts, ["CPUExecutionProvider"])
         used = {i.name for i in self.session.get_inputs()}
         # Weights the search never touches (target Qs, unused heads) are pruned from the graph.
         self._fed = [(self.PREFIX + n, p) for n, p in self._params if self.PREFIX + n in used]

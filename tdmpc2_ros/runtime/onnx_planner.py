@@ -68,6 +68,29 @@ def session_options(threads: int):
     return opts
 
 
+# Graph optimisations of ONNX Runtime that undo the session's own rewrites (runtime/onnx_passes.py):
+# MatMulAddFusion turns the split MatMul + bias Add back into a slower Gemm with a bias.
+DISABLED_OPTIMIZERS = ("MatMulAddFusion",)
+
+
+def new_session(model: bytes, options, providers: list[str]):
+    """An ONNX Runtime session for a planner graph; every planner session is made here. The graph is
+    run with its Gemm biases split out (same numbers, faster CPU kernels); the file, its sha256 and
+    its contract stay exactly what was shipped, so graphs exported before the split gain too."""
+    import onnx
+    import onnxruntime as ort
+
+    from tdmpc2_ros.runtime.onnx_passes import split_gemm_bias
+
+    try:
+        proto = onnx.load_from_string(model)
+    except Exception:  # not parseable: let ONNX Runtime refuse it with its own message
+        proto = None
+    if proto is not None and split_gemm_bias(proto):
+        model = proto.SerializeToString()
+    return ort.InferenceSession(model, options, providers=providers, disabled_optimizers=list(DISABLED_OPTIMIZERS))
+
+
 def default_providers() -> list[str]:
     """CUDA first where onnxruntime-gpu provides it, otherwise CPU."""
     import onnxruntime as ort
@@ -93,8 +116,6 @@ class OnnxPlanner:
         seed: int = 0,
         expected_sha256: str | None = None,
     ):
-        import onnxruntime as ort
-
         self.path = str(path)
         try:
             with open(self.path, "rb") as f:
@@ -105,7 +126,7 @@ class OnnxPlanner:
         if expected_sha256 is not None and expected_sha256 != self.sha256:
             raise ModelLoadError(f"{self.path}: sha256 {self.sha256} does not match the expected {expected_sha256}")
         try:
-            self.session = ort.InferenceSession(blob, session_options(threads), providers=providers or default_providers())
+            self.session = new_session(blob, session_options(threads), providers or default_providers())
         except Exception as e:  # onnxruntime raises several private exception types
             raise ModelLoadError(f"{self.path} is not a loadable ONNX model (truncated or corrupt?): {e}") from e
         meta = self.session.get_modelmeta().custom_metadata_map
