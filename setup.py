@@ -35,6 +35,7 @@ setup(
         "robot": ["onnxruntime"],
         "record": ["rosbags"],  # recorder_node and tdmpc2_ros.bags
         "gpu": ["onnxruntime-gpu"],
+        "openvino": ["onnxruntime-ep-openvino"],  # execution_provider: openvino (Intel CPUs, x86-64)
         "train": ["torch==2.13.0", "onnx", "onnxscript", "mujoco==3.17.0", "dm-control==1.0.50", "tqdm", "matplotlib", "imageio", "rosbags"],
     },
     zip_safe=True,

@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--presets", default="1M,5M")
     b.add_argument("--planners", default="mppi")
     b.add_argument("--repeats", type=int, default=30)
+    b.add_argument("--providers", default="cpu,openvino",
+                   help="execution providers to time the plan on (runtime/onnx_planner.py); one not installed is "
+                        "left out with a note. The bars are read on cpu, ONNX Runtime's own CPU kernels")
     b.add_argument("--out", default="benchmark/results/core.json")
     b.set_defaults(func=cmd_bench)
     bl = sub.add_parser("bench-loop", help="learning-loop benchmark: bag ingest throughput and hot-swap cost (JSON + table)")

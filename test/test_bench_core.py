@@ -26,7 +26,9 @@ def test_table_shows_both_yardsticks_and_older_results_still_render():
     row = {"preset": "1M", "planner": "mppi", "median_ms": 60.0, "p99_ms": 65.0, "gflop_executed": 12.0,
            "achieved_gflops": 200.0, "fraction_of_gemm_peak": 0.6, "peak_rss_mb": 100.0}
     r = {"machine": {"threads": 2}, "gemm_peak_gflops": 330.0, "activation_block_us": 171.8, "planning": [row], "update": []}
+    r["planning"].append({**row, "provider": "openvino", "median_ms": 50.0})
     table = format_table(r)
     assert "330.0 GFLOP/s" in table and "[512, 384] (the planner's elementwise work): 171.8 us" in table
+    assert "| 1M | mppi | cpu | 60.0 |" in table and "| 1M | mppi | openvino | 50.0 |" in table  # old rows: cpu
     old = json.loads((REPO / "benchmark" / "results" / "core_intel_s6_2026-11-29.json").read_text())
     assert "elementwise work): - us" in format_table(old)

@@ -1,4 +1,4 @@
-"""The planner session's graph rewrites (runtime/onnx_passes.py): same numbers, and the planner's sessions keep them."""
+"""The exporter's graph rewrites (core/onnx_passes.py): same numbers, and the planner's sessions keep them."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from tdmpc2_ros.runtime.onnx_passes import split_gemm_bias
+from tdmpc2_ros.core.onnx_passes import split_gemm_bias
 from tdmpc2_ros.runtime.onnx_planner import new_session, session_options
 
 
@@ -62,19 +62,19 @@ def _gemms_with_bias(model: onnx.ModelProto) -> list:
     return [n for n in model.graph.node if n.op_type in ("Gemm", "FusedGemm") and len(n.input) == 3 and n.input[2]]
 
 
-def test_the_planner_session_runs_every_bias_split_from_its_product(small_onnx, tmp_path):
-    """The small model is perturbed, so every layer has a bias and the exported file has Gemm(x, W, b).
-    The planner's session splits them and keeps ONNX Runtime's MatMulAddFusion from fusing them back."""
+def test_the_exported_planner_has_every_bias_split_and_the_planner_session_keeps_it(small_onnx, tmp_path):
+    """The small model is perturbed, so every layer has a bias. The export splits each from its
+    product; ONNX Runtime's MatMulAddFusion would fuse them back, and the planner's sessions stop it."""
     path, _ = small_onnx
-    assert _gemms_with_bias(onnx.load(str(path))), "the exported file should still be the exporter's graph"
+    exported = onnx.load(str(path))
+    assert not _gemms_with_bias(exported) and _ops(exported)["MatMul"] > 10
 
     def planner_session(blob, opts):
-        return new_session(blob, opts, ["CPUExecutionProvider"])
+        return new_session(blob, 2, opts, providers=["CPUExecutionProvider"])
 
     def plain_session(blob, opts):
         return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
 
-    split = _session_graph(path, tmp_path, planner_session)
-    assert not _gemms_with_bias(split) and _ops(split)["MatMul"] > 10
-    # A plain session keeps the exporter's Gemms: the check above can fail.
+    assert not _gemms_with_bias(_session_graph(path, tmp_path, planner_session))
+    # A plain session fuses them back into Gemm(x, W, b): the check above can fail.
     assert _gemms_with_bias(_session_graph(path, tmp_path, plain_session))

@@ -268,6 +268,28 @@ def test_plan_thread_pinned_and_real_time_where_allowed(ros, ladder):
     assert {kv.key: kv.value for kv in out["diagnostics"][-1].values}["plan_thread"] == node.plan_thread
 
 
+def test_the_execution_provider_parameter_runs_every_plan_and_says_so(ros, ladder):
+    """execution_provider: openvino (installed by requirements.txt on x86-64 Linux) plans every tick
+    on OpenVINO, and /diagnostics names the provider actually running."""
+    from tdmpc2_ros.runtime.onnx_planner import set_execution_provider
+
+    try:
+        node = start_planner(ros, ladder, control_rate_hz=20.0, execution_provider="openvino")
+        assert node.planner.session.get_providers()[0] == "OpenVINOExecutionProvider"
+        n, pub, out = peer(ros)
+        n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0] * SMALL_OBS_DIM)))
+        assert ros.spin_until(lambda: len(out["commands"]) >= 5 and out["diagnostics"], 60)
+        assert {kv.key: kv.value for kv in out["diagnostics"][-1].values}["execution_provider"] == "OpenVINOExecutionProvider"
+        assert all(np.isfinite(c).all() for c in out["commands"])
+    finally:
+        set_execution_provider("auto")  # a process-wide choice: later tests in this process expect the default
+
+
+def test_an_unknown_execution_provider_is_refused(ros, ladder):
+    with pytest.raises(ValueError, match="execution_provider must be one of"):
+        start_planner(ros, ladder, execution_provider="tpu")
+
+
 @pytest.mark.parametrize("bad, why", [({"plan_thread_priority": 120}, "plan_thread_priority"),
                                       ({"plan_cpu_affinity": [-1]}, "plan_cpu_affinity")])
 def test_bad_plan_thread_parameters_are_refused(ros, ladder, bad, why):

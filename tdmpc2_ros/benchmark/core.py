@@ -28,9 +28,9 @@ GEMM_SHAPES = ((2048, 2048, 2048), (1024, 1024, 1024), (8192, 512, 512))  # (m, 
 def _median_run_s(model_bytes: bytes, feeds: dict, repeats: int) -> float:
     """Median seconds of one run of an ONNX model on ONNX Runtime CPU with THREADS threads (after one
     warm-up), with the session options the planner gets (the process's shared pool where one is set)."""
-    from tdmpc2_ros.runtime.onnx_planner import new_session, session_options
+    from tdmpc2_ros.runtime.onnx_planner import new_session
 
-    sess = new_session(model_bytes, session_options(THREADS), ["CPUExecutionProvider"])
+    sess = new_session(model_bytes, THREADS, providers=["CPUExecutionProvider"])
     sess.run(None, feeds)
     times = []
     for _ in range(repeats):
@@ -131,6 +131,8 @@ def bench_planner(path: str, repeats: int) -> dict:
 PEAK_RSS_SNIPPET = """
 import sys, numpy as np
 from tdmpc2_ros.runtime import OnnxPlanner
+from tdmpc2_ros.runtime.onnx_planner import set_execution_provider
+set_execution_provider(sys.argv[2])
 p = OnnxPlanner(sys.argv[1], threads=2)
 obs = np.zeros(p.obs_dim, np.float32)
 for _ in range(20): p.plan(obs)
@@ -139,9 +141,9 @@ print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith(
 """
 
 
-def planner_peak_rss_mb(path: str) -> float:
+def planner_peak_rss_mb(path: str, provider: str = "cpu") -> float:
     """Peak RSS of a fresh robot-side process (runtime only: no torch) that loads and runs the planner."""
-    out = subprocess.run([sys.executable, "-c", PEAK_RSS_SNIPPET, path], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", PEAK_RSS_SNIPPET, path, provider], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
@@ -180,7 +182,7 @@ def trained_like(model, std: float = 0.02, seed: int = 0):
     weight left at the exact zero of the reference initialisation. Why: the exporter drops a bias
     that is all zeros, so a fresh model's graph has none and plans faster than any trained model can
     (1M at walker dimensions: 67 against 76 ms on the same machine before the bias split of
-    runtime/onnx_passes.py). The benchmark times the graph a trained model has."""
+    core/onnx_passes.py). The benchmark times the graph a trained model has."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -188,6 +190,23 @@ def trained_like(model, std: float = 0.02, seed: int = 0):
         for p in model.parameters():
             p.add_(std * torch.randn(p.shape, generator=g))
     return model
+
+
+def available_providers(names: list[str]) -> list[str]:
+    """The requested execution providers that this machine has; each one left out is said why."""
+    from tdmpc2_ros.runtime.onnx_planner import set_execution_provider
+
+    kept = []
+    for name in names:
+        try:
+            set_execution_provider(name)
+            kept.append(name)
+        except ValueError as e:
+            print(f"not timed on {name}: {e}", flush=True)
+    set_execution_provider("auto")
+    if not kept:
+        raise SystemExit("no execution provider to time the planner on")
+    return kept
 
 
 def run_core_benchmark(args) -> int:
@@ -198,9 +217,11 @@ def run_core_benchmark(args) -> int:
     from tdmpc2_ros.core.export import export_planner
     from tdmpc2_ros.core.world_model import WorldModel
     from tdmpc2_ros.runtime import PlanBudget
+    from tdmpc2_ros.runtime.onnx_planner import set_execution_provider
 
     presets = [p for p in args.presets.split(",") if p]
     planners = [p for p in args.planners.split(",") if p]
+    providers = available_providers([p for p in getattr(args, "providers", "cpu").split(",") if p])
     peak, block_us = gemm_peak_gflops(), activation_block_us()
     result = {"machine": {"cpu_count": os.cpu_count(), "threads": THREADS, "platform": platform.platform(),
                           "python": platform.python_version(), "torch": torch.__version__},
@@ -217,17 +238,20 @@ def run_core_benchmark(args) -> int:
                 budget = PlanBudget.reference(ACTION_DIM, planner=kind)
                 path = os.path.join(tmp, f"{preset}-{kind}.onnx")
                 export_planner(model, budget, 0.99, path, task="walker-walk(bench)")
-                lat = bench_planner(path, args.repeats)
                 macs = plan_macs(OBS_DIM, ACTION_DIM, cfg.enc_dim, cfg.mlp_dim, cfg.latent_dim, cfg.num_enc_layers, cfg.num_bins, budget)
                 ref_macs = plan_macs(OBS_DIM, ACTION_DIM, cfg.enc_dim, cfg.mlp_dim, cfg.latent_dim, cfg.num_enc_layers, cfg.num_bins, budget, executed=False)
-                gflops = 2 * macs / (lat["median_ms"] / 1e3) / 1e9
-                row = {"preset": preset, "planner": kind, "budget": budget.label(), **lat,
-                       "gflop_executed": round(2 * macs / 1e9, 2), "gflop_reference_loop": round(2 * ref_macs / 1e9, 2),
-                       "achieved_gflops": round(gflops, 1), "fraction_of_gemm_peak": round(gflops / peak, 3),
-                       "peak_rss_mb": round(planner_peak_rss_mb(path), 1)}
-                result["planning"].append(row)
-                print(f"plan {preset:4s} {kind:8s} median {lat['median_ms']:7.1f} ms  p99 {lat['p99_ms']:7.1f} ms  "
-                      f"{gflops:6.1f} GFLOP/s ({gflops / peak:.0%} of peak)  RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+                for provider in providers:
+                    set_execution_provider(provider)
+                    lat = bench_planner(path, args.repeats)
+                    gflops = 2 * macs / (lat["median_ms"] / 1e3) / 1e9
+                    row = {"preset": preset, "planner": kind, "provider": provider, "budget": budget.label(), **lat,
+                           "gflop_executed": round(2 * macs / 1e9, 2), "gflop_reference_loop": round(2 * ref_macs / 1e9, 2),
+                           "achieved_gflops": round(gflops, 1), "fraction_of_gemm_peak": round(gflops / peak, 3),
+                           "peak_rss_mb": round(planner_peak_rss_mb(path, provider), 1)}
+                    result["planning"].append(row)
+                    print(f"plan {preset:4s} {kind:8s} {provider:8s} median {lat['median_ms']:7.1f} ms  p99 {lat['p99_ms']:7.1f} ms  "
+                          f"{gflops:6.1f} GFLOP/s ({gflops / peak:.0%} of peak)  RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+                set_execution_provider("auto")
             for compiled in (False, True):
                 upd = bench_update(preset, max(10, args.repeats // 2), compiled)
                 mode = "compiled" if compiled else "eager"
@@ -247,10 +271,10 @@ def format_table(r: dict) -> str:
     lines = [f"GEMM peak (ONNX Runtime fp32 MatMul, {r['machine']['threads']} threads): {r['gemm_peak_gflops']} GFLOP/s", "",
              f"LayerNorm + Mish block on [{ACTIVATION_ROWS}, {ACTIVATION_WIDTH}] (the planner's elementwise work): "
              f"{r.get('activation_block_us', '-')} us", "",
-             "| preset | planner | median ms | p99 ms | GFLOP/plan | GFLOP/s | of peak | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| preset | planner | provider | median ms | p99 ms | GFLOP/plan | GFLOP/s | of peak | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for p in r["planning"]:
-        lines.append(f"| {p['preset']} | {p['planner']} | {p['median_ms']} | {p['p99_ms']} | {p['gflop_executed']} | "
+        lines.append(f"| {p['preset']} | {p['planner']} | {p.get('provider', 'cpu')} | {p['median_ms']} | {p['p99_ms']} | {p['gflop_executed']} | "
                      f"{p['achieved_gflops']} | {p['fraction_of_gemm_peak']:.0%} | {p['peak_rss_mb']} |")
     lines += ["", "| preset | update (batch 256) | median ms | p99 ms |", "|---|---|---|---|"]
     for u in r["update"]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from tdmpc2_ros.core.layers import export_friendly
+from tdmpc2_ros.core.onnx_passes import split_gemm_bias
 from tdmpc2_ros.core.planners import make_planner
 from tdmpc2_ros.core.world_model import WorldModel
 from tdmpc2_ros.runtime.budget import PlanBudget
@@ -66,7 +67,9 @@ def _quiet_onnx_export(gm, inputs, input_names=INPUT_NAMES, output_names=OUTPUT_
                 output_names=list(output_names),
                 verbose=False,
             )
-    return program.model_proto
+    proto = program.model_proto
+    split_gemm_bias(proto)
+    return proto
 
 
 def export_planner(
@@ -139,7 +142,7 @@ class LiveOnnxActor:
         # spin for a while after each run and then compete with torch's threads: without spinning, an
         # act + update step took 291 ms instead of 346 ms (1M, 2 cores). A robot's planner keeps spinning.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = new_session(proto.SerializeToString(), opts, ["CPUExecutionProvider"])
+        self.session = new_session(proto.SerializeToString(), threads, opts, providers=["CPUExecutionProvider"])
         used = {i.name for i in self.session.get_inputs()}
         # Weights the search never touches (target Qs, unused heads) are pruned from the graph.
         self._fed = [(self.PREFIX + n, p) for n, p in self._params if self.PREFIX + n in used]

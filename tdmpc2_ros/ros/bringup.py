@@ -55,6 +55,8 @@ ARGUMENTS = {
         Argument("plan_thread_priority", "", "planner: SCHED_FIFO priority 1-99 of the planning thread (needs "
                                              "CAP_SYS_NICE; '' = planner.yaml's, a normal thread)"),
         Argument("plan_cpu_affinity", "", "planner: cores for the planning thread, e.g. [1] ('' = planner.yaml's, any core)"),
+        Argument("execution_provider", "", "planner: auto, cpu, openvino (pip install onnxruntime-ep-openvino) or cuda "
+                                           "('' = planner.yaml's, auto)"),
         Argument("model_wait_s", "0.0", "model_path is an empty model store: wait this long for a first version"),
         Argument("bag_dir", "tdmpc2_bags", "where the recorder writes bags and the trainer reads them"),
         Argument("store_dir", "tdmpc2_models", "the trainer's versioned model store"),
@@ -75,7 +77,7 @@ PLANNER = NodeSpec("planner_node", "planner_node", "planner.yaml",
                    {"model_path": "model_path", "control_rate_hz": "control_rate_hz", "trigger": "trigger",
                     "use_sim_time": "use_sim_time", "explore": "explore", "model_wait_s": "model_wait_s",
                     "max_observation_age_s": "max_observation_age_s", "plan_thread_priority": "plan_thread_priority",
-                    "plan_cpu_affinity": "plan_cpu_affinity"})
+                    "plan_cpu_affinity": "plan_cpu_affinity", "execution_provider": "execution_provider"})
 RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir": "bag_dir", "split_duration_s": "bag_split_s"})
 TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
                    {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir", "obs_dim": "obs_dim",

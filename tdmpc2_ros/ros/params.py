@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from tdmpc2_ros.ros import topics
+from tdmpc2_ros.runtime.onnx_planner import EXECUTION_PROVIDERS
 
 
 @dataclass
@@ -18,6 +19,7 @@ class PlannerParams:
     ladder_warmup: int = 10
     ladder_runs: int = 40
     threads: int = 1  # ONNX Runtime threads for the plan (see config/planner.yaml for why 1)
+    execution_provider: str = "auto"  # auto (CUDA if installed, else CPU) | cpu | openvino | cuda; see runtime/onnx_planner.py
     plan_thread_priority: int = 0  # SCHED_FIFO priority (1-99) of the thread that plans; 0 = a normal thread
     plan_cpu_affinity: tuple[int, ...] = ()  # cores that thread may run on; () = any
     seed: int = 0
@@ -54,6 +56,8 @@ class PlannerParams:
             problems.append(f"plan_thread_priority must be 0 (normal) or a SCHED_FIFO priority 1-99 (got {self.plan_thread_priority})")
         if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in self.plan_cpu_affinity):
             problems.append(f"plan_cpu_affinity must list core numbers >= 0 (got {list(self.plan_cpu_affinity)})")
+        if self.execution_provider not in EXECUTION_PROVIDERS:
+            problems.append(f"execution_provider must be one of {', '.join(EXECUTION_PROVIDERS)} (got {self.execution_provider!r})")
         if len(self.action_low) != len(self.action_high):
             problems.append("action_low and action_high must have the same length")
         if problems:

@@ -40,7 +40,7 @@ from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
-from tdmpc2_ros.runtime.onnx_planner import share_thread_pool
+from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
 from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
 from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
@@ -97,6 +97,7 @@ class PlannerNode(Node):
         self.deadline = 0.9 * self.period  # a plan not back by then is a miss (the fallback acts)
         self.assembler = ObservationAssembler(list(self.p.observation_sources))
         share_thread_pool(self.p.threads)  # the running model and a swap candidate must not both spin threads
+        set_execution_provider(self.p.execution_provider)  # every session of this node, swap candidates included
         self.planner, self.ladder_report = self._load_model()
         self.model_version = version_of(self.p.model_path, self.planner)
         self.model_source = self.p.model_path  # the folder (or file) the running planner came from
@@ -578,6 +579,7 @@ class PlannerNode(Node):
             "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,
             "control_rate_hz": self.p.control_rate_hz,
             "plan_thread": self.plan_thread,
+            "execution_provider": self.planner.session.get_providers()[0],
         }
         message = self.last_problem if self.level != OK else "planning"
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: planner", "planner_node",

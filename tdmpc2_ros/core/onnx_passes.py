@@ -1,5 +1,5 @@
-"""Rewrites of a planner graph, made when a session is created, that keep its maths and make ONNX
-Runtime's CPU kernels faster. The shipped file is not changed: its sha256 and contract stay valid.
+"""Rewrites of the exported planner graph that keep its maths and make ONNX Runtime's CPU kernels
+faster. The graph stays plain ONNX: a runtime that fuses it back computes the same numbers.
 
 split_gemm_bias: every Linear layer leaves the exporter as Gemm(x, W, b). ONNX Runtime's CPU Gemm
 first broadcasts the bias into the whole output on one thread and then accumulates the product into
@@ -7,7 +7,8 @@ it (beta = 1). On [488, 384] x [384, 384] with 2 threads: Gemm with a bias 516 u
 broadcast Add 461 us, Gemm without a bias 437 us. A trained model has a bias in every layer (a freshly
 initialised one has none: its biases are zero and the exporter drops them), so on the 1M preset's
 full plan this is about 5 ms of 76 (benchmark/core.py: trained_like). ONNX Runtime's MatMulAddFusion
-would fuse the pair back into a Gemm; the planner's sessions switch it off (onnx_planner.new_session).
+would fuse the pair back into a Gemm; the planner's sessions switch it off (runtime/onnx_planner.py:
+new_session). A graph exported before this pass keeps its Gemms and plans as fast as it did.
 """
 
 from __future__ import annotations
