@@ -76,9 +76,10 @@ DISABLED_OPTIMIZERS = ("MatMulAddFusion",)
 # - auto: CUDA where onnxruntime-gpu provides it, otherwise ONNX Runtime's own CPU kernels;
 # - cpu: ONNX Runtime's CPU kernels;
 # - openvino: Intel's OpenVINO plugin for ONNX Runtime (package onnxruntime-ep-openvino), on the CPU.
-#   It fuses each layer's bias, LayerNorm and Mish into the matrix product's kernels: 57.6 against
-#   68.6 ms for the 1M preset's full plan on the project's 2-core Intel machine, the same actions to
-#   1e-6. It needs about 110 MB more memory and a second to compile each model;
+#   It fuses each layer's bias, LayerNorm and Mish into the matrix product's kernels: 56-61 against
+#   66-72 ms for the 1M preset's full plan on the project's 2-core Intel machine, the same actions to
+#   1e-6 (docs/benchmarks.md, session 8). It needs 110-130 MB more memory and a second or so to
+#   compile each model;
 # - cuda: the CUDA provider, or an error where it is not installed.
 EXECUTION_PROVIDERS = ("auto", "cpu", "openvino", "cuda")
 _execution_provider = "auto"
