@@ -75,6 +75,12 @@ def test_the_exported_planner_has_every_bias_split_and_the_planner_session_keeps
     def plain_session(blob, opts):
         return ort.InferenceSession(blob, opts, providers=["CPUExecutionProvider"])
 
+    def one_thread_planner_session(blob, opts):
+        return new_session(blob, 1, opts, providers=["CPUExecutionProvider"])
+
     assert not _gemms_with_bias(_session_graph(path, tmp_path, planner_session))
     # A plain session fuses them back into Gemm(x, W, b): the check above can fail.
     assert _gemms_with_bias(_session_graph(path, tmp_path, plain_session))
+    # With one thread the split does not pay (the bias Gemm's one-thread write costs nothing extra
+    # there), and the planner lets ONNX Runtime fuse it back.
+    assert _gemms_with_bias(_session_graph(path, tmp_path, one_thread_planner_session))
