@@ -373,6 +373,32 @@ def test_a_budget_change_of_a_version_about_to_be_replaced_is_dropped(models, tm
         swapper.stop()
 
 
+def test_a_budget_change_of_a_version_no_longer_running_is_dropped_before_warm_up(models, tmp_path, monkeypatch):
+    """A step down asked for v1 after the loop installed v2 (the request was queued behind v2's
+    check): it is dropped without loading or warming up v1's rung, and says why."""
+    from tdmpc2_ros.runtime import hot_swap
+
+    running = {"version": models["v1"]}
+    swapper, _, logs = _swapper(models, tmp_path, running_version=lambda: running["version"])
+    loads = []
+    real_load = hot_swap.load_matching
+    monkeypatch.setattr(hot_swap, "load_matching", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    folder = str(models["store"].path(models["v1"]))
+    try:
+        running["version"] = models["v2"]
+        swapper.request(Request.budget(BUDGET.label(), folder, models["v1"]))
+        assert _wait(lambda: swapper.rung_failures == 1)
+        assert f"{models['v2']} has replaced {models['v1']}" in swapper.last_result, swapper.last_result
+        assert swapper.take_ready() is None and not loads and logs[-1][0] == "info"
+        # The same request while v1 runs is a budget change.
+        running["version"] = models["v1"]
+        swapper.request(Request.budget(BUDGET.label(), folder, models["v1"]))
+        assert _wait(lambda: swapper._ready is not None)
+        assert swapper.take_ready().rung_change and loads
+    finally:
+        swapper.stop()
+
+
 def test_a_step_up_is_shadow_checked_against_the_limit_itself(models, tmp_path):
     swapper, _, logs = _swapper(models, tmp_path)
     folder = str(models["store"].path(models["v1"]))

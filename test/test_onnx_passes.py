@@ -27,7 +27,9 @@ def _gemm_model(rng, **attrs) -> onnx.ModelProto:
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray):
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    # session_options: a test that ran a planner node in this process may have set the shared thread pool
+    sess = ort.InferenceSession(model.SerializeToString(), session_options(1), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})
 
 
 def _ops(model: onnx.ModelProto) -> collections.Counter:

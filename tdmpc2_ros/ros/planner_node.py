@@ -151,7 +151,7 @@ class PlannerNode(Node):
         self.swapper = HotSwapper(lambda: (self.planner, self.last_obs), limit, self.p.ladder_warmup, self.p.ladder_runs,
                                   self.p.threads, self.p.seed, cache, self._log,
                                   live_p50=lambda: self.plan_latency.recent_median(50),
-                                  cpus=self.plan_cpus)
+                                  cpus=self.plan_cpus, running_version=lambda: self.model_version)
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_set_parameters)

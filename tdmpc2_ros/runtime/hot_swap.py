@@ -193,9 +193,10 @@ class HotSwapper:
     FREE_S = 0.005  # slack needed to free a retired model (at least a plan's time, too)
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
-                 live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = ()):
+                 live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None):
         self.current = current  # callable -> (running OnnxPlanner, latest observation or None)
         self.live_p50 = live_p50  # callable -> median of the running model's recent plans (s), or None
+        self.running_version = running_version  # callable -> the version the loop runs now, or None
         self.limit_s, self.warmup, self.runs, self.threads, self.seed = limit_s, warmup, runs, threads, seed
         self.probe_timeout_s = probe_timeout_s
         self.cpus = tuple(cpus)  # the plan thread's cores, where it is pinned
@@ -284,25 +285,31 @@ class HotSwapper:
             for what in rungs[-1:] + updates[-1:]:
                 self._handle(what)
 
-    def _replacing(self, what: Request) -> Candidate | None:
-        """A checked model update of another version that waits to be installed: a budget change
-        of the running version is moot once it goes in (the new version is judged on its own plans),
-        and must not supersede it."""
+    def _moot(self, what: Request) -> str | None:
+        """Why a budget change is moot, or None. It is a change of one version's budget: moot once
+        another version runs (installed meanwhile; the loop would retire the rung anyway) or waits,
+        checked, for the next tick (it must not supersede that update, which would then be lost).
+        Either way the new version is judged on its own plans."""
+        if not what.rung:
+            return None
         pending = self._ready
-        if what.rung and pending is not None and not pending.rung_change and pending.version != what.version:
-            return pending
+        if pending is not None and not pending.rung_change and pending.version != what.version:
+            return f"{pending.version} replaces {what.version} at the next tick"
+        running = self.running_version() if self.running_version is not None else None
+        if running is not None and running != what.version:
+            return f"{running} has replaced {what.version}"
         return None
 
-    def _drop_moot_rung(self, what: Request, pending: Candidate):
+    def _drop_moot_rung(self, what: Request, why: str):
         self.rung_failures += 1  # the loop's request ends without a candidate
-        self.last_result = f"dropped {what.describe()}: {pending.version} replaces {what.version} at the next tick"
+        self.last_result = f"dropped {what.describe()}: {why}"
         self.log("info", self.last_result)
 
     def _handle(self, what: Request):
         rung, label = bool(what.rung), what.describe()
-        pending = self._replacing(what)
-        if pending is not None:  # before any warm-up plan takes CPU from the loop
-            self._drop_moot_rung(what, pending)
+        why = self._moot(what)
+        if why is not None:  # before any warm-up plan takes CPU from the loop
+            self._drop_moot_rung(what, why)
             return
         try:
             cand = self._prepare(what)
@@ -313,10 +320,10 @@ class HotSwapper:
             # (formatting, logging) while the swap tick's plan waits for it, as it would if it were
             # preempted in there. Once offered, it only goes back to waiting for the next request.
             # Only this thread makes a candidate ready, so the check cannot be overtaken before the offer.
-            pending = self._replacing(what)
-            if pending is not None:  # an update came ready while this rung warmed up
+            why = self._moot(what)
+            if why is not None:  # an update came ready (or went in) while this rung warmed up
                 self.retire(cand.planner)
-                self._drop_moot_rung(what, pending)
+                self._drop_moot_rung(what, why)
                 return
             self.log("info", self.last_result)
             with self._lock:
