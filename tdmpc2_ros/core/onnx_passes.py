@@ -7,8 +7,9 @@ it (beta = 1). On [488, 384] x [384, 384] with 2 threads: Gemm with a bias 516 u
 broadcast Add 461 us, Gemm without a bias 437 us. A trained model has a bias in every layer (a freshly
 initialised one has none: its biases are zero and the exporter drops them), so on the 1M preset's
 full plan this is about 5 ms of 76 (benchmark/core.py: trained_like). ONNX Runtime's MatMulAddFusion
-would fuse the pair back into a Gemm; the planner's sessions switch it off (runtime/onnx_planner.py:
-new_session). A graph exported before this pass keeps its Gemms and plans as fast as it did.
+would fuse the pair back into a Gemm; planner sessions on 2+ threads switch it off, those on 1 thread
+(where the split does not pay) leave it on (runtime/onnx_planner.py: new_session). A graph exported
+before this pass keeps its Gemms and plans as fast as it did.
 """
 
 from __future__ import annotations
