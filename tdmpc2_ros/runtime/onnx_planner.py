@@ -86,7 +86,7 @@ def _disabled_optimizers(threads: int) -> list[str]:
 #   It fuses each layer's bias, LayerNorm and Mish into the matrix product's kernels: 56-61 against
 #   66-72 ms for the 1M preset's full plan on the project's 2-core Intel machine, the same actions to
 #   1e-6 (docs/benchmarks.md, session 8). It needs 110-130 MB more memory and a second or so to
-#   compile each model;
+#   compile each model, and that compile cost a busy 2-core loop ticks during hot swaps (same page);
 # - cuda: the CUDA provider, or an error where it is not installed.
 EXECUTION_PROVIDERS = ("auto", "cpu", "openvino", "cuda")
 _execution_provider = "auto"
