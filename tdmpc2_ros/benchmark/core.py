@@ -181,7 +181,7 @@ def trained_like(model, std: float = 0.02, seed: int = 0):
     """The model with N(0, std) added to every parameter, in place: no bias, LayerNorm shift or output
     weight left at the exact zero of the reference initialisation. Why: the exporter drops a bias
     that is all zeros, so a fresh model's graph has none and plans faster than any trained model can
-    (1M at walker dimensions: 67 against 76 ms on the same machine before the bias split of
+    (1M at walker dimensions, one A/B run: 64.3 against 74.7 ms before the bias split of
     core/onnx_passes.py). The benchmark times the graph a trained model has."""
     import torch
 
