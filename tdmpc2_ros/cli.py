@@ -116,7 +116,8 @@ def load_weights(path, with_updates: bool = False):
 
     from tdmpc2_ros.core.config import ModelConfig
     from tdmpc2_ros.core.world_model import WorldModel
-    from tdmpc2_ros.training.checkpoint import CheckpointError, file_sha256
+    from tdmpc2_ros.runtime.digest import file_sha256
+    from tdmpc2_ros.training.checkpoint import CheckpointError
 
     from tdmpc2_ros.training.checkpoint import MAGIC, load_checkpoint
 

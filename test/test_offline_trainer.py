@@ -22,9 +22,9 @@ from tdmpc2_ros.bags import BagWriter, IngestLedger, episodes_from_raw
 from tdmpc2_ros.bags.cdr import FLOAT64, FLOAT64_MULTI_ARRAY, INT64, encode_float64, encode_float64_multiarray, encode_int64
 from tdmpc2_ros.runtime import OnnxPlanner, PlanBudget
 from tdmpc2_ros.runtime.ladder import read_ladder
-from tdmpc2_ros.runtime.model_store import ModelStore, _sha256
+from tdmpc2_ros.runtime.model_store import ModelStore
 from tdmpc2_ros.runtime.transition import Transition
-from tdmpc2_ros.training.checkpoint import file_sha256
+from tdmpc2_ros.runtime.digest import file_sha256
 from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung
 
 OBS, ACT = 5, 1
@@ -301,7 +301,7 @@ def test_export_validate_resume_and_never_publish_a_bad_model(tmp_path, init_wei
     folder = store.path(m.version)
     (rung,) = read_ladder(folder)
     assert set(m.files) == {"ladder.json", rung.path.name}
-    assert all(_sha256(folder / name) == sha for name, sha in m.files.items())
+    assert all(file_sha256(folder / name) == sha for name, sha in m.files.items())
     v = m.notes["validation"]
     assert v["spec"] == "ok" and v["finite"] == "ok" and v["limit_ms"] == pytest.approx(140.0)
     lat = v["latency"][RUNG.label()]

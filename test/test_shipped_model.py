@@ -17,7 +17,7 @@ from tdmpc2_ros.core.planners import make_planner
 from tdmpc2_ros.core.world_model import WorldModel
 from tdmpc2_ros.runtime import OnnxPlanner
 from tdmpc2_ros.runtime.ladder import read_ladder
-from tdmpc2_ros.training.checkpoint import file_sha256
+from tdmpc2_ros.runtime.digest import file_sha256
 
 MODEL = REPO / "models" / "cartpole_swingup"
 

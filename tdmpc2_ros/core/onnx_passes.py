@@ -17,8 +17,10 @@ from __future__ import annotations
 from onnx import ModelProto, helper
 
 
-def _attrs(node) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+def _plain(gemm) -> bool:
+    """alpha = beta = 1 and no transposes: the product plus the bias, nothing else."""
+    a = {attr.name: helper.get_attribute_value(attr) for attr in gemm.attribute}
+    return a.get("alpha", 1.0) == 1.0 and a.get("beta", 1.0) == 1.0 and not a.get("transA", 0) and not a.get("transB", 0)
 
 
 def split_gemm_bias(model: ModelProto) -> int:
@@ -26,9 +28,7 @@ def split_gemm_bias(model: ModelProto) -> int:
     Returns how many were split. A Gemm with other attributes, or without C, is left alone."""
     nodes, split = [], 0
     for node in model.graph.node:
-        a = _attrs(node)
-        plain = a.get("alpha", 1.0) == 1.0 and a.get("beta", 1.0) == 1.0 and not a.get("transA", 0) and not a.get("transB", 0)
-        if node.op_type != "Gemm" or len(node.input) != 3 or not node.input[2] or not plain:
+        if node.op_type != "Gemm" or len(node.input) != 3 or not node.input[2] or not _plain(node):
             nodes.append(node)
             continue
         product = f"{node.output[0]}__matmul"

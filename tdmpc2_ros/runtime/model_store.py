@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tdmpc2_ros.runtime.digest import file_sha256
 from tdmpc2_ros.runtime.ladder import LADDER_FILE, read_ladder
 
 MANIFEST = "manifest.json"
@@ -56,12 +57,6 @@ class Manifest:
         return cls(**json.loads(text))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path):
@@ -101,7 +96,7 @@ class ModelStore:
         src = Path(ladder_folder)
         rungs = read_ladder(src)  # refuses a folder that is not a ladder
         names = [LADDER_FILE] + [r.path.name for r in rungs]
-        files = {n: _sha256(src / n) for n in names}
+        files = {n: file_sha256(src / n) for n in names}
         digest = hashlib.sha256("".join(f"{n}={files[n]};" for n in sorted(files)).encode()).hexdigest()[:12]
         version = f"v{len(self.versions()) + 1:04d}-{digest}"
         tmp = self.root / f".{version}.tmp"
@@ -172,7 +167,7 @@ def materialise(announcement: dict, cache_dir: str | os.PathLike) -> Path:
         p = folder / name
         if not p.is_file():
             raise StoreError(f"version {version}: {p} is missing")
-        got = _sha256(p)
+        got = file_sha256(p)
         if got != sha:
             raise StoreError(f"version {version}: {name} has sha256 {got[:16]}..., the announcement says {str(sha)[:16]}...")
     return folder

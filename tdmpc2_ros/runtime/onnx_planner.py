@@ -7,13 +7,13 @@ tick to the next, and makes the call.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from tdmpc2_ros.runtime.contract import METADATA_KEY, ModelContract, ModelLoadError
+from tdmpc2_ros.runtime.digest import sha256_of
 
 
 @dataclass
@@ -78,6 +78,7 @@ DISABLED_OPTIMIZERS = ("MatMulAddFusion",)
 
 def _disabled_optimizers(threads: int) -> list[str]:
     return list(DISABLED_OPTIMIZERS) if threads >= 2 else []
+
 
 # Which ONNX Runtime execution provider the planner sessions of this process use:
 # - auto: CUDA where onnxruntime-gpu provides it, otherwise ONNX Runtime's own CPU kernels;
@@ -146,11 +147,11 @@ def new_session(model: bytes | str, threads: int, options=None, providers: list[
     import onnxruntime as ort
 
     options = options if options is not None else session_options(threads)
+    chosen = {"providers": providers or default_providers()}
     if providers is None and _execution_provider == "openvino":
         _add_openvino(options, threads)
-        return ort.InferenceSession(model, options, disabled_optimizers=_disabled_optimizers(threads))
-    return ort.InferenceSession(model, options, providers=providers or default_providers(),
-                                disabled_optimizers=_disabled_optimizers(threads))
+        chosen = {}  # a plugin provider lives in the options; a providers list would override it (and warn)
+    return ort.InferenceSession(model, options, disabled_optimizers=_disabled_optimizers(threads), **chosen)
 
 
 def default_providers() -> list[str]:
@@ -162,13 +163,6 @@ def default_providers() -> list[str]:
         return ["CPUExecutionProvider"]
     available = ort.get_available_providers()
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-
-
-def _sha256_of(f) -> str:
-    digest = hashlib.sha256()  # hashlib.file_digest is Python 3.11+; Humble runs 3.10
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _same_file(f) -> str | bytes:
@@ -206,7 +200,7 @@ class OnnxPlanner:
         except OSError as e:
             raise ModelLoadError(f"cannot read planner model {self.path}: {e.strerror or e}") from e
         with f:
-            self.sha256 = _sha256_of(f)
+            self.sha256 = sha256_of(f)
             if expected_sha256 is not None and expected_sha256 != self.sha256:
                 raise ModelLoadError(f"{self.path}: sha256 {self.sha256} does not match the expected {expected_sha256}")
             try:

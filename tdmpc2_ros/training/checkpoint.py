@@ -36,12 +36,6 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("agent",)) -> dict:

@@ -25,7 +25,8 @@ from tdmpc2_ros.core.config import ModelConfig, TrainConfig, heuristic_discount,
 from tdmpc2_ros.core.export import export_planner
 from tdmpc2_ros.envs import make_env
 from tdmpc2_ros.runtime import PlanBudget
-from tdmpc2_ros.training.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from tdmpc2_ros.runtime.digest import file_sha256
+from tdmpc2_ros.training.checkpoint import load_checkpoint, save_checkpoint
 from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
 from tdmpc2_ros.training.evaluate import evaluate_onnx
 

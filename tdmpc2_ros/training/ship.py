@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tdmpc2_ros.training.checkpoint import file_sha256
+from tdmpc2_ros.runtime.digest import file_sha256
 
 
 def ship(weights: str, out: str, episodes: int, reproduce: str, seed: int, note: str = "") -> dict:
