@@ -32,7 +32,8 @@ from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
 from tdmpc2_ros.runtime.hot_swap import Request
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
-from tdmpc2_ros.runtime.model_store import ModelStore, _sha256
+from tdmpc2_ros.runtime.digest import file_sha256
+from tdmpc2_ros.runtime.model_store import ModelStore
 from tdmpc2_ros.runtime.transition import Transition, pack
 
 BUDGET = PlanBudget(iterations=2, num_samples=64, num_elites=8, num_pi_trajs=8)
@@ -63,10 +64,10 @@ def models(tmp_path_factory):
     onnx_file = next(trunc.glob("*.onnx"))
     onnx_file.write_bytes(onnx_file.read_bytes()[: onnx_file.stat().st_size // 2])
     index = json.loads((trunc / LADDER_FILE).read_text())
-    index["rungs"][0]["sha256"] = _sha256(onnx_file)
+    index["rungs"][0]["sha256"] = file_sha256(onnx_file)
     (trunc / LADDER_FILE).write_text(json.dumps(index))
     truncated = {"version": "v9999-truncated", "path": str(trunc),
-                 "files": {LADDER_FILE: _sha256(trunc / LADDER_FILE), onnx_file.name: _sha256(onnx_file)}}
+                 "files": {LADDER_FILE: file_sha256(trunc / LADDER_FILE), onnx_file.name: file_sha256(onnx_file)}}
     bad_hash = dict(store.announcement(v2), version="v9998-badhash")
     bad_hash["files"] = {k: "0" * 64 for k in bad_hash["files"]}
     return {"store": store, "v1": v1, "v2": v2, "wrong_spec": store.announcement(wrong_spec),

@@ -332,7 +332,7 @@ def test_online_training_resumes_exactly(tmp_path, monkeypatch):
     assert (run / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((run / "summary.json").read_text())
     assert summary == summary_a
-    from tdmpc2_ros.training.checkpoint import file_sha256
+    from tdmpc2_ros.runtime.digest import file_sha256
 
     assert summary["planner_sha256"] == file_sha256(run / "planner.onnx")
     assert summary["weights_sha256"] == file_sha256(run / "weights.pt")
