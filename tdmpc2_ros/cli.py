@@ -40,7 +40,7 @@ def cmd_train(args) -> int:
 
     cfg = RunConfig(task=args.task, steps=args.steps, preset=args.preset, seed=args.seed, planner=args.planner,
                     eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, checkpoint_freq=args.checkpoint_freq,
-                    threads=args.threads, act_backend=args.act_backend, compile=args.compile)
+                    threads=args.threads, act_backend=args.act_backend, compile=args.compile, device=args.device)
     run_dir = Path(args.run_dir or f"runs/{args.task}-{args.preset}-s{args.seed}")
     summary = OnlineTrainer(cfg, run_dir, resume=args.resume).run()
     print(json.dumps(summary, indent=2))
@@ -91,7 +91,8 @@ def cmd_train_bags(args) -> int:
                              discount=args.discount, episode_length=args.episode_length,
                              min_transitions=args.min_transitions, action_repeat=args.action_repeat, raw=raw,
                              record_topics=args.record_topics or (), control_rate_hz=args.control_rate_hz,
-                             deadline_fraction=args.deadline_fraction, latency_runs=args.latency_runs, log=log)
+                             deadline_fraction=args.deadline_fraction, latency_runs=args.latency_runs, log=log,
+                             compile=args.compile, device=args.device)
     trainer.ingest_pending(args.bags)
     bar = tqdm(total=args.updates, unit="update", desc="training", dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 60.0)
@@ -202,6 +203,12 @@ def cmd_bench(args) -> int:
     return run_core_benchmark(args)
 
 
+def cmd_bench_train(args) -> int:
+    from tdmpc2_ros.benchmark.train import run_train_benchmark
+
+    return run_train_benchmark(args)
+
+
 def cmd_bench_loop(args) -> int:
     from tdmpc2_ros.benchmark.loop import run_loop_benchmark
 
@@ -252,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-episodes", type=int, default=10)
     t.add_argument("--checkpoint-freq", type=int, default=10_000)
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--act-backend", choices=["onnx", "torch"], default="onnx",
-                   help="plan while collecting through ONNX Runtime with the live weights (default), or the torch planner")
+    t.add_argument("--device", default="cpu",
+                   help="where the world model trains: cpu (default), cuda, cuda:N, or auto (a GPU where torch sees one)")
+    t.add_argument("--act-backend", choices=["auto", "onnx", "torch"], default="auto",
+                   help="plan while collecting: auto (default) = ONNX Runtime with the live weights on a CPU, the torch "
+                        "planner beside the weights on a GPU")
     t.add_argument("--compile", action="store_true", help="torch.compile the world-model loss (for long runs)")
     t.add_argument("--run-dir")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
@@ -312,6 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "left out with a note. The bars are read on cpu, ONNX Runtime's own CPU kernels")
     b.add_argument("--out", default="benchmark/results/core.json")
     b.set_defaults(func=cmd_bench)
+    bt = sub.add_parser("bench-train", help="training speed on one device, preset by preset: update (eager and compiled), "
+                                           "act while collecting, peak GPU memory (JSON + table)")
+    bt.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: a GPU where torch sees one)")
+    bt.add_argument("--presets", default="1M,5M")
+    bt.add_argument("--modes", default="eager,compiled", help="eager and/or compiled (torch.compile, as train --compile)")
+    bt.add_argument("--batch-size", type=int, default=256)
+    bt.add_argument("--repeats", type=int, default=30)
+    bt.add_argument("--out", default="benchmark/results/train.json")
+    bt.set_defaults(func=cmd_bench_train)
     bl = sub.add_parser("bench-loop", help="learning-loop benchmark: bag ingest throughput and hot-swap cost (JSON + table)")
     bl.add_argument("--transitions", type=int, default=50_000)
     bl.add_argument("--swaps", type=int, default=5)

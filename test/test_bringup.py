@@ -136,7 +136,7 @@ def test_launch_description_starts_what_the_bringup_starts(monkeypatch):
     make_nodes = actions[-1].kwargs["function"]
 
     context = {**declared, "use_sim": "false", "control_rate_hz": "8", "ladder": "['3:64:8:4']", "compile": "true",
-               "plan_cpu_affinity": "[1]"}
+               "plan_cpu_affinity": "[1]", "device": "cuda"}
     nodes = make_nodes(context)
     assert [n.kwargs["name"] for n in nodes] == ["planner_node", "recorder_node", "trainer_node"]  # no sim
     for node, (spec, params) in zip(nodes, bringup.resolve("learn", context)):
@@ -147,7 +147,7 @@ def test_launch_description_starts_what_the_bringup_starts(monkeypatch):
     assert planner["control_rate_hz"] == 8 and planner["explore"] is False
     assert "model_path" not in planner and "max_observation_age_s" not in planner  # empty: planner.yaml decides
     assert planner["plan_cpu_affinity"] == [1] and "plan_thread_priority" not in planner
-    assert trainer["ladder"] == ["3:64:8:4"] and trainer["compile"] is True
+    assert trainer["ladder"] == ["3:64:8:4"] and trainer["compile"] is True and trainer["device"] == "cuda"
     # what the bringup passes on the command line for the same node
     cmd = bringup.command(*bringup.resolve("learn", context)[0])
     assert "control_rate_hz:=8" in cmd and not any(arg.startswith("model_path:=") for arg in cmd)

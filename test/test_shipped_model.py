@@ -108,5 +108,10 @@ def test_ship_writes_the_runs_own_training_command(tmp_path):
         "eval_episodes": 10, "checkpoint_freq": 2000, "compile": True}))
     (train,) = _parses(training_command(str(run / "checkpoint.pt")))
     assert (train.task, train.steps, train.seed, train.compile, train.run_dir) == ("pendulum-swingup", 100000, 3, True, str(run))
+    assert train.device == "cpu"  # a run from before the device option, or on the CPU: no flag
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "device": "cuda"}))
+    (train,) = _parses(training_command(str(run / "checkpoint.pt")))
+    assert train.device == "cuda"
     with pytest.raises(ValueError, match="pass --reproduce"):
         training_command(str(tmp_path / "elsewhere" / "weights.pt"))

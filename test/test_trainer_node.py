@@ -185,6 +185,7 @@ def test_bad_parameters_name_the_parameter(tmp_path):
     try:
         for params, name in (({"batch_size": 0}, "batch_size"), ({"ladder": ["6x512"]}, "ladder"),
                              ({"planner": "rrt"}, "planner"), ({"deadline_fraction": 1.5}, "deadline_fraction"),
+                             ({"device": "tpu"}, "device"),
                              ({"raw_obs_topic": "/obs"}, "raw_obs_topic"),
                              ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r"}, "action_low")):
             overrides = [Parameter("run_dir", value=str(tmp_path / "run")), Parameter("bag_dir", value=str(tmp_path / "b")),

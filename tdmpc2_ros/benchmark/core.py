@@ -148,33 +148,54 @@ def planner_peak_rss_mb(path: str, provider: str = "cpu") -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def bench_update(preset: str, repeats: int, compiled: bool = False) -> dict:
-    """One update at batch 256; `compiled`: as `tdmpc2-ros train --compile` runs it (the compile
-    itself happens in the untimed warm-up updates)."""
+def bench_update(preset: str, repeats: int, compiled: bool = False, device: str = "cpu", batch_size: int = 256,
+                 agent=None) -> dict:
+    """One update at `batch_size` (from a numpy batch, as the trainers feed it); `compiled`: as
+    `tdmpc2-ros train --compile` runs it (the compile itself happens in the untimed warm-up updates)."""
     import torch
 
-    from tdmpc2_ros.core.agent import TDMPC2
-    from tdmpc2_ros.core.buffer import ReplayBuffer
-    from tdmpc2_ros.core.config import ModelConfig, TrainConfig
-    from tdmpc2_ros.runtime import PlanBudget
-
-    torch.set_num_threads(THREADS)
-    agent = TDMPC2(ModelConfig.from_preset(preset, OBS_DIM, ACTION_DIM), TrainConfig(), PlanBudget(), 0.99)
+    if agent is None:
+        agent = bench_agent(preset, device)
     if compiled:
         agent.compile()
-    buf = ReplayBuffer(10_000, OBS_DIM, ACTION_DIM, 3)
-    rng = np.random.default_rng(0)
-    for _ in range(4):
-        buf.add_episode(rng.standard_normal((501, OBS_DIM)), rng.uniform(-1, 1, (500, ACTION_DIM)), rng.random(500))
-    batches = [buf.sample(256) for _ in range(repeats + 3)]
+    buf = random_buffer()
+    batches = [buf.sample(batch_size) for _ in range(repeats + 3)]
+    t0 = time.perf_counter()
     for b in batches[:3]:
         agent.update(*b)
+    warmup_s = time.perf_counter() - t0  # with torch.compile: mostly the compile
     times = []
     for b in batches[3:]:
         t = time.perf_counter()
         agent.update(*b)
+        if agent.device.type == "cuda":
+            torch.cuda.synchronize(agent.device)  # update() reads its losses back, but say so
         times.append(time.perf_counter() - t)
-    return _percentiles(times)
+    return {**_percentiles(times), "warmup_s": round(warmup_s, 1)}
+
+
+def bench_agent(preset: str, device: str = "cpu", planner: str = "mppi"):
+    """An agent at walker dimensions with the default budget, on `device`, torch at THREADS threads."""
+    import torch
+
+    from tdmpc2_ros.core.agent import TDMPC2
+    from tdmpc2_ros.core.config import ModelConfig, TrainConfig
+    from tdmpc2_ros.runtime import PlanBudget
+
+    torch.set_num_threads(THREADS)
+    return TDMPC2(ModelConfig.from_preset(preset, OBS_DIM, ACTION_DIM), TrainConfig(),
+                  PlanBudget.reference(ACTION_DIM, planner=planner), 0.99, device=device, act_backend="auto")
+
+
+def random_buffer(episodes: int = 4, seed: int = 0):
+    """A buffer of random episodes at walker dimensions (500 steps each) to sample update batches from."""
+    from tdmpc2_ros.core.buffer import ReplayBuffer
+
+    buf = ReplayBuffer(10_000, OBS_DIM, ACTION_DIM, 3)
+    rng = np.random.default_rng(seed)
+    for _ in range(episodes):
+        buf.add_episode(rng.standard_normal((501, OBS_DIM)), rng.uniform(-1, 1, (500, ACTION_DIM)), rng.random(500))
+    return buf
 
 
 def trained_like(model, std: float = 0.02, seed: int = 0):
@@ -257,14 +278,17 @@ def run_core_benchmark(args) -> int:
                 mode = "compiled" if compiled else "eager"
                 result["update"].append({"preset": preset, "mode": mode, "batch_size": 256, **upd})
                 print(f"update {preset:4s} {mode:8s} batch 256: median {upd['median_ms']:.1f} ms", flush=True)
-    out = Path(args.out)
+    write_results(Path(args.out), result, format_table(result))
+    return 0
+
+
+def write_results(out: Path, result: dict, table: str):
+    """A benchmark's JSON at `out` and its table beside it (.md), and the table on the console."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    table = format_table(result)
     out.with_suffix(".md").write_text(table)
     print("\n" + table)
     print(f"wrote {out} and {out.with_suffix('.md')}")
-    return 0
 
 
 def format_table(r: dict) -> str:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tdmpc2_ros.benchmark.core import write_results
+
 
 def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: int = 5, storage: str = "mcap") -> dict:
     from tdmpc2_ros.bags import BagWriter, closed_bags, episodes_from_bag
@@ -175,9 +177,6 @@ def run_loop_benchmark(args) -> int:
     result = {"ingest": bench_ingest(args.transitions),
               "swap": bench_swap(args.model or str(default_model()), args.swaps, planner_args=tuple(args.planner_args),
                                  log_path=out.with_suffix(".log"))}
-    out.write_text(json.dumps(result, indent=2))
-    table = format_table(result)
-    out.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"wrote {out}, {out.with_suffix('.md')} and the nodes' log {out.with_suffix('.log')}")
+    write_results(out, result, format_table(result))
+    print(f"the nodes' log: {out.with_suffix('.log')}")
     return 0

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from tdmpc2_ros.core.config import ModelConfig, TrainConfig
+from tdmpc2_ros.core.device import resolve_device
 from tdmpc2_ros.core.planners import make_planner
 from tdmpc2_ros.core.scale import RunningScale
 from tdmpc2_ros.core.world_model import WorldModel
@@ -20,16 +21,23 @@ from tdmpc2_ros.runtime.budget import PlanBudget
 
 class TDMPC2:
     def __init__(self, model_cfg: ModelConfig, train_cfg: TrainConfig, budget: PlanBudget, discount: float, seed: int = 0,
-                 act_backend: str = "torch", threads: int = 2):
+                 act_backend: str = "torch", threads: int = 2, device: str = "cpu"):
         self.model_cfg, self.cfg, self.budget, self.discount = model_cfg, train_cfg, budget, float(discount)
+        self.device = resolve_device(device)
+        if act_backend == "auto":  # ONNX Runtime on a CPU; on a GPU the torch planner beside the weights
+            act_backend = "onnx" if self.device.type == "cpu" else "torch"
         if act_backend not in ("torch", "onnx"):
-            raise ValueError(f"act_backend must be 'torch' or 'onnx', not {act_backend!r}")
+            raise ValueError(f"act_backend must be 'auto', 'torch' or 'onnx', not {act_backend!r}")
+        if act_backend == "onnx" and self.device.type != "cpu":
+            raise ValueError(f"act_backend 'onnx' plans on the CPU with the live weights, which are on {self.device}; "
+                             "use act_backend 'torch' or 'auto' there")
         # "onnx": plan through a live-weights ONNX graph (same numbers, about twice as fast on a CPU).
         self.act_backend, self.threads, self._actor = act_backend, threads, None
         if budget.horizon != train_cfg.horizon:
             raise ValueError(f"planning horizon {budget.horizon} differs from the training horizon {train_cfg.horizon}")
         torch.manual_seed(seed)
-        self.model = WorldModel(model_cfg).eval()
+        # Initialised on the CPU, then moved: the same seed gives the same weights on every device.
+        self.model = WorldModel(model_cfg).eval().to(self.device)
         m, lr = self.model, train_cfg.lr
         heads = [m._dynamics, m._reward, m._Qs] + ([m._termination] if m._termination is not None else [])
         self.optim = torch.optim.Adam(
@@ -41,11 +49,11 @@ class TDMPC2:
             fused=True,  # one kernel over all tensors: 1.9 -> 0.8 ms a step on 2 cores (docs/benchmarks.md)
         )
         self.pi_optim = torch.optim.Adam(m._pi.parameters(), lr=lr, eps=1e-5, fused=True)
-        self.scale = RunningScale(train_cfg.tau)
+        self.scale = RunningScale(train_cfg.tau, self.device)
         self.planner = make_planner(self.model, budget, discount)
-        self.plan_rng = torch.Generator().manual_seed(seed + 1)
-        self.prev_mean = torch.zeros(budget.horizon, model_cfg.action_dim)
-        self.rho = train_cfg.rho ** torch.arange(train_cfg.horizon + 1, dtype=torch.float32)
+        self.plan_rng = torch.Generator().manual_seed(seed + 1)  # CPU draws: the same plans on every device
+        self.prev_mean = torch.zeros(budget.horizon, model_cfg.action_dim, device=self.device)
+        self.rho = (train_cfg.rho ** torch.arange(train_cfg.horizon + 1, dtype=torch.float32)).to(self.device)
 
     # -- acting -------------------------------------------------------------------------------
     def act(self, obs, t0: bool = False, explore: bool = False) -> np.ndarray:
@@ -67,14 +75,16 @@ class TDMPC2:
             action, self.prev_mean, _, _ = self._actor(torch.from_numpy(obs), self.prev_mean, noise, torch.tensor([float(explore)]))
             return action.numpy()
         grad_ctx = torch.enable_grad() if self.budget.planner == "gradient" else torch.no_grad()
+        dev = self.device
         with grad_ctx:
-            action, mean, _, _ = self.planner(torch.from_numpy(obs), self.prev_mean, noise, torch.tensor([float(explore)]))
+            action, mean, _, _ = self.planner(torch.from_numpy(obs).to(dev), self.prev_mean, noise.to(dev),
+                                              torch.tensor([float(explore)], device=dev))
         self.prev_mean = mean.detach()
-        return action.detach().numpy()
+        return action.detach().cpu().numpy()
 
     # -- learning -----------------------------------------------------------------------------
     def _random_pair(self) -> torch.Tensor:
-        return torch.randperm(self.model_cfg.num_q)[:2]
+        return torch.randperm(self.model_cfg.num_q)[:2].to(self.device)  # drawn on the CPU RNG on every device
 
     @torch.no_grad()
     def td_target(self, next_z, reward, terminated, pair):
@@ -118,7 +128,8 @@ class TDMPC2:
 
     def update(self, obs, action, reward, terminated) -> dict[str, float]:
         """One gradient step on a batch of windows (time-major numpy or torch arrays)."""
-        obs, action, reward, terminated = (torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in (obs, action, reward, terminated))
+        obs, action, reward, terminated = (torch.as_tensor(np.asarray(x), dtype=torch.float32, device=self.device)
+                                           for x in (obs, action, reward, terminated))
         m = self.model
         m.train()
         loss_fn = getattr(self, "_model_loss", self.model_loss)
@@ -172,14 +183,19 @@ class TDMPC2:
         return int(next(iter(state.values()))["step"]) if state else 0
 
     def state_dict(self) -> dict:
-        return {
+        """Everything an exact resume needs. Tensors stay on the agent's device (checkpoints load
+        onto the CPU, and from there onto any device)."""
+        state = {
             "model": self.model.state_dict(),
             "optim": self.optim.state_dict(),
             "pi_optim": self.pi_optim.state_dict(),
             "scale": self.scale.state_dict(),
             "plan_rng": self.plan_rng.get_state(),
-            "prev_mean": self.prev_mean.clone(),
+            "prev_mean": self.prev_mean.detach().cpu().clone(),
         }
+        if self.device.type == "cuda":  # the policy's and dropout's draws come from the GPU's generator
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
 
     def load_state_dict(self, d: dict):
         """Apply a saved state, or raise without changing anything (torch would copy every tensor
@@ -200,4 +216,6 @@ class TDMPC2:
                 group["foreach"], group["fused"] = None, True
         self.scale.load_state_dict(d["scale"])
         self.plan_rng.set_state(d["plan_rng"])
-        self.prev_mean = d["prev_mean"].clone()
+        self.prev_mean = d["prev_mean"].to(self.device).clone()
+        if self.device.type == "cuda" and "cuda_rng" in d:
+            torch.cuda.set_rng_state(d["cuda_rng"].cpu(), self.device)

@@ -37,10 +37,11 @@ def example_inputs(obs_dim: int, action_dim: int, budget: PlanBudget, seed: int 
 
 
 def trace_planner(model: WorldModel, budget: PlanBudget, discount: float):
-    """A frozen copy of the model inside the planner, traced to a flat graph of tensor operators."""
+    """A frozen CPU copy of the model (wherever it trained) inside the planner, traced to a flat graph
+    of tensor operators."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    frozen = copy.deepcopy(model).eval().requires_grad_(False)
+    frozen = copy.deepcopy(model).cpu().eval().requires_grad_(False)
     planner = make_planner(frozen, budget, discount).eval()
     inputs = example_inputs(model.cfg.obs_dim, model.cfg.action_dim, budget)
     with export_friendly():

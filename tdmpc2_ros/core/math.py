@@ -16,13 +16,17 @@ def symexp(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * (torch.exp(torch.abs(x)) - 1)
 
 
-class TwoHot:
-    """Discrete regression in symlog space: num_bins bins evenly spanning [vmin, vmax]."""
+class TwoHot(torch.nn.Module):
+    """Discrete regression in symlog space: num_bins bins evenly spanning [vmin, vmax].
+
+    A module so that the bins move with the world model to its device (a buffer, not saved: the
+    bins follow from the config)."""
 
     def __init__(self, num_bins: int, vmin: float, vmax: float):
+        super().__init__()
         self.num_bins, self.vmin, self.vmax = num_bins, vmin, vmax
         self.bin_size = (vmax - vmin) / (num_bins - 1)
-        self.bins = torch.linspace(vmin, vmax, num_bins)
+        self.register_buffer("bins", torch.linspace(vmin, vmax, num_bins), persistent=False)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """[..., 1] scalars -> [..., num_bins] two-hot targets of symlog(x)."""

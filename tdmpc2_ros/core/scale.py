@@ -6,20 +6,20 @@ import torch
 
 
 class RunningScale:
-    def __init__(self, tau: float):
+    def __init__(self, tau: float, device: torch.device | str = "cpu"):
         self.tau = tau
-        self.value = torch.ones(())
+        self.value = torch.ones((), device=device)
 
     @torch.no_grad()
     def update(self, q: torch.Tensor):
-        lo, hi = torch.quantile(q.detach().flatten().float(), torch.tensor([0.05, 0.95]))
+        lo, hi = torch.quantile(q.detach().flatten().float(), torch.tensor([0.05, 0.95], device=q.device))
         self.value.lerp_(torch.clamp(hi - lo, min=1.0), self.tau)
 
     def __call__(self, q: torch.Tensor) -> torch.Tensor:
         return q / self.value
 
     def state_dict(self) -> dict:
-        return {"value": self.value.clone(), "tau": self.tau}
+        return {"value": self.value.detach().cpu().clone(), "tau": self.tau}
 
     def load_state_dict(self, d: dict):
-        self.value, self.tau = d["value"].clone(), d["tau"]
+        self.value, self.tau = d["value"].to(self.value.device).clone(), d["tau"]

@@ -66,6 +66,7 @@ ARGUMENTS = {
         Argument("ladder", "", "trainer: budgets to export, e.g. ['4:256:32:12','2:64:8:4'] (iterations:samples:"
                                "elites:policy trajectories); empty = the default ladder"),
         Argument("compile", "false", "trainer: torch.compile the update (a minute once, then ~30% faster; long runs)"),
+        Argument("device", "cpu", "trainer: where the world model trains: cpu, cuda, cuda:N or auto (a GPU where torch sees one)"),
         Argument("bag_split_s", "60.0", "recorder: close a bag (making it available to the trainer) every this many seconds"),
     ]
 }
@@ -82,7 +83,7 @@ RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir
 TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
                    {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir", "obs_dim": "obs_dim",
                     "action_dim": "action_dim", "control_rate_hz": "control_rate_hz",
-                    "ladder": "ladder", "compile": "compile"})
+                    "ladder": "ladder", "compile": "compile", "device": "device"})
 
 NODE_SETS = {
     "planner": [SIM, PLANNER],

@@ -44,6 +44,8 @@ threads                     2                   torch and ONNX Runtime threads (
 nice                        10                  lower the trainer's CPU priority by this much (0 = no
                                                 change): the control loop on the same computer first
 compile                     false               torch.compile the update (a minute once, ~30% faster)
+device                      cpu                 where the world model trains: cpu, cuda, cuda:N or auto
+                                                (a GPU where torch sees one); exports run on the CPU
 planner / ladder            mppi / []           exported rungs 'iterations:samples:elites:pi_trajs'
                                                 ([] = the default ladder, largest first)
 updates_per_cycle           100                 updates between two progress lines
@@ -98,6 +100,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from tdmpc2_ros.bags.ledger import IngestLedger
+from tdmpc2_ros.core.device import resolve_device
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
@@ -131,6 +134,7 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "threads": (2, "torch and ONNX Runtime threads"),
     "nice": (10, "lower the trainer's CPU priority by this much, so the control loop on the same computer comes first (0 = no change)"),
     "compile": (False, "torch.compile the update: about a minute once, then about 30% faster updates"),
+    "device": ("cpu", "where the world model trains: cpu, cuda, cuda:N or auto (a GPU where torch sees one)"),
     "planner": ("mppi", "planner of the exported ladder: mppi, cem or gradient"),
     "ladder": ([], "exported rungs 'iterations:samples:elites:pi_trajs', largest first ([] = default ladder)"),
     "updates_per_cycle": (100, "updates between two progress log lines"),
@@ -225,6 +229,10 @@ class TrainerNode(Node):
         if float(p["max_updates_per_transition"]) < 0 or float(p["discount"]) < 0 or float(p["discount"]) >= 1:
             which = "discount" if not 0 <= float(p["discount"]) < 1 else "max_updates_per_transition"
             raise ParameterError(which, p[which], "must be >= 0 (discount < 1)")
+        try:
+            resolve_device(p["device"])
+        except ValueError as e:
+            raise ParameterError("device", p["device"], str(e)) from e
         if p["planner"] not in ("mppi", "cem", "gradient"):
             raise ParameterError("planner", p["planner"], "expected mppi, cem or gradient")
         try:
@@ -278,10 +286,11 @@ class TrainerNode(Node):
             control_rate_hz=float(p["control_rate_hz"]), deadline_fraction=float(p["deadline_fraction"]),
             latency_warmup=int(p["latency_warmup"]), latency_runs=int(p["latency_runs"]),
             parity_observations=int(p["parity_observations"]), parity_tolerance=float(p["parity_tolerance"]),
-            obs_names=p["obs_names"], action_names=p["action_names"], compile=bool(p["compile"]), log=self.get_logger())
+            obs_names=p["obs_names"], action_names=p["action_names"], compile=bool(p["compile"]), log=self.get_logger(),
+            device=p["device"])
         t = self.trainer
         self.get_logger().info(
-            f"trainer: preset {t.model_cfg.preset}, obs dim {obs_dim}, action dim {action_dim}, discount {t.discount:g}, "
+            f"trainer: preset {t.model_cfg.preset} on {t.agent.device}, obs dim {obs_dim}, action dim {action_dim}, discount {t.discount:g}, "
             f"ladder {[b.label() for b in t.budgets]}, min_transitions {t.min_transitions}, batch {t.batch_size}; "
             f"{t.transitions} transitions from {len(t.bags)} bags, {t.updates} updates so far; store {self.store.root}")
 
@@ -429,6 +438,7 @@ class TrainerNode(Node):
         level, message = OK, self.state
         if t is not None:
             values.update(t.summary())
+            values["device"] = str(t.agent.device)
             values.update({k: round(float(v), 6) for k, v in t.last_metrics.items() if k.endswith("_loss")})
             if t.last_failure:
                 level, message = WARN, f"last export failed: {t.last_failure}"

@@ -200,7 +200,7 @@ class OfflineTrainer:
                  action_repeat: int = 1, raw: RawTopics | None = None, record_topics=(), control_rate_hz: float = 50.0,
                  deadline_fraction: float = 0.7, latency_warmup: int = 5, latency_runs: int = 30,
                  parity_observations: int = 3, parity_tolerance: float = 1e-3, obs_names=(), action_names=(),
-                 compile: bool = False, log=None, resume: bool = True):
+                 compile: bool = False, log=None, resume: bool = True, device: str = "cpu"):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log if log is not None else logging.getLogger("tdmpc2_ros.trainer")
@@ -255,7 +255,7 @@ class OfflineTrainer:
         if any(b.horizon != self.train_cfg.horizon for b in self.budgets):
             raise ValueError(f"every rung must plan over the training horizon {self.train_cfg.horizon}")
         self.agent = TDMPC2(self.model_cfg, self.train_cfg, self.budgets[0], self.discount, seed=self.seed,
-                            threads=self.threads)
+                            threads=self.threads, device=device)
         if compile:
             self.agent.compile()  # traced at the first update, not here
         self.buffer = ReplayBuffer(self.train_cfg.buffer_size, self.obs_dim, self.action_dim, self.train_cfg.horizon,
@@ -307,7 +307,7 @@ class OfflineTrainer:
                 "action_low": list(self.action_low), "action_high": list(self.action_high),
                 "raw": asdict(self.raw) if self.raw else None, "record_topics": list(self.record_topics),
                 "control_rate_hz": self.control_rate_hz, "deadline_fraction": self.deadline_fraction,
-                "parity_tolerance": self.parity_tolerance}
+                "parity_tolerance": self.parity_tolerance, "device": str(self.agent.device)}
 
     def wall_s(self) -> float:
         return self._wall_offset + time.monotonic() - self._t0
@@ -485,7 +485,7 @@ class OfflineTrainer:
     # -- export and validation -----------------------------------------------------------------
     def _snapshot(self) -> _Snapshot:
         with self.lock:
-            model = copy.deepcopy(self.agent.model).eval()
+            model = copy.deepcopy(self.agent.model).cpu().eval()  # exported and validated on the CPU
             k = 3 * self.parity_observations  # spares for observations whose plan is a tie
             if self.buffer.size:
                 rows = self.parity_rng.choice(self.buffer.size, size=k, replace=self.buffer.size < k)

@@ -46,8 +46,9 @@ class RunConfig:
     threads: int = 2
     seed_steps: int | None = None  # agent steps; None: max(1000, 5 episodes)
     buffer_size: int = 1_000_000
-    act_backend: str = "onnx"  # plan through ONNX Runtime with live weights (torch: the eager planner)
+    act_backend: str = "auto"  # onnx: ONNX Runtime with live weights; torch: the eager planner; auto: onnx on a CPU
     compile: bool = False  # torch.compile the world-model loss: ~30 s once, ~10% faster updates
+    device: str = "cpu"  # where the world model trains: cpu, cuda, cuda:N or auto
 
     def to_dict(self):
         return asdict(self)
@@ -69,7 +70,7 @@ class OnlineTrainer:
         self.train_cfg = TrainConfig(batch_size=cfg.batch_size, buffer_size=cfg.buffer_size)
         self.budget = PlanBudget.reference(self.env.action_dim, planner=cfg.planner)
         self.agent = TDMPC2(self.model_cfg, self.train_cfg, self.budget, self.discount, seed=cfg.seed,
-                           act_backend=cfg.act_backend, threads=cfg.threads)
+                           act_backend=cfg.act_backend, threads=cfg.threads, device=cfg.device)
         if cfg.compile:
             self.agent.compile()
         self.buffer = ReplayBuffer(cfg.buffer_size, self.env.obs_dim, self.env.action_dim, self.train_cfg.horizon, seed=cfg.seed)
@@ -214,7 +215,8 @@ class OnlineTrainer:
     def finish(self) -> dict:
         """Final artefacts: checkpoint, weights, ONNX planner, summary."""
         sha = self.save()
-        torch.save({"model": self.agent.model.state_dict(), "model_config": self.model_cfg.to_dict(),
+        weights = {k: v.cpu() for k, v in self.agent.model.state_dict().items()}  # loads on any machine
+        torch.save({"model": weights, "model_config": self.model_cfg.to_dict(),
                     "discount": self.discount, "budget": self.budget.to_dict(), "task": self.cfg.task,
                     "env_step": self.env_step, "updates": self.agent.updates}, self.run_dir / "weights.pt")
         self.export(self.run_dir / "planner.onnx", checkpoint_sha=file_sha256(self.run_dir / "weights.pt"))

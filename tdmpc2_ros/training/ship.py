@@ -74,7 +74,9 @@ def training_command(weights: str) -> str:
     flags = {"task": c["task"], "steps": c["steps"], "preset": c["preset"], "seed": c["seed"], "planner": c["planner"],
              "eval-freq": c["eval_freq"], "eval-episodes": c["eval_episodes"], "checkpoint-freq": c["checkpoint_freq"]}
     train = "tdmpc2-ros train " + " ".join(f"--{k} {v}" for k, v in flags.items())
-    train += " --compile" * bool(c.get("compile")) + f" --run-dir {run_dir}"
+    train += " --compile" * bool(c.get("compile"))
+    device = c.get("device", "cpu")  # runs from before the option trained on the CPU
+    train += f" --device {device}" * (device != "cpu") + f" --run-dir {run_dir}"
     return train
 
 

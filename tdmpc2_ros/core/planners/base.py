@@ -69,7 +69,7 @@ class Planner(nn.Module):
         P, H = self.budget.num_pi_trajs, self.budget.horizon
         m = self.model
         z = z0.expand(P, -1)
-        ret, alive = torch.zeros(P, 1), torch.ones(P, 1)
+        ret, alive = z0.new_zeros(P, 1), z0.new_ones(P, 1)
         actions, disc = [], 1.0
         for t in range(H):
             a = m.pi(z, eps[t])[0]
@@ -91,7 +91,7 @@ class Planner(nn.Module):
         """Roll the model along action sequences [H, S, A] from z ([S, L], or one shared [1, L]).
         Returns (sum_t gamma^t r_t [S, 1], alive [S, 1], z_H [S, L])."""
         S = actions.shape[1]
-        ret, alive, disc = torch.zeros(S, 1), torch.ones(S, 1), 1.0
+        ret, alive, disc = actions.new_zeros(S, 1), actions.new_ones(S, 1), 1.0
         for t in range(actions.shape[0]):
             z, ret, alive, disc = self._step(z, actions[t], ret, alive, disc)
         return ret, alive, z

@@ -16,5 +16,5 @@ class CEMPlanner(MPPIPlanner):
 
     def search(self, z0, pi_actions, pi_rollout, mean, n):
         elite_value, elite_actions, mean, std, _ = super().search(z0, pi_actions, pi_rollout, mean, n)
-        best = torch.zeros(1, dtype=torch.long)  # topk sorts descending: elite 0 is the best
+        best = torch.zeros(1, dtype=torch.long, device=elite_value.device)  # topk sorts descending: elite 0 is the best
         return elite_value, elite_actions, mean, std, best
