@@ -26,6 +26,17 @@ def _budget_args(p: argparse.ArgumentParser):
     g.add_argument("--pi-trajs", type=int, dest="num_pi_trajs")
 
 
+def _device_arg(text: str) -> str:
+    """--device, checked as the command line is read: a GPU this machine lacks is a usage error, not a
+    traceback. 'auto' is recorded as what it chose (the run's config.json then says where it trained)."""
+    from tdmpc2_ros.core.device import resolve_device
+
+    try:
+        return str(resolve_device(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def _budget_from(args, action_dim: int):
     from tdmpc2_ros.runtime import PlanBudget
 
@@ -259,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-episodes", type=int, default=10)
     t.add_argument("--checkpoint-freq", type=int, default=10_000)
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--device", default="cpu",
+    t.add_argument("--device", default="cpu", type=_device_arg,
                    help="where the world model trains: cpu (default), cuda, cuda:N, or auto (a GPU where torch sees one)")
     t.add_argument("--act-backend", choices=["auto", "onnx", "torch"], default="auto",
                    help="plan while collecting: auto (default) = ONNX Runtime with the live weights on a CPU, the torch "
@@ -324,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench)
     bt = sub.add_parser("bench-train", help="training speed on one device, preset by preset: update (eager and compiled), "
                                            "act while collecting, peak GPU memory (JSON + table)")
-    bt.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: a GPU where torch sees one)")
+    bt.add_argument("--device", default="auto", type=_device_arg, help="cpu, cuda, cuda:N or auto (default: a GPU where torch sees one)")
     bt.add_argument("--presets", default="1M,5M")
     bt.add_argument("--modes", default="eager,compiled", help="eager and/or compiled (torch.compile, as train --compile)")
     bt.add_argument("--batch-size", type=int, default=256)

@@ -100,3 +100,15 @@ def test_bench_train_refuses_unknown_modes(tmp_path):
     run = subprocess.run([sys.executable, "-m", "tdmpc2_ros.cli", "bench-train", "--device", "cpu", "--modes", "fast",
                           "--out", str(tmp_path / "t.json")], capture_output=True, text=True, timeout=300, cwd=REPO)
     assert run.returncode != 0 and "--modes takes eager and/or compiled" in run.stderr
+
+
+def test_the_cli_refuses_a_device_this_machine_lacks_as_a_usage_error(capsys):
+    from tdmpc2_ros.cli import build_parser
+
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["train", "--device", "tpu"])
+    assert info.value.code == 2
+    assert "argument --device: device must be one of cpu, cuda, auto" in capsys.readouterr().err
+    args = build_parser().parse_args(["train", "--device", "auto"])
+    assert args.device == ("cuda" if torch.cuda.is_available() else "cpu")  # recorded as what it chose
+    assert build_parser().parse_args(["bench-train"]).device == args.device

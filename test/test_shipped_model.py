@@ -98,7 +98,7 @@ def test_the_cards_reproduce_command_runs_as_written(card):
     assert (ship.episodes, ship.eval_seed) == (card["evaluation"]["episodes"], card["evaluation"]["eval_seed"])
 
 
-def test_ship_writes_the_runs_own_training_command(tmp_path):
+def test_ship_writes_the_runs_own_training_command(tmp_path, monkeypatch):
     from tdmpc2_ros.training.ship import training_command
 
     run = tmp_path / "run"
@@ -111,6 +111,10 @@ def test_ship_writes_the_runs_own_training_command(tmp_path):
     assert train.device == "cpu"  # a run from before the device option, or on the CPU: no flag
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "device": "cuda"}))
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # --device cuda parses where there is a GPU
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     (train,) = _parses(training_command(str(run / "checkpoint.pt")))
     assert train.device == "cuda"
     with pytest.raises(ValueError, match="pass --reproduce"):
