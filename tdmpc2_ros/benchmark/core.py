@@ -148,14 +148,14 @@ def planner_peak_rss_mb(path: str, provider: str = "cpu") -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def bench_update(preset: str, repeats: int, compiled: bool = False, device: str = "cpu", batch_size: int = 256,
-                 agent=None) -> dict:
-    """One update at `batch_size` (from a numpy batch, as the trainers feed it); `compiled`: as
-    `tdmpc2-ros train --compile` runs it (the compile itself happens in the untimed warm-up updates)."""
+def bench_update(preset: str, repeats: int, compiled: bool = False, batch_size: int = 256, agent=None) -> dict:
+    """One update at `batch_size` (from a numpy batch, as the trainers feed it), by `agent` (default: a
+    CPU one of `preset`); `compiled`: as `tdmpc2-ros train --compile` runs it (the compile itself
+    happens in the untimed warm-up updates)."""
     import torch
 
     if agent is None:
-        agent = bench_agent(preset, device)
+        agent = bench_agent(preset)
     if compiled:
         agent.compile()
     buf = random_buffer()

@@ -63,7 +63,7 @@ def run_train_benchmark(args) -> int:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
             agent = bench_agent(preset, str(device))
-            upd = bench_update(preset, args.repeats, mode == "compiled", str(device), args.batch_size, agent=agent)
+            upd = bench_update(preset, args.repeats, mode == "compiled", args.batch_size, agent=agent)
             row = {"preset": preset, "mode": mode, "parameters": agent.model.num_parameters(), "update": upd}
             if device.type == "cuda":
                 row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

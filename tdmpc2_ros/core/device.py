@@ -10,8 +10,6 @@ DEVICES = ("cpu", "cuda", "auto")
 
 def resolve_device(name: str | torch.device = "cpu") -> torch.device:
     """The torch device for `name`, or a ValueError that says what this machine has."""
-    if isinstance(name, torch.device):
-        name = str(name)
     text = str(name).strip().lower()
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

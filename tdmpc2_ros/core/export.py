@@ -22,6 +22,7 @@ from tdmpc2_ros.core.planners import make_planner
 from tdmpc2_ros.core.world_model import WorldModel
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.contract import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, ModelContract, Spec
+from tdmpc2_ros.runtime.digest import file_sha256
 
 OPSET = 18
 
@@ -181,8 +182,6 @@ def _version() -> str:
 def export_ladder(model: WorldModel, budgets: list[PlanBudget], discount: float, folder: str | os.PathLike, **contract) -> list:
     """Export the same weights at several budgets into one model folder with a ladder.json index,
     largest budget first. Returns the rungs."""
-    import hashlib
-
     from tdmpc2_ros.runtime.ladder import Rung, rung_filename, write_ladder_index
 
     folder = Path(folder)
@@ -190,6 +189,6 @@ def export_ladder(model: WorldModel, budgets: list[PlanBudget], discount: float,
     for budget in budgets:
         path = folder / rung_filename(budget)
         export_planner(model, budget, discount, path, **contract)
-        rungs.append(Rung(path, budget, hashlib.sha256(path.read_bytes()).hexdigest()))
+        rungs.append(Rung(path, budget, file_sha256(path)))
     write_ladder_index(folder, rungs, {"task": contract.get("task", ""), "train_step": contract.get("train_step", 0)})
     return rungs

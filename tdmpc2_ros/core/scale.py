@@ -9,10 +9,11 @@ class RunningScale:
     def __init__(self, tau: float, device: torch.device | str = "cpu"):
         self.tau = tau
         self.value = torch.ones((), device=device)
+        self._levels = torch.tensor([0.05, 0.95], device=device)  # made once: on a GPU, each would be a copy
 
     @torch.no_grad()
     def update(self, q: torch.Tensor):
-        lo, hi = torch.quantile(q.detach().flatten().float(), torch.tensor([0.05, 0.95], device=q.device))
+        lo, hi = torch.quantile(q.detach().flatten().float(), self._levels)
         self.value.lerp_(torch.clamp(hi - lo, min=1.0), self.tau)
 
     def __call__(self, q: torch.Tensor) -> torch.Tensor:

@@ -57,8 +57,6 @@ class Manifest:
         return cls(**json.loads(text))
 
 
-
-
 def _fsync_dir(path: Path):
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -36,8 +36,6 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-
-
 def load_checkpoint(path: str | os.PathLike, required: tuple[str, ...] = ("agent",)) -> dict:
     try:
         with open(path, "rb") as f:
