@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,6 +63,42 @@ def finish_process(proc: subprocess.Popen, sig=None, timeout: float = 60.0, what
         out, _ = proc.communicate(timeout=10)
         pytest.fail(f"{what} did not exit within {timeout} s:\n{out[-4000:]}")
     return proc.returncode, out
+
+
+class LineReader:
+    """A node process's output read on a thread (a readline would block the test), so the test can
+    wait for a line such as "planning with" before it acts, and still get everything at the end."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.lines = proc, []
+        self.thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+        self.thread.start()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, limit_s: float = 120.0) -> bool:
+        end = time.monotonic() + limit_s
+        while time.monotonic() < end and text not in self.text():
+            if self.proc.poll() is not None:
+                self.thread.join(timeout=5)
+                break
+            time.sleep(0.05)
+        return text in self.text()
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        """Wait for the process (fail if it hangs); its exit code and all of its output."""
+        import pytest
+
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.thread.join(timeout=5)
+            pytest.fail(f"the process did not exit within {timeout} s:\n{self.text()[-4000:]}")
+        self.thread.join(timeout=10)
+        return self.proc.returncode, self.text()
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ or stale input, fallback on overrun, diagnostics; and the adapters and ladder ch
 from __future__ import annotations
 
 import math
+import signal
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
 
 from core_helpers import SMALL_OBS_DIM
-from ros_harness import Ros, node_env, small_ladder
+from ros_harness import LineReader, Ros, cleaned_up, next_domain, node_env, small_ladder, start_node_process
 from tdmpc2_ros.ros import qos
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, extract, parse_source
 from tdmpc2_ros.runtime import ModelLoadError, SpecMismatch
@@ -94,9 +95,10 @@ def test_main_exits_nonzero_with_the_reason(tmp_path):
     assert "refusing to start" in out.stderr and "missing.onnx" in out.stderr
 
 
-def test_a_sigint_between_start_up_and_spinning_is_a_clean_stop(ladder):
-    """rclpy's SIGINT handler shuts the context down; if that lands after the node is built but before
-    it spins, the executor can no longer be made. That is a stop, not a crash (exit 0)."""
+def test_a_context_shut_down_between_start_up_and_spinning_is_a_clean_stop(ladder):
+    """Something other than a signal (a launch system, the node's own code) can shut the context down
+    after the node is built but before it spins; the executor can then no longer be made. That is a
+    stop, not a crash (exit 0)."""
     script = (
         "import sys, rclpy\n"
         "from tdmpc2_ros.ros import planner_node\n"
@@ -111,6 +113,39 @@ def test_a_sigint_between_start_up_and_spinning_is_a_clean_stop(ladder):
     out = subprocess.run([sys.executable, "-c", script], env=node_env(221), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "planning with" in out.stdout + out.stderr
+
+
+def test_repeated_sigints_while_spinning_are_one_clean_stop(ladder, tmp_path):
+    """A Ctrl-C pressed twice, or a launch system's SIGINT on top of a terminal's: the node stops
+    between two callbacks, exit 0, and no second signal turns the stop into a traceback (rclpy's own
+    handler raised KeyboardInterrupt wherever Python was, once inside the stop itself)."""
+    import time
+
+    proc = start_node_process("planner_node", next_domain(), tmp_path, model_path=str(ladder), ladder_runs=3, ladder_warmup=1)
+    with cleaned_up(proc):
+        output = LineReader(proc)
+        assert output.wait_for("planning with"), output.text()[-4000:]
+        for _ in range(6):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.03)
+        code, out = output.finish(timeout=30)
+    assert code == 0, out[-4000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-4000:]
+
+
+def test_a_sigint_while_waiting_for_a_model_is_a_clean_stop(tmp_path):
+    """A planner of a learning loop waits (model_wait_s) for the trainer's first version; a stop during
+    that wait ends it at once with exit 0, not after the wait, and not as a missing model."""
+    store = tmp_path / "store"
+    store.mkdir()
+    proc = start_node_process("planner_node", next_domain(), tmp_path, model_path=str(store), model_wait_s=600.0)
+    with cleaned_up(proc):
+        output = LineReader(proc)
+        assert output.wait_for("waiting up to"), output.text()[-4000:]
+        proc.send_signal(signal.SIGINT)
+        code, out = output.finish(timeout=30)
+    assert code == 0, out[-4000:]
+    assert "Traceback" not in out and "refusing to start" not in out, out[-4000:]
 
 
 def test_chooses_the_largest_rung_that_fits(ros, ladder):

@@ -220,7 +220,7 @@ def _drain_and_close(node, executor, why: str):
 
 def main(args=None) -> int:
     # Own SIGINT/SIGTERM handling: messages already received but not yet taken are still written.
-    return run_node("recorder_node", RecorderNode, args, own_signals=True, finish=_drain_and_close)
+    return run_node("recorder_node", RecorderNode, args, finish=_drain_and_close)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """How a tdmpc2_ros node process runs: start (or refuse with the reason), spin, stop cleanly.
 
-Nodes that must finish work on SIGINT/SIGTERM (close a bag, write a checkpoint) take the signals
-themselves (`own_signals`): rclpy's handlers would shut the context down at once, before the node
-could act. `finish(node, executor, why)` then runs with the context still up; `on_exit(node)` runs
-last, after the context is shut down.
+Every node takes SIGINT and SIGTERM itself: the handler only sets a flag that the spin loop reads.
+rclpy's own handlers would shut the context down at once, from inside the signal, and then raise a
+KeyboardInterrupt at whatever line Python happens to be on (inside an except clause, inside
+destroy_node), which turns a clean stop into a traceback. With the flag the loop ends between two
+callbacks; `finish(node, executor, why)` then runs with the context still up (close a bag, write a
+checkpoint), and `on_exit(node)` runs last, after the context is shut down.
 """
 
 from __future__ import annotations
@@ -16,6 +18,15 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 
+_stop = {"signal": None}  # signals are per process, and so is this: one node per process
+
+
+def stop_requested() -> bool:
+    """True once SIGINT or SIGTERM arrived. Long waits during a node's start-up poll it (the spin
+    loop is not running yet to end them)."""
+    return _stop["signal"] is not None
+
+
 def set_up_or_destroy(node, setup: Callable[[], None]) -> None:
     """Finish a node's construction; one that fails half way (a bad parameter, a missing file) is
     destroyed before the error propagates, so its publishers and subscriptions do not outlive it."""
@@ -26,18 +37,19 @@ def set_up_or_destroy(node, setup: Callable[[], None]) -> None:
         raise
 
 
-def run_node(name: str, make_node: Callable, args=None, own_signals: bool = False,
+def run_node(name: str, make_node: Callable, args=None,
              make_executor: Callable = SingleThreadedExecutor, done: Callable = lambda node: False,
              finish: Callable | None = None, on_exit: Callable | None = None) -> int:
     """0 on a clean stop, 1 if the node refused to start (the reason is logged as FATAL)."""
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO if own_signals else SignalHandlerOptions.ALL)
-    stop = {"signal": None}
-    if own_signals:
-        def on_signal(signum, _frame):
-            stop["signal"] = signum
+    stop = _stop
+    stop["signal"] = None
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before init: a signal during start-up is a stop too
+        signal.signal(sig, on_signal)
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None
     try:
         try:
@@ -53,14 +65,19 @@ def run_node(name: str, make_node: Callable, args=None, own_signals: bool = Fals
             finish(node, executor, signal.Signals(stop["signal"]).name if stop["signal"] else "shutdown")
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
-        if finish is not None and node is not None and own_signals:
+        if finish is not None and node is not None:
             finish(node, executor, "interrupted")
         return 0
     except Exception:
-        if not rclpy.ok():  # a SIGINT between start-up and spinning shut the context: a clean stop
+        if not rclpy.ok():  # the context was shut down under the node (by its own code, or a launch): a clean stop
             return 0
         raise
     finally:
+        # The stop is under way: later signals have nothing left to stop. Ignored, not defaulted:
+        # Python puts its handlers back to the default as the interpreter exits, and a second Ctrl-C
+        # landing then would kill a process that had stopped cleanly (exit -2 instead of 0).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

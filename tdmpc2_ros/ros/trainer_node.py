@@ -471,8 +471,8 @@ class TrainerNode(Node):
 
 
 def main(args=None) -> int:
-    # Own SIGINT/SIGTERM handling, so the node can checkpoint before exiting.
-    return run_node("trainer_node", TrainerNode, args, own_signals=True,
+    # finish runs on SIGINT/SIGTERM with the context still up: the node checkpoints before exiting.
+    return run_node("trainer_node", TrainerNode, args,
                     make_executor=lambda: MultiThreadedExecutor(num_threads=3),
                     finish=lambda node, _executor, why: node.shutdown(why), on_exit=_leave_if_export_abandoned)
 
