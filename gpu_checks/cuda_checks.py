@@ -5,8 +5,8 @@ be counted as a pass); run them on a machine with one:
 
 They fail, not skip, where torch sees no GPU. What they hold: the world model computes the same
 numbers on the GPU as on the CPU; updates train there and resume exactly from a checkpoint; a
-checkpoint moves between devices; the planner acts on the GPU; and a model trained there exports and
-validates (parity with torch, spec, latency) through the offline trainer, on the CPU, as on a robot.
+checkpoint moves between devices; the planner acts on the GPU; compiled and CUDA-graph updates and
+acts compute eager's numbers; and a model trained there exports and validates (parity with torch, spec, latency) through the offline trainer, on the CPU, as on a robot.
 """
 
 from __future__ import annotations
@@ -165,19 +165,55 @@ def test_acting_on_the_gpu_is_reproducible_and_in_bounds():
         agent.act(np.full(OBS, np.nan, np.float32))
 
 
-def test_compiled_updates_on_the_gpu_match_eager_ones():
+@pytest.mark.parametrize("mode", ["default", "graphs"])
+def test_compiled_updates_on_the_gpu_match_eager_ones(mode):
     buf = random_buffer()
     batches = [buf.sample(256) for _ in range(3)]
     eager, compiled = agent_on("cuda"), agent_on("cuda")
-    compiled.compile()
+    compiled.compile(mode)
     torch._inductor.config.fallback_random = True  # the TD target's policy draw as eager draws it
+    pair = torch.tensor([0, 1], device=CUDA)
     torch.cuda.manual_seed(0)
-    want = [eager.model_loss(*[torch.as_tensor(x, device=CUDA) for x in b], torch.tensor([0, 1], device=CUDA))[0] for b in batches]
+    want = [float(eager.model_loss(*[torch.as_tensor(x, device=CUDA) for x in b], pair)[0].detach()) for b in batches]
     torch.cuda.manual_seed(0)
-    got = [compiled._model_loss(*[torch.as_tensor(x, device=CUDA) for x in b], torch.tensor([0, 1], device=CUDA))[0]
-           for b in batches]
-    for w, g in zip(want, got):
-        assert float(g.detach()) == pytest.approx(float(w.detach()), rel=1e-3)
+    got = []
+    for b in batches:
+        compiled._new_graph_step()  # a graph's outputs are read before its next replay, as update() does
+        got.append(float(compiled._model_loss(*[torch.as_tensor(x, device=CUDA) for x in b], pair)[0].detach()))
+    assert got == pytest.approx(want, rel=1e-3)
+
+
+def test_cuda_graph_updates_and_acts_interleave_and_match_eager_ones():
+    """What `train --compile` runs on a GPU: updates and acts alternating, each captured as CUDA
+    graphs. Every graph is captured (none skipped for a CPU tensor or a dynamic shape), outputs kept
+    across steps are not overwritten by later replays, and the numbers are eager's."""
+    from torch._dynamo.utils import counters
+
+    buf = random_buffer()
+    batches = [buf.sample(256) for _ in range(6)]
+    obs = np.random.default_rng(1).standard_normal((6, OBS)).astype(np.float32)
+    torch._inductor.config.fallback_random = True
+    runs = {}
+    for mode in ("eager", "graphs"):
+        agent = agent_on("cuda")
+        perturbed(agent.model, seed=1)  # ties among zero-initialised heads would let the elites differ
+        if mode == "graphs":
+            counters.clear()
+            agent.compile("graphs")
+        torch.cuda.manual_seed(0)
+        metrics, actions = [], []
+        for i, (b, o) in enumerate(zip(batches, obs)):
+            actions.append(agent.act(o, t0=i == 0, explore=False))
+            metrics.append(agent.update(*b))
+        runs[mode] = (metrics, np.stack(actions), agent)
+    assert counters["inductor"]["cudagraph_skips"] == 0, dict(counters["inductor"])
+    assert runs["graphs"][2].graphs and hasattr(runs["graphs"][2], "_plan")
+    (em, ea, _), (gm, ga, _) = runs["eager"], runs["graphs"]
+    np.testing.assert_allclose(ga, ea, atol=1e-3)
+    for e, g in zip(em, gm):
+        for key in ("consistency_loss", "reward_loss", "value_loss", "total_loss"):
+            assert g[key] == pytest.approx(e[key], rel=1e-2), (key, e, g)
+    assert gm[0]["total_loss"] == pytest.approx(em[0]["total_loss"], rel=1e-3)
 
 
 def test_a_model_trained_on_the_gpu_exports_and_validates_on_the_cpu(tmp_path):

@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--act-backend", choices=["auto", "onnx", "torch"], default="auto",
                    help="plan while collecting: auto (default) = ONNX Runtime with the live weights on a CPU, the torch "
                         "planner beside the weights on a GPU")
-    t.add_argument("--compile", action="store_true", help="torch.compile the world-model loss (for long runs)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the update (for long runs); on a GPU also as CUDA graphs, acting too")
     t.add_argument("--run-dir")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     o = t.add_argument_group("offline training from bags (--bags; the run always resumes from RUN_DIR, default runs/offline)")
@@ -337,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "act while collecting, peak GPU memory (JSON + table)")
     bt.add_argument("--device", default="auto", type=_device_arg, help="cpu, cuda, cuda:N or auto (default: a GPU where torch sees one)")
     bt.add_argument("--presets", default="1M,5M")
-    bt.add_argument("--modes", default="eager,compiled", help="eager and/or compiled (torch.compile, as train --compile)")
+    bt.add_argument("--modes", default="auto",
+                    help="eager, compiled (torch.compile) and/or graphs (compiled and captured as CUDA graphs, as "
+                         "train --compile runs on a GPU); auto: eager,compiled and, on a GPU, graphs")
     bt.add_argument("--batch-size", type=int, default=256)
     bt.add_argument("--repeats", type=int, default=30)
     bt.add_argument("--out", default="benchmark/results/train.json")

@@ -99,7 +99,24 @@ def test_bench_train_writes_json_and_a_table(tmp_path):
 def test_bench_train_refuses_unknown_modes(tmp_path):
     run = subprocess.run([sys.executable, "-m", "tdmpc2_ros.cli", "bench-train", "--device", "cpu", "--modes", "fast",
                           "--out", str(tmp_path / "t.json")], capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert run.returncode != 0 and "--modes takes eager and/or compiled" in run.stderr
+    assert run.returncode != 0 and "--modes takes auto or a list of eager, compiled, graphs" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "tdmpc2_ros.cli", "bench-train", "--device", "cpu", "--modes", "graphs",
+                          "--out", str(tmp_path / "t.json")], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode != 0 and "--modes graphs (CUDA graphs) needs --device cuda" in run.stderr
+
+
+def test_compile_modes_on_a_cpu():
+    """CUDA graphs need a GPU: asked for on a CPU they are refused, and "auto" there is plain
+    torch.compile, which leaves acting to ONNX Runtime."""
+    agent = TDMPC2(ModelConfig.from_preset("1M", 5, 1), TrainConfig(), PlanBudget.reference(1), 0.99, device="cpu")
+    with pytest.raises(ValueError, match="'graphs' .CUDA graphs. needs a GPU; this agent is on cpu"):
+        agent.compile("graphs")
+    with pytest.raises(ValueError, match="compile mode must be 'auto', 'default' or 'graphs', not 'fast'"):
+        agent.compile("fast")
+    assert not hasattr(agent, "_model_loss")  # a refused compile changed nothing
+    agent.compile("auto")
+    assert hasattr(agent, "_model_loss") and hasattr(agent, "_pi_value")
+    assert not agent.graphs and not hasattr(agent, "_plan")
 
 
 def test_the_cli_refuses_a_device_this_machine_lacks_as_a_usage_error(capsys):

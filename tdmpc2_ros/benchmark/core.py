@@ -148,16 +148,16 @@ def planner_peak_rss_mb(path: str, provider: str = "cpu") -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def bench_update(preset: str, repeats: int, compiled: bool = False, batch_size: int = 256, agent=None) -> dict:
+def bench_update(preset: str, repeats: int, compile_mode: str | None = None, batch_size: int = 256, agent=None) -> dict:
     """One update at `batch_size` (from a numpy batch, as the trainers feed it), by `agent` (default: a
-    CPU one of `preset`); `compiled`: as `tdmpc2-ros train --compile` runs it (the compile itself
-    happens in the untimed warm-up updates)."""
+    CPU one of `preset`); `compile_mode` None: eager, else TDMPC2.compile's mode ("auto" is what
+    `tdmpc2-ros train --compile` runs). The compile itself happens in the untimed warm-up updates."""
     import torch
 
     if agent is None:
         agent = bench_agent(preset)
-    if compiled:
-        agent.compile()
+    if compile_mode is not None:
+        agent.compile(compile_mode)
     buf = random_buffer()
     batches = [buf.sample(batch_size) for _ in range(repeats + 3)]
     t0 = time.perf_counter()
@@ -274,7 +274,7 @@ def run_core_benchmark(args) -> int:
                           f"{gflops:6.1f} GFLOP/s ({gflops / peak:.0%} of peak)  RSS {row['peak_rss_mb']:.0f} MB", flush=True)
                 set_execution_provider("auto")
             for compiled in (False, True):
-                upd = bench_update(preset, max(10, args.repeats // 2), compiled)
+                upd = bench_update(preset, max(10, args.repeats // 2), "auto" if compiled else None)
                 mode = "compiled" if compiled else "eager"
                 result["update"].append({"preset": preset, "mode": mode, "batch_size": 256, **upd})
                 print(f"update {preset:4s} {mode:8s} batch 256: median {upd['median_ms']:.1f} ms", flush=True)

@@ -1,7 +1,8 @@
-"""`tdmpc2-ros bench-train`: the training side on one device, preset by preset. Per preset: one
-update (eager and torch.compile'd), one act (the planner used while collecting: ONNX Runtime with the
-live weights on a CPU, the torch planner beside the weights on a GPU) and, on a GPU, the peak memory
-of the update. Writes JSON (after every row, so a run cut short keeps what it measured) and a table.
+"""`tdmpc2-ros bench-train`: the training side on one device, preset by preset. Per preset and mode: one
+update, one act (the planner used while collecting: ONNX Runtime with the live weights on a CPU, the
+torch planner beside the weights on a GPU) and, on a GPU, the peak memory of the update. Modes: eager,
+compiled (torch.compile), graphs (compiled and captured as CUDA graphs, acting too: what
+`train --compile` runs on a GPU). Writes JSON (after every row, so a run cut short keeps what it measured) and a table.
 
 Walker-walk dimensions (obs 24, action 6), the default budget, batch 256, as `tdmpc2-ros bench`.
 """
@@ -16,6 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.benchmark.core import ACTION_DIM, OBS_DIM, THREADS, _percentiles, bench_agent, bench_update, write_results
+
+
+COMPILE_MODES = {"eager": None, "compiled": "default", "graphs": "graphs"}  # bench mode -> TDMPC2.compile mode
 
 
 def _machine(device) -> dict:
@@ -51,8 +55,12 @@ def run_train_benchmark(args) -> int:
     device = resolve_device(args.device)
     presets = [p for p in args.presets.split(",") if p]
     modes = [m for m in args.modes.split(",") if m]
-    if any(m not in ("eager", "compiled") for m in modes):
-        raise SystemExit(f"--modes takes eager and/or compiled, not {args.modes!r}")
+    if args.modes == "auto":
+        modes = ["eager", "compiled"] + ["graphs"] * (device.type == "cuda")
+    if any(m not in COMPILE_MODES for m in modes):
+        raise SystemExit(f"--modes takes auto or a list of {', '.join(COMPILE_MODES)}, not {args.modes!r}")
+    if "graphs" in modes and device.type != "cuda":
+        raise SystemExit("--modes graphs (CUDA graphs) needs --device cuda")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"machine": _machine(device), "dims": {"obs": OBS_DIM, "action": ACTION_DIM}, "batch_size": args.batch_size,
@@ -63,11 +71,11 @@ def run_train_benchmark(args) -> int:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
             agent = bench_agent(preset, str(device))
-            upd = bench_update(preset, args.repeats, mode == "compiled", args.batch_size, agent=agent)
+            upd = bench_update(preset, args.repeats, COMPILE_MODES[mode], args.batch_size, agent=agent)
             row = {"preset": preset, "mode": mode, "parameters": agent.model.num_parameters(), "update": upd}
             if device.type == "cuda":
                 row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-            if mode == modes[0]:
+            if mode != "compiled":  # "compiled" acts as "eager" does; "graphs" captures the planner too
                 row["act"] = bench_act(agent, args.repeats)
             result["rows"].append(row)
             act = f"  act {row['act']['median_ms']:.1f} ms" if "act" in row else ""

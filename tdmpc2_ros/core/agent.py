@@ -33,6 +33,7 @@ class TDMPC2:
                              "use act_backend 'torch' or 'auto' there")
         # "onnx": plan through a live-weights ONNX graph (same numbers, about twice as fast on a CPU).
         self.act_backend, self.threads, self._actor = act_backend, threads, None
+        self.graphs = False  # compile(mode="graphs") sets it
         if budget.horizon != train_cfg.horizon:
             raise ValueError(f"planning horizon {budget.horizon} differs from the training horizon {train_cfg.horizon}")
         torch.manual_seed(seed)
@@ -76,10 +77,11 @@ class TDMPC2:
             return action.numpy()
         grad_ctx = torch.enable_grad() if self.budget.planner == "gradient" else torch.no_grad()
         dev = self.device
+        self._new_graph_step()
         with grad_ctx:
-            action, mean, _, _ = self.planner(torch.from_numpy(obs).to(dev), self.prev_mean, noise.to(dev),
-                                              torch.tensor([float(explore)], device=dev))
-        self.prev_mean = mean.detach()
+            action, mean, _, _ = getattr(self, "_plan", self.planner)(
+                torch.from_numpy(obs).to(dev), self.prev_mean, noise.to(dev), torch.tensor([float(explore)], device=dev))
+        self.prev_mean = mean.detach().clone()  # a copy: a graph's output is overwritten at its next replay
         return action.detach().cpu().numpy()
 
     # -- learning -----------------------------------------------------------------------------
@@ -113,18 +115,40 @@ class TDMPC2:
         value_loss = (m.two_hot.soft_ce(q_logits, td.unsqueeze(0)) * rho).mean(dim=(2, 3)).sum() / (H * self.model_cfg.num_q)
         consistency = consistency / H
         loss = cfg.consistency_coef * consistency + cfg.reward_coef * reward_loss + cfg.value_coef * value_loss
-        termination_loss = torch.zeros(())
+        termination_loss = obs.new_zeros(())  # on the batch's device: a CPU tensor would stop a CUDA graph
         if m._termination is not None:
             termination_loss = F.binary_cross_entropy_with_logits(m.termination_logit(zs[1:]), terminated)
             loss = loss + cfg.termination_coef * termination_loss
         return loss, (consistency, reward_loss, value_loss, termination_loss), zs
 
-    def compile(self):
+    def compile(self, mode: str = "auto"):
         """Compile the world-model loss and the policy's Q evaluation (forward and backward) with
         torch.compile: about a minute once, then a faster update for a long run. The optimiser
-        steps and the running Q scale stay eager."""
-        self._model_loss = torch.compile(self.model_loss, dynamic=False)
-        self._pi_value = torch.compile(self.pi_value, dynamic=False)
+        steps and the running Q scale stay eager.
+
+        mode "graphs" also captures them as CUDA graphs (torch's "reduce-overhead"), and the torch
+        planner that acts: below the 317M preset a GPU update is bound by kernel launches, not by
+        arithmetic (docs/benchmarks.md), and a graph replays all of them in one launch. "auto" is
+        "graphs" on a GPU and "default" on a CPU (there are no CUDA graphs on a CPU)."""
+        if mode == "auto":
+            mode = "graphs" if self.device.type == "cuda" else "default"
+        if mode not in ("default", "graphs"):
+            raise ValueError(f"compile mode must be 'auto', 'default' or 'graphs', not {mode!r}")
+        if mode == "graphs" and self.device.type != "cuda":
+            raise ValueError(f"compile mode 'graphs' (CUDA graphs) needs a GPU; this agent is on {self.device}")
+        torch_mode = "reduce-overhead" if mode == "graphs" else "default"
+        self._model_loss = torch.compile(self.model_loss, dynamic=False, mode=torch_mode)
+        self._pi_value = torch.compile(self.pi_value, dynamic=False, mode=torch_mode)
+        self.graphs = mode == "graphs"
+        if self.graphs and self.act_backend == "torch" and self.budget.planner != "gradient":
+            # The gradient planner differentiates inside its forward, which a graph cannot hold.
+            self._plan = torch.compile(self.planner, dynamic=False, mode=torch_mode)
+
+    def _new_graph_step(self):
+        """With CUDA graphs, a graph's outputs live in memory its next replay overwrites. Each act
+        and each update says it begins a new step, and keeps (clones) what it needs afterwards."""
+        if self.graphs:
+            torch.compiler.cudagraph_mark_step_begin()
 
     def update(self, obs, action, reward, terminated) -> dict[str, float]:
         """One gradient step on a batch of windows (time-major numpy or torch arrays)."""
@@ -132,6 +156,7 @@ class TDMPC2:
                                            for x in (obs, action, reward, terminated))
         m = self.model
         m.train()
+        self._new_graph_step()
         loss_fn = getattr(self, "_model_loss", self.model_loss)
         loss, (consistency, reward_loss, value_loss, termination_loss), zs = loss_fn(obs, action, reward, terminated, self._random_pair())
         loss.backward()
@@ -141,23 +166,18 @@ class TDMPC2:
         pi_loss = self.update_pi(zs.detach())
         m.soft_update_target(self.cfg.tau)
         m.eval()
-        return {
-            "consistency_loss": float(consistency.detach()),
-            "reward_loss": float(reward_loss.detach()),
-            "value_loss": float(value_loss.detach()),
-            "termination_loss": float(termination_loss.detach()),
-            "pi_loss": pi_loss,
-            "total_loss": float(loss.detach()),
-            "grad_norm": float(grad_norm),
-            "pi_scale": float(self.scale.value),
-        }
+        # One read back for all of them: on a GPU each float() would wait for the device on its own.
+        values = torch.stack([consistency, reward_loss, value_loss, termination_loss, pi_loss, loss, grad_norm,
+                              self.scale.value.reshape(())]).detach().tolist()
+        return dict(zip(("consistency_loss", "reward_loss", "value_loss", "termination_loss", "pi_loss", "total_loss",
+                         "grad_norm", "pi_scale"), values))
 
     def pi_value(self, zs: torch.Tensor, pair: torch.Tensor):
         """The policy's action log-probabilities and their Q (mean of the 2 members in `pair`)."""
         action, _, log_prob = self.model.pi(zs)
         return log_prob, self.model.Q(zs, action, pair, reduce="avg")
 
-    def update_pi(self, zs: torch.Tensor) -> float:
+    def update_pi(self, zs: torch.Tensor) -> torch.Tensor:
         """Maximise Q(z, pi(z)) / S plus 1e-4 * entropy; Q's own weights are held fixed."""
         m = self.model
         m._Qs.requires_grad_(False)
@@ -173,7 +193,7 @@ class TDMPC2:
         torch.nn.utils.clip_grad_norm_(m._pi.parameters(), self.cfg.grad_clip_norm)
         self.pi_optim.step()
         self.pi_optim.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        return loss.detach()
 
     # -- persistence --------------------------------------------------------------------------
     @property
