@@ -196,3 +196,27 @@ def test_bad_parameters_name_the_parameter(tmp_path):
             assert info.value.parameter == name
     finally:
         ros.close()
+
+
+def test_a_stop_during_the_imports_is_a_clean_stop(tmp_path):
+    """A node process takes SIGINT before its imports (torch alone takes a second or two here), so a
+    stop from a launch system or the bringup that arrives that early ends it with exit 0 and the
+    usual line, not a KeyboardInterrupt traceback out of an import."""
+    import sys
+    import time
+
+    from ros_harness import REPO, next_domain, node_env
+
+    params = tmp_path / "trainer_node.yaml"
+    params.write_text(f"trainer_node:\n  ros__parameters:\n    bag_dir: {tmp_path / 'bags'}\n"
+                      f"    run_dir: {tmp_path / 'run'}\n    store_dir: {tmp_path / 'store'}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "tdmpc2_ros.ros.trainer_node", "--ros-args", "--params-file", str(params)],
+                            cwd=REPO, env=node_env(next_domain()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    with cleaned_up(proc):
+        time.sleep(0.6)  # after the interpreter's start (about 0.1 s), well inside `import torch`
+        assert proc.poll() is None
+        code, out = finish(proc, signal.SIGINT, timeout=120)
+    assert code == 0, out[-4000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-4000:]
+    assert "trainer_node]: stopped (SIGINT)" in out, out[-4000:]

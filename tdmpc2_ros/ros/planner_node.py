@@ -15,6 +15,11 @@ A thin adapter around tdmpc2_ros.runtime (numpy + onnxruntime; no torch):
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a node process: a stop during the imports below is a clean stop too
+    from tdmpc2_ros.ros import stop
+
+    stop.take_signals()
+
 import concurrent.futures as futures
 import json
 import math

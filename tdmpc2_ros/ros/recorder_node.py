@@ -43,6 +43,11 @@ No torch: rclpy, numpy and rosbags.
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a node process: a stop during the imports below is a clean stop too
+    from tdmpc2_ros.ros import stop
+
+    stop.take_signals()
+
 import importlib
 import sys
 import time

@@ -10,21 +10,19 @@ checkpoint), and `on_exit(node)` runs last, after the context is shut down.
 
 from __future__ import annotations
 
-import signal
 from typing import Callable
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
-
-_stop = {"signal": None}  # signals are per process, and so is this: one node per process
+from tdmpc2_ros.ros import stop
 
 
 def stop_requested() -> bool:
     """True once SIGINT or SIGTERM arrived. Long waits during a node's start-up poll it (the spin
     loop is not running yet to end them)."""
-    return _stop["signal"] is not None
+    return stop.requested() is not None
 
 
 def set_up_or_destroy(node, setup: Callable[[], None]) -> None:
@@ -41,14 +39,7 @@ def run_node(name: str, make_node: Callable, args=None,
              make_executor: Callable = SingleThreadedExecutor, done: Callable = lambda node: False,
              finish: Callable | None = None, on_exit: Callable | None = None) -> int:
     """0 on a clean stop, 1 if the node refused to start (the reason is logged as FATAL)."""
-    stop = _stop
-    stop["signal"] = None
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    for sig in (signal.SIGINT, signal.SIGTERM):  # before init: a signal during start-up is a stop too
-        signal.signal(sig, on_signal)
+    stop.take_signals()  # before init (a node process took them before its imports already)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = executor = None
     try:
@@ -59,10 +50,10 @@ def run_node(name: str, make_node: Callable, args=None,
             return 1
         executor = make_executor()  # after rclpy.init: an executor needs the context
         executor.add_node(node)
-        while rclpy.ok() and stop["signal"] is None and not done(node):
+        while rclpy.ok() and not stop_requested() and not done(node):
             executor.spin_once(timeout_sec=0.1)
         if finish is not None:
-            finish(node, executor, signal.Signals(stop["signal"]).name if stop["signal"] else "shutdown")
+            finish(node, executor, stop.requested() or "shutdown")
         return 0
     except (KeyboardInterrupt, ExternalShutdownException):
         if finish is not None and node is not None:
@@ -73,11 +64,7 @@ def run_node(name: str, make_node: Callable, args=None,
             return 0
         raise
     finally:
-        # The stop is under way: later signals have nothing left to stop. Ignored, not defaulted:
-        # Python puts its handlers back to the default as the interpreter exits, and a second Ctrl-C
-        # landing then would kill a process that had stopped cleanly (exit -2 instead of 0).
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
+        stop.ignore_signals()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

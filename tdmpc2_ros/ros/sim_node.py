@@ -41,6 +41,11 @@ Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a node process: a stop during the imports below is a clean stop too
+    from tdmpc2_ros.ros import stop
+
+    stop.take_signals()
+
 import math
 import os
 import sys

@@ -80,6 +80,11 @@ Run: ``python -m tdmpc2_ros.ros.trainer_node --ros-args --params-file config/tra
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a node process: a stop during the imports below is a clean stop too
+    from tdmpc2_ros.ros import stop
+
+    stop.take_signals()
+
 import concurrent.futures as futures
 import json
 import math
