@@ -202,17 +202,12 @@ def test_a_stop_during_the_imports_is_a_clean_stop(tmp_path):
     """A node process takes SIGINT before its imports (torch alone takes a second or two here), so a
     stop from a launch system or the bringup that arrives that early ends it with exit 0 and the
     usual line, not a KeyboardInterrupt traceback out of an import."""
-    import sys
     import time
 
-    from ros_harness import REPO, next_domain, node_env
+    from ros_harness import next_domain
 
-    params = tmp_path / "trainer_node.yaml"
-    params.write_text(f"trainer_node:\n  ros__parameters:\n    bag_dir: {tmp_path / 'bags'}\n"
-                      f"    run_dir: {tmp_path / 'run'}\n    store_dir: {tmp_path / 'store'}\n")
-    proc = subprocess.Popen([sys.executable, "-m", "tdmpc2_ros.ros.trainer_node", "--ros-args", "--params-file", str(params)],
-                            cwd=REPO, env=node_env(next_domain()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = start_trainer(next_domain(), tmp_path, bag_dir=str(tmp_path / "bags"), run_dir=str(tmp_path / "run"),
+                         store_dir=str(tmp_path / "store"))
     with cleaned_up(proc):
         time.sleep(0.6)  # after the interpreter's start (about 0.1 s), well inside `import torch`
         assert proc.poll() is None

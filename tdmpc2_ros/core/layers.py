@@ -64,10 +64,11 @@ def mish(x: torch.Tensor) -> torch.Tensor:
     the Sigmoid form's derivative is written out (_CompiledMish): a LayerNorm + Mish block forward and
     backward on that shape, 6.2 -> 5.6 ms; a compiled 1M update, 69.5-77.5 -> 64.8-74.3 ms in five
     alternating pairs of runs (docs/benchmarks.md, session 10)."""
-    if _EXPORTING:
+    compiling = torch.compiler.is_compiling()
+    if compiling and torch.is_grad_enabled() and x.requires_grad:
+        return _CompiledMish.apply(x)
+    if _EXPORTING or compiling:
         return x * _mish_parts(x)[1]
-    if torch.compiler.is_compiling():
-        return _CompiledMish.apply(x) if torch.is_grad_enabled() and x.requires_grad else x * _mish_parts(x)[1]
     return F.mish(x)
 
 

@@ -38,12 +38,12 @@ from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
-from tdmpc2_ros.ros import qos, topics
+from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segmented_array, segments_of
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, RollingStats, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
-from tdmpc2_ros.ros.run import run_node, stop_requested
+from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
 from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
@@ -618,7 +618,7 @@ def resolve_model_path(path: str, wait_s: float, log) -> str:
                 return str(store.path(latest.version))
         if time.monotonic() >= deadline:
             return path  # the loader names what is missing
-        if stop_requested():  # a stop during the wait is a clean stop, not a missing model
+        if stop.requested():  # a stop during the wait is a clean stop, not a missing model
             raise KeyboardInterrupt("stopped while waiting for a model")
         if not announced:
             log.info(f"waiting up to {wait_s:g} s for a model to appear in {path}")

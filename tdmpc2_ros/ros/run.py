@@ -19,12 +19,6 @@ from rclpy.signals import SignalHandlerOptions
 from tdmpc2_ros.ros import stop
 
 
-def stop_requested() -> bool:
-    """True once SIGINT or SIGTERM arrived. Long waits during a node's start-up poll it (the spin
-    loop is not running yet to end them)."""
-    return stop.requested() is not None
-
-
 def set_up_or_destroy(node, setup: Callable[[], None]) -> None:
     """Finish a node's construction; one that fails half way (a bad parameter, a missing file) is
     destroyed before the error propagates, so its publishers and subscriptions do not outlive it."""
@@ -50,7 +44,7 @@ def run_node(name: str, make_node: Callable, args=None,
             return 1
         executor = make_executor()  # after rclpy.init: an executor needs the context
         executor.add_node(node)
-        while rclpy.ok() and not stop_requested() and not done(node):
+        while rclpy.ok() and stop.requested() is None and not done(node):
             executor.spin_once(timeout_sec=0.1)
         if finish is not None:
             finish(node, executor, stop.requested() or "shutdown")

@@ -31,5 +31,6 @@ def ignore_signals() -> None:
 
 
 def requested() -> str | None:
-    """The name of the signal that asked for the stop (SIGINT, SIGTERM), or None."""
+    """The name of the signal that asked for the stop (SIGINT, SIGTERM), or None. Long waits during a
+    node's start-up poll it too (the spin loop is not running yet to end them)."""
     return signal.Signals(_state["signal"]).name if _state["signal"] is not None else None
