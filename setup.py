@@ -46,10 +46,10 @@ setup(
     entry_points={
         "console_scripts": [
             "tdmpc2-ros = tdmpc2_ros.cli:main",
-            "planner_node = tdmpc2_ros.ros.planner_node:main",
-            "sim_node = tdmpc2_ros.ros.sim_node:main",
-            "recorder_node = tdmpc2_ros.ros.recorder_node:main",
-            "trainer_node = tdmpc2_ros.ros.trainer_node:main",
+            "planner_node = tdmpc2_ros.ros.entry:planner_node",
+            "sim_node = tdmpc2_ros.ros.entry:sim_node",
+            "recorder_node = tdmpc2_ros.ros.entry:recorder_node",
+            "trainer_node = tdmpc2_ros.ros.entry:trainer_node",
         ],
     },
 )

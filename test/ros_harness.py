@@ -40,12 +40,27 @@ def yaml_value(v) -> str:
     return repr(v)
 
 
-def start_node_process(node: str, domain: int, tmp_path, **params) -> subprocess.Popen:
-    """`python -m tdmpc2_ros.ros.<node>` with `params` in a parameter file, on its own domain."""
+def console_script(name: str) -> list[str]:
+    """The command of an installed console script, as pip writes it: `from <module> import <func>;
+    sys.exit(<func>())`, for the entry point the installed package declares (setup.py). `ros2 run` and
+    launch files start a node this way. Fails if the package is not installed with that entry point."""
+    from importlib.metadata import entry_points
+
+    (ep,) = entry_points(group="console_scripts", name=name)
+    module, func = ep.value.split(":")
+    return [sys.executable, "-c", f"import sys; from {module} import {func}; sys.exit({func}())"]
+
+
+def start_node_process(node: str, domain: int, tmp_path, via: str = "module", **params) -> subprocess.Popen:
+    """The node with `params` in a parameter file, on its own domain: started as `python -m
+    tdmpc2_ros.ros.<node>` (the bringup's way) or, via="console_script", as its console script."""
     lines = [f"{node}:", "  ros__parameters:"] + [f"    {k}: {yaml_value(v)}" for k, v in params.items()]
     params_file = Path(tmp_path) / f"{node}.yaml"
     params_file.write_text("\n".join(lines) + "\n")
-    cmd = [sys.executable, "-m", f"tdmpc2_ros.ros.{node}", "--ros-args", "--params-file", str(params_file)]
+    if via not in ("module", "console_script"):
+        raise ValueError(f"via must be 'module' or 'console_script', not {via!r}")
+    start = console_script(node) if via == "console_script" else [sys.executable, "-m", f"tdmpc2_ros.ros.{node}"]
+    cmd = start + ["--ros-args", "--params-file", str(params_file)]
     return subprocess.Popen(cmd, cwd=REPO, env=node_env(domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
 

@@ -43,8 +43,8 @@ def write_bag(directory, transitions, start: int):
     return w.closed[-1]
 
 
-def start_trainer(domain: int, tmp_path, **params) -> subprocess.Popen:
-    return start_node_process("trainer_node", domain, tmp_path, **params)
+def start_trainer(domain: int, tmp_path, via: str = "module", **params) -> subprocess.Popen:
+    return start_node_process("trainer_node", domain, tmp_path, via=via, **params)
 
 
 def finish(proc: subprocess.Popen, sig=None, timeout: float = 120.0) -> tuple[int, str]:
@@ -198,15 +198,17 @@ def test_bad_parameters_name_the_parameter(tmp_path):
         ros.close()
 
 
-def test_a_stop_during_the_imports_is_a_clean_stop(tmp_path):
+@pytest.mark.parametrize("via", ["module", "console_script"])
+def test_a_stop_during_the_imports_is_a_clean_stop(tmp_path, via):
     """A node process takes SIGINT before its imports (torch alone takes a second or two here), so a
     stop from a launch system or the bringup that arrives that early ends it with exit 0 and the
-    usual line, not a KeyboardInterrupt traceback out of an import."""
+    usual line, not a KeyboardInterrupt traceback out of an import. Both ways a node starts: `python
+    -m` (the bringup) and its console script (`ros2 run`, launch files; ros/entry.py)."""
     import time
 
     from ros_harness import next_domain
 
-    proc = start_trainer(next_domain(), tmp_path, bag_dir=str(tmp_path / "bags"), run_dir=str(tmp_path / "run"),
+    proc = start_trainer(next_domain(), tmp_path, via=via, bag_dir=str(tmp_path / "bags"), run_dir=str(tmp_path / "run"),
                          store_dir=str(tmp_path / "store"))
     with cleaned_up(proc):
         time.sleep(0.6)  # after the interpreter's start (about 0.1 s), well inside `import torch`

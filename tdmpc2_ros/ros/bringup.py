@@ -30,7 +30,7 @@ class Argument:
 
 @dataclass(frozen=True)
 class NodeSpec:
-    executable: str  # console script (ros2 run) == module tdmpc2_ros.ros.<executable>
+    executable: str  # console script (ros2 run; ros/entry.py) == module tdmpc2_ros.ros.<executable>
     name: str
     params_file: str  # under config/
     arg_params: dict = field(default_factory=dict)  # parameter -> launch argument that sets it
