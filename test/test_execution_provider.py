@@ -11,7 +11,7 @@ import pytest
 
 from tdmpc2_ros.ros.params import PlannerParams
 from tdmpc2_ros.runtime import OnnxPlanner
-from tdmpc2_ros.runtime.onnx_planner import execution_provider, set_execution_provider
+from tdmpc2_ros.runtime.onnx_planner import INTEL_VENDOR_ID, cpu_vendor, execution_provider, set_execution_provider
 
 
 OPENVINO_WHEELS = sys.platform == "linux" and platform.machine() == "x86_64"  # requirements.txt's marker
@@ -58,9 +58,18 @@ def test_cuda_where_this_onnxruntime_has_none_is_refused():
 
 def test_openvino_plans_what_the_cpu_kernels_plan(small_onnx):
     """Same graph, same noise: the actions, values and warm starts of 4 ticks agree to 1e-4 (the parity
-    bar of the export). The OpenVINO session really runs on OpenVINO, not on a silent CPU fallback."""
+    bar of the export). The OpenVINO session really runs on OpenVINO, not on a silent CPU fallback.
+
+    The plugin serves Intel CPUs only. On another CPU (the project's AMD machines) asking for it is
+    refused at once, naming the CPU's vendor and the way out; on an Intel CPU it must plan."""
     if not OPENVINO_WHEELS:
         pytest.skip("requirements.txt installs the OpenVINO plugin on x86-64 Linux only")
+    vendor, vendor_id = cpu_vendor()
+    if vendor_id != INTEL_VENDOR_ID:
+        with pytest.raises(ValueError, match=rf"offers no device for this CPU \(vendor {vendor};.*Intel CPUs only.*'cpu'"):
+            set_execution_provider("openvino")
+        assert execution_provider() != "openvino"
+        return
     path, contract = small_onnx
     _, cpu = _plans(path, contract.obs.dim, "cpu")
     planner, ov = _plans(path, contract.obs.dim, "openvino")

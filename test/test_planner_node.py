@@ -305,16 +305,22 @@ def test_plan_thread_pinned_and_real_time_where_allowed(ros, ladder):
 
 def test_the_execution_provider_parameter_runs_every_plan_and_says_so(ros, ladder):
     """execution_provider: openvino (installed by requirements.txt on x86-64 Linux) plans every tick
-    on OpenVINO, and /diagnostics names the provider actually running."""
-    from tdmpc2_ros.runtime.onnx_planner import set_execution_provider
+    on OpenVINO, and /diagnostics names the provider actually running. The plugin serves Intel CPUs
+    only: on another CPU the node refuses it at start, naming the CPU, and `cpu` is the one checked."""
+    from tdmpc2_ros.runtime.onnx_planner import INTEL_VENDOR_ID, cpu_vendor, set_execution_provider
 
+    provider, running = "openvino", "OpenVINOExecutionProvider"
+    if cpu_vendor()[1] != INTEL_VENDOR_ID:
+        with pytest.raises(ValueError, match=rf"offers no device for this CPU \(vendor {cpu_vendor()[0]};"):
+            start_planner(ros, ladder, execution_provider="openvino")
+        provider, running = "cpu", "CPUExecutionProvider"
     try:
-        node = start_planner(ros, ladder, control_rate_hz=20.0, execution_provider="openvino")
-        assert node.planner.session.get_providers()[0] == "OpenVINOExecutionProvider"
+        node = start_planner(ros, ladder, control_rate_hz=20.0, execution_provider=provider)
+        assert node.planner.session.get_providers()[0] == running
         n, pub, out = peer(ros)
         n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0] * SMALL_OBS_DIM)))
         assert ros.spin_until(lambda: len(out["commands"]) >= 5 and out["diagnostics"], 60)
-        assert {kv.key: kv.value for kv in out["diagnostics"][-1].values}["execution_provider"] == "OpenVINOExecutionProvider"
+        assert {kv.key: kv.value for kv in out["diagnostics"][-1].values}["execution_provider"] == running
         assert all(np.isfinite(c).all() for c in out["commands"])
     finally:
         set_execution_provider("auto")  # a process-wide choice: later tests in this process expect the default

@@ -127,8 +127,26 @@ def _openvino_cpu_devices() -> list:
         ort.register_execution_provider_library(name, openvino.get_library_path())
     devices = [d for d in ort.get_ep_devices() if d.ep_name == name and d.device.type == ort.OrtHardwareDeviceType.CPU]
     if not devices:
-        raise ValueError("execution_provider 'openvino': the OpenVINO plugin found no CPU device")
+        # The plugin offers Intel devices only (its factory skips other vendors; onnxruntime PR 31981
+        # would let it serve any CPU), so on an AMD CPU it installs, registers and offers nothing.
+        raise ValueError(f"execution_provider 'openvino': the OpenVINO plugin offers no device for this CPU "
+                         f"(vendor {cpu_vendor()[0]}; the plugin serves Intel CPUs only). "
+                         "Use execution_provider 'cpu', ONNX Runtime's own kernels")
     return devices
+
+
+INTEL_VENDOR_ID = 0x8086
+
+
+def cpu_vendor() -> tuple[str, int]:
+    """(vendor name, PCI vendor id) of this machine's CPU as ONNX Runtime sees it: ("AMD", 0x1022) or
+    ("Intel", 0x8086); ("unknown", 0) where this onnxruntime does not list hardware devices."""
+    import onnxruntime as ort
+
+    for d in getattr(ort, "get_ep_devices", lambda: [])():
+        if d.ep_name == "CPUExecutionProvider" and d.device.type == ort.OrtHardwareDeviceType.CPU:
+            return d.device.vendor, d.device.vendor_id
+    return "unknown", 0
 
 
 def _add_openvino(options, threads: int) -> None:
