@@ -113,6 +113,9 @@ def execution_provider() -> str:
     return _execution_provider
 
 
+_registered_plugins: set[str] = set()
+
+
 def _openvino_cpu_devices() -> list:
     """The OpenVINO plugin's CPU devices, registering the plugin with ONNX Runtime on first use."""
     import onnxruntime as ort
@@ -123,8 +126,12 @@ def _openvino_cpu_devices() -> list:
         raise ValueError("execution_provider 'openvino' needs the OpenVINO plugin for ONNX Runtime: "
                          "pip install onnxruntime-ep-openvino (x86-64 Linux and Windows)") from e
     name = openvino.get_ep_name()
-    if not any(d.ep_name == name for d in ort.get_ep_devices()):
+    # Registered once per process, and remembered here: a registered plugin that offers no device
+    # (below) cannot be told from an unregistered one by its devices, and ONNX Runtime refuses a
+    # second registration with an error of its own.
+    if name not in _registered_plugins:
         ort.register_execution_provider_library(name, openvino.get_library_path())
+        _registered_plugins.add(name)
     devices = [d for d in ort.get_ep_devices() if d.ep_name == name and d.device.type == ort.OrtHardwareDeviceType.CPU]
     if not devices:
         # The plugin offers Intel devices only (its factory skips other vendors; onnxruntime PR 31981
