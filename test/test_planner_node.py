@@ -310,8 +310,9 @@ def test_the_execution_provider_parameter_runs_every_plan_and_says_so(ros, ladde
     from tdmpc2_ros.runtime.onnx_planner import INTEL_VENDOR_ID, cpu_vendor, set_execution_provider
 
     provider, running = "openvino", "OpenVINOExecutionProvider"
-    if cpu_vendor()[1] != INTEL_VENDOR_ID:
-        with pytest.raises(ValueError, match=rf"offers no device for this CPU \(vendor {cpu_vendor()[0]};"):
+    vendor, vendor_id = cpu_vendor()
+    if vendor_id != INTEL_VENDOR_ID:
+        with pytest.raises(ValueError, match=rf"offers no device for this CPU \(vendor {vendor};"):
             start_planner(ros, ladder, execution_provider="openvino")
         provider, running = "cpu", "CPUExecutionProvider"
     try:

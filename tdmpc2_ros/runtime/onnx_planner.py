@@ -147,10 +147,10 @@ INTEL_VENDOR_ID = 0x8086
 
 def cpu_vendor() -> tuple[str, int]:
     """(vendor name, PCI vendor id) of this machine's CPU as ONNX Runtime sees it: ("AMD", 0x1022) or
-    ("Intel", 0x8086); ("unknown", 0) where this onnxruntime does not list hardware devices."""
+    ("Intel", 0x8086); ("unknown", 0) if it lists no CPU device."""
     import onnxruntime as ort
 
-    for d in getattr(ort, "get_ep_devices", lambda: [])():
+    for d in ort.get_ep_devices():  # onnxruntime >= 1.23 (requirements.txt), as the plugin itself needs
         if d.ep_name == "CPUExecutionProvider" and d.device.type == ort.OrtHardwareDeviceType.CPU:
             return d.device.vendor, d.device.vendor_id
     return "unknown", 0
