@@ -253,7 +253,7 @@ def _swapper(models, tmp_path, **kw):
     from tdmpc2_ros.runtime.hot_swap import HotSwapper
     from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
 
-    running = OnnxPlanner(next(models["store"].path(models["v1"]).glob("*.onnx")), threads=1)
+    running = OnnxPlanner(next(models["store"].path(models["v1"]).glob(models.get("rung", "*.onnx"))), threads=1)
     obs = np.full(OBS_DIM, 0.1, np.float32)
     logs: list[tuple[str, str]] = []
     swapper = HotSwapper(lambda: (running, obs), limit_s=10.0, warmup=2, runs=5, threads=1, seed=0,
@@ -291,11 +291,123 @@ def test_shadow_checks_run_only_in_the_slack_a_tick_offers(models, tmp_path):
         assert offers == 7
         assert _wait(lambda: swapper._ready is not None)
         cand = swapper.take_ready()
-        assert cand.version == models["v2"] and cand.shadow_plans == 7 and cand.overruns == 0
+        assert cand.version == models["v2"] and cand.shadow_plans == 7 and cand.stopped == 0
         assert np.isfinite(cand.p50_s) and cand.p50_s > 0
         assert offered_when_logged == [False]  # logged first, offered after
     finally:
         swapper.stop()
+
+
+SLOW_RUNG = "planner_mppi-i6-s512-e64-p24-h3.onnx"  # the shipped model's default budget
+
+
+@pytest.fixture(scope="module")
+def slow_models(tmp_path_factory):
+    """Two versions of the shipped model, whose default-budget rung plans for tens of ms or more:
+    long enough to be stopped in the middle."""
+    from tdmpc2_ros.ros.paths import default_model
+
+    store = ModelStore(tmp_path_factory.mktemp("slow") / "store")
+    v1, v2 = (store.add(default_model()).version for _ in range(2))
+    return {"store": store, "v1": v1, "v2": v2, "rung": SLOW_RUNG}
+
+
+def test_a_shadow_plan_past_its_slack_is_stopped_before_the_next_live_plan(slow_models, tmp_path):
+    """The next tick reclaims the worker: a shadow plan still running when its slack ends is stopped
+    (it would otherwise delay the live plan queued behind it), and it counts as a timed plan over
+    the slack, not as a sample that never happened."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    swapper, obs, _ = _swapper(slow_models, tmp_path)
+    swapper.IDLE_S = 1e9  # a ticking loop: shadow plans only in the slack it offers
+    worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
+    try:
+        swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
+        assert _wait(lambda: swapper._probe is not None)
+        probe = swapper._probe
+        for _ in range(2):  # the warm-up plans, given all the room they need
+            swapper.offer_slack(obs, 60.0, worker.submit)
+            swapper._in_slack[0].result()
+        assert probe.plans == 2 and probe.stopped == 0
+        # A timed plan offered 5 ms (the running model's 4 ms, with room): the next tick comes and stops it.
+        swapper.offer_slack(obs, 0.005, worker.submit)
+        job = swapper._in_slack[0]
+        swapper.reclaim_worker()
+        job.result()
+        assert probe.plans == 2 and probe.stopped == 1 and probe.latencies == []
+        assert probe.estimate(0.004) == float("inf")  # half or more stopped: no more slack offered to it
+        offered = []
+        swapper.offer_slack(obs, 0.005, lambda fn, *a: offered.append(fn))
+        assert offered == [] and swapper._in_slack is None  # nothing new was handed to the worker
+        # A plan that ends within its slack is not stopped: the next tick's reclaim finds it done.
+        swapper.reclaim_worker()
+        probe.latencies.extend([0.001] * 3)  # as if three quick plans had been timed
+        swapper.offer_slack(obs, 60.0, worker.submit)
+        job = swapper._in_slack[0]
+        job.result()
+        swapper.reclaim_worker()
+        assert probe.stopped == 1 and len(probe.latencies) == 4
+    finally:
+        swapper.stop()
+        worker.shutdown()
+
+
+def test_a_candidate_whose_shadow_plans_are_all_stopped_is_refused(slow_models, tmp_path):
+    """Stopped plans are judged as longer than any limit: a check whose plans never end within the
+    slack is refused, naming how many were stopped, and the running model keeps acting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    swapper, obs, logs = _swapper(slow_models, tmp_path)
+    swapper.IDLE_S = 1e9
+    worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
+    try:
+        swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
+        assert _wait(lambda: swapper._probe is not None)
+        probe = swapper._probe
+        for _ in range(2):
+            swapper.offer_slack(obs, 60.0, worker.submit)
+            swapper._in_slack[0].result()
+        for _ in range(5):  # runs=5 timed plans, each stopped at the end of a too-short slack
+            probe.estimate = lambda live: 0.0  # keep offering it slack, as a probe still hopeful would be
+            swapper.offer_slack(obs, 0.001, worker.submit)
+            job = swapper._in_slack[0]
+            swapper.reclaim_worker()
+            job.result()
+        assert _wait(lambda: swapper.rejected == 1)
+        assert probe.stopped == 5 and swapper.take_ready() is None
+        assert "5 of 5 shadow plans stopped at the end of their slack" in swapper.last_result, swapper.last_result
+        assert logs[-1][0] == "error" and "keeps acting" in logs[-1][1]
+    finally:
+        swapper.stop()
+        worker.shutdown()
+
+
+def test_warm_up_plans_stopped_again_and_again_leave_the_check_to_the_background(slow_models, tmp_path):
+    """Slack too short even for a warm-up plan: after three stopped in a row the loop offers it no
+    more, and the background thread checks the candidate instead (in CPU time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    swapper, obs, _ = _swapper(slow_models, tmp_path)
+    swapper.IDLE_S = 1e9
+    worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
+    try:
+        swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
+        assert _wait(lambda: swapper._probe is not None)
+        probe = swapper._probe
+        for _ in range(3):
+            swapper.offer_slack(obs, 0.005, worker.submit)
+            job = swapper._in_slack[0]
+            swapper.reclaim_worker()
+            job.result()
+        assert probe.plans == 0 and probe.warmup_stopped == 3 and probe.stopped == 0
+        assert probe.estimate(0.004) == float("inf")
+        swapper.IDLE_S = 0.0  # the loop has given no room since: the background takes the check up
+        assert _wait(lambda: swapper._ready is not None, 120)
+        cand = swapper.take_ready()
+        assert cand.version == slow_models["v2"] and cand.shadow_plans == 7 and cand.stopped == 0
+    finally:
+        swapper.stop()
+        worker.shutdown()
 
 
 def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_background(models, tmp_path):

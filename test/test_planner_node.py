@@ -486,6 +486,9 @@ def test_error_diagnostic_clears_once_input_recovers(ros, ladder):
     values = {kv.key: float(kv.value) for kv in ok.values if kv.key.endswith("_ms")}
     assert len(node.ros_overhead) > 0
     assert 0.0 <= values["ros_overhead_p99_ms"] <= values["tick_latency_p99_ms"]
+    # And how long each plan waited for the plan thread: over the window, and since the last report.
+    assert len(node.plan_queued) > 0
+    assert 0.0 <= values["plan_queued_since_report_max_ms"] <= values["plan_queued_max_ms"]
 
 
 def test_a_republished_step_is_not_answered_twice(ros, ladder):

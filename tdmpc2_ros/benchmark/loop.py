@@ -8,6 +8,9 @@
   swapping (announcement to 4 s after the swap) beside those missed over 30 s of running with no
   swap, which is what this machine misses anyway. The versions hold the same ladder (only the
   mechanism is measured; a version is a version to the planner whatever its weights).
+- Queueing: the longest a live plan waited for the plan thread (behind a swap candidate's shadow
+  plan, or a retired model being freed), per /diagnostics report, while swapping and with no swap.
+  A shadow plan is stopped when its slack ends, so this stays within about one graph node's time.
 - The control for the swap ticks: over the no-swap phase, the newest tick's latency is read from
   each /diagnostics report (about one ordinary tick a second), against the median tick at the time.
   If ordinary ticks land more than 1 ms over the median as often as swap ticks do, the spread is
@@ -82,12 +85,15 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         obs = Observer(domain, "bench_swap")
         control: list[tuple[float, float]] = []  # (tick excess, plan excess) per report, no swap going on
-        sampling = {"on": False}
+        queued: dict[str, list[float]] = {"baseline": [], "swapping": []}  # longest wait for the worker per report
+        sampling = {"on": False, "phase": ""}
 
         def sample(table):
             if sampling["on"]:
                 control.append((float(table["tick_latency_last_ms"]) - float(table["tick_latency_p50_ms"]),
                                 float(table["plan_latency_last_ms"]) - float(table["plan_latency_recent_p50_ms"])))
+            if sampling["phase"] and "plan_queued_since_report_max_ms" in table:
+                queued[sampling["phase"]].append(float(table["plan_queued_since_report_max_ms"]))
 
         diag = obs.status_table("tdmpc2_ros: planner", on_update=sample)
         pub = obs.publisher(String, topics.MODEL_UPDATE, qos.LATCHED)
@@ -99,9 +105,9 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
                 raise RuntimeError("the planner did not start ticking")
             # The same length of running with no swap: how often this machine misses anyway.
             before, ticks_before = int(diag["missed_deadlines"]), int(diag["ticks"])
-            sampling["on"] = True
+            sampling.update(on=True, phase="baseline")
             spin_until(lambda: False, baseline_s)
-            sampling["on"] = False
+            sampling.update(on=False, phase="swapping")
             baseline = {"ticks": int(diag["ticks"]) - ticks_before, "missed": int(diag["missed_deadlines"]) - before}
             ticks_before = int(diag["ticks"])
             for v in versions[1:]:
@@ -121,6 +127,7 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
                              "swap_tick_ms": took, "excess_ms": excess, "plan_excess_ms": plan_excess,
                              "around_plan_excess_ms": round(excess - plan_excess, 3), "plan_waited_ms": waited})
             final = dict(diag)
+            sampling["phase"] = ""
         finally:
             proc.send_signal(2)
             try:
@@ -145,6 +152,7 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
             "missed_deadlines_during_swaps": sum(r["missed_during_swap"] for r in rows),
             "swap_phase_ticks": int(final["ticks"]) - ticks_before, "baseline": baseline,
             "missed_deadlines_total": int(final["missed_deadlines"]), "ticks": int(final["ticks"]), **split,
+            "plan_queued_max_ms": {phase: round(max(v), 3) if v else None for phase, v in queued.items()},
             "per_swap": rows}
 
 
@@ -166,7 +174,11 @@ def format_table(r: dict) -> str:
         "|---|---|---|",
         f"| swap ticks | {s.get('swap_plan_excess_median_ms', '-')} | {s.get('swap_around_plan_excess_median_ms', '-')} |",
         f"| ordinary ticks (sampled, no swap) | {s.get('ordinary_plan_excess_median_ms', '-')} | "
-        f"{s.get('ordinary_around_plan_excess_median_ms', '-')} |", ""])
+        f"{s.get('ordinary_around_plan_excess_median_ms', '-')} |", "",
+        "| longest wait of a live plan for the plan thread | while swapping ms | with no swap ms |", "|---|---|---|",
+        f"| behind a shadow plan (stopped at the end of its slack) or a model being freed | "
+        f"{s.get('plan_queued_max_ms', {}).get('swapping', '-')} | {s.get('plan_queued_max_ms', {}).get('baseline', '-')} |",
+        ""])
 
 
 def run_loop_benchmark(args) -> int:

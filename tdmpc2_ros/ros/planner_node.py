@@ -133,6 +133,8 @@ class PlannerNode(Node):
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
+        self.plan_queued = RollingStats()  # per plan: from its hand-off to the worker until it started
+        self.plan_queued_since_report = 0.0  # the longest of those since the last /diagnostics report
         self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
         self.tick_interval, self.last_tick_start = RollingStats(200), 0.0
         self.last_obs_age = math.nan
@@ -310,7 +312,8 @@ class PlannerNode(Node):
         if self.reset_requested:
             self.planner.reset()
             self.reset_requested = False
-        self.pending = self.worker.submit(self._plan, obs)
+        self.swapper.reclaim_worker()  # a swap candidate's shadow plan, past its slack, ends now
+        self.pending = self.worker.submit(self._plan, obs, time.perf_counter())
         try:
             action = self.pending.result(timeout=max(self.deadline - (time.monotonic() - start), 0.0))
         except futures.TimeoutError:
@@ -340,8 +343,12 @@ class PlannerNode(Node):
         before_next = start + self.tick_interval.recent_median(50) - now
         return max(before_next, share) if math.isfinite(before_next) else share
 
-    def _plan(self, obs):
+    def _plan(self, obs, submitted: float):
         t, cpu = time.perf_counter(), time.thread_time()
+        # How long the plan waited for the worker: behind a swap candidate's shadow plan (stopped at
+        # the end of its slack) or a retired model being freed. What a swap check costs a tick.
+        self.plan_queued.add(t - submitted)
+        self.plan_queued_since_report = max(self.plan_queued_since_report, t - submitted)
         result = self.planner.plan(obs, explore=self.p.explore)
         self.last_plan_s = time.perf_counter() - t
         self.plan_latency.add(self.last_plan_s)
@@ -567,6 +574,9 @@ class PlannerNode(Node):
             "plan_latency_last_ms": round(self.plan_latency.last() * 1e3, 3),
             "plan_waited_p99_ms": round(self.plan_waited.percentile(99) * 1e3, 3),
             "plan_waited_max_ms": round(self.plan_waited.percentile(100) * 1e3, 3),
+            "plan_queued_p99_ms": round(self.plan_queued.percentile(99) * 1e3, 3),
+            "plan_queued_max_ms": round(self.plan_queued.percentile(100) * 1e3, 3),
+            "plan_queued_since_report_max_ms": round(self.plan_queued_since_report * 1e3, 3),
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
             "ros_overhead_p99_ms": round(self.ros_overhead.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),
@@ -592,6 +602,7 @@ class PlannerNode(Node):
         # Each report carries the worst level since the previous one; a problem that persists is
         # flagged again by the next tick, one that has cleared no longer shows.
         self.level, self.last_problem = OK, ""
+        self.plan_queued_since_report = 0.0
 
     def destroy_node(self):
         swapper = getattr(self, "swapper", None)
