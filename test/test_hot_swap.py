@@ -570,6 +570,18 @@ def test_a_retired_model_is_freed_in_the_slack_after_a_tick(models, tmp_path):
         worker.submit(lambda: None).result()
         assert len(freed_on) == 1 and freed_on[0].startswith("plan")  # on the control loop's worker
         assert not swapper.wants_slack()
+        # Frees are timed, and the next one needs room for what they take on this machine.
+        assert len(swapper._free_times) == 1 and swapper._free_times[0] > 0
+        swapper._free_times.clear()
+        swapper._free_times.append(0.04)  # as if a free had taken 40 ms here
+        assert swapper.free_estimate() == pytest.approx(0.048)
+        swapper.retire(OnnxPlanner(next(models["store"].path(models["v2"]).glob("*.onnx")), threads=1))
+        swapper.offer_slack(obs, 0.045, worker.submit)  # room for the 5 ms default, not for 48 ms
+        worker.submit(lambda: None).result()
+        assert swapper.wants_slack()
+        swapper.offer_slack(obs, 0.05, worker.submit)
+        worker.submit(lambda: None).result()
+        assert not swapper.wants_slack() and len(swapper._free_times) == 2
     finally:
         swapper.stop()
         worker.shutdown()

@@ -312,7 +312,10 @@ class PlannerNode(Node):
         if self.reset_requested:
             self.planner.reset()
             self.reset_requested = False
-        self.swapper.reclaim_worker()  # a swap candidate's shadow plan, past its slack, ends now
+        # A swap candidate's shadow plan still on the worker ends now, or, triggered by observations,
+        # once its slack is over if this tick's own plan still fits its deadline after it.
+        room = self.deadline - 1.2 * self.plan_latency.recent_median(50)
+        self.swapper.reclaim_worker(start + room if self.p.trigger == "observation" and room > 0 else start)
         self.pending = self.worker.submit(self._plan, obs, time.perf_counter())
         try:
             action = self.pending.result(timeout=max(self.deadline - (time.monotonic() - start), 0.0))

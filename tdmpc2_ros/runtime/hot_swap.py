@@ -229,7 +229,7 @@ class HotSwapper:
     """One background thread; requests are handled in order, newest wins if several queue up."""
 
     IDLE_S = 0.5  # no slack that fits a plan for this long: probe from the background
-    FREE_S = 0.005  # slack needed to free a retired model (at least a plan's time, too)
+    FREE_S = 0.005  # slack needed to free a retired model before one was timed (and at least a plan's time)
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
                  live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None):
@@ -245,6 +245,7 @@ class HotSwapper:
         self._probe: ShadowProbe | None = None
         self._in_slack = None  # (the worker's job, its StopHandle, when its slack ends) for reclaim_worker
         self._retired: collections.deque = collections.deque()
+        self._free_times: collections.deque = collections.deque(maxlen=20)  # seconds each free took
         self._last_fit = 0.0  # when the loop last gave a shadow plan room
         self._lock = threading.Lock()
         self.rejected = 0  # model updates refused
@@ -280,21 +281,30 @@ class HotSwapper:
                 self._last_fit = now = time.monotonic()
                 stop = StopHandle()
                 self._in_slack = (submit(probe.step, obs, False, stop), stop, now + slack_s)
-        elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.FREE_S):
+        elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.free_estimate()):
+            self._in_slack = None  # a free cannot be stopped; it is only started where it fits
             submit(self._free_one)
 
-    def reclaim_worker(self):
+    def free_estimate(self) -> float:
+        """Slack a free needs: 1.2x the median of those timed here (on a busy 2-core machine they
+        took 5.7-10.8 ms, against 3.7 ms on a quiet one), FREE_S before the first."""
+        if not self._free_times:
+            return self.FREE_S
+        return max(self.FREE_S, 1.2 * float(np.median(self._free_times)))
+
+    def reclaim_worker(self, latest: float = -math.inf):
         """Called by a tick before it hands its plan to the worker: a shadow plan still running
         there may go on until its slack ends (a lockstep sim answers at once; the tick's deadline
-        holds both plans), and is stopped then, so the live plan starts within one graph node's
-        time instead of queueing behind the rest of it."""
+        holds both plans), but not past `latest` (monotonic; an observation that came early must
+        still leave its own plan room), and is stopped then, so the live plan starts within one
+        graph node's time instead of queueing behind the rest of it."""
         in_slack, self._in_slack = self._in_slack, None
         if in_slack is None:
             return
         job, stop, ends_by = in_slack
         if not isinstance(job, futures.Future) or job.done():
             return
-        wait = ends_by - time.monotonic()
+        wait = min(ends_by, latest) - time.monotonic()
         if wait > 0:
             futures.wait([job], timeout=wait)
         stop.stop()
@@ -312,7 +322,9 @@ class HotSwapper:
         self._retired.append(planner)
 
     def _free_one(self):
+        t = time.perf_counter()
         self._retired.popleft()  # the last reference: the session is destroyed here, on the worker
+        self._free_times.append(time.perf_counter() - t)
 
     def stop(self):
         self._stop.set()
