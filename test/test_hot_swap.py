@@ -352,27 +352,38 @@ def test_a_shadow_plan_past_its_slack_is_stopped_before_the_next_live_plan(slow_
         worker.shutdown()
 
 
-def test_a_candidate_whose_shadow_plans_are_all_stopped_is_refused(slow_models, tmp_path):
-    """Stopped plans are judged as longer than any limit: a check whose plans never end within the
-    slack is refused, naming how many were stopped, and the running model keeps acting."""
+def _stopped_plan(swapper, obs, slack_s: float):
+    """Offer one shadow plan `slack_s` of slack, then reclaim the worker at once, as the next tick does."""
+    swapper.offer_slack(obs, slack_s, swapper._test_worker.submit)
+    job = swapper._in_slack[0]
+    swapper.reclaim_worker()
+    job.result()
+
+
+def _slow_check(slow_models, tmp_path):
+    """A swapper checking v2 of the slow models, whose loop offers slack only when the test does."""
     from concurrent.futures import ThreadPoolExecutor
 
     swapper, obs, logs = _swapper(slow_models, tmp_path)
     swapper.IDLE_S = 1e9
-    worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
+    swapper._test_worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
+    swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
+    assert _wait(lambda: swapper._probe is not None)
+    return swapper, obs, logs, swapper._probe
+
+
+def test_a_candidate_whose_shadow_plans_are_all_stopped_is_refused(slow_models, tmp_path):
+    """Stopped plans are judged as longer than any limit: a check whose plans never end within the
+    slack is refused, naming how many were stopped, and the running model keeps acting."""
+    swapper, obs, logs, probe = _slow_check(slow_models, tmp_path)
+    worker = swapper._test_worker
     try:
-        swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
-        assert _wait(lambda: swapper._probe is not None)
-        probe = swapper._probe
         for _ in range(2):
             swapper.offer_slack(obs, 60.0, worker.submit)
             swapper._in_slack[0].result()
         for _ in range(5):  # runs=5 timed plans, each stopped at the end of a too-short slack
             probe.estimate = lambda live: 0.0  # keep offering it slack, as a probe still hopeful would be
-            swapper.offer_slack(obs, 0.001, worker.submit)
-            job = swapper._in_slack[0]
-            swapper.reclaim_worker()
-            job.result()
+            _stopped_plan(swapper, obs, 0.001)
         assert _wait(lambda: swapper.rejected == 1)
         assert probe.stopped == 5 and swapper.take_ready() is None
         assert "5 of 5 shadow plans stopped at the end of their slack" in swapper.last_result, swapper.last_result
@@ -385,20 +396,11 @@ def test_a_candidate_whose_shadow_plans_are_all_stopped_is_refused(slow_models, 
 def test_warm_up_plans_stopped_again_and_again_leave_the_check_to_the_background(slow_models, tmp_path):
     """Slack too short even for a warm-up plan: after three stopped in a row the loop offers it no
     more, and the background thread checks the candidate instead (in CPU time)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    swapper, obs, _ = _swapper(slow_models, tmp_path)
-    swapper.IDLE_S = 1e9
-    worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
+    swapper, obs, _, probe = _slow_check(slow_models, tmp_path)
+    worker = swapper._test_worker
     try:
-        swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
-        assert _wait(lambda: swapper._probe is not None)
-        probe = swapper._probe
         for _ in range(3):
-            swapper.offer_slack(obs, 0.005, worker.submit)
-            job = swapper._in_slack[0]
-            swapper.reclaim_worker()
-            job.result()
+            _stopped_plan(swapper, obs, 0.005)
         assert probe.plans == 0 and probe.warmup_stopped == 3 and probe.stopped == 0
         assert probe.estimate(0.004) == float("inf")
         swapper.IDLE_S = 0.0  # the loop has given no room since: the background takes the check up
