@@ -10,7 +10,8 @@
   mechanism is measured; a version is a version to the planner whatever its weights).
 - Queueing: the longest a live plan waited for the plan thread (behind a swap candidate's shadow
   plan, or a retired model being freed), per /diagnostics report, while swapping and with no swap.
-  A shadow plan is stopped when its slack ends, so this stays within about one graph node's time.
+  A shadow plan is stopped when its slack ends; what is left is mostly waking the thread (on the
+  busy 2-core AMD machine, 2-14 ms with no swap as well).
 - The control for the swap ticks: over the no-swap phase, the newest tick's latency is read from
   each /diagnostics report (about one ordinary tick a second), against the median tick at the time.
   If ordinary ticks land more than 1 ms over the median as often as swap ticks do, the spread is
@@ -86,10 +87,10 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
         obs = Observer(domain, "bench_swap")
         control: list[tuple[float, float]] = []  # (tick excess, plan excess) per report, no swap going on
         queued: dict[str, list[float]] = {"baseline": [], "swapping": []}  # longest wait for the worker per report
-        sampling = {"on": False, "phase": ""}
+        sampling = {"phase": ""}  # "baseline" (no swap), "swapping", or "" (not sampling)
 
         def sample(table):
-            if sampling["on"]:
+            if sampling["phase"] == "baseline":
                 control.append((float(table["tick_latency_last_ms"]) - float(table["tick_latency_p50_ms"]),
                                 float(table["plan_latency_last_ms"]) - float(table["plan_latency_recent_p50_ms"])))
             if sampling["phase"] and "plan_queued_since_report_max_ms" in table:
@@ -105,9 +106,9 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
                 raise RuntimeError("the planner did not start ticking")
             # The same length of running with no swap: how often this machine misses anyway.
             before, ticks_before = int(diag["missed_deadlines"]), int(diag["ticks"])
-            sampling.update(on=True, phase="baseline")
+            sampling["phase"] = "baseline"
             spin_until(lambda: False, baseline_s)
-            sampling.update(on=False, phase="swapping")
+            sampling["phase"] = "swapping"
             baseline = {"ticks": int(diag["ticks"]) - ticks_before, "missed": int(diag["missed_deadlines"]) - before}
             ticks_before = int(diag["ticks"])
             for v in versions[1:]:

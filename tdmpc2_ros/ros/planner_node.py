@@ -314,8 +314,7 @@ class PlannerNode(Node):
             self.reset_requested = False
         # A swap candidate's shadow plan still on the worker ends now, or, triggered by observations,
         # once its slack is over if this tick's own plan still fits its deadline after it.
-        room = self.deadline - 1.2 * self.plan_latency.recent_median(50)
-        self.swapper.reclaim_worker(start + room if self.p.trigger == "observation" and room > 0 else start)
+        self.swapper.reclaim_worker(lambda: self._shadow_until(start))
         self.pending = self.worker.submit(self._plan, obs, time.perf_counter())
         try:
             action = self.pending.result(timeout=max(self.deadline - (time.monotonic() - start), 0.0))
@@ -342,14 +341,25 @@ class PlannerNode(Node):
         now = time.monotonic()
         if self.p.trigger == "timer":
             return start + self.period - now
-        share = self.deadline - 1.2 * self.plan_latency.recent_median(50)
+        share = self._share()
         before_next = start + self.tick_interval.recent_median(50) - now
         return max(before_next, share) if math.isfinite(before_next) else share
 
+    def _share(self) -> float:
+        """Of a tick's deadline, what its own plan leaves for a shadow plan before it (nan before
+        any plan was timed)."""
+        return self.deadline - 1.2 * self.plan_latency.recent_median(50)
+
+    def _shadow_until(self, start: float) -> float:
+        """When a shadow plan still running at this tick's start must stop: at once on a timer (its
+        slack was the time until this tick), else once this tick's own plan would no longer fit."""
+        share = self._share()
+        return start + share if self.p.trigger == "observation" and share > 0 else start
+
     def _plan(self, obs, submitted: float):
         t, cpu = time.perf_counter(), time.thread_time()
-        # How long the plan waited for the worker: behind a swap candidate's shadow plan (stopped at
-        # the end of its slack) or a retired model being freed. What a swap check costs a tick.
+        # How long the plan waited for the worker: for the thread to wake, behind a swap candidate's
+        # shadow plan (stopped at the end of its slack) or behind a retired model being freed.
         self.plan_queued.add(t - submitted)
         self.plan_queued_since_report = max(self.plan_queued_since_report, t - submitted)
         result = self.planner.plan(obs, explore=self.p.explore)

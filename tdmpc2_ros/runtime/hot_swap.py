@@ -292,19 +292,21 @@ class HotSwapper:
             return self.FREE_S
         return max(self.FREE_S, 1.2 * float(np.median(self._free_times)))
 
-    def reclaim_worker(self, latest: float = -math.inf):
+    def reclaim_worker(self, latest=None):
         """Called by a tick before it hands its plan to the worker: a shadow plan still running
         there may go on until its slack ends (a lockstep sim answers at once; the tick's deadline
-        holds both plans), but not past `latest` (monotonic; an observation that came early must
-        still leave its own plan room), and is stopped then, so the live plan starts within one
-        graph node's time instead of queueing behind the rest of it."""
+        holds both plans), but not past `latest()` (monotonic; an observation that came early must
+        still leave its own plan room; asked only when a plan is running, off the tick's usual path;
+        None: stop it now), and is stopped then, so the live plan starts within one graph node's time
+        instead of queueing behind the rest of it."""
         in_slack, self._in_slack = self._in_slack, None
         if in_slack is None:
             return
         job, stop, ends_by = in_slack
         if not isinstance(job, futures.Future) or job.done():
             return
-        wait = min(ends_by, latest) - time.monotonic()
+        until = -math.inf if latest is None else latest()
+        wait = min(ends_by, until) - time.monotonic()
         if wait > 0:
             futures.wait([job], timeout=wait)
         stop.stop()
