@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from tdmpc2_ros.benchmark.learn import _Watch, first_reaching, merge_final, summarize
+from tdmpc2_ros.benchmark.learn import _Watch, first_reaching, format_table, merge_final, summarize
+from tdmpc2_ros.benchmark.loop import excess_p
+
+CFG = {"task": "cartpole-swingup", "rate_hz": 50, "ladder": "l", "preset": "1M", "compile": False}
 
 
 def _episode(i, ret, version="v0001"):
@@ -32,7 +35,16 @@ def test_summary_counts_swap_misses_and_the_update_ratio():
     assert s["swaps"] == 3 and s["swap_versions"] == ["v0002", "v0003", "v0004"]
     assert s["missed_deadlines_around_swaps"] == 2
     assert s["missed_deadlines_total"] == 7 and s["ticks"] == 3000
+    assert "ticks_with_swap_work" not in s  # a run from before the planner counted them
     assert s["updates_per_transition"] == 0.75
+    # The ticks with swap work next to them against the rest, with the p of the swap side missing more.
+    final.update(planner_ticks_with_swap_work="300", planner_missed_with_swap_work="2")
+    s = summarize([_episode(0, 10)], swaps, final, 100_000, 750, eval_returns=[700.0, 800.0])
+    assert (s["ticks_with_swap_work"], s["missed_with_swap_work"]) == (300, 2)
+    assert (s["ticks_without_swap_work"], s["missed_without_swap_work"]) == (2700, 5)
+    assert s["swap_work_excess_p"] == excess_p(2, 300, 5, 2700)
+    row = next(line for line in format_table(s, CFG).splitlines() if line.startswith("| 3 |"))
+    assert "| 2 of 300 | 5 of 2700 |" in row
     assert (s["eval_mean_return"], s["eval_std_return"], s["eval_episodes"]) == (750.0, 50.0, 2)
 
 
@@ -80,12 +92,14 @@ def test_swap_misses_count_from_the_announcement(tmp_path):
 
 
 def test_a_resumed_run_adds_its_planner_counts_and_keeps_the_trainers():
-    first = merge_final({}, {"missed_deadlines": "2", "ticks": "1000"}, {"updates": "700", "transitions": "900"})
-    assert first == {"planner_missed_deadlines": 2, "planner_ticks": 1000, "trainer_updates": 700,
-                     "trainer_transitions": 900, "parts": 1}
+    first = merge_final({}, {"missed_deadlines": "2", "ticks": "1000", "ticks_with_swap_work": "50",
+                             "missed_with_swap_work": "1"}, {"updates": "700", "transitions": "900"})
+    assert first == {"planner_missed_deadlines": 2, "planner_ticks": 1000, "planner_ticks_with_swap_work": 50,
+                     "planner_missed_with_swap_work": 1, "trainer_updates": 700, "trainer_transitions": 900, "parts": 1}
     # The second part's planner is a new process counting from zero; the trainer resumed its counts.
-    second = merge_final(first, {"missed_deadlines": "0", "ticks": "500"}, {"updates": "1150", "transitions": "1400"})
-    assert second == {"planner_missed_deadlines": 2, "planner_ticks": 1500, "trainer_updates": 1150,
-                      "trainer_transitions": 1400, "parts": 2}
+    second = merge_final(first, {"missed_deadlines": "0", "ticks": "500", "ticks_with_swap_work": "20",
+                                 "missed_with_swap_work": "0"}, {"updates": "1150", "transitions": "1400"})
+    assert second == {"planner_missed_deadlines": 2, "planner_ticks": 1500, "planner_ticks_with_swap_work": 70,
+                      "planner_missed_with_swap_work": 1, "trainer_updates": 1150, "trainer_transitions": 1400, "parts": 2}
     # A part interrupted before the trainer reported keeps the earlier trainer counts.
     assert merge_final(second, {}, {})["trainer_updates"] == 1150

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from ros_harness import REPO
-from tdmpc2_ros.benchmark.loop import bench_ingest, bench_swap, format_table
+from tdmpc2_ros.benchmark.loop import bench_ingest, bench_swap, excess_p, format_table, swap_work_counts
 
 
 def test_ingest_reaches_the_buffer_whole():
@@ -37,6 +37,43 @@ def test_table_shows_the_swap_ticks_beside_ordinary_ones():
     assert "| - of - |" in next(line for line in old if line.startswith("| 50 Hz real time"))
     assert "| swap ticks | - | - |" in old
     assert next(line for line in old if line.startswith("| behind a shadow plan")).endswith("| - | - |")
+    assert not any(line.startswith("| ticks with swap work") for line in old)  # written before the planner named it
+
+
+def test_excess_p_is_the_one_sided_exact_test_of_equal_miss_rates():
+    assert excess_p(10, 1000, 0, 1000) == pytest.approx(2 ** -10, abs=1e-4)  # all 10 misses on one of two equal sides
+    assert excess_p(1, 1, 0, 1) == 0.5
+    assert excess_p(0, 1000, 5, 5000) == 1.0  # no miss on the swap side: nothing to explain
+    # One side a quarter of the ticks, 2 of 4 misses on it: 1 - P(0) - P(1) of Binomial(4, 1/4).
+    assert excess_p(2, 1000, 2, 3000) == pytest.approx(1 - 0.75 ** 4 - 4 * 0.25 * 0.75 ** 3, abs=1e-4)
+    assert excess_p(1, 0, 1, 10) is None
+
+
+def test_swap_work_counts_split_the_run_between_two_reports():
+    keys = ["swap_tick", "after_shadow_plan", "after_free", "beside_checks"]
+    start = {"ticks": 100, "missed_deadlines": 1, "ticks_with_swap_work": 0, "missed_with_swap_work": 0,
+             **{f"missed_with_swap_work_{k}": 0 for k in keys}}
+    final = {"ticks": 1100, "missed_deadlines": 6, "ticks_with_swap_work": "200", "missed_with_swap_work": "3",
+             **{f"missed_with_swap_work_{k}": str(n) for k, n in zip(keys, [0, 2, 0, 2])}}
+    w = swap_work_counts(start, final)
+    assert w["with"] == {"ticks": 200, "missed": 3} and w["without"] == {"ticks": 800, "missed": 2}
+    assert w["by_kind"] == dict(zip(keys, [0, 2, 0, 2]))
+    assert w["excess_p"] == excess_p(3, 200, 2, 800)
+    swap = {"plan_thread": "normal", "swaps": 3, "budget": "b", "tick_p50_ms": 8.0, "tick_p99_ms": 11.0,
+            "swap_tick_excess_median_ms": 0.2, "swap_tick_excess_max_ms": 1.4, "swaps_within_1ms": 2,
+            "ordinary_ticks_sampled": 100, "ordinary_ticks_within_1ms": 90,
+            "missed_deadlines_during_swaps": 4, "swap_phase_ticks": 600,
+            "baseline": {"ticks": 400, "missed": 1, "interleaved": True}, "windows_excess_p": excess_p(4, 600, 1, 400),
+            "swap_work": w}
+    ingest = {"storage": "mcap", "transitions": 10, "bag_mb": 0.1, "seconds": 0.1, "transitions_per_s": 100}
+    lines = format_table({"ingest": ingest, "swap": swap}).splitlines()
+    assert f"| ticks with swap work next to them (bar: none missed) | 200 | 3 | 1.500% | {w['excess_p']} |" in lines
+    assert "| ticks with none, same run | 800 | 2 | 0.250% | - |" in lines
+    assert "| quiet windows between them | 400 | 1 | 0.250% | - |" in lines
+    assert f"| swap ticks | 3 | 1 | 33.333% | {excess_p(1, 3, 10, 100)} |" in lines
+    assert "| ordinary ticks (sampled in the quiet windows) | 100 | 10 | 10.000% | - |" in lines
+    assert any("after_shadow_plan 2" in line and "beside_checks 2" in line for line in lines)
+    assert "misses with no swap (quiet windows between the swaps)" in next(line for line in lines if line.startswith("| swap cost"))
 
 
 def test_an_unknown_planner_argument_fails_at_once():

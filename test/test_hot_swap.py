@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ from tdmpc2_ros.core.export import export_ladder
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
-from tdmpc2_ros.runtime.hot_swap import Request
+from tdmpc2_ros.runtime.hot_swap import FREE, SHADOW_PLAN, Request
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
 from tdmpc2_ros.runtime.digest import file_sha256
 from tdmpc2_ros.runtime.model_store import ModelStore
@@ -322,31 +323,36 @@ def test_a_shadow_plan_past_its_slack_is_stopped_before_the_next_live_plan(slow_
     swapper.IDLE_S = 1e9  # a ticking loop: shadow plans only in the slack it offers
     worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
     try:
+        requested = time.monotonic()
         swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
         assert _wait(lambda: swapper._probe is not None)
-        probe = swapper._probe
+        assert swapper.worked_since(requested)  # it loaded and hashed the candidate on its own thread
+        probe, checks_began = swapper._probe, time.monotonic()
         for _ in range(2):  # the warm-up plans, given all the room they need
-            swapper.offer_slack(obs, 60.0, worker.submit)
+            assert swapper.offer_slack(obs, 60.0, worker.submit) == SHADOW_PLAN
             swapper._in_slack[0].result()
         assert probe.plans == 2 and probe.stopped == 0
-        # A timed plan offered 5 ms (the running model's 4 ms, with room): the next tick comes and stops it.
+        # A timed plan offered 5 ms (the running model's 4 ms, with room): the next tick comes and stops it,
+        # and knows its plan queued behind a shadow plan.
         swapper.offer_slack(obs, 0.005, worker.submit)
         job = swapper._in_slack[0]
-        swapper.reclaim_worker()
+        assert swapper.reclaim_worker() == SHADOW_PLAN
         job.result()
         assert probe.plans == 2 and probe.stopped == 1 and probe.latencies == []
         assert probe.estimate(0.004) == float("inf")  # half or more stopped: no more slack offered to it
         offered = []
-        swapper.offer_slack(obs, 0.005, lambda fn, *a: offered.append(fn))
+        assert swapper.offer_slack(obs, 0.005, lambda fn, *a: offered.append(fn)) == ""
         assert offered == [] and swapper._in_slack is None  # nothing new was handed to the worker
         # A plan that ends within its slack is not stopped: the next tick's reclaim finds it done.
-        swapper.reclaim_worker()
+        assert swapper.reclaim_worker() == ""
         probe.latencies.extend([0.001] * 3)  # as if three quick plans had been timed
         swapper.offer_slack(obs, 60.0, worker.submit)
         job = swapper._in_slack[0]
         job.result()
-        swapper.reclaim_worker()
+        assert swapper.reclaim_worker() == ""
         assert probe.stopped == 1 and len(probe.latencies) == 4
+        # Shadow plans are the loop's worker's; the hot-swap thread did no work beside them.
+        assert not swapper.worked_since(checks_began)
     finally:
         swapper.stop()
         worker.shutdown()
@@ -414,7 +420,8 @@ def test_warm_up_plans_stopped_again_and_again_leave_the_check_to_the_background
 
 def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_background(models, tmp_path):
     """A rung that takes most of the period leaves less slack after a tick than a plan takes: the
-    candidate is then checked beside the loop (low priority, timed in CPU time), not never."""
+    candidate is then checked beside the loop (low priority, timed in CPU time), not never; the loop
+    is told that work went on beside it."""
     import time
 
     swapper, obs, _ = _swapper(models, tmp_path)
@@ -423,12 +430,14 @@ def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_backgrou
     try:
         swapper.request(Request.update(models["store"].announcement(models["v2"])))
         assert _wait(lambda: swapper._probe is not None)
+        checks_began = time.monotonic()
         end = time.monotonic() + 30
         while swapper._ready is None and time.monotonic() < end:
             swapper.offer_slack(obs, 1e-6, lambda fn, *a: submitted.append(fn))  # ticking, but no room
             time.sleep(0.02)
         cand = swapper.take_ready()
         assert submitted == [] and cand.version == models["v2"] and cand.shadow_plans == 7
+        assert swapper.worked_since(checks_began)
     finally:
         swapper.stop()
 
@@ -565,10 +574,14 @@ def test_a_retired_model_is_freed_in_the_slack_after_a_tick(models, tmp_path):
         swapper.retire(old)
         del old
         assert swapper.wants_slack()
-        swapper.offer_slack(obs, 0.001, worker.submit)  # too little room: it waits
+        assert swapper.offer_slack(obs, 0.001, worker.submit) == ""  # too little room: it waits
         worker.submit(lambda: None).result()
         assert freed_on == []
-        swapper.offer_slack(obs, 0.05, worker.submit)
+        gate = threading.Event()
+        worker.submit(gate.wait)  # the worker busy past the free's start: the next tick finds it running
+        assert swapper.offer_slack(obs, 0.05, worker.submit) == FREE
+        assert swapper.reclaim_worker() == FREE and swapper._in_slack is None
+        gate.set()
         worker.submit(lambda: None).result()
         assert len(freed_on) == 1 and freed_on[0].startswith("plan")  # on the control loop's worker
         assert not swapper.wants_slack()

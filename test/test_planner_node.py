@@ -230,6 +230,52 @@ def test_a_missed_deadline_steps_down_at_once(ros, ladder):
     # The late plan misses its tick and is still running at the next one: 2 fallbacks at most, from one
     # plan over the limit, which alone the governor would have let pass.
     assert 1 <= node.missed_deadlines <= 2 and node.budget_steps == 1 and node.published == node.ticks
+    assert node.missed_with_any_swap_work == 0  # no swap was going on: the misses are not a swap's
+
+
+def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
+    """A miss beside a swap's work is counted under that work on /diagnostics and in the log line, so
+    that misses a swap causes are told from the machine's own."""
+    import time
+
+    from tdmpc2_ros.ros.planner_node import AFTER_FREE, AFTER_SHADOW_PLAN, BESIDE_CHECKS, SWAP_TICK
+    from tdmpc2_ros.runtime.hot_swap import FREE, SHADOW_PLAN
+
+    node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,
+                         diagnostics_period_s=0.2)
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 3, 60)
+    assert node._swap_work(time.monotonic(), "") == []  # nothing of a swap is going on
+    # The hot-swap thread reports work (as while it loads and hashes a candidate) during a late plan.
+    node.swapper.worked_since = lambda t: True
+    real, late = node.planner.plan, []
+
+    def late_once(*args, **kwargs):
+        if not late:
+            late.append(True)
+            time.sleep(0.12)
+        return real(*args, **kwargs)
+
+    node.planner.plan = late_once
+    assert ros.spin_until(lambda: node.missed_deadlines >= 1, 60)
+    assert node.missed_with_any_swap_work == node.missed_deadlines
+    assert node.missed_with_swap_work[BESIDE_CHECKS] == node.missed_deadlines
+    # Ticks that planned in time beside that work count too: the yardstick for the misses.
+    assert ros.spin_until(lambda: node.ticks_with_swap_work > node.missed_deadlines, 10)
+
+    def reported(d):
+        values = {kv.key: kv.value for kv in d.values}
+        return int(values.get("missed_with_swap_work_beside_checks", 0)) >= 1 and int(values["missed_with_swap_work"]) >= 1
+
+    assert ros.spin_until(lambda: any(reported(d) for d in out["diagnostics"]), 10)
+    assert any("(swap work next to it: beside_checks)" in d.message for d in out["diagnostics"])
+    # The other kinds: the tick that installs a model, and the worker's swap job just before the tick.
+    node._swap_timed = True
+    assert node._swap_work(time.monotonic(), SHADOW_PLAN) == [SWAP_TICK, AFTER_SHADOW_PLAN, BESIDE_CHECKS]
+    node._swap_timed = False
+    node.swapper.worked_since = lambda t: False
+    assert node._swap_work(time.monotonic(), FREE) == [AFTER_FREE]
 
 
 def test_a_stepped_down_budget_steps_back_up_once_plans_fit_again(ros, ladder):

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tdmpc2_ros.benchmark.loop import excess_p
 from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
 
 EPISODE_FIELDS = ["episode", "step", "episode_reward", "model_version", "wall_s"]
@@ -76,6 +77,8 @@ def summarize(episodes: list[dict], swaps: list[dict], final: dict, target_env_s
         "missed_deadlines_around_swaps": sum(swap_misses),
         "missed_deadlines_total": int(final.get("planner_missed_deadlines", 0) or 0),
         "ticks": int(final.get("planner_ticks", 0) or 0),
+        # The ticks with swap work next to them (planner_node._swap_work) and their misses, against the rest.
+        **swap_work_split(final),
         "trainer_updates": updates, "trainer_transitions": transitions,
         "updates_per_transition": round(updates / transitions, 3) if transitions else None,
     }
@@ -91,8 +94,25 @@ def format_table(s: dict, cfg: dict) -> str:
         f"| {s['env_steps']} | {s['episodes']} | {reached if reached is not None else 'not reached'} (bar {s['bar']:g}) | "
         f"{s['best_return']} | {s['last10_mean_return']} | {s['eval_mean_return']} ± {s['eval_std_return']} "
         f"({s['eval_episodes']} episodes) | {s['updates_per_transition']} |", "",
-        "| swaps | missed deadlines around swaps | missed deadlines in all | ticks |", "|---|---|---|---|",
-        f"| {s['swaps']} | {s['missed_deadlines_around_swaps']} | {s['missed_deadlines_total']} | {s['ticks']} |", ""])
+        "| swaps | missed deadlines around swaps | missed deadlines in all | ticks | missed of the ticks with swap work "
+        "next to them (bar 0) | missed of the other ticks | p (the swap side misses more by chance) |",
+        "|---|---|---|---|---|---|---|",
+        f"| {s['swaps']} | {s['missed_deadlines_around_swaps']} | {s['missed_deadlines_total']} | {s['ticks']} | "
+        f"{s.get('missed_with_swap_work', '-')} of {s.get('ticks_with_swap_work', '-')} | "
+        f"{s.get('missed_without_swap_work', '-')} of {s.get('ticks_without_swap_work', '-')} | "
+        f"{s.get('swap_work_excess_p', '-')} |", ""])
+
+
+def swap_work_split(final: dict) -> dict:
+    """Ticks and misses with swap work next to them and without, with the p-value of the swap side
+    missing more often by chance (empty for a run from before the planner counted them)."""
+    if "planner_ticks_with_swap_work" not in final:
+        return {}
+    ticks, missed = int(final["planner_ticks"]), int(final["planner_missed_deadlines"])
+    with_ticks, with_missed = int(final["planner_ticks_with_swap_work"]), int(final["planner_missed_with_swap_work"])
+    return {"ticks_with_swap_work": with_ticks, "missed_with_swap_work": with_missed,
+            "ticks_without_swap_work": ticks - with_ticks, "missed_without_swap_work": missed - with_missed,
+            "swap_work_excess_p": excess_p(with_missed, with_ticks, missed - with_missed, ticks - with_ticks)}
 
 
 class _Watch:
@@ -166,11 +186,16 @@ class _Watch:
         self.open_swaps = []
 
 
+# The planner's /diagnostics counters a run adds up over its parts: run key -> diagnostics key.
+PLANNER_COUNTS = {"planner_missed_deadlines": "missed_deadlines", "planner_ticks": "ticks",
+                  "planner_ticks_with_swap_work": "ticks_with_swap_work",
+                  "planner_missed_with_swap_work": "missed_with_swap_work"}
+
+
 def merge_final(prior: dict, planner: dict, trainer: dict) -> dict:
     """The run's closing counters. A resumed run's planner is a new process that counts from zero, so
     its ticks and misses add to the earlier parts'; the trainer resumes its own counts."""
-    return {"planner_missed_deadlines": int(prior.get("planner_missed_deadlines", 0)) + int(planner.get("missed_deadlines", 0)),
-            "planner_ticks": int(prior.get("planner_ticks", 0)) + int(planner.get("ticks", 0)),
+    return {**{key: int(prior.get(key, 0)) + int(planner.get(name, 0)) for key, name in PLANNER_COUNTS.items()},
             "trainer_updates": int(trainer.get("updates", prior.get("trainer_updates", 0))),
             "trainer_transitions": int(trainer.get("transitions", prior.get("trainer_transitions", 0))),
             "parts": int(prior.get("parts", 0)) + 1}

@@ -5,9 +5,16 @@
 - Swap cost: sim (real time, 50 Hz) and planner started through the bringup, then a sequence of
   model versions announced on /tdmpc2/model_update. From the planner's /diagnostics: the latency of
   each tick in which a swap happened against the median tick of that moment, and the deadlines missed while
-  swapping (announcement to 4 s after the swap) beside those missed over 30 s of running with no
-  swap, which is what this machine misses anyway. The versions hold the same ladder (only the
-  mechanism is measured; a version is a version to the planner whatever its weights).
+  swapping (announcement to 4 s after the swap) beside those missed in a quiet window of the same
+  length after each swap window, which is what this machine misses anyway in the same minutes. The
+  versions hold the same ladder (only the mechanism is measured; a version is a version to the
+  planner whatever its weights).
+- Misses next to swap work: the planner names the swap work next to each miss (the swap tick, a
+  shadow plan or free on the plan thread just before, the hot-swap thread's own work since the tick
+  began) and counts the ticks that had any. Their miss rate against that of the ticks with none is the
+  direct cost of a swap; the swap windows against the quiet ones add any indirect cost. Each comes
+  with the one-sided p-value of a binomial test (`excess_p`): how likely so many of the misses fall
+  on the swap side by chance if it missed no more often than the other.
 - Queueing: the longest a live plan waited for the plan thread (behind a swap candidate's shadow
   plan, or a retired model being freed), per /diagnostics report, while swapping and with no swap.
   A shadow plan is stopped when its slack ends; what is left is mostly waking the thread (on the
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -66,7 +74,17 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
             "transitions_per_s": round(len(buffer) / seconds)}
 
 
-def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: float = 30.0, timeout_s: float = 300.0,
+def excess_p(missed_a: int, ticks_a: int, missed_b: int, ticks_b: int) -> float | None:
+    """P(side a gets >= missed_a of all the misses) if each miss fell on a tick drawn at random from
+    both sides (the exact test of equal rates, conditioned on the total); None with no ticks."""
+    n, k = missed_a + missed_b, missed_a
+    if ticks_a <= 0 or ticks_b <= 0:
+        return None
+    q = ticks_a / (ticks_a + ticks_b)
+    return round(min(1.0, sum(math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(k, n + 1))), 4)
+
+
+def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, quiet_max_s: float = 30.0, timeout_s: float = 300.0,
                planner_args: tuple[str, ...] = (), log_path: str | os.PathLike | None = None) -> dict:
     from std_msgs.msg import String
 
@@ -87,7 +105,17 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
         obs = Observer(domain, "bench_swap")
         control: list[tuple[float, float]] = []  # (tick excess, plan excess) per report, no swap going on
         queued: dict[str, list[float]] = {"baseline": [], "swapping": []}  # longest wait for the worker per report
-        sampling = {"phase": ""}  # "baseline" (no swap), "swapping", or "" (not sampling)
+        sampling = {"phase": ""}  # "baseline" (a quiet window), "swapping", or "" (not sampling)
+        counts = {"baseline": [0, 0], "swapping": [0, 0]}  # [ticks, missed] per phase
+
+        def counted(phase: str, wait):
+            """Runs wait() as `phase`, adding the ticks and misses of that time to its counts."""
+            ticks, missed = int(diag["ticks"]), int(diag["missed_deadlines"])
+            sampling["phase"] = phase
+            result = wait()
+            counts[phase][0] += int(diag["ticks"]) - ticks
+            counts[phase][1] += int(diag["missed_deadlines"]) - missed
+            return result
 
         def sample(table):
             if sampling["phase"] == "baseline":
@@ -104,26 +132,23 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
         try:
             if not spin_until(lambda: int(diag.get("ticks", 0)) > 250, timeout_s):
                 raise RuntimeError("the planner did not start ticking")
-            # The same length of running with no swap: how often this machine misses anyway.
-            before, ticks_before = int(diag["missed_deadlines"]), int(diag["ticks"])
-            sampling["phase"] = "baseline"
-            spin_until(lambda: False, baseline_s)
-            sampling["phase"] = "swapping"
-            baseline = {"ticks": int(diag["ticks"]) - ticks_before, "missed": int(diag["missed_deadlines"]) - before}
-            ticks_before = int(diag["ticks"])
+            start = dict(diag)
             for v in versions[1:]:
                 before, t0 = int(diag["missed_deadlines"]), time.monotonic()
                 pub.publish(String(data=json.dumps(store.announcement(v))))
-                if not spin_until(lambda: diag.get("model_version") == v, 60):
+                if not counted("swapping", lambda: spin_until(lambda: diag.get("model_version") == v, 60)):
                     raise RuntimeError(f"version {v} was not swapped in: {diag.get('last_swap_result')}")
                 checked_s, check = time.monotonic() - t0, diag.get("last_swap_result", "")
                 # The swap tick against the median tick of that moment, as the planner measured it (a
                 # budget step during the settle time starts the planner's tick window again).
                 took, excess = float(diag["swap_tick_latency_last_ms"]), float(diag["swap_tick_excess_last_ms"])
                 plan_excess, waited = float(diag["swap_plan_excess_last_ms"]), float(diag["swap_plan_waited_last_ms"])
-                spin_until(lambda: False, settle_s)
+                counted("swapping", lambda: spin_until(lambda: False, settle_s))
+                # Then as long again with no swap: this machine's own misses, in the same minutes.
+                missed = int(diag["missed_deadlines"]) - before
+                counted("baseline", lambda: spin_until(lambda: False, min(time.monotonic() - t0, quiet_max_s)))
                 rows.append({"version": v, "announce_to_swap_s": round(checked_s, 2), "check": check,
-                             "missed_during_swap": int(diag["missed_deadlines"]) - before,
+                             "missed_during_swap": missed,
                              "tick_p50_ms": round(took - excess, 3), "tick_p99_ms": float(diag["tick_latency_p99_ms"]),
                              "swap_tick_ms": took, "excess_ms": excess, "plan_excess_ms": plan_excess,
                              "around_plan_excess_ms": round(excess - plan_excess, 3), "plan_waited_ms": waited})
@@ -150,11 +175,30 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, baseline_s: fl
             "swaps_within_1ms": sum(e <= 1.0 for e in excess),
             "ordinary_ticks_sampled": len(ordinary), "ordinary_ticks_within_1ms": sum(e <= 1.0 for e in ordinary),
             "ordinary_tick_excess_max_ms": round(max(ordinary), 3) if ordinary else None,
-            "missed_deadlines_during_swaps": sum(r["missed_during_swap"] for r in rows),
-            "swap_phase_ticks": int(final["ticks"]) - ticks_before, "baseline": baseline,
+            "missed_deadlines_during_swaps": counts["swapping"][1], "swap_phase_ticks": counts["swapping"][0],
+            "baseline": {"ticks": counts["baseline"][0], "missed": counts["baseline"][1], "interleaved": True},
+            "windows_excess_p": excess_p(counts["swapping"][1], counts["swapping"][0], counts["baseline"][1],
+                                         counts["baseline"][0]),
+            "swap_work": swap_work_counts(start, final),
             "missed_deadlines_total": int(final["missed_deadlines"]), "ticks": int(final["ticks"]), **split,
             "plan_queued_max_ms": {phase: round(max(v), 3) if v else None for phase, v in queued.items()},
             "per_swap": rows}
+
+
+def swap_work_counts(start: dict, final: dict) -> dict:
+    """From two /diagnostics reports of the planner: the ticks (and misses) with swap work next to
+    them, those with none, and the misses by kind of work, between the two."""
+    from tdmpc2_ros.ros.planner_node import SWAP_WORK
+
+    def delta(key: str) -> int:
+        return int(final[key]) - int(start[key])
+
+    ticks, missed = delta("ticks"), delta("missed_deadlines")
+    with_work = {"ticks": delta("ticks_with_swap_work"), "missed": delta("missed_with_swap_work")}
+    without = {"ticks": ticks - with_work["ticks"], "missed": missed - with_work["missed"]}
+    return {"with": with_work, "without": without,
+            "by_kind": {w: delta(f"missed_with_swap_work_{w}") for w in SWAP_WORK},
+            "excess_p": excess_p(with_work["missed"], with_work["ticks"], without["missed"], without["ticks"])}
 
 
 def format_table(r: dict) -> str:
@@ -163,8 +207,8 @@ def format_table(r: dict) -> str:
         "| ingest (MCAP -> buffer) | transitions | bag MB | seconds | transitions/s (bar >= 20,000) |", "|---|---|---|---|---|",
         f"| {i['storage']} | {i['transitions']} | {i['bag_mb']} | {i['seconds']} | {i['transitions_per_s']} |", "",
         "| swap cost | plan thread | swaps | budget | median tick ms | p99 tick ms | swap tick excess ms: median / worst "
-        "(bar <= 1) | swaps within 1 ms | ordinary ticks within 1 ms (sampled, no swap) | misses while swapping (bar 0) | "
-        "misses with no swap (same machine) |",
+        "(bar <= 1) | swaps within 1 ms | ordinary ticks within 1 ms (sampled, no swap) | misses while swapping | "
+        f"misses with no swap ({'quiet windows between the swaps' if s['baseline'].get('interleaved') else 'same machine'}) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
         f"| 50 Hz real time | {s.get('plan_thread', 'normal')} | {s['swaps']} | {s['budget']} | {s['tick_p50_ms']} | "
         f"{s['tick_p99_ms']} | {s['swap_tick_excess_median_ms']} / {s['swap_tick_excess_max_ms']} | "
@@ -179,7 +223,37 @@ def format_table(r: dict) -> str:
         "| longest wait of a live plan for the plan thread | while swapping ms | with no swap ms |", "|---|---|---|",
         f"| behind a shadow plan (stopped at the end of its slack) or a model being freed | "
         f"{s.get('plan_queued_max_ms', {}).get('swapping', '-')} | {s.get('plan_queued_max_ms', {}).get('baseline', '-')} |",
-        ""])
+        "", *_swap_work_table(s), ""])
+
+
+def _rate_row(name: str, ticks: int, events: int, p: float | None) -> str:
+    rate = f"{100 * events / ticks:.3f}%" if ticks else "-"
+    return f"| {name} | {ticks} | {events} | {rate} | {'-' if p is None else p} |"
+
+
+def _swap_work_table(s: dict) -> list[str]:
+    """Swap ticks over the 1 ms line against ordinary ones; misses beside swap work against the
+    others, and swap windows against quiet ones (results written before the planner named the work
+    have none of these)."""
+    work = s.get("swap_work")
+    if work is None:
+        return []
+    b, kinds = s["baseline"], ", ".join(f"{k} {n}" for k, n in work["by_kind"].items())
+    swaps_over, swaps = s["swaps"] - s["swaps_within_1ms"], s["swaps"]
+    ordinary_over, sampled = s["ordinary_ticks_sampled"] - s["ordinary_ticks_within_1ms"], s["ordinary_ticks_sampled"]
+    return ["| ticks more than 1 ms over the median tick | ticks | over | rate | p (so many over on this side by chance) |",
+            "|---|---|---|---|---|",
+            _rate_row("swap ticks", swaps, swaps_over, excess_p(swaps_over, swaps, ordinary_over, sampled)),
+            _rate_row("ordinary ticks (sampled in the quiet windows)", sampled, ordinary_over, None),
+            "", "| deadlines missed | ticks | missed | rate | p (so many misses on this side by chance) |", "|---|---|---|---|---|",
+            _rate_row("ticks with swap work next to them (bar: none missed)", work["with"]["ticks"], work["with"]["missed"],
+                      work["excess_p"]),
+            _rate_row("ticks with none, same run", work["without"]["ticks"], work["without"]["missed"], None),
+            _rate_row("swap windows (announcement to 4 s after the swap)", s["swap_phase_ticks"],
+                      s["missed_deadlines_during_swaps"], s.get("windows_excess_p")),
+            _rate_row("quiet windows between them", b["ticks"], b["missed"], None), "",
+            f"Misses next to swap work, by kind (one miss may have several): {kinds}. Each p is the one-sided binomial "
+            "test of equal rates on the two sides; a small p says the swap side is over the line (or misses) more often."]
 
 
 def run_loop_benchmark(args) -> int:

@@ -20,6 +20,7 @@ if __name__ == "__main__":  # a node process: a stop during the imports below is
 
     stop.take_signals()
 
+import collections
 import concurrent.futures as futures
 import json
 import math
@@ -46,7 +47,7 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
-from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
+from tdmpc2_ros.runtime.hot_swap import FREE, SHADOW_PLAN, HotSwapper, Request
 from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
@@ -54,6 +55,10 @@ from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
 MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
                  "odometry": Odometry}
+# The swap work a missed deadline can have next to it (PlannerNode._swap_work), counted on /diagnostics
+# as missed_with_swap_work_<name>: a miss with none of these is not the swap's.
+SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE, BESIDE_CHECKS = "swap_tick", "after_shadow_plan", "after_free", "beside_checks"
+SWAP_WORK = (SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE, BESIDE_CHECKS)
 
 
 class ActionShaper:
@@ -135,6 +140,11 @@ class PlannerNode(Node):
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
         self.plan_queued = RollingStats()  # per plan: from its hand-off to the worker until it started
         self.plan_queued_since_report = 0.0  # the longest of those since the last /diagnostics report
+        # Missed deadlines by the swap work next to them (SWAP_WORK); one miss may count under several.
+        self.missed_with_swap_work = collections.Counter()
+        self.missed_with_any_swap_work = 0
+        self.ticks_with_swap_work = 0  # the same, over every tick that planned: the yardstick for the misses
+        self._slack_job = ""  # what the swapper put on the worker after the last tick (offer_slack)
         self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
         self.tick_interval, self.last_tick_start = RollingStats(200), 0.0
         self.last_obs_age = math.nan
@@ -291,6 +301,7 @@ class PlannerNode(Node):
             self.tick_interval.add(start - self.last_tick_start)
         self.ticks += 1
         self.last_tick_start = start
+        after, self._slack_job = self._slack_job, ""
         if self.pending is None or self.pending.done():  # the worker is idle: a model may change hands
             rollback, self._pending_rollback = self._pending_rollback, None
             if rollback is not None:
@@ -307,7 +318,7 @@ class PlannerNode(Node):
             self._flag(ERROR, problem)
             return
         if self.pending is not None and not self.pending.done():
-            self._fallback(start, "previous plan still running")
+            self._fallback(start, "previous plan still running", after)
             return
         if self.reset_requested:
             self.planner.reset()
@@ -319,18 +330,19 @@ class PlannerNode(Node):
         try:
             action = self.pending.result(timeout=max(self.deadline - (time.monotonic() - start), 0.0))
         except futures.TimeoutError:
-            self._fallback(start, "plan missed its deadline")
+            self._fallback(start, "plan missed its deadline", after)
             # A miss is what the budget exists to prevent: step down now rather than after 1% of the
             # window has overrun. A burst that caused it passes, and the budget steps back up.
             self._missed_since_install += 1
             self._step_down_due = True
             return
         self.consecutive_misses = 0
+        self._note_swap_work(start, after, missed=False)
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
         # This tick's own cost outside the ONNX call: observation assembly, hand-off, shaping, publish.
         self.ros_overhead.add(self.tick_latency.last() - self.last_plan_s)
         if self.swapper.wants_slack():  # shadow plans of a swap candidate, or freeing an old model
-            self.swapper.offer_slack(obs, self._slack(start), self.worker.submit)
+            self._slack_job = self.swapper.offer_slack(obs, self._slack(start), self.worker.submit)
 
     def _slack(self, start: float) -> float:
         """How long a swap candidate's shadow plan may take on the idle worker after this tick.
@@ -529,15 +541,39 @@ class PlannerNode(Node):
         else:
             self.get_logger().info(text)
 
-    def _fallback(self, start: float, why: str):
-        """The previous plan's next action (the warm-start mean one step on, then two, ...)."""
+    def _fallback(self, start: float, why: str, after: str = ""):
+        """The previous plan's next action (the warm-start mean one step on, then two, ...).
+        `after`: the swap job the worker ran after the previous tick, if any."""
         self.missed_deadlines += 1
+        work = self._note_swap_work(start, after, missed=True)
+        if work:  # named, so that a miss next to a swap is told from the machine's own
+            why = f"{why} (swap work next to it: {', '.join(work)})"
         self.consecutive_misses += 1
         with self.lock:
             mean = self.last_mean
         step = min(self.consecutive_misses, mean.shape[0] - 1)
         self._publish(self.shaper.shape(self.shaper.physical(mean[step])), start)
         self._flag(WARN, why)
+
+    def _note_swap_work(self, start: float, after: str, missed: bool) -> list[str]:
+        """Counts a tick with swap work next to it (and a miss among them), for /diagnostics: the
+        miss rate of these ticks against that of the others is what a swap costs in deadlines."""
+        work = self._swap_work(start, after)
+        if work:
+            self.ticks_with_swap_work += 1
+            if missed:
+                self.missed_with_swap_work.update(work)
+                self.missed_with_any_swap_work += 1
+        return work
+
+    def _swap_work(self, start: float, after: str) -> list[str]:
+        """The swap work next to a tick that missed its deadline, widely drawn: the tick installs a
+        new model; the worker ran a candidate's shadow plan or freed a retired model just before it
+        (whether or not that had ended when the tick began); the hot-swap thread loaded, hashed or
+        checked a candidate at any time since the tick began."""
+        work = [SWAP_TICK] if self._swap_timed else []
+        work += [{SHADOW_PLAN: AFTER_SHADOW_PLAN, FREE: AFTER_FREE}[after]] if after else []
+        return work + ([BESIDE_CHECKS] if self.swapper.worked_since(start) else [])
 
     def _publish(self, command: np.ndarray, start: float, safe: bool = False):
         msg = Float64MultiArray()
@@ -590,6 +626,8 @@ class PlannerNode(Node):
             "plan_queued_p99_ms": round(self.plan_queued.percentile(99) * 1e3, 3),
             "plan_queued_max_ms": round(self.plan_queued.percentile(100) * 1e3, 3),
             "plan_queued_since_report_max_ms": round(self.plan_queued_since_report * 1e3, 3),
+            "missed_with_swap_work": self.missed_with_any_swap_work, "ticks_with_swap_work": self.ticks_with_swap_work,
+            **{f"missed_with_swap_work_{w}": self.missed_with_swap_work[w] for w in SWAP_WORK},
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
             "ros_overhead_p99_ms": round(self.ros_overhead.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),

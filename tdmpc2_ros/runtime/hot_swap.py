@@ -23,7 +23,8 @@ median must fit the limit the ladder was chosen with, or be within 25% of the ru
 plans over the same window (a CPU busy with other work slows both alike).
 Only then is the candidate offered to the control loop, which installs it between two ticks (a
 pointer swap that carries the warm-start mean over). Any failure leaves the running model alone
-and reports why.
+and reports why. The loop can ask what swap work went on beside a tick (offer_slack's and
+reclaim_worker's return values, worked_since), so that a missed deadline is told from the machine's own.
 
 A rung request (Request.budget) is the same model at another budget. A smaller
 one is asked for by the loop when its rung overruns (ladder.RungGovernor). Its files are checked
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as futures
+import contextlib
 import math
 import os
 import queue
@@ -52,6 +54,9 @@ from tdmpc2_ros.runtime.ladder import read_ladder
 from tdmpc2_ros.runtime.model_store import StoreError, materialise
 from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, PlanStopped, StopHandle
 from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
+
+
+SHADOW_PLAN, FREE = "shadow plan", "free"  # the jobs a swap puts on the control loop's worker (offer_slack)
 
 
 class SwapRejected(RuntimeError):
@@ -243,7 +248,10 @@ class HotSwapper:
         self.requests: queue.Queue = queue.Queue()
         self._ready: Candidate | None = None
         self._probe: ShadowProbe | None = None
-        self._in_slack = None  # (the worker's job, its StopHandle, when its slack ends) for reclaim_worker
+        self._in_slack = None  # (the worker's job, its StopHandle or None, when its slack ends, its kind)
+        # This thread's CPU work beside the loop (loading, hashing, plans off the slack), so that the
+        # loop can tell which missed deadlines had a swap's work running beside them (worked_since).
+        self._working, self._work_ended = 0, -math.inf
         self._retired: collections.deque = collections.deque()
         self._free_times: collections.deque = collections.deque(maxlen=20)  # seconds each free took
         self._last_fit = 0.0  # when the loop last gave a shadow plan room
@@ -269,21 +277,41 @@ class HotSwapper:
         probe = self._probe
         return bool(self._retired) or (probe is not None and not probe.done.is_set())
 
-    def offer_slack(self, obs, slack_s: float, submit):
+    def offer_slack(self, obs, slack_s: float, submit) -> str:
         """After a live tick, the worker is idle for about `slack_s` (the time the next tick can
         spare). `submit(fn, *args)` one job that is expected to end within it: a candidate's shadow
         plan, else freeing one retired model (destroying a session took 3.7 ms on 2 cores; that
-        must not land inside a tick, and on any other thread it would run beside one)."""
+        must not land inside a tick, and on any other thread it would run beside one). Returns
+        which (SHADOW_PLAN or FREE), or "" for none."""
         probe = self._probe  # one read: the background thread may replace it meanwhile
         live = self._live()
+        now = time.monotonic()
         if probe is not None and not probe.done.is_set():
             if probe.estimate(live) <= slack_s:
-                self._last_fit = now = time.monotonic()
+                self._last_fit = now
                 stop = StopHandle()
-                self._in_slack = (submit(probe.step, obs, False, stop), stop, now + slack_s)
+                self._in_slack = (submit(probe.step, obs, False, stop), stop, now + slack_s, SHADOW_PLAN)
+                return SHADOW_PLAN
         elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.free_estimate()):
-            self._in_slack = None  # a free cannot be stopped; it is only started where it fits
-            submit(self._free_one)
+            # A free cannot be stopped; it is only started where it fits.
+            self._in_slack = (submit(self._free_one), None, now + slack_s, FREE)
+            return FREE
+        return ""
+
+    def worked_since(self, t: float) -> bool:
+        """This thread did CPU work for a swap (loading, hashing, plans beside the loop) at some
+        point since monotonic time `t`, or is doing it now."""
+        return self._working > 0 or self._work_ended >= t
+
+    @contextlib.contextmanager
+    def _work(self):
+        """Marks CPU work on this thread (only this thread changes the marks; the loop reads them)."""
+        self._working += 1
+        try:
+            yield
+        finally:
+            self._work_ended = time.monotonic()
+            self._working -= 1
 
     def free_estimate(self) -> float:
         """Slack a free needs: 1.2x the median of those timed here (on a busy 2-core machine they
@@ -292,24 +320,28 @@ class HotSwapper:
             return self.FREE_S
         return max(self.FREE_S, 1.2 * float(np.median(self._free_times)))
 
-    def reclaim_worker(self, latest=None):
+    def reclaim_worker(self, latest=None) -> str:
         """Called by a tick before it hands its plan to the worker: a shadow plan still running
         there may go on until its slack ends (a lockstep sim answers at once; the tick's deadline
         holds both plans), but not past `latest()` (monotonic; an observation that came early must
         still leave its own plan room; asked only when a plan is running, off the tick's usual path;
         None: stop it now), and is stopped then, so the live plan starts within one graph node's time
-        instead of queueing behind the rest of it."""
+        instead of queueing behind the rest of it. Returns the kind of the job that was still
+        running (SHADOW_PLAN or FREE: the live plan queues behind what is left of it), else ""."""
         in_slack, self._in_slack = self._in_slack, None
         if in_slack is None:
-            return
-        job, stop, ends_by = in_slack
+            return ""
+        job, stop, ends_by, kind = in_slack
         if not isinstance(job, futures.Future) or job.done():
-            return
+            return ""
+        if stop is None:  # a free: it cannot be stopped, and was only started where it fitted
+            return kind
         until = -math.inf if latest is None else latest()
         wait = min(ends_by, until) - time.monotonic()
         if wait > 0:
             futures.wait([job], timeout=wait)
         stop.stop()
+        return kind
 
     def abandon_step_up(self, why: str):
         """The loop overran while a larger rung was being checked: end that check now (it would
@@ -418,12 +450,14 @@ class HotSwapper:
         source = what.path
         if what.announcement is not None:
             try:
-                source = str(materialise(what.announcement, self.cache_dir))
+                with self._work():
+                    source = str(materialise(what.announcement, self.cache_dir))
             except (StoreError, OSError, ValueError) as e:
                 raise SwapRejected(str(e)) from e
         version = what.version
         running, obs = self.current()
-        planner = load_matching(source, running, self.threads, self.seed, budget_label=what.rung or None)
+        with self._work():
+            planner = load_matching(source, running, self.threads, self.seed, budget_label=what.rung or None)
         try:
             if what.up:
                 return self._check(planner, version, source, expected_s=what.expected_s, step_up=True)
@@ -462,7 +496,8 @@ class HotSwapper:
         while not probe.done.is_set():
             if self._stop.is_set():
                 raise SwapRejected("planner is shutting down")
-            probe.step(obs)
+            with self._work():
+                probe.step(obs)
         if probe.error is not None:
             raise probe.error
         return _candidate(planner, probe, version, source, rung_change=True)
@@ -487,7 +522,8 @@ class HotSwapper:
                                    f"{probe.stopped} were stopped at its end "
                                    f"(the running model plans in {live * 1e3:.2f} ms)")
             if time.monotonic() - self._last_fit > self.IDLE_S:
-                probe.step(self.current()[1], cpu_time=True)
+                with self._work():
+                    probe.step(self.current()[1], cpu_time=True)
         if probe.error is not None:
             raise probe.error
         return probe
