@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--transitions", type=int, default=50_000)
     bl.add_argument("--swaps", type=int, default=5)
     bl.add_argument("--model", default="", help="model folder to swap between (default: the shipped model)")
+    bl.add_argument("--busy", type=float, default=0.0, metavar="CORES",
+                    help="keep this much of one core busy in another process while the planner runs (0-1; e.g. 0.5: "
+                         "10 ms of work every 20 ms), as other software on the robot's computer would")
     bl.add_argument("--out", default="benchmark/results/loop.json")
     bl.add_argument("planner_args", nargs="*", metavar="name:=value",
                     help="launch arguments for the planner's bringup, e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]")

@@ -31,12 +31,12 @@ def test_table_shows_the_swap_ticks_beside_ordinary_ones():
     # Where the excess lies, for swap ticks beside ordinary ones.
     assert "| swap ticks | 0.05 | 0.15 |" in lines and "| ordinary ticks (sampled, no swap) | -0.02 | 0.01 |" in lines
     # How long a live plan waited for the plan thread, while swapping beside with no swap.
-    assert any(line.startswith("| behind a shadow plan") and line.endswith("| 0.9 | 0.4 |") for line in lines)
+    assert any(line.startswith("| from its hand-off") and line.endswith("| 0.9 | 0.4 |") for line in lines)
     # A results file from before the control column and the split still renders (they say '-').
     old = format_table(json.loads((REPO / "benchmark" / "results" / "loop_intel_2026-11-29.json").read_text())).splitlines()
     assert "| - of - |" in next(line for line in old if line.startswith("| 50 Hz real time"))
     assert "| swap ticks | - | - |" in old
-    assert next(line for line in old if line.startswith("| behind a shadow plan")).endswith("| - | - |")
+    assert next(line for line in old if line.startswith("| from its hand-off")).endswith("| - | - |")
     assert not any(line.startswith("| ticks with swap work") for line in old)  # written before the planner named it
 
 
@@ -76,6 +76,33 @@ def test_swap_work_counts_split_the_run_between_two_reports():
     assert "misses with no swap (quiet windows between the swaps)" in next(line for line in lines if line.startswith("| swap cost"))
 
 
-def test_an_unknown_planner_argument_fails_at_once():
+def test_an_unknown_planner_argument_or_a_bad_load_fails_at_once():
     with pytest.raises(ValueError, match="plan_thread_prio"):
         bench_swap("unused", swaps=1, planner_args=("plan_thread_prio:=50",))
+    with pytest.raises(ValueError, match="busy must be within 0 and 1"):
+        bench_swap("unused", swaps=1, busy=1.5)
+
+
+def test_the_busy_process_takes_about_its_share_of_a_core():
+    """--busy 0.5 keeps about half of one core busy: its CPU time over wall time, read from /proc
+    (loose bounds: a busy CI machine may give it less)."""
+    import os
+    import time
+
+    from tdmpc2_ros.benchmark.loop import _busy_process
+
+    def cpu_s(pid: int) -> float:  # user + system time (fields 14 and 15 of /proc/<pid>/stat)
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    assert _busy_process(0.0) is None
+    proc = _busy_process(0.5)
+    try:
+        time.sleep(0.5)  # past the interpreter's start-up
+        cpu0, t0 = cpu_s(proc.pid), time.monotonic()
+        time.sleep(2.0)
+        share = (cpu_s(proc.pid) - cpu0) / (time.monotonic() - t0)
+        assert 0.2 < share < 0.8, share
+    finally:
+        proc.kill()
+        proc.wait()

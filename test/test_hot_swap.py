@@ -346,7 +346,8 @@ def test_a_shadow_plan_past_its_slack_is_stopped_before_the_next_live_plan(slow_
         # A plan that ends within its slack is not stopped: the next tick's reclaim finds it done.
         assert swapper.reclaim_worker() == ""
         probe.latencies.extend([0.001] * 3)  # as if three quick plans had been timed
-        swapper.offer_slack(obs, 60.0, worker.submit)
+        assert swapper.offer_slack(obs, 60.0, worker.submit) == ""  # the stop doubled the gap: one tick passes
+        assert swapper.offer_slack(obs, 60.0, worker.submit) == SHADOW_PLAN
         job = swapper._in_slack[0]
         job.result()
         assert swapper.reclaim_worker() == ""
@@ -366,11 +367,14 @@ def _stopped_plan(swapper, obs, slack_s: float):
     job.result()
 
 
-def _slow_check(slow_models, tmp_path):
-    """A swapper checking v2 of the slow models, whose loop offers slack only when the test does."""
+def _slow_check(slow_models, tmp_path, back_off: bool = False, **kw):
+    """A swapper checking v2 of the slow models, whose loop offers slack only when the test does (and,
+    unless `back_off`, does not space its shadow plans out after one is stopped)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    swapper, obs, logs = _swapper(slow_models, tmp_path)
+    swapper, obs, logs = _swapper(slow_models, tmp_path, **kw)
+    if not back_off:
+        swapper.MAX_GAP = 1
     swapper.IDLE_S = 1e9
     swapper._test_worker = ThreadPoolExecutor(1, thread_name_prefix="plan")
     swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
@@ -394,6 +398,32 @@ def test_a_candidate_whose_shadow_plans_are_all_stopped_is_refused(slow_models, 
         assert probe.stopped == 5 and swapper.take_ready() is None
         assert "5 of 5 shadow plans stopped at the end of their slack" in swapper.last_result, swapper.last_result
         assert logs[-1][0] == "error" and "keeps acting" in logs[-1][1]
+    finally:
+        swapper.stop()
+        worker.shutdown()
+
+
+def test_shadow_plans_are_spaced_and_spaced_further_while_they_overrun(slow_models, tmp_path):
+    """swap_check_spacing: at most one shadow plan every `spacing` ticks; one stopped at the end of its
+    slack (a busy CPU) doubles the gap, one that ends within it brings the gap back."""
+    swapper, obs, _, probe = _slow_check(slow_models, tmp_path, back_off=True, spacing=2)
+    worker = swapper._test_worker
+    probe.estimate = lambda live: 0.0  # every slack fits: only the spacing decides
+
+    def tick(slack_s: float, finish: bool) -> str:
+        """One tick: reclaim what the last one left (stopping it), then offer the slack."""
+        swapper.reclaim_worker()
+        kind = swapper.offer_slack(obs, slack_s, worker.submit)
+        if kind and finish:
+            swapper._in_slack[0].result()
+        return kind
+
+    try:
+        assert [tick(60.0, finish=True) for _ in range(4)] == [SHADOW_PLAN, "", SHADOW_PLAN, ""]  # one every 2 ticks
+        assert tick(0.001, finish=False) == SHADOW_PLAN  # the next tick comes while it still runs: stopped
+        assert [tick(60.0, finish=True) for _ in range(5)] == ["", "", "", SHADOW_PLAN, ""]  # then one every 4
+        assert tick(60.0, finish=True) == SHADOW_PLAN  # ended within its slack: every 2 again
+        assert probe.plans + probe.warmup_stopped + probe.stopped == 5
     finally:
         swapper.stop()
         worker.shutdown()

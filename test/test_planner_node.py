@@ -233,6 +233,21 @@ def test_a_missed_deadline_steps_down_at_once(ros, ladder):
     assert node.missed_with_any_swap_work == 0  # no swap was going on: the misses are not a swap's
 
 
+def test_swap_work_left_running_in_the_slack_does_not_hold_up_a_live_plan(ros, ladder):
+    """A swap's work runs on the slack thread: a job there that overruns its slack and cannot be
+    stopped (a free) runs on beside the next ticks, whose plans start at once on the plan thread."""
+    import time
+
+    node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0)
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 3, 60)
+    missed, ticks = node.missed_deadlines, node.ticks
+    job = node.slack_worker.submit(time.sleep, 1.0)  # ten ticks' worth
+    assert ros.spin_until(lambda: node.ticks >= ticks + 5, 30) and not job.done()
+    assert node.missed_deadlines == missed and node.published == node.ticks
+
+
 def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
     """A miss beside a swap's work is counted under that work on /diagnostics and in the log line, so
     that misses a swap causes are told from the machine's own."""
@@ -338,6 +353,11 @@ def test_plan_thread_pinned_and_real_time_where_allowed(ros, ladder):
     policy, cores = node.worker.submit(lambda: (os.sched_getscheduler(0), os.sched_getaffinity(0))).result()
     assert cores == {0} and "cores [0]" in node.plan_thread
     assert (policy == os.SCHED_FIFO) == ("SCHED_FIFO 10" in node.plan_thread)
+    # The slack thread (a swap candidate's shadow plans) shares the core, one priority below: a live plan
+    # preempts it, and its plans are timed as live ones run.
+    slack = node.slack_worker.submit(lambda: (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority,
+                                              os.sched_getaffinity(0))).result()
+    assert slack == ((os.SCHED_FIFO, 9, {0}) if policy == os.SCHED_FIFO else (policy, 0, {0}))
     # The hot-swap thread follows it: candidates it checks warm the plan core's caches, not another's.
     swapper_tid = node.swapper._thread.native_id
     assert ros.spin_until(lambda: os.sched_getaffinity(swapper_tid) == {0}, 10)

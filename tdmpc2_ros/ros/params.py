@@ -18,6 +18,7 @@ class PlannerParams:
     budget_step_up_after_s: float = 60.0  # after this long with every plan within the limit, try the larger rung; 0 = never
     ladder_warmup: int = 10
     ladder_runs: int = 40
+    swap_check_spacing: int = 2  # a swap candidate's shadow plans: at most one every this many ticks (more while busy)
     threads: int = 1  # ONNX Runtime threads for the plan (see config/planner.yaml for why 1)
     execution_provider: str = "auto"  # auto (CUDA if installed, else CPU) | cpu | openvino | cuda; see runtime/onnx_planner.py
     plan_thread_priority: int = 0  # SCHED_FIFO priority (1-99) of the thread that plans; 0 = a normal thread
@@ -52,6 +53,8 @@ class PlannerParams:
             problems.append(f"deadline_fraction must be in (0, 1] (got {self.deadline_fraction})")
         if self.budget_step_up_after_s < 0:
             problems.append(f"budget_step_up_after_s must be >= 0 (0 = never step up; got {self.budget_step_up_after_s})")
+        if self.swap_check_spacing < 1:
+            problems.append(f"swap_check_spacing must be >= 1 (ticks per shadow plan; got {self.swap_check_spacing})")
         if not 0 <= self.plan_thread_priority <= 99:
             problems.append(f"plan_thread_priority must be 0 (normal) or a SCHED_FIFO priority 1-99 (got {self.plan_thread_priority})")
         if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in self.plan_cpu_affinity):

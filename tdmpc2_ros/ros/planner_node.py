@@ -128,6 +128,11 @@ class PlannerNode(Node):
                                    self.p.action_low, self.p.action_high, self.p.max_action_rate, self.period,
                                    self.p.command_scale)
         self.worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan")
+        # A swap's work in the slack after a tick (a candidate's shadow plans, freeing retired models)
+        # runs on a thread of its own: a tick that comes while some is still running stops it and
+        # starts its plan at once on the idle plan thread, instead of queueing behind it there (on a
+        # busy 2-core machine, that queue is where the misses next to shadow plans came from).
+        self.slack_worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="slack")
         self.plan_thread, self.plan_cpus = self._set_up_plan_thread()
         self.pending: futures.Future | None = None
         self.lock = threading.Lock()
@@ -144,7 +149,8 @@ class PlannerNode(Node):
         self.missed_with_swap_work = collections.Counter()
         self.missed_with_any_swap_work = 0
         self.ticks_with_swap_work = 0  # the same, over every tick that planned: the yardstick for the misses
-        self._slack_job = ""  # what the swapper put on the worker after the last tick (offer_slack)
+        self._slack_job = ""  # what the swapper put on the slack thread after the last tick (offer_slack)
+        self._slack_borrowed = False  # that slack ran into the next tick's deadline (_slack)
         self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
         self.tick_interval, self.last_tick_start = RollingStats(200), 0.0
         self.last_obs_age = math.nan
@@ -168,7 +174,8 @@ class PlannerNode(Node):
         self.swapper = HotSwapper(lambda: (self.planner, self.last_obs), limit, self.p.ladder_warmup, self.p.ladder_runs,
                                   self.p.threads, self.p.seed, cache, self._log,
                                   live_p50=lambda: self.plan_latency.recent_median(50),
-                                  cpus=self.plan_cpus, running_version=lambda: self.model_version)
+                                  cpus=self.plan_cpus, running_version=lambda: self.model_version,
+                                  spacing=self.p.swap_check_spacing)
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -187,15 +194,18 @@ class PlannerNode(Node):
 
     # -- start-up -------------------------------------------------------------------------------
     def _set_up_plan_thread(self) -> tuple[str, tuple[int, ...]]:
-        """The optional real-time policy and core for the thread that runs every plan (live and a
-        swap candidate's shadow plans). What the system refuses is a warning: the node plans anyway.
-        Returns what took effect, and the cores the thread is pinned to (() = any)."""
+        """The optional real-time policy and core for the thread that runs every live plan. What the
+        system refuses is a warning: the node plans anyway. The slack thread (a swap candidate's
+        shadow plans) shares its cores one priority below: its plans are timed in the same conditions
+        as live ones, and a live plan preempts it. Returns what took effect for the plan thread, and
+        the cores it is pinned to (() = any)."""
         prio, cpus = self.p.plan_thread_priority, tuple(self.p.plan_cpu_affinity)
         if not prio and not cpus:
             return "normal", ()
         done, problems = self.worker.submit(make_thread_realtime, prio, cpus).result()
         for problem in problems:
             self.get_logger().warning(f"{problem}; planning without it")
+        self.slack_worker.submit(make_thread_realtime, max(prio - 1, 0), cpus).result()  # refused as the above
         # The cores it runs on now, as the system has them (all of them where pinning was refused).
         pinned = tuple(sorted(self.worker.submit(os.sched_getaffinity, 0).result())) if cpus else ()
         return ", ".join(done) or "normal", pinned
@@ -323,7 +333,7 @@ class PlannerNode(Node):
         if self.reset_requested:
             self.planner.reset()
             self.reset_requested = False
-        # A swap candidate's shadow plan still on the worker ends now, or, triggered by observations,
+        # A swap candidate's shadow plan still running ends now, or, triggered by observations,
         # once its slack is over if this tick's own plan still fits its deadline after it.
         self.swapper.reclaim_worker(lambda: self._shadow_until(start))
         self.pending = self.worker.submit(self._plan, obs, time.perf_counter())
@@ -342,10 +352,10 @@ class PlannerNode(Node):
         # This tick's own cost outside the ONNX call: observation assembly, hand-off, shaping, publish.
         self.ros_overhead.add(self.tick_latency.last() - self.last_plan_s)
         if self.swapper.wants_slack():  # shadow plans of a swap candidate, or freeing an old model
-            self._slack_job = self.swapper.offer_slack(obs, self._slack(start), self.worker.submit)
+            self._slack_job = self.swapper.offer_slack(obs, self._slack(start), self.slack_worker.submit)
 
     def _slack(self, start: float) -> float:
-        """How long a swap candidate's shadow plan may take on the idle worker after this tick.
+        """How long a swap candidate's shadow plan may take on the slack thread after this tick.
         On a timer the next tick must not even wait: the time left until it. Triggered by
         observations, the next one is expected one typical tick interval after this one; where
         that leaves no room (a lockstep sim answers at once), the next tick may wait, as long as
@@ -355,6 +365,8 @@ class PlannerNode(Node):
             return start + self.period - now
         share = self._share()
         before_next = start + self.tick_interval.recent_median(50) - now
+        # Borrowed: the next tick's deadline holds the rest of the shadow plan (_shadow_until).
+        self._slack_borrowed = not before_next >= share
         return max(before_next, share) if math.isfinite(before_next) else share
 
     def _share(self) -> float:
@@ -363,15 +375,17 @@ class PlannerNode(Node):
         return self.deadline - 1.2 * self.plan_latency.recent_median(50)
 
     def _shadow_until(self, start: float) -> float:
-        """When a shadow plan still running at this tick's start must stop: at once on a timer (its
-        slack was the time until this tick), else once this tick's own plan would no longer fit."""
+        """When a shadow plan still running at this tick's start must stop: once this tick's own plan
+        would no longer fit, where its slack was borrowed from this tick (a lockstep sim), else at
+        once (on a timer, or an observation that came before the expected time: a robot that does
+        not wait for its command is not kept waiting for a check either)."""
         share = self._share()
-        return start + share if self.p.trigger == "observation" and share > 0 else start
+        return start + share if self._slack_borrowed and share > 0 else start
 
     def _plan(self, obs, submitted: float):
         t, cpu = time.perf_counter(), time.thread_time()
-        # How long the plan waited for the worker: for the thread to wake, behind a swap candidate's
-        # shadow plan (stopped at the end of its slack) or behind a retired model being freed.
+        # How long the plan waited for the worker: for the thread to wake (a swap's work in the slack
+        # runs on a thread of its own, so nothing of it queues here).
         self.plan_queued.add(t - submitted)
         self.plan_queued_since_report = max(self.plan_queued_since_report, t - submitted)
         result = self.planner.plan(obs, explore=self.p.explore)
@@ -543,7 +557,7 @@ class PlannerNode(Node):
 
     def _fallback(self, start: float, why: str, after: str = ""):
         """The previous plan's next action (the warm-start mean one step on, then two, ...).
-        `after`: the swap job the worker ran after the previous tick, if any."""
+        `after`: the swap job the slack thread ran after the previous tick, if any."""
         self.missed_deadlines += 1
         work = self._note_swap_work(start, after, missed=True)
         if work:  # named, so that a miss next to a swap is told from the machine's own
@@ -568,7 +582,7 @@ class PlannerNode(Node):
 
     def _swap_work(self, start: float, after: str) -> list[str]:
         """The swap work next to a tick that missed its deadline, widely drawn: the tick installs a
-        new model; the worker ran a candidate's shadow plan or freed a retired model just before it
+        new model; the slack thread ran a candidate's shadow plan or freed a retired model just before it
         (whether or not that had ended when the tick began); the hot-swap thread loaded, hashed or
         checked a candidate at any time since the tick began."""
         work = [SWAP_TICK] if self._swap_timed else []
@@ -659,9 +673,10 @@ class PlannerNode(Node):
         swapper = getattr(self, "swapper", None)
         if swapper is not None:
             swapper.stop()
-        worker = getattr(self, "worker", None)  # absent when start-up was refused
-        if worker is not None:
-            worker.shutdown(wait=True)
+        for name in ("slack_worker", "worker"):
+            worker = getattr(self, name, None)  # absent when start-up was refused
+            if worker is not None:
+                worker.shutdown(wait=True)
         return super().destroy_node()
 
 

@@ -8,15 +8,17 @@ or a path) through:
 then hands the loaded candidate to the control loop as a ShadowProbe:
 3. finite outputs, first on a zero observation, then on the live ones (NaN weights fail here);
 4. warm-up, then latency for the running budget.
-Steps 3-4 are *shadow plans*: one at a time, on the control loop's own worker thread, in the slack
-after a live tick has been published and only when the candidate's expected plan time fits before
-the next tick. So a check does not run beside a live plan (with 2-thread pools on 2 cores, two
-concurrent plans each took twice as long), and the candidate is warm on the very thread that will
-run it. A shadow plan still running when its slack ends is stopped (reclaim_worker, called by the
-next tick before it plans): the live plan then waits one graph node, not the rest of the plan. (On
-a busy 2-core machine, before this, the checks in which 9-16 shadow plans outlasted their slack
-were the ones with 7-24 missed deadlines each.) A stopped plan counts as longer than any limit, so
-a check is judged on every plan it tried, not on the quick ones.
+Steps 3-4 are *shadow plans*: one at a time, on the control loop's slack thread (the node's; it
+shares the plan thread's cores and priority, one below), in the slack after a live tick has been
+published and only when the candidate's expected plan time fits before the next tick. So a check
+does not run beside a live plan (with 2-thread pools on 2 cores, two concurrent plans each took
+twice as long). A shadow plan still running when its slack ends is stopped (reclaim_worker, called
+by the next tick before it plans), and the tick's plan starts at once on the idle plan thread. (On
+a busy 2-core machine, before the stop, the checks in which 9-16 shadow plans outlasted their slack
+were the ones with 7-24 missed deadlines each; with the stop but shadow plans on the plan thread
+itself, a live plan still queued behind what was left of one, and with a core kept half busy by
+another process 4 of about 1,200 ticks next to shadow plans missed.) A stopped plan counts as longer
+than any limit, so a check is judged on every plan it tried, not on the quick ones.
 A loop whose slack cannot hold a whole plan for IDLE_S (idle, or a rung that takes most of
 the period) gets them from the low-priority background thread instead, timed in CPU time. The
 median must fit the limit the ladder was chosen with, or be within 25% of the running model's own
@@ -56,7 +58,7 @@ from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, PlanStopped, StopHandle
 from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
 
 
-SHADOW_PLAN, FREE = "shadow plan", "free"  # the jobs a swap puts on the control loop's worker (offer_slack)
+SHADOW_PLAN, FREE = "shadow plan", "free"  # the jobs a swap puts on the control loop's slack thread (offer_slack)
 
 
 class SwapRejected(RuntimeError):
@@ -234,10 +236,12 @@ class HotSwapper:
     """One background thread; requests are handled in order, newest wins if several queue up."""
 
     IDLE_S = 0.5  # no slack that fits a plan for this long: probe from the background
+    MAX_GAP = 8  # the most ticks between shadow plans, reached while they keep overrunning their slack
     FREE_S = 0.005  # slack needed to free a retired model before one was timed (and at least a plan's time)
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
-                 live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None):
+                 live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None,
+                 spacing: int = 1):
         self.current = current  # callable -> (running OnnxPlanner, latest observation or None)
         self.live_p50 = live_p50  # callable -> median of the running model's recent plans (s), or None
         self.running_version = running_version  # callable -> the version the loop runs now, or None
@@ -248,13 +252,18 @@ class HotSwapper:
         self.requests: queue.Queue = queue.Queue()
         self._ready: Candidate | None = None
         self._probe: ShadowProbe | None = None
-        self._in_slack = None  # (the worker's job, its StopHandle or None, when its slack ends, its kind)
+        self._in_slack = None  # (the slack thread's job, its StopHandle or None, when its slack ends, its kind)
         # This thread's CPU work beside the loop (loading, hashing, plans off the slack), so that the
         # loop can tell which missed deadlines had a swap's work running beside them (worked_since).
         self._working, self._work_ended = 0, -math.inf
         self._retired: collections.deque = collections.deque()
         self._free_times: collections.deque = collections.deque(maxlen=20)  # seconds each free took
         self._last_fit = 0.0  # when the loop last gave a shadow plan room
+        # At most one shadow plan every `spacing` ticks (the check's CPU share on a busy machine); the
+        # gap doubles after each plan that overran its slack, up to MAX_GAP, and is `spacing` again
+        # after one that ended within it.
+        self.spacing = self._gap = max(1, int(spacing))
+        self._skip = 0  # slack offers to let pass before the next shadow plan
         self._lock = threading.Lock()
         self.rejected = 0  # model updates refused
         self.rung_failures = 0  # budget changes that did not pass (the loop stays at its rung)
@@ -278,19 +287,23 @@ class HotSwapper:
         return bool(self._retired) or (probe is not None and not probe.done.is_set())
 
     def offer_slack(self, obs, slack_s: float, submit) -> str:
-        """After a live tick, the worker is idle for about `slack_s` (the time the next tick can
-        spare). `submit(fn, *args)` one job that is expected to end within it: a candidate's shadow
-        plan, else freeing one retired model (destroying a session took 3.7 ms on 2 cores; that
-        must not land inside a tick, and on any other thread it would run beside one). Returns
-        which (SHADOW_PLAN or FREE), or "" for none."""
+        """After a live tick, the loop can spare about `slack_s` (until the next tick). `submit(fn,
+        *args)` (on the loop's slack thread) one job that is expected to end within it: a
+        candidate's shadow plan, else freeing one retired model (destroying a session took 3.7 ms
+        on 2 cores; that must not land inside a tick, and at any other time it would run beside
+        one). Returns which (SHADOW_PLAN or FREE), or "" for none."""
         probe = self._probe  # one read: the background thread may replace it meanwhile
         live = self._live()
         now = time.monotonic()
         if probe is not None and not probe.done.is_set():
             if probe.estimate(live) <= slack_s:
-                self._last_fit = now
+                self._last_fit = now  # the loop has room, whether or not this tick uses it
+                if self._skip > 0:
+                    self._skip -= 1
+                    return ""
                 stop = StopHandle()
                 self._in_slack = (submit(probe.step, obs, False, stop), stop, now + slack_s, SHADOW_PLAN)
+                self._skip = self._gap - 1
                 return SHADOW_PLAN
         elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.free_estimate()):
             # A free cannot be stopped; it is only started where it fits.
@@ -321,18 +334,19 @@ class HotSwapper:
         return max(self.FREE_S, 1.2 * float(np.median(self._free_times)))
 
     def reclaim_worker(self, latest=None) -> str:
-        """Called by a tick before it hands its plan to the worker: a shadow plan still running
-        there may go on until its slack ends (a lockstep sim answers at once; the tick's deadline
-        holds both plans), but not past `latest()` (monotonic; an observation that came early must
-        still leave its own plan room; asked only when a plan is running, off the tick's usual path;
-        None: stop it now), and is stopped then, so the live plan starts within one graph node's time
-        instead of queueing behind the rest of it. Returns the kind of the job that was still
-        running (SHADOW_PLAN or FREE: the live plan queues behind what is left of it), else ""."""
+        """Called by a tick before it plans: a shadow plan still running in the slack may go on until
+        its slack ends (a lockstep sim answers at once; the tick's deadline holds both plans), but
+        not past `latest()` (monotonic; an observation that came early must still leave its own plan
+        room; asked only when a plan is running, off the tick's usual path; None: stop it now), and
+        is stopped then, within one graph node's time, so that it does not run on beside the live
+        plan. Returns the kind of the job that was still running (SHADOW_PLAN or FREE; a free cannot
+        be stopped), else ""."""
         in_slack, self._in_slack = self._in_slack, None
         if in_slack is None:
             return ""
         job, stop, ends_by, kind = in_slack
         if not isinstance(job, futures.Future) or job.done():
+            self._space_shadow_plans(kind, stopped=False)
             return ""
         if stop is None:  # a free: it cannot be stopped, and was only started where it fitted
             return kind
@@ -340,8 +354,16 @@ class HotSwapper:
         wait = min(ends_by, until) - time.monotonic()
         if wait > 0:
             futures.wait([job], timeout=wait)
+        self._space_shadow_plans(kind, stopped=not job.done())
         stop.stop()
         return kind
+
+    def _space_shadow_plans(self, kind: str, stopped: bool):
+        """A busy machine (a shadow plan stopped at the end of its slack) gets fewer shadow plans,
+        one that ended within its slack the usual share."""
+        if kind == SHADOW_PLAN:
+            self._gap = min(2 * self._gap, self.MAX_GAP) if stopped else self.spacing
+            self._skip = self._gap - 1  # counted from that plan's tick, which this one follows
 
     def abandon_step_up(self, why: str):
         """The loop overran while a larger rung was being checked: end that check now (it would
@@ -357,7 +379,7 @@ class HotSwapper:
 
     def _free_one(self):
         t = time.perf_counter()
-        self._retired.popleft()  # the last reference: the session is destroyed here, on the worker
+        self._retired.popleft()  # the last reference: the session is destroyed here, on the slack thread
         self._free_times.append(time.perf_counter() - t)
 
     def stop(self):
