@@ -4,6 +4,7 @@ table (including results written before the ordinary-tick control existed), and 
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -47,6 +48,10 @@ def test_excess_p_is_the_one_sided_exact_test_of_equal_miss_rates():
     # One side a quarter of the ticks, 2 of 4 misses on it: 1 - P(0) - P(1) of Binomial(4, 1/4).
     assert excess_p(2, 1000, 2, 3000) == pytest.approx(1 - 0.75 ** 4 - 4 * 0.25 * 0.75 ** 3, abs=1e-4)
     assert excess_p(1, 0, 1, 10) is None
+    # Thousands of misses (a stalling host): P(X >= 500) for X ~ Binomial(1000, 1/2) is 1/2 + P(X = 500)/2.
+    half = 0.5 + math.comb(1000, 500) / 2 ** 1001
+    assert excess_p(500, 1000, 500, 1000) == pytest.approx(half, abs=1e-4)
+    assert excess_p(3000, 9000, 1000, 9000) == 0.0 and excess_p(1000, 9000, 3000, 9000) == 1.0
 
 
 def test_swap_work_counts_split_the_run_between_two_reports():

@@ -85,7 +85,11 @@ def excess_p(missed_a: int, ticks_a: int, missed_b: int, ticks_b: int) -> float 
     if ticks_a <= 0 or ticks_b <= 0:
         return None
     q = ticks_a / (ticks_a + ticks_b)
-    return round(min(1.0, sum(math.comb(n, i) * q**i * (1 - q) ** (n - i) for i in range(k, n + 1))), 4)
+
+    def log_pmf(i: int) -> float:  # in logs: the binomial coefficients of a few thousand misses overflow a float
+        return math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(q) + (n - i) * math.log1p(-q)
+
+    return round(min(1.0, sum(math.exp(log_pmf(i)) for i in range(k, n + 1))), 4)
 
 
 # Work for `busy` x 20 ms of every 20 ms, in its own process (bench_swap's busy).
