@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tdmpc2_ros.benchmark.loop import excess_p
+from tdmpc2_ros.benchmark.loop import split_by_swap_work
 from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
 
 EPISODE_FIELDS = ["episode", "step", "episode_reward", "model_version", "wall_s"]
@@ -108,11 +108,11 @@ def swap_work_split(final: dict) -> dict:
     missing more often by chance (empty for a run from before the planner counted them)."""
     if "planner_ticks_with_swap_work" not in final:
         return {}
-    ticks, missed = int(final["planner_ticks"]), int(final["planner_missed_deadlines"])
-    with_ticks, with_missed = int(final["planner_ticks_with_swap_work"]), int(final["planner_missed_with_swap_work"])
-    return {"ticks_with_swap_work": with_ticks, "missed_with_swap_work": with_missed,
-            "ticks_without_swap_work": ticks - with_ticks, "missed_without_swap_work": missed - with_missed,
-            "swap_work_excess_p": excess_p(with_missed, with_ticks, missed - with_missed, ticks - with_ticks)}
+    split = split_by_swap_work(*(int(final[k]) for k in ("planner_ticks", "planner_missed_deadlines",
+                                                         "planner_ticks_with_swap_work", "planner_missed_with_swap_work")))
+    return {"ticks_with_swap_work": split["with"]["ticks"], "missed_with_swap_work": split["with"]["missed"],
+            "ticks_without_swap_work": split["without"]["ticks"], "missed_without_swap_work": split["without"]["missed"],
+            "swap_work_excess_p": split["excess_p"]}
 
 
 class _Watch:

@@ -10,7 +10,7 @@
   versions hold the same ladder (only the mechanism is measured; a version is a version to the
   planner whatever its weights).
 - Misses next to swap work: the planner names the swap work next to each miss (the swap tick, a
-  shadow plan or free on the plan thread just before, the hot-swap thread's own work since the tick
+  shadow plan or free on the slack thread just before, the hot-swap thread's own work since the tick
   began) and counts the ticks that had any. Their miss rate against that of the ticks with none is the
   direct cost of a swap; the swap windows against the quiet ones add any indirect cost. Each comes
   with the one-sided p-value of a binomial test (`excess_p`): how likely so many of the misses fall
@@ -224,12 +224,17 @@ def swap_work_counts(start: dict, final: dict) -> dict:
     def delta(key: str) -> int:
         return int(final[key]) - int(start[key])
 
-    ticks, missed = delta("ticks"), delta("missed_deadlines")
-    with_work = {"ticks": delta("ticks_with_swap_work"), "missed": delta("missed_with_swap_work")}
-    without = {"ticks": ticks - with_work["ticks"], "missed": missed - with_work["missed"]}
-    return {"with": with_work, "without": without,
-            "by_kind": {w: delta(f"missed_with_swap_work_{w}") for w in SWAP_WORK},
-            "excess_p": excess_p(with_work["missed"], with_work["ticks"], without["missed"], without["ticks"])}
+    return {**split_by_swap_work(delta("ticks"), delta("missed_deadlines"), delta("ticks_with_swap_work"),
+                                 delta("missed_with_swap_work")),
+            "by_kind": {w: delta(f"missed_with_swap_work_{w}") for w in SWAP_WORK}}
+
+
+def split_by_swap_work(ticks: int, missed: int, ticks_with: int, missed_with: int) -> dict:
+    """A run's ticks and misses split into those with swap work next to them and the rest, with the
+    p of the first missing more often by chance (bench-loop and bench-learn)."""
+    without = {"ticks": ticks - ticks_with, "missed": missed - missed_with}
+    return {"with": {"ticks": ticks_with, "missed": missed_with}, "without": without,
+            "excess_p": excess_p(missed_with, ticks_with, without["missed"], without["ticks"])}
 
 
 def format_table(r: dict) -> str:

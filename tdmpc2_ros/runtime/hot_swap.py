@@ -25,8 +25,10 @@ median must fit the limit the ladder was chosen with, or be within 25% of the ru
 plans over the same window (a CPU busy with other work slows both alike).
 Only then is the candidate offered to the control loop, which installs it between two ticks (a
 pointer swap that carries the warm-start mean over). Any failure leaves the running model alone
-and reports why. The loop can ask what swap work went on beside a tick (offer_slack's and
-reclaim_worker's return values, worked_since), so that a missed deadline is told from the machine's own.
+and reports why. The loop can ask what swap work went on beside a tick (offer_slack's return value,
+worked_since), so that a missed deadline is told from the machine's own; reclaim_worker also says
+whether a slack job was still running when the tick came (the loop does not need it since slack
+jobs moved off the plan thread onto their own).
 
 A rung request (Request.budget) is the same model at another budget. A smaller
 one is asked for by the loop when its rung overruns (ladder.RungGovernor). Its files are checked
