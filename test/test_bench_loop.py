@@ -9,7 +9,8 @@ import math
 import pytest
 
 from ros_harness import REPO
-from tdmpc2_ros.benchmark.loop import bench_ingest, bench_swap, excess_p, format_table, swap_work_counts
+from tdmpc2_ros.benchmark.loop import (_swap_work_table, bench_ingest, bench_swap, excess_p, format_table, host_cpu_jiffies,
+                                        steal_pct, swap_work_counts)
 
 
 def test_ingest_reaches_the_buffer_whole():
@@ -54,15 +55,37 @@ def test_excess_p_is_the_one_sided_exact_test_of_equal_miss_rates():
     assert excess_p(3000, 9000, 1000, 9000) == 0.0 and excess_p(1000, 9000, 3000, 9000) == 1.0
 
 
+def test_host_steal_is_read_from_proc_stat_and_shown_beside_the_windows():
+    """This machine is Linux: /proc/stat gives steal within all CPU time, both growing; the table
+    shows the steal of each kind of window, and a results file without it renders without the line."""
+    import time
+
+    first = host_cpu_jiffies()
+    time.sleep(0.2)
+    second = host_cpu_jiffies()
+    assert first is not None and second is not None
+    assert 0 <= first[0] <= first[1] and second[1] > first[1] and second[0] >= first[0]
+    assert steal_pct([3, 200]) == 1.5 and steal_pct([0, 0]) is None
+    work = {"with": {"ticks": 10, "missed": 0}, "without": {"ticks": 90, "missed": 1}, "excess_p": 1.0,
+            "by_kind": {"swap_tick": 0}}
+    swap = {"swaps": 1, "swaps_within_1ms": 1, "ordinary_ticks_sampled": 5, "ordinary_ticks_within_1ms": 5,
+            "swap_phase_ticks": 50, "missed_deadlines_during_swaps": 0, "baseline": {"ticks": 50, "missed": 1},
+            "swap_work": work}
+    assert not any("Host steal" in line for line in _swap_work_table(swap))
+    swap["host_steal_pct"] = {"swapping": 4.2, "baseline": 0.3}
+    line = next(line for line in _swap_work_table(swap) if line.startswith("Host steal"))
+    assert "4.2% of CPU time in the swap windows, 0.3% in the quiet ones" in line
+
+
 def test_swap_work_counts_split_the_run_between_two_reports():
-    keys = ["swap_tick", "after_shadow_plan", "after_free", "beside_checks"]
+    keys = ["swap_tick", "after_shadow_plan", "after_free", "beside_loading", "beside_background_plans"]
     start = {"ticks": 100, "missed_deadlines": 1, "ticks_with_swap_work": 0, "missed_with_swap_work": 0,
              **{f"missed_with_swap_work_{k}": 0 for k in keys}}
     final = {"ticks": 1100, "missed_deadlines": 6, "ticks_with_swap_work": "200", "missed_with_swap_work": "3",
-             **{f"missed_with_swap_work_{k}": str(n) for k, n in zip(keys, [0, 2, 0, 2])}}
+             **{f"missed_with_swap_work_{k}": str(n) for k, n in zip(keys, [0, 2, 0, 2, 1])}}
     w = swap_work_counts(start, final)
     assert w["with"] == {"ticks": 200, "missed": 3} and w["without"] == {"ticks": 800, "missed": 2}
-    assert w["by_kind"] == dict(zip(keys, [0, 2, 0, 2]))
+    assert w["by_kind"] == dict(zip(keys, [0, 2, 0, 2, 1]))
     assert w["excess_p"] == excess_p(3, 200, 2, 800)
     swap = {"plan_thread": "normal", "swaps": 3, "budget": "b", "tick_p50_ms": 8.0, "tick_p99_ms": 11.0,
             "swap_tick_excess_median_ms": 0.2, "swap_tick_excess_max_ms": 1.4, "swaps_within_1ms": 2,
@@ -77,7 +100,8 @@ def test_swap_work_counts_split_the_run_between_two_reports():
     assert "| quiet windows between them | 400 | 1 | 0.250% | - |" in lines
     assert f"| swap ticks | 3 | 1 | 33.333% | {excess_p(1, 3, 10, 100)} |" in lines
     assert "| ordinary ticks (sampled in the quiet windows) | 100 | 10 | 10.000% | - |" in lines
-    assert any("after_shadow_plan 2" in line and "beside_checks 2" in line for line in lines)
+    assert any("after_shadow_plan 2" in line and "beside_loading 2" in line and "beside_background_plans 1" in line
+               for line in lines)
     assert "misses with no swap (quiet windows between the swaps)" in next(line for line in lines if line.startswith("| swap cost"))
 
 

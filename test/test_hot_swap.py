@@ -31,7 +31,7 @@ from tdmpc2_ros.core.export import export_ladder
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
-from tdmpc2_ros.runtime.hot_swap import FREE, SHADOW_PLAN, Request
+from tdmpc2_ros.runtime.hot_swap import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN, Request
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
 from tdmpc2_ros.runtime.digest import file_sha256
 from tdmpc2_ros.runtime.model_store import ModelStore
@@ -326,7 +326,7 @@ def test_a_shadow_plan_past_its_slack_is_stopped_before_the_next_live_plan(slow_
         requested = time.monotonic()
         swapper.request(Request.update(slow_models["store"].announcement(slow_models["v2"])))
         assert _wait(lambda: swapper._probe is not None)
-        assert swapper.worked_since(requested)  # it loaded and hashed the candidate on its own thread
+        assert swapper.worked_since(requested) == [LOADING]  # it loaded and hashed the candidate on its own thread
         probe, checks_began = swapper._probe, time.monotonic()
         for _ in range(2):  # the warm-up plans, given all the room they need
             assert swapper.offer_slack(obs, 60.0, worker.submit) == SHADOW_PLAN
@@ -353,7 +353,7 @@ def test_a_shadow_plan_past_its_slack_is_stopped_before_the_next_live_plan(slow_
         assert swapper.reclaim_worker() == ""
         assert probe.stopped == 1 and len(probe.latencies) == 4
         # Shadow plans are the loop's worker's; the hot-swap thread did no work beside them.
-        assert not swapper.worked_since(checks_began)
+        assert swapper.worked_since(checks_began) == []
     finally:
         swapper.stop()
         worker.shutdown()
@@ -467,7 +467,7 @@ def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_backgrou
             time.sleep(0.02)
         cand = swapper.take_ready()
         assert submitted == [] and cand.version == models["v2"] and cand.shadow_plans == 7
-        assert swapper.worked_since(checks_began)
+        assert swapper.worked_since(checks_began) == [BACKGROUND_PLANS]
     finally:
         swapper.stop()
 

@@ -253,8 +253,9 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
     that misses a swap causes are told from the machine's own."""
     import time
 
-    from tdmpc2_ros.ros.planner_node import AFTER_FREE, AFTER_SHADOW_PLAN, BESIDE_CHECKS, SWAP_TICK
-    from tdmpc2_ros.runtime.hot_swap import FREE, SHADOW_PLAN
+    from tdmpc2_ros.ros.planner_node import (AFTER_FREE, AFTER_SHADOW_PLAN, BESIDE_BACKGROUND_PLANS, BESIDE_LOADING,
+                                             SWAP_TICK)
+    from tdmpc2_ros.runtime.hot_swap import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
 
     node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,
                          diagnostics_period_s=0.2)
@@ -263,7 +264,7 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
     assert ros.spin_until(lambda: len(out["commands"]) >= 3, 60)
     assert node._swap_work(time.monotonic(), "") == []  # nothing of a swap is going on
     # The hot-swap thread reports work (as while it loads and hashes a candidate) during a late plan.
-    node.swapper.worked_since = lambda t: True
+    node.swapper.worked_since = lambda t: [LOADING]
     real, late = node.planner.plan, []
 
     def late_once(*args, **kwargs):
@@ -275,21 +276,24 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
     node.planner.plan = late_once
     assert ros.spin_until(lambda: node.missed_deadlines >= 1, 60)
     assert node.missed_with_any_swap_work == node.missed_deadlines
-    assert node.missed_with_swap_work[BESIDE_CHECKS] == node.missed_deadlines
+    assert node.missed_with_swap_work[BESIDE_LOADING] == node.missed_deadlines
     # Ticks that planned in time beside that work count too: the yardstick for the misses.
     assert ros.spin_until(lambda: node.ticks_with_swap_work > node.missed_deadlines, 10)
 
     def reported(d):
         values = {kv.key: kv.value for kv in d.values}
-        return int(values.get("missed_with_swap_work_beside_checks", 0)) >= 1 and int(values["missed_with_swap_work"]) >= 1
+        return (int(values.get("missed_with_swap_work_beside_loading", 0)) >= 1
+                and int(values["missed_with_swap_work"]) >= 1)
 
     assert ros.spin_until(lambda: any(reported(d) for d in out["diagnostics"]), 10)
-    assert any("(swap work next to it: beside_checks)" in d.message for d in out["diagnostics"])
+    assert any("(swap work next to it: beside_loading)" in d.message for d in out["diagnostics"])
     # The other kinds: the tick that installs a model, and the worker's swap job just before the tick.
     node._swap_timed = True
-    assert node._swap_work(time.monotonic(), SHADOW_PLAN) == [SWAP_TICK, AFTER_SHADOW_PLAN, BESIDE_CHECKS]
+    node.swapper.worked_since = lambda t: [LOADING, BACKGROUND_PLANS]
+    assert node._swap_work(time.monotonic(), SHADOW_PLAN) == [SWAP_TICK, AFTER_SHADOW_PLAN, BESIDE_LOADING,
+                                                              BESIDE_BACKGROUND_PLANS]
     node._swap_timed = False
-    node.swapper.worked_since = lambda t: False
+    node.swapper.worked_since = lambda t: []
     assert node._swap_work(time.monotonic(), FREE) == [AFTER_FREE]
 
 

@@ -28,6 +28,9 @@
 - `planner_args` (e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]) go to the planner's bringup.
 - `busy` (0-1): that share of one core kept busy by another process meanwhile (BUSY_LOOP), a stand-in
   for the other software on a robot's computer; the swap's cost shows more clearly on a busy machine.
+- Host steal: on a virtual machine, the share of CPU time its cores were ready to run but the
+  hypervisor ran something else (/proc/stat), in the swap windows and the quiet ones. A run in an hour
+  when the host was busy says so itself: its misses are the host's before anyone's.
 """
 
 from __future__ import annotations
@@ -76,6 +79,23 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
         raise RuntimeError(f"ingest lost transitions: {len(buffer)} of {transitions} reached the buffer")
     return {"storage": storage, "transitions": len(buffer), "bag_mb": round(size / 1e6, 2), "seconds": round(seconds, 3),
             "transitions_per_s": round(len(buffer) / seconds)}
+
+
+def host_cpu_jiffies() -> tuple[int, int] | None:
+    """(steal, all) CPU time of every core since boot, in jiffies, from /proc/stat; None where there is
+    none (not Linux). Steal is time a virtual machine's cores were ready to run while the hypervisor
+    ran something else: the host's load, which no setting of the planner can help."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError):
+        return None
+    return (fields[7], sum(fields)) if len(fields) == 8 else None
+
+
+def steal_pct(jiffies: list[int]) -> float | None:
+    """Steal as a percentage of all CPU time from [steal, all] jiffies summed over windows."""
+    return round(100.0 * jiffies[0] / jiffies[1], 2) if jiffies[1] > 0 else None
 
 
 def excess_p(missed_a: int, ticks_a: int, missed_b: int, ticks_b: int) -> float | None:
@@ -135,14 +155,18 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, quiet_max_s: f
         queued: dict[str, list[float]] = {"baseline": [], "swapping": []}  # longest wait for the worker per report
         sampling = {"phase": ""}  # "baseline" (a quiet window), "swapping", or "" (not sampling)
         counts = {"baseline": [0, 0], "swapping": [0, 0]}  # [ticks, missed] per phase
+        steal = {"baseline": [0, 0], "swapping": [0, 0]}  # [steal, all] jiffies per phase
 
         def counted(phase: str, wait):
-            """Runs wait() as `phase`, adding the ticks and misses of that time to its counts."""
-            ticks, missed = int(diag["ticks"]), int(diag["missed_deadlines"])
+            """Runs wait() as `phase`, adding the ticks, misses and host steal of that time to its counts."""
+            ticks, missed, cpu = int(diag["ticks"]), int(diag["missed_deadlines"]), host_cpu_jiffies()
             sampling["phase"] = phase
             result = wait()
             counts[phase][0] += int(diag["ticks"]) - ticks
             counts[phase][1] += int(diag["missed_deadlines"]) - missed
+            after = host_cpu_jiffies()
+            if cpu is not None and after is not None:
+                steal[phase] = [total + b - a for total, a, b in zip(steal[phase], cpu, after)]
             return result
 
         def sample(table):
@@ -211,6 +235,7 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, quiet_max_s: f
             "windows_excess_p": excess_p(counts["swapping"][1], counts["swapping"][0], counts["baseline"][1],
                                          counts["baseline"][0]),
             "swap_work": swap_work_counts(start, final),
+            "host_steal_pct": {phase: steal_pct(j) for phase, j in steal.items()},
             "missed_deadlines_total": int(final["missed_deadlines"]), "ticks": int(final["ticks"]), **split,
             "plan_queued_max_ms": {phase: round(max(v), 3) if v else None for phase, v in queued.items()},
             "per_swap": rows}
@@ -291,9 +316,18 @@ def _swap_work_table(s: dict) -> list[str]:
             _rate_row("ticks with none, same run", work["without"]["ticks"], work["without"]["missed"], None),
             _rate_row("swap windows (announcement to 4 s after the swap)", s["swap_phase_ticks"],
                       s["missed_deadlines_during_swaps"], s.get("windows_excess_p")),
-            _rate_row("quiet windows between them", b["ticks"], b["missed"], None), "",
+            _rate_row("quiet windows between them", b["ticks"], b["missed"], None), "", *_steal_line(s),
             f"Misses next to swap work, by kind (one miss may have several): {kinds}. Each p is the one-sided binomial "
             "test of equal rates on the two sides; a small p says the swap side is over the line (or misses) more often."]
+
+
+def _steal_line(s: dict) -> list[str]:
+    steal = s.get("host_steal_pct")
+    if not steal or steal.get("swapping") is None:
+        return []
+    return [f"Host steal (a virtual machine's cores ready to run while the hypervisor ran something else): "
+            f"{steal['swapping']}% of CPU time in the swap windows, {steal['baseline']}% in the quiet ones. "
+            "It slows every tick alike, swap or not.", ""]
 
 
 def run_loop_benchmark(args) -> int:

@@ -47,7 +47,7 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
-from tdmpc2_ros.runtime.hot_swap import FREE, SHADOW_PLAN, HotSwapper, Request
+from tdmpc2_ros.runtime.hot_swap import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN, HotSwapper, Request
 from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
@@ -57,8 +57,9 @@ MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "join
                  "odometry": Odometry}
 # The swap work a missed deadline can have next to it (PlannerNode._swap_work), counted on /diagnostics
 # as missed_with_swap_work_<name>: a miss with none of these is not the swap's.
-SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE, BESIDE_CHECKS = "swap_tick", "after_shadow_plan", "after_free", "beside_checks"
-SWAP_WORK = (SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE, BESIDE_CHECKS)
+SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE = "swap_tick", "after_shadow_plan", "after_free"
+BESIDE_LOADING, BESIDE_BACKGROUND_PLANS = "beside_loading", "beside_background_plans"
+SWAP_WORK = (SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE, BESIDE_LOADING, BESIDE_BACKGROUND_PLANS)
 
 
 class ActionShaper:
@@ -583,11 +584,13 @@ class PlannerNode(Node):
     def _swap_work(self, start: float, after: str) -> list[str]:
         """The swap work next to a tick that missed its deadline, widely drawn: the tick installs a
         new model; the slack thread ran a candidate's shadow plan or freed a retired model just before it
-        (whether or not that had ended when the tick began); the hot-swap thread loaded, hashed or
-        checked a candidate at any time since the tick began."""
+        (whether or not that had ended when the tick began); the hot-swap thread loaded and hashed a
+        candidate, or ran plans itself (a check the slack could not hold, a smaller rung's warm-up), at
+        any time since the tick began."""
         work = [SWAP_TICK] if self._swap_timed else []
         work += [{SHADOW_PLAN: AFTER_SHADOW_PLAN, FREE: AFTER_FREE}[after]] if after else []
-        return work + ([BESIDE_CHECKS] if self.swapper.worked_since(start) else [])
+        beside = {LOADING: BESIDE_LOADING, BACKGROUND_PLANS: BESIDE_BACKGROUND_PLANS}
+        return work + [beside[kind] for kind in self.swapper.worked_since(start)]
 
     def _publish(self, command: np.ndarray, start: float, safe: bool = False):
         msg = Float64MultiArray()

@@ -25,10 +25,10 @@ median must fit the limit the ladder was chosen with, or be within 25% of the ru
 plans over the same window (a CPU busy with other work slows both alike).
 Only then is the candidate offered to the control loop, which installs it between two ticks (a
 pointer swap that carries the warm-start mean over). Any failure leaves the running model alone
-and reports why. The loop can ask what swap work went on beside a tick (offer_slack's return value,
-worked_since), so that a missed deadline is told from the machine's own; reclaim_worker also says
-whether a slack job was still running when the tick came (the loop does not need it since slack
-jobs moved off the plan thread onto their own).
+and reports why. The loop can ask what swap work went on beside a tick (offer_slack's return value;
+worked_since: loading or background plans), so that a missed deadline is told from the machine's own;
+reclaim_worker also says whether a slack job was still running when the tick came (the loop does
+not need it since slack jobs moved off the plan thread onto their own).
 
 A rung request (Request.budget) is the same model at another budget. A smaller
 one is asked for by the loop when its rung overruns (ladder.RungGovernor). Its files are checked
@@ -61,6 +61,9 @@ from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
 
 
 SHADOW_PLAN, FREE = "shadow plan", "free"  # the jobs a swap puts on the control loop's slack thread (offer_slack)
+# The hot-swap thread's own work beside the loop (worked_since): loading and hashing a candidate, and
+# plans it runs itself (a smaller rung's warm-up, or a check the loop's slack could not hold).
+LOADING, BACKGROUND_PLANS = "loading", "background plans"
 
 
 class SwapRejected(RuntimeError):
@@ -257,7 +260,8 @@ class HotSwapper:
         self._in_slack = None  # (the slack thread's job, its StopHandle or None, when its slack ends, its kind)
         # This thread's CPU work beside the loop (loading, hashing, plans off the slack), so that the
         # loop can tell which missed deadlines had a swap's work running beside them (worked_since).
-        self._working, self._work_ended = 0, -math.inf
+        self._working = {LOADING: 0, BACKGROUND_PLANS: 0}
+        self._work_ended = {LOADING: -math.inf, BACKGROUND_PLANS: -math.inf}
         self._retired: collections.deque = collections.deque()
         self._free_times: collections.deque = collections.deque(maxlen=20)  # seconds each free took
         self._last_fit = 0.0  # when the loop last gave a shadow plan room
@@ -313,20 +317,20 @@ class HotSwapper:
             return FREE
         return ""
 
-    def worked_since(self, t: float) -> bool:
-        """This thread did CPU work for a swap (loading, hashing, plans beside the loop) at some
-        point since monotonic time `t`, or is doing it now."""
-        return self._working > 0 or self._work_ended >= t
+    def worked_since(self, t: float) -> list[str]:
+        """The kinds of CPU work (LOADING, BACKGROUND_PLANS) this thread did for a swap at some point
+        since monotonic time `t`, or is doing now; empty for none."""
+        return [kind for kind in (LOADING, BACKGROUND_PLANS) if self._working[kind] > 0 or self._work_ended[kind] >= t]
 
     @contextlib.contextmanager
-    def _work(self):
+    def _work(self, kind: str):
         """Marks CPU work on this thread (only this thread changes the marks; the loop reads them)."""
-        self._working += 1
+        self._working[kind] += 1
         try:
             yield
         finally:
-            self._work_ended = time.monotonic()
-            self._working -= 1
+            self._work_ended[kind] = time.monotonic()
+            self._working[kind] -= 1
 
     def free_estimate(self) -> float:
         """Slack a free needs: 1.2x the median of those timed here (on a busy 2-core machine they
@@ -474,13 +478,13 @@ class HotSwapper:
         source = what.path
         if what.announcement is not None:
             try:
-                with self._work():
+                with self._work(LOADING):
                     source = str(materialise(what.announcement, self.cache_dir))
             except (StoreError, OSError, ValueError) as e:
                 raise SwapRejected(str(e)) from e
         version = what.version
         running, obs = self.current()
-        with self._work():
+        with self._work(LOADING):
             planner = load_matching(source, running, self.threads, self.seed, budget_label=what.rung or None)
         try:
             if what.up:
@@ -520,7 +524,7 @@ class HotSwapper:
         while not probe.done.is_set():
             if self._stop.is_set():
                 raise SwapRejected("planner is shutting down")
-            with self._work():
+            with self._work(BACKGROUND_PLANS):
                 probe.step(obs)
         if probe.error is not None:
             raise probe.error
@@ -546,7 +550,7 @@ class HotSwapper:
                                    f"{probe.stopped} were stopped at its end "
                                    f"(the running model plans in {live * 1e3:.2f} ms)")
             if time.monotonic() - self._last_fit > self.IDLE_S:
-                with self._work():
+                with self._work(BACKGROUND_PLANS):
                     probe.step(self.current()[1], cpu_time=True)
         if probe.error is not None:
             raise probe.error
