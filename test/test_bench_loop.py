@@ -83,9 +83,13 @@ def test_swap_work_counts_split_the_run_between_two_reports():
              **{f"missed_with_swap_work_{k}": 0 for k in keys}}
     final = {"ticks": 1100, "missed_deadlines": 6, "ticks_with_swap_work": "200", "missed_with_swap_work": "3",
              **{f"missed_with_swap_work_{k}": str(n) for k, n in zip(keys, [0, 2, 0, 2, 1])}}
+    assert "ticks_by_kind" not in swap_work_counts(start, final)  # a planner from before it counted them
+    start.update({f"ticks_with_swap_work_{k}": 5 for k in keys})
+    final.update({f"ticks_with_swap_work_{k}": str(n) for k, n in zip(keys, [25, 105, 15, 65, 35])})
     w = swap_work_counts(start, final)
     assert w["with"] == {"ticks": 200, "missed": 3} and w["without"] == {"ticks": 800, "missed": 2}
     assert w["by_kind"] == dict(zip(keys, [0, 2, 0, 2, 1]))
+    assert w["ticks_by_kind"] == dict(zip(keys, [20, 100, 10, 60, 30]))
     assert w["excess_p"] == excess_p(3, 200, 2, 800)
     swap = {"plan_thread": "normal", "swaps": 3, "budget": "b", "tick_p50_ms": 8.0, "tick_p99_ms": 11.0,
             "swap_tick_excess_median_ms": 0.2, "swap_tick_excess_max_ms": 1.4, "swaps_within_1ms": 2,
@@ -98,10 +102,15 @@ def test_swap_work_counts_split_the_run_between_two_reports():
     assert f"| ticks with swap work next to them (bar: none missed) | 200 | 3 | 1.500% | {w['excess_p']} |" in lines
     assert "| ticks with none, same run | 800 | 2 | 0.250% | - |" in lines
     assert "| quiet windows between them | 400 | 1 | 0.250% | - |" in lines
+    assert any(line.startswith("| swap windows (announcement to 4 s after the swap) | 600 | 4 |") for line in lines)
+    # Since session 14 a swap window has a fixed length from its announcement, unless the swap came late.
+    lines = format_table({"ingest": ingest, "swap": {**swap, "window_s": 10.0, "windows_stretched": 1}}).splitlines()
+    assert any(line.startswith("| swap windows (10 s from the announcement; 1 of 3 longer, to 4 s after a swap that came late) "
+                               "| 600 | 4 |") for line in lines)
     assert f"| swap ticks | 3 | 1 | 33.333% | {excess_p(1, 3, 10, 100)} |" in lines
     assert "| ordinary ticks (sampled in the quiet windows) | 100 | 10 | 10.000% | - |" in lines
-    assert any("after_shadow_plan 2" in line and "beside_loading 2" in line and "beside_background_plans 1" in line
-               for line in lines)
+    assert any("after_shadow_plan 2 of 100 ticks" in line and "beside_loading 2 of 60 ticks" in line
+               and "beside_background_plans 1 of 30 ticks" in line for line in lines)
     assert "misses with no swap (quiet windows between the swaps)" in next(line for line in lines if line.startswith("| swap cost"))
 
 

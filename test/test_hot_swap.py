@@ -614,7 +614,7 @@ def test_a_retired_model_is_freed_in_the_slack_after_a_tick(models, tmp_path):
         gate.set()
         worker.submit(lambda: None).result()
         assert len(freed_on) == 1 and freed_on[0].startswith("plan")  # on the control loop's worker
-        assert not swapper.wants_slack()
+        assert not swapper.wants_slack() and swapper.freed == 1 and swapper.waiting_to_free() == 0
         # Frees are timed, and the next one needs room for what they take on this machine.
         assert len(swapper._free_times) == 1 and swapper._free_times[0] > 0
         swapper._free_times.clear()
@@ -623,7 +623,7 @@ def test_a_retired_model_is_freed_in_the_slack_after_a_tick(models, tmp_path):
         swapper.retire(OnnxPlanner(next(models["store"].path(models["v2"]).glob("*.onnx")), threads=1))
         swapper.offer_slack(obs, 0.045, worker.submit)  # room for the 5 ms default, not for 48 ms
         worker.submit(lambda: None).result()
-        assert swapper.wants_slack()
+        assert swapper.wants_slack() and swapper.waiting_to_free() == 1 and swapper.freed == 1
         swapper.offer_slack(obs, 0.05, worker.submit)
         worker.submit(lambda: None).result()
         assert not swapper.wants_slack() and len(swapper._free_times) == 2

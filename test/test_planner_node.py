@@ -283,7 +283,8 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
     def reported(d):
         values = {kv.key: kv.value for kv in d.values}
         return (int(values.get("missed_with_swap_work_beside_loading", 0)) >= 1
-                and int(values["missed_with_swap_work"]) >= 1)
+                and int(values["missed_with_swap_work"]) >= 1
+                and int(values["ticks_with_swap_work_beside_loading"]) > int(values["missed_with_swap_work_beside_loading"]))
 
     assert ros.spin_until(lambda: any(reported(d) for d in out["diagnostics"]), 10)
     assert any("(swap work next to it: beside_loading)" in d.message for d in out["diagnostics"])

@@ -150,6 +150,7 @@ class PlannerNode(Node):
         self.missed_with_swap_work = collections.Counter()
         self.missed_with_any_swap_work = 0
         self.ticks_with_swap_work = 0  # the same, over every tick that planned: the yardstick for the misses
+        self.ticks_with_swap_work_by_kind = collections.Counter()  # and by kind, the yardstick for each kind's misses
         self._slack_job = ""  # what the swapper put on the slack thread after the last tick (offer_slack)
         self._slack_borrowed = False  # that slack ran into the next tick's deadline (_slack)
         self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
@@ -576,6 +577,7 @@ class PlannerNode(Node):
         work = self._swap_work(start, after)
         if work:
             self.ticks_with_swap_work += 1
+            self.ticks_with_swap_work_by_kind.update(work)
             if missed:
                 self.missed_with_swap_work.update(work)
                 self.missed_with_any_swap_work += 1
@@ -645,6 +647,7 @@ class PlannerNode(Node):
             "plan_queued_since_report_max_ms": round(self.plan_queued_since_report * 1e3, 3),
             "missed_with_swap_work": self.missed_with_any_swap_work, "ticks_with_swap_work": self.ticks_with_swap_work,
             **{f"missed_with_swap_work_{w}": self.missed_with_swap_work[w] for w in SWAP_WORK},
+            **{f"ticks_with_swap_work_{w}": self.ticks_with_swap_work_by_kind[w] for w in SWAP_WORK},
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
             "ros_overhead_p99_ms": round(self.ros_overhead.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),
@@ -657,6 +660,7 @@ class PlannerNode(Node):
             "swap_tick_excess_last_ms": round(self.swap_tick_excess_s * 1e3, 3),
             "swap_plan_excess_last_ms": round(self.swap_plan_excess_s * 1e3, 3),
             "swap_plan_waited_last_ms": round(self.swap_plan_waited_s * 1e3, 3), "swaps_rejected": self.swapper.rejected,
+            "models_freed": self.swapper.freed, "models_waiting_to_free": self.swapper.waiting_to_free(),
             "last_swap_result": self.swapper.last_result,
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,

@@ -264,6 +264,7 @@ class HotSwapper:
         self._work_ended = {LOADING: -math.inf, BACKGROUND_PLANS: -math.inf}
         self._retired: collections.deque = collections.deque()
         self._free_times: collections.deque = collections.deque(maxlen=20)  # seconds each free took
+        self.freed = 0  # retired models freed so far
         self._last_fit = 0.0  # when the loop last gave a shadow plan room
         # At most one shadow plan every `spacing` ticks (the check's CPU share on a busy machine); the
         # gap doubles after each plan that overran its slack, up to MAX_GAP, and is `spacing` again
@@ -387,6 +388,11 @@ class HotSwapper:
         t = time.perf_counter()
         self._retired.popleft()  # the last reference: the session is destroyed here, on the slack thread
         self._free_times.append(time.perf_counter() - t)
+        self.freed += 1
+
+    def waiting_to_free(self) -> int:
+        """Retired models not freed yet (each holds its session's memory until then)."""
+        return len(self._retired)
 
     def stop(self):
         self._stop.set()
