@@ -30,8 +30,8 @@
 - `busy` (0-1): that share of one core kept busy by another process meanwhile (BUSY_LOOP), a stand-in
   for the other software on a robot's computer; the swap's cost shows more clearly on a busy machine.
 - Host steal: on a virtual machine, the share of CPU time its cores were ready to run but the
-  hypervisor ran something else (/proc/stat), in the swap windows and the quiet ones. A run in an hour
-  when the host was busy says so itself: its misses are the host's before anyone's.
+  hypervisor ran something else (/proc/stat), in the swap windows and the quiet ones, so that a run
+  in an hour when the host was busy says so itself.
 """
 
 from __future__ import annotations
@@ -354,7 +354,7 @@ def _steal_line(s: dict) -> list[str]:
         return []
     return [f"Host steal (a virtual machine's cores ready to run while the hypervisor ran something else): "
             f"{steal['swapping']}% of CPU time in the swap windows, {steal['baseline']}% in the quiet ones. "
-            "It slows every tick alike, swap or not.", ""]
+            "A busy host slows swap work too, which then lies next to more of the ticks it slows.", ""]
 
 
 def run_loop_benchmark(args) -> int:
