@@ -60,6 +60,8 @@ MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "join
 SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE = "swap_tick", "after_shadow_plan", "after_free"
 BESIDE_LOADING, BESIDE_BACKGROUND_PLANS = "beside_loading", "beside_background_plans"
 SWAP_WORK = (SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE, BESIDE_LOADING, BESIDE_BACKGROUND_PLANS)
+AFTER = {SHADOW_PLAN: AFTER_SHADOW_PLAN, FREE: AFTER_FREE}  # the slack thread's job before a tick
+BESIDE = {LOADING: BESIDE_LOADING, BACKGROUND_PLANS: BESIDE_BACKGROUND_PLANS}  # the hot-swap thread's work since
 
 
 class ActionShaper:
@@ -590,9 +592,8 @@ class PlannerNode(Node):
         candidate, or ran plans itself (a check the slack could not hold, a smaller rung's warm-up), at
         any time since the tick began."""
         work = [SWAP_TICK] if self._swap_timed else []
-        work += [{SHADOW_PLAN: AFTER_SHADOW_PLAN, FREE: AFTER_FREE}[after]] if after else []
-        beside = {LOADING: BESIDE_LOADING, BACKGROUND_PLANS: BESIDE_BACKGROUND_PLANS}
-        return work + [beside[kind] for kind in self.swapper.worked_since(start)]
+        work += [AFTER[after]] if after else []
+        return work + [BESIDE[kind] for kind in self.swapper.worked_since(start)]
 
     def _publish(self, command: np.ndarray, start: float, safe: bool = False):
         msg = Float64MultiArray()
