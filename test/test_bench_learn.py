@@ -103,3 +103,37 @@ def test_a_resumed_run_adds_its_planner_counts_and_keeps_the_trainers():
                       "planner_missed_with_swap_work": 1, "trainer_updates": 1150, "trainer_transitions": 1400, "parts": 2}
     # A part interrupted before the trainer reported keeps the earlier trainer counts.
     assert merge_final(second, {}, {})["trainer_updates"] == 1150
+
+
+def test_misses_by_kind_of_swap_work_and_frees_are_reported_and_summed_over_parts():
+    """The planner's per-kind counts (a tick may have several kinds) and its frees reach the report; a
+    resumed part adds its counts, and the models still held are the last part's."""
+    from tdmpc2_ros.runtime.hot_swap import AFTER_FREE, BESIDE_LOADING, SWAP_WORK
+
+    def planner(ticks, missed, loading, freed, waiting):
+        kinds = {f"{side}_with_swap_work_{w}": "0" for w in SWAP_WORK for side in ("ticks", "missed")}
+        kinds.update({f"ticks_with_swap_work_{BESIDE_LOADING}": str(loading[0]),
+                      f"missed_with_swap_work_{BESIDE_LOADING}": str(loading[1]),
+                      f"ticks_with_swap_work_{AFTER_FREE}": str(freed)})
+        return {"ticks": str(ticks), "missed_deadlines": str(missed), "ticks_with_swap_work": str(loading[0] + freed),
+                "missed_with_swap_work": str(loading[1]), "models_freed": str(freed),
+                "models_waiting_to_free": str(waiting), **kinds}
+
+    first = merge_final({}, planner(1000, 3, (40, 1), 5, 2), {"updates": "10", "transitions": "20"})
+    final = merge_final(first, planner(500, 1, (10, 0), 3, 0), {})
+    assert final["planner_ticks_with_swap_work_beside_loading"] == 50
+    assert final["planner_missed_with_swap_work_beside_loading"] == 1
+    assert final["planner_models_freed"] == 8 and final["planner_models_waiting_to_free"] == 0
+    s = summarize([_episode(0, 10)], [], final, 100_000, 750, eval_returns=[])
+    assert s["swap_work_by_kind"][BESIDE_LOADING] == {"ticks": 50, "missed": 1}
+    assert s["swap_work_by_kind"][AFTER_FREE] == {"ticks": 8, "missed": 0}
+    assert (s["models_freed"], s["models_waiting_to_free"]) == (8, 0)
+    table = format_table(s, CFG)
+    assert f"{BESIDE_LOADING} 1 of 50" in table and f"{AFTER_FREE} 0 of 8" in table
+    assert "Retired models freed in the slack: 8; still held at the end: 0." in table
+    # A run whose planner counted none of these says nothing about them.
+    old = summarize([_episode(0, 10)], [], merge_final({}, {"ticks": "10", "missed_deadlines": "0",
+                                                            "ticks_with_swap_work": "1", "missed_with_swap_work": "0"}, {}),
+                    100_000, 750, eval_returns=[])
+    assert "swap_work_by_kind" not in old and "models_freed" not in old
+    assert "Retired models" not in format_table(old, CFG)

@@ -253,9 +253,8 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
     that misses a swap causes are told from the machine's own."""
     import time
 
-    from tdmpc2_ros.ros.planner_node import (AFTER_FREE, AFTER_SHADOW_PLAN, BESIDE_BACKGROUND_PLANS, BESIDE_LOADING,
-                                             SWAP_TICK)
-    from tdmpc2_ros.runtime.hot_swap import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
+    from tdmpc2_ros.runtime.hot_swap import (AFTER_FREE, AFTER_SHADOW_PLAN, BACKGROUND_PLANS, BESIDE_BACKGROUND_PLANS,
+                                             BESIDE_LOADING, FREE, LOADING, SHADOW_PLAN, SWAP_TICK)
 
     node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,
                          diagnostics_period_s=0.2)

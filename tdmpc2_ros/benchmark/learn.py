@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.benchmark.loop import split_by_swap_work
+from tdmpc2_ros.runtime.hot_swap import SWAP_WORK
 from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
 
 EPISODE_FIELDS = ["episode", "step", "episode_reward", "model_version", "wall_s"]
@@ -100,7 +101,20 @@ def format_table(s: dict, cfg: dict) -> str:
         f"| {s['swaps']} | {s['missed_deadlines_around_swaps']} | {s['missed_deadlines_total']} | {s['ticks']} | "
         f"{s.get('missed_with_swap_work', '-')} of {s.get('ticks_with_swap_work', '-')} | "
         f"{s.get('missed_without_swap_work', '-')} of {s.get('ticks_without_swap_work', '-')} | "
-        f"{s.get('swap_work_excess_p', '-')} |", ""])
+        f"{s.get('swap_work_excess_p', '-')} |", "", *_by_kind_lines(s)])
+
+
+def _by_kind_lines(s: dict) -> list[str]:
+    """Misses by the kind of swap work next to them (a tick may have several), and the retired
+    models freed; absent from runs before the planner counted them."""
+    lines = []
+    if "swap_work_by_kind" in s:
+        lines.append("Missed, by the swap work next to the tick: " + ", ".join(
+            f"{w} {c['missed']} of {c['ticks']}" for w, c in s["swap_work_by_kind"].items()) + ".")
+    if "models_freed" in s:
+        lines.append(f"Retired models freed in the slack: {s['models_freed']}; still held at the end: "
+                     f"{s.get('models_waiting_to_free', '-')}.")
+    return [*lines, ""] if lines else []
 
 
 def swap_work_split(final: dict) -> dict:
@@ -110,9 +124,13 @@ def swap_work_split(final: dict) -> dict:
         return {}
     split = split_by_swap_work(*(int(final[k]) for k in ("planner_ticks", "planner_missed_deadlines",
                                                          "planner_ticks_with_swap_work", "planner_missed_with_swap_work")))
+    by_kind = {w: {"ticks": int(final[f"planner_ticks_with_swap_work_{w}"]),
+                   "missed": int(final[f"planner_missed_with_swap_work_{w}"])}
+               for w in SWAP_WORK if f"planner_ticks_with_swap_work_{w}" in final}
+    frees = {k: int(final[f"planner_{k}"]) for k in ("models_freed", "models_waiting_to_free") if f"planner_{k}" in final}
     return {"ticks_with_swap_work": split["with"]["ticks"], "missed_with_swap_work": split["with"]["missed"],
             "ticks_without_swap_work": split["without"]["ticks"], "missed_without_swap_work": split["without"]["missed"],
-            "swap_work_excess_p": split["excess_p"]}
+            "swap_work_excess_p": split["excess_p"], **({"swap_work_by_kind": by_kind} if by_kind else {}), **frees}
 
 
 class _Watch:
@@ -189,13 +207,22 @@ class _Watch:
 # The planner's /diagnostics counters a run adds up over its parts: run key -> diagnostics key.
 PLANNER_COUNTS = {"planner_missed_deadlines": "missed_deadlines", "planner_ticks": "ticks",
                   "planner_ticks_with_swap_work": "ticks_with_swap_work",
-                  "planner_missed_with_swap_work": "missed_with_swap_work"}
+                  "planner_missed_with_swap_work": "missed_with_swap_work",
+                  **{f"planner_{side}_with_swap_work_{w}": f"{side}_with_swap_work_{w}"
+                     for w in SWAP_WORK for side in ("ticks", "missed")},
+                  "planner_models_freed": "models_freed"}
 
 
 def merge_final(prior: dict, planner: dict, trainer: dict) -> dict:
     """The run's closing counters. A resumed run's planner is a new process that counts from zero, so
     its ticks and misses add to the earlier parts'; the trainer resumes its own counts."""
-    return {**{key: int(prior.get(key, 0)) + int(planner.get(name, 0)) for key, name in PLANNER_COUNTS.items()},
+    counts = {key: int(prior.get(key, 0)) + int(planner.get(name, 0)) for key, name in PLANNER_COUNTS.items()
+              if key in prior or name in planner}  # a counter no part reported (an older planner) stays absent
+    # Retired models the last planner still held at the end (their sessions' memory).
+    waiting = planner.get("models_waiting_to_free", prior.get("planner_models_waiting_to_free"))
+    if waiting is not None:
+        counts["planner_models_waiting_to_free"] = int(waiting)
+    return {**counts,
             "trainer_updates": int(trainer.get("updates", prior.get("trainer_updates", 0))),
             "trainer_transitions": int(trainer.get("transitions", prior.get("trainer_transitions", 0))),
             "parts": int(prior.get("parts", 0)) + 1}

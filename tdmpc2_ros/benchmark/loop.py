@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.benchmark.core import write_results
+from tdmpc2_ros.runtime.hot_swap import SWAP_WORK
 
 
 def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: int = 5, storage: str = "mcap") -> dict:
@@ -259,8 +260,6 @@ def swap_work_counts(start: dict, final: dict) -> dict:
     """From two /diagnostics reports of the planner: the ticks (and misses) with swap work next to
     them, those with none, and the misses and ticks by kind of work, between the two (a planner from
     before session 14 reports no ticks by kind)."""
-    from tdmpc2_ros.ros.planner_node import SWAP_WORK
-
     def delta(key: str) -> int:
         return int(final[key]) - int(start[key])
 

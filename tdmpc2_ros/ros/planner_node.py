@@ -47,7 +47,7 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
-from tdmpc2_ros.runtime.hot_swap import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN, HotSwapper, Request
+from tdmpc2_ros.runtime.hot_swap import AFTER, BESIDE, SWAP_TICK, SWAP_WORK, HotSwapper, Request
 from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
@@ -55,13 +55,6 @@ from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
 MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
                  "odometry": Odometry}
-# The swap work a missed deadline can have next to it (PlannerNode._swap_work), counted on /diagnostics
-# as missed_with_swap_work_<name>: a miss with none of these is not the swap's.
-SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE = "swap_tick", "after_shadow_plan", "after_free"
-BESIDE_LOADING, BESIDE_BACKGROUND_PLANS = "beside_loading", "beside_background_plans"
-SWAP_WORK = (SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE, BESIDE_LOADING, BESIDE_BACKGROUND_PLANS)
-AFTER = {SHADOW_PLAN: AFTER_SHADOW_PLAN, FREE: AFTER_FREE}  # the slack thread's job before a tick
-BESIDE = {LOADING: BESIDE_LOADING, BACKGROUND_PLANS: BESIDE_BACKGROUND_PLANS}  # the hot-swap thread's work since
 
 
 class ActionShaper:
