@@ -352,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     bl.add_argument("--busy", type=float, default=0.0, metavar="CORES",
                     help="keep this much of one core busy in another process while the planner runs (0-1; e.g. 0.5: "
                          "10 ms of work every 20 ms), as other software on the robot's computer would")
+    bl.add_argument("--parts", default="ingest,swap,stepdown",
+                    help="which parts to run: ingest (bag -> buffer), swap (the planner's model swaps through the "
+                         "bringup), stepdown (a budget step down's CPU on the hot-swap thread, no ROS)")
+    bl.add_argument("--stepdown-reps", type=int, default=5, help="step downs per ladder pair and number of warm-up plans")
     bl.add_argument("--out", default="benchmark/results/loop.json")
     bl.add_argument("planner_args", nargs="*", metavar="name:=value",
                     help="launch arguments for the planner's bringup, e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]")

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from ros_harness import REPO
-from tdmpc2_ros.benchmark.loop import (_swap_work_table, bench_ingest, bench_swap, excess_p, format_table, host_cpu_jiffies,
-                                        steal_pct, swap_work_counts)
+from tdmpc2_ros.benchmark.loop import (_swap_work_table, bench_ingest, bench_stepdown, bench_swap, excess_p, format_table,
+                                        host_cpu_jiffies, steal_pct, swap_work_counts)
 
 
 def test_ingest_reaches_the_buffer_whole():
@@ -112,6 +112,29 @@ def test_swap_work_counts_split_the_run_between_two_reports():
     assert any("after_shadow_plan 2 of 100 ticks" in line and "beside_loading 2 of 60 ticks" in line
                and "beside_background_plans 1 of 30 ticks" in line for line in lines)
     assert "misses with no swap (quiet windows between the swaps)" in next(line for line in lines if line.startswith("| swap cost"))
+
+
+def test_a_step_down_is_measured_on_the_hot_swap_thread_for_each_number_of_warm_up_plans(tmp_path):
+    """The shipped model's two smallest rungs as a ladder of their own: one pair, each arm measured
+    with its own number of warm-up plans (bench_stepdown checks each candidate ran exactly that many),
+    and the table shows both."""
+    import shutil
+
+    shipped = REPO / "models" / "cartpole_swingup"
+    index = json.loads((shipped / "ladder.json").read_text())
+    index["rungs"] = index["rungs"][-2:]
+    for r in index["rungs"]:
+        shutil.copy(shipped / r["file"], tmp_path / r["file"])
+    (tmp_path / "ladder.json").write_text(json.dumps(index))
+    d = bench_stepdown(str(tmp_path), reps=2, warm_plans=(2, 4))
+    [pair] = d["pairs"]
+    assert (pair["from"], pair["to"]) == ("mppi-i2-s64-e8-p4-h3", "mppi-i2-s32-e4-p2-h3")
+    for arm in ("2", "4"):
+        v = pair["by_warm_plans"][arm]
+        assert 0 < v["cpu_ms_min"] <= v["cpu_ms_median"] <= v["cpu_ms_max"] and v["wall_ms_median"] > 0
+    table = format_table({"stepdown": d})
+    assert "| mppi-i2-s64-e8-p4-h3 -> mppi-i2-s32-e4-p2-h3 |" in table and "4 warm-up plans" in table
+    assert "ingest" not in table and "swap cost" not in table  # only the parts that ran
 
 
 def test_an_unknown_planner_argument_or_a_bad_load_fails_at_once():

@@ -31,7 +31,7 @@ from tdmpc2_ros.core.export import export_ladder
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
-from tdmpc2_ros.runtime.hot_swap import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN, Request
+from tdmpc2_ros.runtime.hot_swap import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN, HotSwapper, Request
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
 from tdmpc2_ros.runtime.digest import file_sha256
 from tdmpc2_ros.runtime.model_store import ModelStore
@@ -184,6 +184,7 @@ def test_swap_reject_rollback_param_and_inline(planner, models):
     assert set(tags[:switch]) == {v1} and set(tags[switch:]) == {v2}  # exactly one hand-over
     robot.ros.spin_until(lambda: robot.diag.get("ticks") == str(robot.k), 3)  # the next report
     assert robot.diag["swaps"] == "1" and robot.diag["missed_deadlines"] == "0", robot.diag
+    assert float(robot.diag["last_swap_thread_cpu_ms"]) > 0, robot.diag  # v2 was loaded and hashed there
     assert robot.diag["ticks"] == str(robot.k) and len(robot.commands) == robot.k, (robot.diag, robot.k, len(robot.commands))
     # The swap tick is reported against the median tick of its moment (what bench-loop's bar reads).
     took, excess = float(robot.diag["swap_tick_latency_last_ms"]), float(robot.diag["swap_tick_excess_last_ms"])
@@ -251,7 +252,6 @@ def test_a_model_store_stands_for_its_newest_version(models, tmp_path):
 
 # -- the checks' scheduling, without ROS (runtime/hot_swap.py) ------------------------------------
 def _swapper(models, tmp_path, **kw):
-    from tdmpc2_ros.runtime.hot_swap import HotSwapper
     from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
 
     running = OnnxPlanner(next(models["store"].path(models["v1"]).glob(models.get("rung", "*.onnx"))), threads=1)
@@ -501,6 +501,10 @@ def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, t
         assert _wait(lambda: swapper._ready is not None)
         cand = swapper.take_ready()
         assert cand.rung_change and cand.version == models["v1"] and cand.planner.contract.budget == BUDGET
+        # Warmed with as few plans as a fresh session needs: a step down is asked for by a late loop.
+        assert cand.shadow_plans == HotSwapper.RUNG_WARM_PLANS == 2 and "over 2 warm-up plans" in swapper.last_result
+        # Its cost beside the loop, all on the hot-swap thread here: loading plus those plans.
+        assert swapper.last_cpu_s > 0 and f"{swapper.last_cpu_s * 1e3:.2f} ms of the hot-swap thread's CPU" in swapper.last_result
     finally:
         swapper.stop()
 

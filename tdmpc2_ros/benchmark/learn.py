@@ -327,8 +327,10 @@ def run_learn_benchmark(args) -> int:
     (run / "learn.json").write_text(json.dumps(summary, indent=2))
     table = format_table(summary, cfg)
     (run / "learn.md").write_text(table)
-    plot_learning_curve([], episodes, args.task, run / "learning_curve.png",
-                        title_extra=f"(closed loop over ROS 2, {args.rate_hz:g} Hz lockstep)")
+    missing = plot_learning_curve([], episodes, args.task, run / "learning_curve.png",
+                                  title_extra=f"(closed loop over ROS 2, {args.rate_hz:g} Hz lockstep)")
+    if missing:
+        log(f"the learning-curve plot lacks the paper's curve: {missing}")
     log(table)
     log(f"wrote {run / 'learn.json'}, {run / 'learn.md'}, {run / 'learning_curve.png'}")
     if args.out:

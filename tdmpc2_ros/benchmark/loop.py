@@ -32,6 +32,11 @@
 - Host steal: on a virtual machine, the share of CPU time its cores were ready to run but the
   hypervisor ran something else (/proc/stat), in the swap windows and the quiet ones, so that a run
   in an hour when the host was busy says so itself.
+- Step-down cost (`stepdown`, no ROS): the CPU seconds the hot-swap thread spends bringing up the
+  next smaller rung of the running version (loading its graph and its warm-up plans), step by step
+  down the ladder, with the warm-up plans the planner runs now (HotSwapper.RUNG_WARM_PLANS) against
+  the 20 it ran until session 16. A step down is asked for by a loop that already overruns, so this
+  CPU is taken from a late loop.
 """
 
 from __future__ import annotations
@@ -252,6 +257,67 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, window_s: floa
             "per_swap": rows}
 
 
+STEPDOWN_WARM_PLANS_BEFORE = 20  # ladder_warmup (10) x 2: a step down's warm-up plans until session 16
+
+
+def bench_stepdown(model: str, reps: int = 5, warm_plans: tuple[int, ...] = (), threads: int = 1) -> dict:
+    """Each adjacent pair of the ladder (larger running, smaller asked for), `reps` times per number
+    of warm-up plans, the arms alternated so that a busy minute falls on both: the hot-swap thread's
+    CPU for the request (HotSwapper.last_cpu_s) and its wall time."""
+    from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
+    from tdmpc2_ros.runtime.ladder import read_ladder
+    from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
+
+    warm_plans = warm_plans or (HotSwapper.RUNG_WARM_PLANS, STEPDOWN_WARM_PLANS_BEFORE)
+    rungs = read_ladder(model)
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        for big, small in zip(rungs, rungs[1:]):
+            running = OnnxPlanner(big.path, threads=threads)
+            obs = np.full(running.obs_dim, 0.1, np.float32)
+            swapper = HotSwapper(lambda: (running, obs), limit_s=10.0, warmup=10, runs=40, threads=threads, seed=0,
+                                 cache_dir=cache, log=lambda level, text: None)
+            cpu = {n: [] for n in warm_plans}
+            wall = {n: [] for n in warm_plans}
+            try:
+                for _ in range(reps):
+                    for n in warm_plans:
+                        swapper.RUNG_WARM_PLANS = n  # this instance only
+                        t0 = time.perf_counter()
+                        swapper.request(Request.budget(small.budget.label(), model, "bench"))
+                        while (cand := swapper.take_ready()) is None:
+                            if swapper.rung_failures:
+                                raise RuntimeError(swapper.last_result)
+                            time.sleep(0.002)
+                        wall[n].append(time.perf_counter() - t0)
+                        cpu[n].append(swapper.last_cpu_s)
+                        assert cand.shadow_plans == n, (cand.shadow_plans, n)
+                        del cand  # freed here, not inside the next request's measurement
+            finally:
+                swapper.stop()
+            rows.append({"from": big.budget.label(), "to": small.budget.label(),
+                         "by_warm_plans": {str(n): {"cpu_ms_median": round(1e3 * float(np.median(cpu[n])), 1),
+                                                    "cpu_ms_min": round(1e3 * min(cpu[n]), 1),
+                                                    "cpu_ms_max": round(1e3 * max(cpu[n]), 1),
+                                                    "wall_ms_median": round(1e3 * float(np.median(wall[n])), 1)}
+                                           for n in warm_plans}})
+            print(f"step down {rows[-1]['from']} -> {rows[-1]['to']}: " + ", ".join(
+                f"{n} warm-up plans {v['cpu_ms_median']} ms CPU" for n, v in rows[-1]["by_warm_plans"].items()), flush=True)
+    return {"reps": reps, "threads": threads, "warm_plans": list(warm_plans), "pairs": rows}
+
+
+def format_stepdown_table(d: dict) -> list[str]:
+    arms = d["warm_plans"]
+    head = " | ".join(f"{n} warm-up plans: CPU ms median (min-max) / wall ms" for n in arms)
+    lines = [f"| step down (hot-swap thread, {d['threads']} ORT thread, {d['reps']} each) | {head} |",
+             "|---|" + "---|" * len(arms)]
+    for r in d["pairs"]:
+        cells = [f"{v['cpu_ms_median']} ({v['cpu_ms_min']}-{v['cpu_ms_max']}) / {v['wall_ms_median']}"
+                 for v in (r["by_warm_plans"][str(n)] for n in arms)]
+        lines.append(f"| {r['from']} -> {r['to']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _int_or_none(value) -> int | None:
     return None if value is None else int(value)
 
@@ -280,10 +346,24 @@ def split_by_swap_work(ticks: int, missed: int, ticks_with: int, missed_with: in
 
 
 def format_table(r: dict) -> str:
-    i, s = r["ingest"], r["swap"]
-    return "\n".join([
+    lines = []
+    if "ingest" in r:
+        lines += _ingest_table(r["ingest"])
+    if "swap" in r:
+        lines += _swap_table(r["swap"])
+    if "stepdown" in r:
+        lines += format_stepdown_table(r["stepdown"])
+    return "\n".join(lines)
+
+
+def _ingest_table(i: dict) -> list[str]:
+    return [
         "| ingest (MCAP -> buffer) | transitions | bag MB | seconds | transitions/s (bar >= 20,000) |", "|---|---|---|---|---|",
-        f"| {i['storage']} | {i['transitions']} | {i['bag_mb']} | {i['seconds']} | {i['transitions_per_s']} |", "",
+        f"| {i['storage']} | {i['transitions']} | {i['bag_mb']} | {i['seconds']} | {i['transitions_per_s']} |", ""]
+
+
+def _swap_table(s: dict) -> list[str]:
+    return [
         "| swap cost | plan thread | swaps | budget | median tick ms | p99 tick ms | swap tick excess ms: median / worst "
         "(bar <= 1) | swaps within 1 ms | ordinary ticks within 1 ms (sampled, no swap) | misses while swapping | "
         f"misses with no swap ({'quiet windows between the swaps' if s['baseline'].get('interleaved') else 'same machine'}) |",
@@ -301,7 +381,7 @@ def format_table(r: dict) -> str:
         "| longest wait of a live plan for the plan thread | while swapping ms | with no swap ms |", "|---|---|---|",
         f"| from its hand-off until the plan thread started it | "
         f"{s.get('plan_queued_max_ms', {}).get('swapping', '-')} | {s.get('plan_queued_max_ms', {}).get('baseline', '-')} |",
-        "", *_swap_work_table(s), ""])
+        "", *_swap_work_table(s), ""]
 
 
 def _busy_label(busy: float) -> str:
@@ -356,14 +436,26 @@ def _steal_line(s: dict) -> list[str]:
             "A busy host slows swap work too, which then lies next to more of the ticks it slows.", ""]
 
 
+PARTS = {"ingest", "swap", "stepdown"}
+
+
 def run_loop_benchmark(args) -> int:
     from tdmpc2_ros.ros.paths import default_model
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = {"ingest": bench_ingest(args.transitions),
-              "swap": bench_swap(args.model or str(default_model()), args.swaps, planner_args=tuple(args.planner_args),
-                                 log_path=out.with_suffix(".log"), busy=args.busy)}
+    model, parts = args.model or str(default_model()), set(args.parts.split(","))
+    if parts - PARTS:
+        raise SystemExit(f"bench-loop: unknown --parts {sorted(parts - PARTS)} (choose from {sorted(PARTS)})")
+    result = {}
+    if "ingest" in parts:
+        result["ingest"] = bench_ingest(args.transitions)
+    if "swap" in parts:
+        result["swap"] = bench_swap(model, args.swaps, planner_args=tuple(args.planner_args),
+                                    log_path=out.with_suffix(".log"), busy=args.busy)
+    if "stepdown" in parts:
+        result["stepdown"] = bench_stepdown(model, args.stepdown_reps)
     write_results(out, result, format_table(result))
-    print(f"the nodes' log: {out.with_suffix('.log')}")
+    if "swap" in parts:
+        print(f"the nodes' log: {out.with_suffix('.log')}")
     return 0

@@ -656,6 +656,7 @@ class PlannerNode(Node):
             "swap_plan_waited_last_ms": round(self.swap_plan_waited_s * 1e3, 3), "swaps_rejected": self.swapper.rejected,
             "models_freed": self.swapper.freed, "models_waiting_to_free": self.swapper.waiting_to_free(),
             "last_swap_result": self.swapper.last_result,
+            "last_swap_thread_cpu_ms": round(self.swapper.last_cpu_s * 1e3, 3),
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,
             "control_rate_hz": self.p.control_rate_hz,

@@ -251,6 +251,11 @@ class HotSwapper:
     IDLE_S = 0.5  # no slack that fits a plan for this long: probe from the background
     MAX_GAP = 8  # the most ticks between shadow plans, reached while they keep overrunning their slack
     FREE_S = 0.005  # slack needed to free a retired model before one was timed (and at least a plan's time)
+    # A step down is asked for by a loop that overruns: every warm-up plan beside it takes CPU from
+    # a late loop. A fresh session's first plan is the slow one (1.02-1.05x its steady CPU time for
+    # models/cartpole_swingup's rungs on AMD), the second is already at its steady cost: one plan on zeros and one on
+    # the latest observation, both checked for finite outputs (was ladder_warmup x 2 = 20 plans).
+    RUNG_WARM_PLANS = 2
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
                  live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None,
@@ -283,6 +288,10 @@ class HotSwapper:
         self.rejected = 0  # model updates refused
         self.rung_failures = 0  # budget changes that did not pass (the loop stays at its rung)
         self.last_result = ""
+        # CPU seconds this thread spent on its last request (loading, hashing, plans it ran itself):
+        # what a swap or step down cost beside the loop, on /diagnostics. Shadow plans in the slack
+        # run on the slack thread and are not in it.
+        self.last_cpu_s = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hot-swap", daemon=True)
         self._thread.start()
@@ -452,16 +461,18 @@ class HotSwapper:
 
     def _handle(self, what: Request):
         rung, label = bool(what.rung), what.describe()
+        cpu0 = time.thread_time()
         why = self._moot(what)
         if why is not None:  # before any warm-up plan takes CPU from the loop
             self._drop_moot_rung(what, why)
             return
         try:
             cand = self._prepare(what)
+            self.last_cpu_s = time.thread_time() - cpu0
             self.last_result = (f"{label} passed checks (p50 {_ms(cand.p50_s)}, p99 {_ms(cand.p99_s)} over "
                                 f"{cand.shadow_plans} {'warm-up' if rung and not what.up else 'shadow'} plans, "
-                                f"{cand.stopped} more stopped at the end of their slack, counted as over it); swapping "
-                                f"at the next tick")
+                                f"{cand.stopped} more stopped at the end of their slack, counted as over it; "
+                                f"{_ms(self.last_cpu_s)} of the hot-swap thread's CPU); swapping at the next tick")
             # Logged before the candidate is offered: this low-priority thread must not hold the GIL
             # (formatting, logging) while the swap tick's plan waits for it, as it would if it were
             # preempted in there. Once offered, it only goes back to waiting for the next request.
@@ -480,7 +491,8 @@ class HotSwapper:
             self.rung_failures += rung
             self.rejected += not rung
             why = str(e) if isinstance(e, SwapRejected) else f"failed unexpectedly: {type(e).__name__}: {e}"
-            self.last_result = f"rejected {label}: {why}"
+            self.last_cpu_s = time.thread_time() - cpu0
+            self.last_result = f"rejected {label}: {why} ({_ms(self.last_cpu_s)} of the hot-swap thread's CPU)"
             if what.up:  # it did not fit now; the loop may try again later
                 self.log("info", self.last_result + "; staying at the running budget")
             else:
@@ -532,9 +544,9 @@ class HotSwapper:
         return _candidate(planner, probe, version, source)
 
     def _warm_rung(self, planner: OnnxPlanner, version: str, source: str, obs) -> Candidate:
-        """Warm-up plans on this low-priority thread, each checked for finite outputs; no latency
-        bar (the loop's governor judges the new rung on its live plans, and steps on if needed)."""
-        probe = ShadowProbe(planner, self.warmup, runs=max(1, self.warmup))
+        """RUNG_WARM_PLANS plans on this low-priority thread, each checked for finite outputs; no
+        latency bar (the loop's governor judges the new rung on its live plans, and steps on if needed)."""
+        probe = ShadowProbe(planner, warmup=1, runs=self.RUNG_WARM_PLANS - 1)
         while not probe.done.is_set():
             if self._stop.is_set():
                 raise SwapRejected("planner is shutting down")

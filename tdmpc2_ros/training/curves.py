@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 
@@ -62,7 +63,29 @@ class CsvLog:
             w.writerows(rows)
 
 
-def plot_learning_curve(eval_rows: list[dict], train_rows: list[dict], task: str, out: Path, title_extra: str = ""):
+_log = logging.getLogger(__name__)
+_warned_missing = False  # the missing results are named once per process, not on every redraw
+
+
+def _paper_or_why(task: str):
+    """(the published curve, None), or (None, why the plot goes without it)."""
+    global _warned_missing
+    root = find_paper_results()
+    if root is None:
+        why = ("published TD-MPC2 results not found (looked for shared/reference/paper-results above the working "
+               "directory and the package; set TDMPC2_PAPER_RESULTS)")
+        if not _warned_missing:
+            _warned_missing = True
+            _log.warning("%s: learning-curve plots go without the paper's curve", why)
+        return None, why
+    paper = paper_curve(task, root=root)
+    return paper, (None if paper is not None else f"no published curve for {task} in {root}")
+
+
+def plot_learning_curve(eval_rows: list[dict], train_rows: list[dict], task: str, out: Path,
+                        title_extra: str = "") -> str | None:
+    """Write the PNG; returns why the paper's curve is not on it, or None when it is (or when `task`
+    is empty: a robot's own task, which has no published curve to compare with)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,7 +98,9 @@ def plot_learning_curve(eval_rows: list[dict], train_rows: list[dict], task: str
     if eval_rows:
         ax.plot([int(r["step"]) for r in eval_rows], [float(r["episode_reward"]) for r in eval_rows],
                 "o-", color="C0", label="tdmpc2_ros evaluation")
-    paper = paper_curve(task)
+    paper, why = _paper_or_why(task) if task else (None, None)
+    if why:  # said on the plot itself, so a reader does not take its absence for a choice
+        ax.text(0.01, 0.99, why, transform=ax.transAxes, va="top", fontsize=6, color="0.4", wrap=True)
     if paper is not None:
         steps, mean, lo, hi = paper
         limit = max([int(r["step"]) for r in eval_rows + train_rows] or [steps[-1]])
@@ -84,9 +109,10 @@ def plot_learning_curve(eval_rows: list[dict], train_rows: list[dict], task: str
         ax.fill_between(steps[keep], lo[keep], hi[keep], color="C3", alpha=0.15)
     ax.set_xlabel("environment steps (action repeat 2 included)")
     ax.set_ylabel("episode return")
-    ax.set_title(f"{task} {title_extra}".strip())
+    ax.set_title(f"{task or 'robot'} {title_extra}".strip())
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
+    return why

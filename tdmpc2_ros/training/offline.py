@@ -725,7 +725,7 @@ class OfflineTrainer:
     def plot(self):
         """learning_curve.png from train.csv, beside the paper's curve for the task (if known)."""
         try:
-            plot_learning_curve([], self.curve_log.read(), self.task or "robot", self.run_dir / PLOT,
+            plot_learning_curve([], self.curve_log.read(), self.task, self.run_dir / PLOT,
                                 title_extra=f"({self.model_cfg.preset}, from bags, {self.updates} updates)")
         except Exception as e:  # noqa: BLE001 — a missing plotting backend must not stop training
             self.log.warning(f"could not plot the learning curve: {type(e).__name__}: {e}")
