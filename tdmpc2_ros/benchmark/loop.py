@@ -297,17 +297,19 @@ def bench_stepdown(model: str, reps: int = 5, warm_plans: tuple[int, ...] = (), 
             finally:
                 swapper.stop()
             rows.append({"from": big.budget.label(), "to": small.budget.label(),
-                         "by_warm_plans": {str(n): {"cpu_ms_median": round(1e3 * float(np.median(cpu[n])), 1),
-                                                    "cpu_ms_min": round(1e3 * min(cpu[n]), 1),
-                                                    "cpu_ms_max": round(1e3 * max(cpu[n]), 1),
-                                                    "wall_ms_median": round(1e3 * float(np.median(wall[n])), 1)}
-                                           for n in warm_plans}})
+                         "by_warm_plans": {str(n): _stepdown_stats(cpu[n], wall[n]) for n in warm_plans}})
             print(f"step down {rows[-1]['from']} -> {rows[-1]['to']}: " + ", ".join(
                 f"{n} warm-up plans {v['cpu_ms_median']} ms CPU" for n, v in rows[-1]["by_warm_plans"].items()), flush=True)
     return {"reps": reps, "threads": threads, "warm_plans": list(warm_plans), "pairs": rows}
 
 
-def format_stepdown_table(d: dict) -> list[str]:
+def _stepdown_stats(cpu_s: list[float], wall_s: list[float]) -> dict:
+    cpu_ms = 1e3 * np.asarray(cpu_s)
+    return {"cpu_ms_median": round(float(np.median(cpu_ms)), 1), "cpu_ms_min": round(float(cpu_ms.min()), 1),
+            "cpu_ms_max": round(float(cpu_ms.max()), 1), "wall_ms_median": round(1e3 * float(np.median(wall_s)), 1)}
+
+
+def _stepdown_table(d: dict) -> list[str]:
     arms = d["warm_plans"]
     head = " | ".join(f"{n} warm-up plans: CPU ms median (min-max) / wall ms" for n in arms)
     lines = [f"| step down (hot-swap thread, {d['threads']} ORT thread, {d['reps']} each) | {head} |",
@@ -353,7 +355,7 @@ def format_table(r: dict) -> str:
     if "swap" in r:
         lines += _swap_table(r["swap"])
     if "stepdown" in r:
-        lines += format_stepdown_table(r["stepdown"])
+        lines += _stepdown_table(r["stepdown"])
     return "\n".join(lines)
 
 
