@@ -112,6 +112,9 @@ def test_swap_work_counts_split_the_run_between_two_reports():
     assert any("after_shadow_plan 2 of 100 ticks" in line and "beside_loading 2 of 60 ticks" in line
                and "beside_background_plans 1 of 30 ticks" in line for line in lines)
     assert "misses with no swap (quiet windows between the swaps)" in next(line for line in lines if line.startswith("| swap cost"))
+    assert not any(line.startswith("Budget steps down") for line in lines)  # results from before session 18
+    lines = format_table({"swap": {**swap, "budget_steps_down": 2, "budget_steps_from_standby": 1}}).splitlines()
+    assert "Budget steps down: 2, 1 of them from the standby (the next smaller rung, loaded and warmed before the step)." in lines
 
 
 def test_a_step_down_is_measured_on_the_hot_swap_thread_for_each_number_of_warm_up_plans(tmp_path):
@@ -132,8 +135,16 @@ def test_a_step_down_is_measured_on_the_hot_swap_thread_for_each_number_of_warm_
     for arm in ("2", "4"):
         v = pair["by_warm_plans"][arm]
         assert 0 < v["cpu_ms_min"] <= v["cpu_ms_median"] <= v["cpu_ms_max"] and v["wall_ms_median"] > 0
+    # The standby: its load and 2 warm-up plans cost the hot-swap thread CPU before the step down (as
+    # much as the 2-plan arm's step down: the same work), and taking it at the step down costs the loop
+    # thread only a lock and a comparison.
+    before, at = pair["standby"]["before"], pair["standby"]["at_step_down"]
+    assert 0 < before["cpu_ms_min"] <= before["cpu_ms_median"] <= before["cpu_ms_max"]
+    assert 0 <= at["cpu_ms_median"] < before["cpu_ms_min"] and at["wall_ms_median"] >= 0
     table = format_table({"stepdown": d})
     assert "| mppi-i2-s64-e8-p4-h3 -> mppi-i2-s32-e4-p2-h3 |" in table and "4 warm-up plans" in table
+    assert "| step down from the standby |" in table
+    assert sum(line.startswith("| mppi-i2-s64-e8-p4-h3 -> mppi-i2-s32-e4-p2-h3 |") for line in table.splitlines()) == 2
     assert "ingest" not in table and "swap cost" not in table  # only the parts that ran
 
 

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -573,6 +574,156 @@ def test_a_step_up_is_shadow_checked_against_the_limit_itself(models, tmp_path):
         assert swapper.take_ready() is None and swapper.rejected == 0
         assert "exceeds the 0.00 ms limit" in swapper.last_result
         assert logs[-1][0] == "info" and "staying at the running budget" in logs[-1][1]
+    finally:
+        swapper.stop()
+
+
+@pytest.fixture(scope="module")
+def two_rungs(tmp_path_factory):
+    from ros_harness import small_ladder
+
+    return small_ladder(tmp_path_factory)
+
+
+def _standby_swapper(folder, tmp_path, monkeypatch, **kw):
+    """A swapper running the larger rung of a two-rung ladder (`loop["planner"]`, which a test may
+    change as the loop would); `loads` lists every rung it loads."""
+    from tdmpc2_ros.runtime import hot_swap
+    from tdmpc2_ros.runtime.ladder import read_ladder
+    from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
+
+    rungs = read_ladder(folder)
+    loop = {"planner": OnnxPlanner(rungs[0].path, threads=1)}
+    obs = np.full(loop["planner"].obs_dim, 0.1, np.float32)
+    logs: list[tuple[str, str]] = []
+    loads = []
+    real_load = hot_swap.load_matching
+    monkeypatch.setattr(hot_swap, "load_matching", lambda *a, **k: loads.append(k.get("budget_label")) or real_load(*a, **k))
+    swapper = HotSwapper(lambda: (loop["planner"], obs), limit_s=10.0, warmup=2, runs=5, threads=1, seed=0,
+                         cache_dir=tmp_path / "cache", log=lambda level, text: logs.append((level, text)),
+                         live_p50=lambda: 0.004, **kw)
+    swapper.loop = loop
+    swapper.STANDBY_IDLE_S = 0.2  # nobody offers slack here: its warm-up plans run in the background soon
+    return swapper, rungs, loads, logs
+
+
+def test_the_standby_is_the_next_smaller_rung_loaded_before_a_step_down(two_rungs, tmp_path, monkeypatch):
+    """keep_standby brings up the next smaller rung (loaded, 2 warm-up plans); a step down then takes
+    it with nothing loaded, from the loop (take_standby) or through a rung request. A step down is
+    no longer where a rung is loaded."""
+    folder = str(two_rungs)
+    swapper, rungs, loads, logs = _standby_swapper(folder, tmp_path, monkeypatch)
+    big, small = rungs[0].budget.label(), rungs[1].budget.label()
+    want = Request.standby(big, folder, "v1")
+    try:
+        swapper.keep_standby(want)
+        assert _wait(lambda: swapper.standby_label() == small), swapper.standby_result
+        assert loads == [small] and swapper.standby_cpu_s > 0
+        assert f"standby {small} of v1 ready (2 warm-up plans" in swapper.standby_result and logs[-1][0] == "info"
+        # Held for the loop only: not offered as a swap, and not a rung request's failure.
+        assert swapper.take_ready() is None and swapper.rung_failures == 0 and swapper.standby_failures == 0
+        # Only for the running version, source and budget it stands below.
+        assert swapper.take_standby("v2", folder, below=big) is None
+        assert swapper.take_standby("v1", folder, below=small) is None
+        held = swapper.take_standby("v1", folder, below=big)
+        assert held.planner.contract.budget == rungs[1].budget and held.rung_change and not held.step_up
+        assert held.below == big and held.shadow_plans == HotSwapper.RUNG_WARM_PLANS and swapper.standby_label() == ""
+        assert np.isfinite(held.planner.plan(np.zeros(held.planner.obs_dim, np.float32)).action).all()
+        # Asked for again, with a loop that ticks: its warm-up plans wait for the slack after a tick ...
+        swapper.STANDBY_IDLE_S = 1e9
+        swapper.keep_standby(want)
+        assert _wait(lambda: swapper._probe is not None and len(loads) == 2)  # loaded
+        obs = np.full(held.planner.obs_dim, 0.1, np.float32)
+        assert swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a)) == SHADOW_PLAN  # the first, in the slack
+        time.sleep(0.3)
+        assert swapper.standby_label() == "" and swapper._probe.plans == 1  # none beside the loop meanwhile
+        # ... until a step down's own request waits (the loop found it not ready): the last plan runs on
+        # this thread at once, and the request takes the standby, with no load of its own.
+        swapper.request(Request.budget(small, folder, "v1"))
+        assert _wait(lambda: swapper._ready is not None)
+        cand = swapper.take_ready()
+        assert cand.below == big and loads == [small, small], loads  # the standby's load, not the step down's
+        assert cand.shadow_plans == 2 and swapper.standby_label() == ""
+        assert "from the standby (loaded and warmed earlier over 2 plans" in swapper.last_result, swapper.last_result
+    finally:
+        swapper.stop()
+
+
+def test_a_standby_that_no_longer_fits_is_retired_and_a_step_up_leaves_one_warm(two_rungs, tmp_path, monkeypatch):
+    folder = str(two_rungs)
+    swapper, rungs, loads, _ = _standby_swapper(folder, tmp_path, monkeypatch)
+    big, small = rungs[0].budget.label(), rungs[1].budget.label()
+    try:
+        swapper.keep_standby(Request.standby(big, folder, "v1"))
+        assert _wait(lambda: swapper.standby_label() == small)
+        held = swapper._standby.planner
+        # A new version runs: the old version's standby is retired (freed in a later slack) at once,
+        # and the new version's is brought up.
+        swapper.keep_standby(Request.standby(big, folder, "v2"))
+        assert swapper.waiting_to_free() == 1 and swapper._retired[0] is held
+        assert _wait(lambda: swapper.standby_label() == small and swapper._standby.version == "v2")
+        assert len(loads) == 2
+        # The same wish again is no new load.
+        swapper.keep_standby(Request.standby(big, folder, "v2"))
+        time.sleep(0.3)
+        assert len(loads) == 2 and swapper._standby.version == "v2"
+        # A step up to the larger rung leaves the smaller one running before, warm: the standby as it is.
+        warm = held
+        swapper.keep_standby(Request.standby(big, folder, "v3"), warm=warm)
+        assert swapper._standby.planner is warm and swapper._standby.version == "v3" and len(loads) == 2
+        assert swapper.waiting_to_free() == 2  # v2's standby
+        # The smallest rung has none below it: nothing is loaded, and the held one is retired.
+        swapper.keep_standby(Request.standby(small, folder, "v3"))
+        assert _wait(lambda: "has no rung smaller than" in swapper.standby_result), swapper.standby_result
+        assert swapper.standby_label() == "" and len(loads) == 2 and swapper.waiting_to_free() == 3
+        swapper.keep_standby(None)  # standby off: nothing held, nothing asked for
+        assert swapper.standby_label() == "" and swapper.requests.empty()
+    finally:
+        swapper.stop()
+
+
+def test_an_update_checked_at_a_budget_the_loop_left_meanwhile_is_checked_again(two_rungs, tmp_path, monkeypatch):
+    """The loop steps down while a new version's shadow plans run: installed as checked, the version
+    would bring back the budget that just overran. It is checked again at the loop's new budget."""
+    from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
+
+    folder = str(two_rungs)
+    swapper, rungs, loads, logs = _standby_swapper(folder, tmp_path, monkeypatch)
+    swapper.IDLE_S = 1e9  # a ticking loop: shadow plans only in the slack it offers
+    obs = np.full(OBS_DIM, 0.1, np.float32)
+    try:
+        swapper.request(Request.model_path(folder, "v2"))
+        assert _wait(lambda: swapper._probe is not None) and loads == [None]  # at the running budget
+        swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
+        swapper.loop["planner"] = OnnxPlanner(rungs[1].path, threads=1)  # the loop stepped down meanwhile
+        while swapper._ready is None:  # the loop's slack after each tick, until the check is done
+            swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a))
+            time.sleep(0.01)
+        cand = swapper.take_ready()
+        assert cand.version == "v2" and not cand.rung_change and cand.planner.contract.budget == rungs[1].budget
+        assert loads == [None, None] and swapper.freed + swapper.waiting_to_free() == 1  # the first, retired (and freed in a slack)
+        assert any(f"was checked at {rungs[0].budget.label()}; the loop stepped to {rungs[1].budget.label()}" in text
+                   for _, text in logs)
+    finally:
+        swapper.stop()
+
+
+def test_a_standby_that_cannot_be_brought_up_is_no_fault(two_rungs, tmp_path, monkeypatch):
+    """A broken smaller rung: no standby, said so, and counted apart from the loop's rung requests
+    (a step down then loads the rung as before, and is refused there if it is broken)."""
+    folder = tmp_path / "broken"
+    shutil.copytree(two_rungs, folder)
+    from tdmpc2_ros.runtime.ladder import read_ladder
+
+    small = read_ladder(folder)[1]
+    Path(small.path).write_bytes(b"not an onnx graph")
+    swapper, rungs, loads, logs = _standby_swapper(str(folder), tmp_path, monkeypatch)
+    try:
+        swapper.keep_standby(Request.standby(rungs[0].budget.label(), str(folder), "v1"))
+        assert _wait(lambda: swapper.standby_failures == 1), swapper.standby_result
+        assert f"no standby {small.budget.label()} of v1" in swapper.standby_result
+        assert "a step down will load it then" in swapper.standby_result and logs[-1][0] == "info"
+        assert swapper.standby_label() == "" and swapper.rung_failures == 0 and swapper.rejected == 0
     finally:
         swapper.stop()
 

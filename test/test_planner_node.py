@@ -202,8 +202,11 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     assert ros.spin_until(lambda: any("no smaller rung" in d.message for d in out["diagnostics"]), 30)
     assert node.planner.contract.budget == rungs[-1].budget and node.budget_steps == 1
     assert node.published == node.ticks and node.missed_deadlines == 0 and node.safe_actions == 0
-    last = out["diagnostics"][-1]
-    assert {kv.key: kv.value for kv in last.values}["budget"] == rungs[-1].budget.label()
+    last = {kv.key: kv.value for kv in out["diagnostics"][-1].values}
+    assert last["budget"] == rungs[-1].budget.label()
+    # Nothing is smaller than the smallest rung: no standby, and /diagnostics says why.
+    assert last["standby"] == "" and "has no rung smaller than" in last["standby_result"]
+    assert last["budget_steps_from_standby"] == str(node.budget_steps_from_standby)
     assert not node.set_parameters([Parameter("deadline_fraction", value=2.0)])[0].successful
 
 
@@ -217,6 +220,12 @@ def test_a_missed_deadline_steps_down_at_once(ros, ladder):
     n, pub, out = peer(ros)
     n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
     assert ros.spin_until(lambda: len(out["commands"]) >= 3, 60)
+    # The next smaller rung was loaded and warmed at start-up, before the loop: the first standby. The
+    # hot-swap thread has loaded and planned nothing since.
+    assert node.swapper.standby_label() == rungs[1].budget.label(), node.swapper.standby_result
+    assert "ready (warm: warmed at start-up; nothing loaded)" in node.swapper.standby_result
+    assert node.swapper.worked_since(0.0) == [] and node.swapper.requests.empty()
+    standby = node.swapper._standby.planner
     real, late = node.planner.plan, []
 
     def late_once(*args, **kwargs):  # one plan past the 90 ms deadline, as a burst of other work would make it
@@ -231,6 +240,11 @@ def test_a_missed_deadline_steps_down_at_once(ros, ladder):
     # plan over the limit, which alone the governor would have let pass.
     assert 1 <= node.missed_deadlines <= 2 and node.budget_steps == 1 and node.published == node.ticks
     assert node.missed_with_any_swap_work == 0  # no swap was going on: the misses are not a swap's
+    # The step down installed the standby itself, between two ticks: nothing was loaded for it.
+    assert node.planner is standby and node.budget_steps_from_standby == 1 and not node._rung_requested
+    # The smallest rung has no smaller one: no standby is held, and nothing is loaded for one.
+    assert ros.spin_until(lambda: "has no rung smaller than" in node.swapper.standby_result, 10), node.swapper.standby_result
+    assert node.swapper.standby_label() == ""
 
 
 def test_swap_work_left_running_in_the_slack_does_not_hold_up_a_live_plan(ros, ladder):
@@ -307,10 +321,13 @@ def test_a_stepped_down_budget_steps_back_up_once_plans_fit_again(ros, ladder):
     # A burst: the running rung overruns and steps down ...
     assert node.set_parameters([Parameter("deadline_fraction", value=1e-6)])[0].successful
     assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
+    small = node.planner
     # ... and passes. After 0.5 s (5 plans) within the limit the larger rung is checked in the slack
     # and, fitting, installed.
     assert node.set_parameters([Parameter("deadline_fraction", value=1.0)])[0].successful
     assert ros.spin_until(lambda: node.planner.contract.budget == rungs[0].budget, 60), node.swapper.last_result
+    # The rung it stepped up from is the next smaller one, warm: held as the standby, with no load.
+    assert node.swapper._standby.planner is small and node.swapper.standby_label() == rungs[1].budget.label()
     assert "budget up to" in node.swapper.last_result and "shadow plans" in node.swapper.last_result
     assert node.budget_steps == 1 and node.budget_steps_up == 1 and node.swaps == 0 and node.model_version == version
     assert len(node.swap_tick_latency) == 0 and node.missed_deadlines == 0 and node.published == node.ticks

@@ -36,7 +36,10 @@
   next smaller rung of the running version (loading its graph and its warm-up plans), step by step
   down the ladder, with the warm-up plans the planner runs now (HotSwapper.RUNG_WARM_PLANS) against
   the 20 it ran until session 16. A step down is asked for by a loop that already overruns, so this
-  CPU is taken from a late loop.
+  CPU is taken from a late loop. Since session 18 the planner holds the next smaller rung as a
+  standby (HotSwapper.keep_standby), brought up while all is well: the `standby` arm measures that
+  CPU (on the hot-swap thread, before the step down) and what the step down itself then costs (the
+  loop thread's CPU to take the standby; nothing runs on the hot-swap thread for it).
 """
 
 from __future__ import annotations
@@ -248,6 +251,9 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, window_s: floa
             # Retired models (older than the 3 kept for rollback) freed in a tick's slack, and those still waiting.
             "models_freed": _int_or_none(final.get("models_freed")),
             "models_waiting_to_free": _int_or_none(final.get("models_waiting_to_free")),
+            # Budget step downs (a loop that overran), and those that took the standby (nothing loaded then).
+            "budget_steps_down": _int_or_none(final.get("budget_steps_down")),
+            "budget_steps_from_standby": _int_or_none(final.get("budget_steps_from_standby")),
             "windows_excess_p": excess_p(counts["swapping"][1], counts["swapping"][0], counts["baseline"][1],
                                          counts["baseline"][0]),
             "swap_work": swap_work_counts(start, final),
@@ -279,6 +285,7 @@ def bench_stepdown(model: str, reps: int = 5, warm_plans: tuple[int, ...] = (), 
                                  cache_dir=cache, log=lambda level, text: None)
             cpu = {n: [] for n in warm_plans}
             wall = {n: [] for n in warm_plans}
+            standby = {"before_cpu_s": [], "at_cpu_s": [], "at_wall_s": []}
             try:
                 for _ in range(reps):
                     for n in warm_plans:
@@ -294,19 +301,50 @@ def bench_stepdown(model: str, reps: int = 5, warm_plans: tuple[int, ...] = (), 
                         if cand.shadow_plans != n:  # the arms would not be what the table says
                             raise RuntimeError(f"a step down ran {cand.shadow_plans} warm-up plans, not {n}")
                         del cand  # freed here, not inside the next request's measurement
+                    _measure_standby(swapper, model, big.budget.label(), standby)
             finally:
                 swapper.stop()
             rows.append({"from": big.budget.label(), "to": small.budget.label(),
-                         "by_warm_plans": {str(n): _stepdown_stats(cpu[n], wall[n]) for n in warm_plans}})
+                         "by_warm_plans": {str(n): _stepdown_stats(cpu[n], wall[n]) for n in warm_plans},
+                         "standby": {"before": _stepdown_stats(standby["before_cpu_s"], []),
+                                     "at_step_down": _stepdown_stats(standby["at_cpu_s"], standby["at_wall_s"], digits=3)}})
             print(f"step down {rows[-1]['from']} -> {rows[-1]['to']}: " + ", ".join(
-                f"{n} warm-up plans {v['cpu_ms_median']} ms CPU" for n, v in rows[-1]["by_warm_plans"].items()), flush=True)
+                f"{n} warm-up plans {v['cpu_ms_median']} ms CPU" for n, v in rows[-1]["by_warm_plans"].items())
+                + f"; from the standby {rows[-1]['standby']['at_step_down']['cpu_ms_median']} ms CPU (bringing it up "
+                  f"before: {rows[-1]['standby']['before']['cpu_ms_median']} ms)", flush=True)
     return {"reps": reps, "threads": threads, "warm_plans": list(warm_plans), "pairs": rows}
 
 
-def _stepdown_stats(cpu_s: list[float], wall_s: list[float]) -> dict:
+def _measure_standby(swapper, model: str, running: str, into: dict):
+    """One standby as the planner keeps it: brought up below `running` (no loop offers slack here, so
+    its warm-up plans run on the hot-swap thread), then taken as a step down would take it."""
+    from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
+
+    swapper.RUNG_WARM_PLANS = HotSwapper.RUNG_WARM_PLANS
+    swapper.STANDBY_IDLE_S = swapper.IDLE_S  # this instance only: no loop will offer slack, so do not wait for one
+    swapper.keep_standby(Request.standby(running, model, "bench"))
+    while not swapper.standby_label():
+        if swapper.standby_failures:
+            raise RuntimeError(swapper.standby_result)
+        time.sleep(0.002)
+    into["before_cpu_s"].append(swapper.standby_cpu_s)
+    t0, cpu0 = time.perf_counter(), time.thread_time()
+    cand = swapper.take_standby("bench", model, below=running)
+    into["at_cpu_s"].append(time.thread_time() - cpu0)
+    into["at_wall_s"].append(time.perf_counter() - t0)
+    if cand is None or cand.shadow_plans != HotSwapper.RUNG_WARM_PLANS:
+        raise RuntimeError(f"the standby below {running} was not taken as brought up: {swapper.standby_result}")
+    swapper.keep_standby(None)
+    del cand
+
+
+def _stepdown_stats(cpu_s: list[float], wall_s: list[float], digits: int = 1) -> dict:
     cpu_ms = 1e3 * np.asarray(cpu_s)
-    return {"cpu_ms_median": round(float(np.median(cpu_ms)), 1), "cpu_ms_min": round(float(cpu_ms.min()), 1),
-            "cpu_ms_max": round(float(cpu_ms.max()), 1), "wall_ms_median": round(1e3 * float(np.median(wall_s)), 1)}
+    stats = {"cpu_ms_median": round(float(np.median(cpu_ms)), digits), "cpu_ms_min": round(float(cpu_ms.min()), digits),
+             "cpu_ms_max": round(float(cpu_ms.max()), digits)}
+    if wall_s:
+        stats["wall_ms_median"] = round(1e3 * float(np.median(wall_s)), digits)
+    return stats
 
 
 def _stepdown_table(d: dict) -> list[str]:
@@ -318,6 +356,13 @@ def _stepdown_table(d: dict) -> list[str]:
         cells = [f"{v['cpu_ms_median']} ({v['cpu_ms_min']}-{v['cpu_ms_max']}) / {v['wall_ms_median']}"
                  for v in (r["by_warm_plans"][str(n)] for n in arms)]
         lines.append(f"| {r['from']} -> {r['to']} | " + " | ".join(cells) + " |")
+    if all("standby" in r for r in d["pairs"]):  # since session 18
+        lines += ["", "| step down from the standby | at the step down: loop thread CPU ms median (min-max) / wall ms | "
+                      "before it, bringing the standby up: hot-swap thread CPU ms median (min-max) |", "|---|---|---|"]
+        for r in d["pairs"]:
+            at, before = r["standby"]["at_step_down"], r["standby"]["before"]
+            lines.append(f"| {r['from']} -> {r['to']} | {at['cpu_ms_median']} ({at['cpu_ms_min']}-{at['cpu_ms_max']}) / "
+                         f"{at['wall_ms_median']} | {before['cpu_ms_median']} ({before['cpu_ms_min']}-{before['cpu_ms_max']}) |")
     return lines + [""]
 
 
@@ -376,6 +421,7 @@ def _swap_table(s: dict) -> list[str]:
         f"{s['swaps_within_1ms']} of {s['swaps']} | {s.get('ordinary_ticks_within_1ms', '-')} of "
         f"{s.get('ordinary_ticks_sampled', '-')} | {s['missed_deadlines_during_swaps']} of {s['swap_phase_ticks']} ticks | "
         f"{s['baseline']['missed']} of {s['baseline']['ticks']} ticks |", "",
+        *_steps_line(s),
         "| excess over the median, median of | in the ONNX call ms | around it ms (hand-off, install, publish) |",
         "|---|---|---|",
         f"| swap ticks | {s.get('swap_plan_excess_median_ms', '-')} | {s.get('swap_around_plan_excess_median_ms', '-')} |",
@@ -385,6 +431,13 @@ def _swap_table(s: dict) -> list[str]:
         f"| from its hand-off until the plan thread started it | "
         f"{s.get('plan_queued_max_ms', {}).get('swapping', '-')} | {s.get('plan_queued_max_ms', {}).get('baseline', '-')} |",
         "", *_swap_work_table(s), ""]
+
+
+def _steps_line(s: dict) -> list[str]:
+    if s.get("budget_steps_down") is None:  # results from before session 18
+        return []
+    return [f"Budget steps down: {s['budget_steps_down']}, {s['budget_steps_from_standby']} of them from the standby "
+            "(the next smaller rung, loaded and warmed before the step).", ""]
 
 
 def _busy_label(busy: float) -> str:

@@ -16,6 +16,7 @@ class PlannerParams:
     trigger: str = "timer"  # "timer": plan on a fixed-rate timer; "observation": plan when an observation arrives
     deadline_fraction: float = 0.7  # a rung must have p99 <= fraction * period
     budget_step_up_after_s: float = 60.0  # after this long with every plan within the limit, try the larger rung; 0 = never
+    budget_standby: bool = True  # keep the next smaller rung loaded and warm: a step down loads nothing (1 more session)
     ladder_warmup: int = 10
     ladder_runs: int = 40
     swap_check_spacing: int = 2  # a swap candidate's shadow plans: at most one every this many ticks (more while busy)

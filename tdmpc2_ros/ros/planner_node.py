@@ -47,7 +47,8 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
-from tdmpc2_ros.runtime.hot_swap import AFTER, BESIDE, SWAP_TICK, SWAP_WORK, HotSwapper, Request
+from tdmpc2_ros.runtime.hot_swap import (AFTER, BESIDE, SWAP_TICK, SWAP_WORK, HotSwapper, Request, ShadowProbe,
+                                         SwapRejected, load_matching)
 from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
@@ -167,12 +168,16 @@ class PlannerNode(Node):
         # A step up is tried after this many plans in a row within the limit; each failed try doubles it.
         self._up_base = self._up_after = round(self.p.budget_step_up_after_s * self.p.control_rate_hz)
         self.budget_steps = self.budget_steps_up = 0
+        self.budget_steps_from_standby = 0  # step downs that took the standby (no load beside a late loop)
+        self._standby_due = None  # (warm planner or None,): a standby to ask for once the tick has published
         cache = self.p.model_cache_dir or os.path.expanduser("~/.cache/tdmpc2_ros/models")
         self.swapper = HotSwapper(lambda: (self.planner, self.last_obs), limit, self.p.ladder_warmup, self.p.ladder_runs,
                                   self.p.threads, self.p.seed, cache, self._log,
                                   live_p50=lambda: self.plan_latency.recent_median(50),
                                   cpus=self.plan_cpus, running_version=lambda: self.model_version,
                                   spacing=self.p.swap_check_spacing)
+        self._keep_standby(self._first_standby, "warmed at start-up")
+        self._first_standby = None
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -236,7 +241,28 @@ class PlannerNode(Node):
                   f"{planner.contract.budget.label()}" + ("" if fits else " (NO rung fits; expect misses)"))
         if not fits:
             self.get_logger().warning(report)
+        self._first_standby = self._warm_standby_now(path, planner) if self.p.budget_standby else None
         return planner, report
+
+    def _warm_standby_now(self, path: str, running):
+        """The next smaller rung, loaded and warmed (2 plans, finite outputs) before the loop starts: the
+        first standby, so that no load runs beside a loop that finds start-up chose too large a rung.
+        None where there is none; one that fails is logged and left to the swapper to try again."""
+        smaller = next_smaller_rung(path, running.contract.budget)
+        if smaller is None:
+            return None
+        try:
+            planner = load_matching(path, running, self.p.threads, self.p.seed, budget_label=smaller.budget.label())
+            probe = ShadowProbe(planner, warmup=1, runs=HotSwapper.RUNG_WARM_PLANS - 1)
+            while not probe.done.is_set():
+                probe.step(None)  # zeros: no observation has come yet
+            if probe.error is not None:
+                raise probe.error
+        except SwapRejected as e:
+            self.get_logger().warning(f"no standby {smaller.budget.label()} at start-up: {e}")
+            return None
+        planner.reset()
+        return planner
 
     # -- inputs ---------------------------------------------------------------------------------
     def _make_callback(self, topic: str):
@@ -348,6 +374,9 @@ class PlannerNode(Node):
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
         # This tick's own cost outside the ONNX call: observation assembly, hand-off, shaping, publish.
         self.ros_overhead.add(self.tick_latency.last() - self.last_plan_s)
+        if self._standby_due is not None:
+            due, self._standby_due = self._standby_due, None
+            self._keep_standby(*due)
         if self.swapper.wants_slack():  # shadow plans of a swap candidate, or freeing an old model
             self._slack_job = self.swapper.offer_slack(obs, self._slack(start), self.slack_worker.submit)
 
@@ -422,6 +451,13 @@ class PlannerNode(Node):
         why = (f"budget {current.label()} missed {self._missed_since_install} deadline(s)" if self._missed_since_install
                else f"budget {current.label()} overruns: {self.governor.describe()}")
         self.governor.restart()
+        # The standby (the next smaller rung, loaded and warmed while all was well): installed now,
+        # between two ticks, with nothing loaded beside this late loop.
+        standby = self.swapper.take_standby(self.model_version, self.model_source, below=current.label())
+        if standby is not None:
+            self._log("info", f"{why}; stepping down to {standby.planner.contract.budget.label()} (the standby)")
+            self._install(standby)
+            return
         if smaller is None:
             problem = f"{why}; {self.model_source} has no smaller rung, so ticks may miss their deadline"
             self.level, self.last_problem = max(self.level, WARN), problem  # on /diagnostics while it lasts
@@ -485,9 +521,10 @@ class PlannerNode(Node):
             if (version, source) != (self.model_version, self.model_source):
                 self.swapper.retire(planner)  # another version came in meanwhile; the governor judges it anew
                 return
-            self.swapper.retire(self.planner)
+            left = self.planner
             self.budget_steps_up += candidate.step_up
             self.budget_steps += not candidate.step_up
+            self.budget_steps_from_standby += bool(candidate.below)
             self._last_change_up = candidate.step_up
             self._swap_note = (f"stepped budget {'up' if candidate.step_up else 'down'} {self.planner.contract.budget.label()} "
                                f"-> {planner.contract.budget.label()} at tick {self.ticks}")
@@ -495,6 +532,12 @@ class PlannerNode(Node):
             # and the next swap tick is judged against the median of the rung it runs on.
             self.tick_latency = RollingStats()
             self.planner = planner
+            # A step up left the next smaller rung, warm: the standby as it is. A step down left a larger one.
+            if candidate.step_up:
+                self._standby_after_tick(warm=left, warmed="the rung the step up left")
+            else:
+                self.swapper.retire(left)  # freed in a later tick's slack
+                self._standby_after_tick()
             return
         else:
             self.previous.append((self.planner, self.model_version, self.model_source))
@@ -505,6 +548,26 @@ class PlannerNode(Node):
         # _publish times this tick as a swap tick's and logs the swap then, outside the timed part.
         self._swap_timed = True
         self._swap_note = f"{'rolled back' if rollback else 'swapped'} model {old} -> {version} at tick {self.ticks}"
+        self._standby_after_tick()
+
+    def _standby_after_tick(self, warm=None, warmed: str = ""):
+        """Ask for the standby once this tick has published: the hot-swap thread wakes for it, and its
+        Python work (reading the ladder, starting a load) must not hold the GIL while this tick's
+        plan needs it."""
+        if self._standby_due is not None and self._standby_due[0] is not None:
+            self.swapper.retire(self._standby_due[0])  # a warm rung superseded before it was handed over
+        self._standby_due = (warm, warmed)
+
+    def _keep_standby(self, warm=None, warmed: str = ""):
+        """Tell the swapper which standby to hold for the model and budget now running (it retires
+        one that no longer fits and brings up the new one in the background): a queue put, cheap
+        between two ticks. `warm`: the next smaller rung, already warm (the standby as it is)."""
+        if not self.p.budget_standby:
+            if warm is not None:
+                self.swapper.retire(warm)
+            return
+        self.swapper.keep_standby(Request.standby(self.planner.contract.budget.label(), self.model_source,
+                                                  self.model_version), warm, warmed)
 
     def _on_model_update(self, msg: String):
         try:
@@ -659,6 +722,8 @@ class PlannerNode(Node):
             "last_swap_thread_cpu_ms": round(self.swapper.last_cpu_s * 1e3, 3),
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,
+            "budget_steps_from_standby": self.budget_steps_from_standby,
+            "standby": self.swapper.standby_label(), "standby_result": self.swapper.standby_result,
             "control_rate_hz": self.p.control_rate_hz,
             "plan_thread": self.plan_thread,
             "execution_provider": self.planner.session.get_providers()[0],

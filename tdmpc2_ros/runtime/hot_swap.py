@@ -36,6 +36,15 @@ the same way, but it is warmed up on this thread instead of in the slack: an ove
 no slack to give. A larger one (up=True) is asked for after a long run of plans that fitted;
 it gets shadow plans like a new version, and must show a p99 within the limit itself (the running
 rung is smaller, so it is no yardstick). A failed step up is no fault: the loop stays where it is.
+
+The standby (keep_standby): the next smaller rung of the running version, loaded on this thread and
+warmed with RUNG_WARM_PLANS shadow plans in the slack while the loop is well, so that a step down is
+a pointer swap the loop does itself (take_standby) instead of a load beside a late loop (on the busy
+2-core AMD machine, the one miss next to a step down's swap work in session 17 came while its rung
+was loading; loading took 65-190 ms of CPU). Its cost is one more session in memory and a load after
+every model update or rung change, at a time the loop has slack. The first standby is loaded and warmed
+by the planner at start-up, before its loop runs, and a step up leaves the rung it came from as the
+standby: neither loads anything beside the loop.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.runtime.contract import ModelLoadError, SpecMismatch
-from tdmpc2_ros.runtime.ladder import read_ladder
+from tdmpc2_ros.runtime.ladder import next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import StoreError, materialise
 from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, PlanStopped, StopHandle
 from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
@@ -89,6 +98,7 @@ class Candidate:
     stopped: int = 0  # timed shadow plans stopped at the end of their slack
     rung_change: bool = False  # the running model at another budget, not a new version
     step_up: bool = False  # that budget is the next larger one
+    below: str = ""  # a standby: the running budget (label) it is the next smaller rung of
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,7 @@ class Request:
     rung: str = ""  # a budget label: the running version at that budget
     up: bool = False  # the rung is the next larger one (a step up, shadow-checked against the limit)
     expected_s: float | None = None  # what that rung's plans took at start-up, where known
+    below: str = ""  # a standby: bring up the next smaller rung below this budget label (keep_standby)
 
     @classmethod
     def update(cls, announcement: dict) -> Request:
@@ -115,7 +126,13 @@ class Request:
     def budget(cls, label: str, path: str, version: str, up: bool = False, expected_s: float | None = None) -> Request:
         return cls(path=path, version=version, rung=label, up=up, expected_s=expected_s)
 
+    @classmethod
+    def standby(cls, below: str, path: str, version: str) -> Request:
+        return cls(path=path, version=version, below=below)
+
     def describe(self) -> str:
+        if self.below:
+            return f"standby below {self.below}"
         if self.rung:
             return f"budget {'up to' if self.up else 'down to'} {self.rung}"
         return f"model update {self.version}"
@@ -145,6 +162,11 @@ def load_matching(path: str | os.PathLike, current: OnnxPlanner, threads: int, s
                            f"{old.budget.label()}; candidate obs {new.obs.describe()}, action {new.action.describe()}, "
                            f"budget {new.budget.label()}")
     return planner
+
+
+def _stands_for(held: Candidate, want: Request) -> bool:
+    """The held standby is the one `want` asks for (same version, source and running budget)."""
+    return (held.version, held.source, held.below) == (want.version, want.path, want.below)
 
 
 def _finite(r) -> bool:
@@ -256,6 +278,10 @@ class HotSwapper:
     # models/cartpole_swingup's rungs on AMD), the second is already at its steady cost: one plan on zeros and one on
     # the latest observation, both checked for finite outputs (was ladder_warmup x 2 = 20 plans).
     RUNG_WARM_PLANS = 2
+    # The standby's warm-up plans wait this long for slack before running beside the loop: a loop
+    # that overruns steps down within a few plans, and must not have them beside it meanwhile.
+    STANDBY_IDLE_S = 5.0
+    RECHECKS = 2  # a new version checked again at most this often because the loop changed budget meanwhile
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
                  live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None,
@@ -292,6 +318,11 @@ class HotSwapper:
         # what a swap or step down cost beside the loop, on /diagnostics. Shadow plans in the slack
         # run on the slack thread and are not in it.
         self.last_cpu_s = 0.0
+        # The standby (keep_standby): what the loop wants held, what is held, and how the last went.
+        self._standby_wanted: Request | None = None
+        self._standby: Candidate | None = None
+        self.standby_result, self.standby_cpu_s = "", 0.0
+        self.standby_failures = 0  # standbys that could not be brought up (a step down then loads its rung)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hot-swap", daemon=True)
         self._thread.start()
@@ -334,6 +365,47 @@ class HotSwapper:
             self._in_slack = (submit(self._free_one), None, now + slack_s, FREE)
             return FREE
         return ""
+
+    # -- the standby: the next smaller rung, loaded and warmed before a step down asks for it ----------
+    def keep_standby(self, want: Request | None, warm: OnnxPlanner | None = None, warmed: str = ""):
+        """After every install the loop says which standby it wants (Request.standby of the running
+        version and budget; None for none). A held one that is not it is retired; `warm` (a rung the
+        loop has planned with: measured at start-up, or left by a step up; `warmed` says which) becomes
+        it at once; otherwise it is brought up on this thread once no other request waits. Cheap: a
+        lock and a queue put."""
+        with self._lock:
+            self._standby_wanted = want
+            old, self._standby = self._standby, None
+            if warm is not None and want is not None:
+                self._standby = Candidate(warm, want.version, want.path, math.nan, math.nan, rung_change=True,
+                                          below=want.below)
+                self.standby_result = (f"standby {warm.contract.budget.label()} of {want.version} ready (warm: "
+                                       f"{warmed or 'planned with before'}; nothing loaded)")
+                warm = None
+            elif old is not None and want is not None and _stands_for(old, want):
+                self._standby, old = old, None
+            missing = want is not None and self._standby is None
+        for leftover in (old.planner if old is not None else None, warm):
+            if leftover is not None:
+                self.retire(leftover)
+        if missing:
+            self.requests.put(want)
+
+    def take_standby(self, version: str, source: str, below: str = "", label: str = "") -> Candidate | None:
+        """The held standby, if it is `version` from `source` and the next smaller rung below the
+        budget `below` (or has the budget `label`); it is no longer held. None otherwise."""
+        with self._lock:
+            held = self._standby
+            if (held is None or (held.version, held.source) != (version, source) or (below and held.below != below)
+                    or (label and held.planner.contract.budget.label() != label)):
+                return None
+            self._standby = None
+        return held
+
+    def standby_label(self) -> str:
+        """The budget of the held standby, "" for none (on /diagnostics)."""
+        held = self._standby
+        return held.planner.contract.budget.label() if held is not None else ""
 
     def worked_since(self, t: float) -> list[str]:
         """The kinds of CPU work (LOADING, BACKGROUND_PLANS) this thread did for a swap at some point
@@ -434,10 +506,15 @@ class HotSwapper:
                 burst.append(self.requests.get())
             if None in burst:
                 return
-            # Only the newest update of a burst matters; a rung request is kept beside it, first.
-            rungs, updates = [w for w in burst if w.rung], [w for w in burst if not w.rung]
+            # Only the newest update of a burst matters; a rung request is kept beside it, first. A
+            # standby comes last: a request the loop waits for goes before it.
+            rungs, updates = [w for w in burst if w.rung], [w for w in burst if not w.rung and not w.below]
             for what in rungs[-1:] + updates[-1:]:
                 self._handle(what)
+            # Not after a step down of the same version: the loop wants the standby below its new rung.
+            stepped = {(w.version, w.path) for w in rungs[-1:] if not w.up}
+            for want in [w for w in burst if w.below and (w.version, w.path) not in stepped][-1:]:
+                self._prepare_standby(want)
 
     def _moot(self, what: Request) -> str | None:
         """Why a budget change is moot, or None. It is a change of one version's budget: moot once
@@ -468,11 +545,19 @@ class HotSwapper:
             return
         try:
             cand = self._prepare(what)
+            for _ in range(self.RECHECKS):
+                if rung or self._budget_held(cand):
+                    break
+                cand = self._prepare(what)
             self.last_cpu_s = time.thread_time() - cpu0
-            self.last_result = (f"{label} passed checks (p50 {_ms(cand.p50_s)}, p99 {_ms(cand.p99_s)} over "
-                                f"{cand.shadow_plans} {'warm-up' if rung and not what.up else 'shadow'} plans, "
-                                f"{cand.stopped} more stopped at the end of their slack, counted as over it; "
-                                f"{_ms(self.last_cpu_s)} of the hot-swap thread's CPU); swapping at the next tick")
+            if cand.below:
+                checks = f"from the standby (loaded and warmed earlier over {cand.shadow_plans} plans"
+            else:
+                checks = (f"passed checks (p50 {_ms(cand.p50_s)}, p99 {_ms(cand.p99_s)} over {cand.shadow_plans} "
+                          f"{'warm-up' if rung and not what.up else 'shadow'} plans, {cand.stopped} more stopped at "
+                          f"the end of their slack, counted as over it")
+            self.last_result = (f"{label} {checks}; {_ms(self.last_cpu_s)} of the hot-swap thread's CPU); swapping at "
+                                f"the next tick")
             # Logged before the candidate is offered: this low-priority thread must not hold the GIL
             # (formatting, logging) while the swap tick's plan waits for it, as it would if it were
             # preempted in there. Once offered, it only goes back to waiting for the next request.
@@ -500,6 +585,21 @@ class HotSwapper:
         finally:
             self._probe = None
 
+    def _budget_held(self, cand: Candidate) -> bool:
+        """A new version is checked at the budget the loop ran when the check began. True if it still
+        runs it; if the loop stepped meanwhile (its plans overran beside a busy CPU), the candidate
+        is retired and False returned, to be checked again at the loop's budget now: installed as it
+        is, it would bring back the budget that just overran (seen on the busy 2-core AMD machine:
+        the tick after such a swap missed its deadline). A version without a rung at the new budget
+        (a bare .onnx file, another ladder) is then refused, naming the budgets it has."""
+        checked, running = cand.planner.contract.budget.label(), self.current()[0].contract.budget.label()
+        if checked == running:
+            return True
+        self.log("info", f"model update {cand.version} was checked at {checked}; the loop stepped to {running} "
+                         f"meanwhile: checking it again at {running}")
+        self.retire(cand.planner)
+        return False
+
     def _prepare(self, what: Request) -> Candidate:
         source = what.path
         if what.announcement is not None:
@@ -509,6 +609,10 @@ class HotSwapper:
             except (StoreError, OSError, ValueError) as e:
                 raise SwapRejected(str(e)) from e
         version = what.version
+        if what.rung and not what.up:  # a step down the loop could not take from the standby itself
+            held = self.take_standby(version, source, label=what.rung)  # (it was still being brought up)
+            if held is not None:
+                return held
         running, obs = self.current()
         with self._work(LOADING):
             planner = load_matching(source, running, self.threads, self.seed, budget_label=what.rung or None)
@@ -555,6 +659,83 @@ class HotSwapper:
         if probe.error is not None:
             raise probe.error
         return _candidate(planner, probe, version, source, rung_change=True)
+
+    def _prepare_standby(self, want: Request):
+        """Load the next smaller rung below `want.below` and warm it with RUNG_WARM_PLANS shadow plans
+        (in the slack: the loop is well, or it would have stepped down), then hold it for the loop.
+        Not the standby any more by then (the loop installed something else): retired instead. A
+        failure is no fault: a step down then loads its rung as before."""
+        with self._lock:
+            if want != self._standby_wanted or self._standby is not None:
+                return  # superseded by a later wish, or already held
+        if self._moot(want) is not None:
+            return  # another version runs or is about to: the loop asks for its standby once installed
+        smaller = next_smaller_rung(want.path, want.below)
+        if smaller is None:
+            self.standby_result = f"no standby: {want.path} has no rung smaller than {want.below}"
+            return
+        cpu0, label = time.thread_time(), smaller.budget.label()
+        try:
+            running, _ = self.current()
+            with self._work(LOADING):
+                planner = load_matching(want.path, running, self.threads, self.seed, budget_label=label)
+            try:
+                probe = self._warm_standby(planner, want)
+            except SwapRejected:
+                self.retire(planner)
+                raise
+            if probe is None:  # the loop moved on meanwhile (installed another model or rung)
+                self.retire(planner)
+                return
+        except Exception as e:  # noqa: BLE001 - a missing standby only makes the next step down slower
+            self.standby_failures += 1
+            self.standby_cpu_s = time.thread_time() - cpu0
+            why = str(e) if isinstance(e, SwapRejected) else f"{type(e).__name__}: {e}"
+            self.standby_result = f"no standby {label} of {want.version}: {why}; a step down will load it then"
+            self.log("info", self.standby_result)
+            return
+        finally:
+            self._probe = None
+        cand = _candidate(planner, probe, want.version, want.path, rung_change=True)
+        cand.below = want.below
+        self.standby_cpu_s = time.thread_time() - cpu0
+        ready = (f"standby {label} of {want.version} ready ({cand.shadow_plans} warm-up plans; "
+                 f"{_ms(self.standby_cpu_s)} of the hot-swap thread's CPU)")
+        with self._lock:  # held and described at once: whoever sees it held reads its own result
+            keep = want == self._standby_wanted and self._standby is None
+            if keep:
+                self._standby, self.standby_result = cand, ready
+        if not keep:  # the loop moved on meanwhile
+            self.retire(planner)
+            return
+        self.log("info", ready)
+
+    def _request_waiting(self) -> bool:
+        """A request other than a standby (or the stop) is queued; peeked at, not taken."""
+        with self.requests.mutex:
+            return any(w is None or not w.below for w in self.requests.queue)
+
+    def _warm_standby(self, planner: OnnxPlanner, want: Request) -> ShadowProbe | None:
+        """The standby's RUNG_WARM_PLANS plans (zeros, then the latest observation; finite outputs), as
+        shadow plans in the slack after ticks. Unlike a candidate's check it is in no hurry: it runs
+        them here, beside the loop, only once another request waits, so as not to hold it up (for a
+        step down that will take this standby, they are the plans it would run anyway, minus the load),
+        or after STANDBY_IDLE_S with no slack that fits (a loop that overruns steps down well before
+        that, and then wants another standby). None once the loop wants another standby."""
+        probe = ShadowProbe(planner, warmup=1, runs=self.RUNG_WARM_PLANS - 1)
+        self._last_fit = time.monotonic()
+        self._probe = probe
+        while not probe.done.wait(0.05):
+            if self._stop.is_set():
+                raise SwapRejected("planner is shutting down")
+            if want != self._standby_wanted:
+                return None
+            if self._request_waiting() or time.monotonic() - self._last_fit > self.STANDBY_IDLE_S:
+                with self._work(BACKGROUND_PLANS):
+                    probe.step(self.current()[1], cpu_time=True)
+        if probe.error is not None:
+            raise probe.error
+        return probe
 
     def _shadow_plans(self, planner: OnnxPlanner, expected_s: float | None = None, step_up: bool = False) -> ShadowProbe:
         """Hand the candidate to the control loop's slack (offer_slack) and wait for its checks.

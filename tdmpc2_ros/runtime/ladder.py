@@ -100,9 +100,9 @@ def choose_rung(p99_by_rung: list[float], period_s: float, fraction: float) -> t
     return int(np.argmin(p99_by_rung)), False
 
 
-def next_smaller_rung(model_path: str | os.PathLike, running: PlanBudget) -> Rung | None:
-    """The rung after the running budget in the model's ladder (None: it is the smallest, the model
-    is a bare .onnx file, or the folder does not list the running budget)."""
+def next_smaller_rung(model_path: str | os.PathLike, running: PlanBudget | str) -> Rung | None:
+    """The rung after the running budget (or budget label) in the model's ladder (None: it is the
+    smallest, the model is a bare .onnx file, or the folder does not list the running budget)."""
     return _neighbour_rung(model_path, running, +1)
 
 
@@ -111,15 +111,16 @@ def next_larger_rung(model_path: str | os.PathLike, running: PlanBudget) -> Rung
     return _neighbour_rung(model_path, running, -1)
 
 
-def _neighbour_rung(model_path, running: PlanBudget, step: int) -> Rung | None:
+def _neighbour_rung(model_path, running: PlanBudget | str, step: int) -> Rung | None:
     try:
         rungs = read_ladder(model_path)
     except ModelLoadError:
         return None
     labels = [r.budget.label() for r in rungs]
-    if Path(model_path).is_file() or running.label() not in labels:
+    label = running if isinstance(running, str) else running.label()
+    if Path(model_path).is_file() or label not in labels:
         return None
-    i = labels.index(running.label()) + step
+    i = labels.index(label) + step
     return rungs[i] if 0 <= i < len(rungs) else None
 
 
