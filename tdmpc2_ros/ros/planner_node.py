@@ -192,7 +192,9 @@ class PlannerNode(Node):
         if self.p.trigger == "timer":
             self.create_timer(self.period, self.tick, clock=steady)
         self.create_timer(self.p.diagnostics_period_s, self.publish_diagnostics, clock=steady)
-        self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}")
+        standby = self.swapper.standby_result or ("the standby is being brought up" if self.p.budget_standby
+                                                  else "no standby (budget_standby is off)")
+        self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}; {standby}")
 
     # -- start-up -------------------------------------------------------------------------------
     def _set_up_plan_thread(self) -> tuple[str, tuple[int, ...]]:
