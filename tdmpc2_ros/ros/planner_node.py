@@ -47,8 +47,8 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
-from tdmpc2_ros.runtime.hot_swap import (AFTER, BESIDE, SWAP_TICK, SWAP_WORK, HotSwapper, Request, ShadowProbe,
-                                         SwapRejected, load_matching)
+from tdmpc2_ros.runtime.hot_swap import (AFTER, BESIDE, SWAP_TICK, SWAP_WORK, HotSwapper, Request, SwapRejected,
+                                         load_matching, warm_up)
 from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
@@ -105,7 +105,7 @@ class PlannerNode(Node):
         self.assembler = ObservationAssembler(list(self.p.observation_sources))
         share_thread_pool(self.p.threads)  # the running model and a swap candidate must not both spin threads
         set_execution_provider(self.p.execution_provider)  # every session of this node, swap candidates included
-        self.planner, self.ladder_report = self._load_model()
+        self.planner, self.ladder_report, first_standby = self._load_model()
         self.model_version = version_of(self.p.model_path, self.planner)
         self.model_source = self.p.model_path  # the folder (or file) the running planner came from
         self.previous: list[tuple[object, str, str]] = []  # (planner, version, source) for ~/rollback, newest last
@@ -169,15 +169,15 @@ class PlannerNode(Node):
         self._up_base = self._up_after = round(self.p.budget_step_up_after_s * self.p.control_rate_hz)
         self.budget_steps = self.budget_steps_up = 0
         self.budget_steps_from_standby = 0  # step downs that took the standby (no load beside a late loop)
-        self._standby_due = None  # (warm planner or None,): a standby to ask for once the tick has published
+        # (warm planner or None, how it was warmed): a standby to ask for once the tick has published.
+        self._standby_due = None
         cache = self.p.model_cache_dir or os.path.expanduser("~/.cache/tdmpc2_ros/models")
         self.swapper = HotSwapper(lambda: (self.planner, self.last_obs), limit, self.p.ladder_warmup, self.p.ladder_runs,
                                   self.p.threads, self.p.seed, cache, self._log,
                                   live_p50=lambda: self.plan_latency.recent_median(50),
                                   cpus=self.plan_cpus, running_version=lambda: self.model_version,
                                   spacing=self.p.swap_check_spacing)
-        self._keep_standby(self._first_standby, "warmed at start-up")
-        self._first_standby = None
+        self._keep_standby(first_standby, "warmed at start-up")
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -216,7 +216,8 @@ class PlannerNode(Node):
 
     def _load_model(self):
         """Load the rungs largest first (refusing any whose spec differs from the configured
-        sources), measure each after warm-up, keep the first (largest) that fits the period."""
+        sources), measure each after warm-up, keep the first (largest) that fits the period. Returns
+        it, the ladder report, and the first standby (the next smaller rung, warm; None for none)."""
         path = resolve_model_path(self.p.model_path or str(default_model()), self.p.model_wait_s, self.get_logger())
         self.p.model_path = path
         obs_dim = self.assembler.fixed_width()
@@ -243,8 +244,8 @@ class PlannerNode(Node):
                   f"{planner.contract.budget.label()}" + ("" if fits else " (NO rung fits; expect misses)"))
         if not fits:
             self.get_logger().warning(report)
-        self._first_standby = self._warm_standby_now(path, planner) if self.p.budget_standby else None
-        return planner, report
+        first_standby = self._warm_standby_now(path, planner) if self.p.budget_standby else None
+        return planner, report, first_standby
 
     def _warm_standby_now(self, path: str, running):
         """The next smaller rung, loaded and warmed (2 plans, finite outputs) before the loop starts: the
@@ -255,11 +256,7 @@ class PlannerNode(Node):
             return None
         try:
             planner = load_matching(path, running, self.p.threads, self.p.seed, budget_label=smaller.budget.label())
-            probe = ShadowProbe(planner, warmup=1, runs=HotSwapper.RUNG_WARM_PLANS - 1)
-            while not probe.done.is_set():
-                probe.step(None)  # zeros: no observation has come yet
-            if probe.error is not None:
-                raise probe.error
+            warm_up(planner, None, HotSwapper.RUNG_WARM_PLANS)  # on zeros: no observation has come yet
         except SwapRejected as e:
             self.get_logger().warning(f"no standby {smaller.budget.label()} at start-up: {e}")
             return None
@@ -449,7 +446,6 @@ class PlannerNode(Node):
         if self._last_change_up:  # the larger rung did not hold: wait longer before the next try
             self._back_off()
         current = self.planner.contract.budget
-        smaller = next_smaller_rung(self.model_source, current)
         why = (f"budget {current.label()} missed {self._missed_since_install} deadline(s)" if self._missed_since_install
                else f"budget {current.label()} overruns: {self.governor.describe()}")
         self.governor.restart()
@@ -460,6 +456,7 @@ class PlannerNode(Node):
             self._log("info", f"{why}; stepping down to {standby.planner.contract.budget.label()} (the standby)")
             self._install(standby)
             return
+        smaller = next_smaller_rung(self.model_source, current)  # a read of the ladder: only without a standby
         if smaller is None:
             problem = f"{why}; {self.model_source} has no smaller rung, so ticks may miss their deadline"
             self.level, self.last_problem = max(self.level, WARN), problem  # on /diagnostics while it lasts

@@ -164,6 +164,21 @@ def load_matching(path: str | os.PathLike, current: OnnxPlanner, threads: int, s
     return planner
 
 
+def warm_up(planner: OnnxPlanner, obs, plans: int, stopping=lambda: False, each=contextlib.nullcontext) -> ShadowProbe:
+    """`plans` plans on the calling thread, the first on zeros and the rest on `obs` (zeros if None),
+    each checked for finite outputs (SwapRejected otherwise); `each()` wraps every plan (a work mark),
+    `stopping()` ends it early as a rejection. A budget step's warm-up, and the planner's first standby."""
+    probe = ShadowProbe(planner, warmup=1, runs=plans - 1)
+    while not probe.done.is_set():
+        if stopping():
+            raise SwapRejected("planner is shutting down")
+        with each():
+            probe.step(obs)
+    if probe.error is not None:
+        raise probe.error
+    return probe
+
+
 def _stands_for(held: Candidate, want: Request) -> bool:
     """The held standby is the one `want` asks for (same version, source and running budget)."""
     return (held.version, held.source, held.below) == (want.version, want.path, want.below)
@@ -650,14 +665,8 @@ class HotSwapper:
     def _warm_rung(self, planner: OnnxPlanner, version: str, source: str, obs) -> Candidate:
         """RUNG_WARM_PLANS plans on this low-priority thread, each checked for finite outputs; no
         latency bar (the loop's governor judges the new rung on its live plans, and steps on if needed)."""
-        probe = ShadowProbe(planner, warmup=1, runs=self.RUNG_WARM_PLANS - 1)
-        while not probe.done.is_set():
-            if self._stop.is_set():
-                raise SwapRejected("planner is shutting down")
-            with self._work(BACKGROUND_PLANS):
-                probe.step(obs)
-        if probe.error is not None:
-            raise probe.error
+        probe = warm_up(planner, obs, self.RUNG_WARM_PLANS, stopping=self._stop.is_set,
+                        each=lambda: self._work(BACKGROUND_PLANS))
         return _candidate(planner, probe, version, source, rung_change=True)
 
     def _prepare_standby(self, want: Request):
