@@ -115,6 +115,10 @@ def test_swap_work_counts_split_the_run_between_two_reports():
     assert not any(line.startswith("Budget steps down") for line in lines)  # results from before session 18
     lines = format_table({"swap": {**swap, "budget_steps_down": 2, "budget_steps_from_standby": 1}}).splitlines()
     assert "Budget steps down: 2, 1 of them from the standby (the next smaller rung, loaded and warmed before the step)." in lines
+    lines = format_table({"swap": {**swap, "budget_steps_down": 0, "budget_steps_from_standby": 0,
+                                   "loads_waited_for_room": 5, "loads_without_room": 1}}).splitlines()
+    assert any(line.endswith("Loads that waited for the loop to show room: 5, 1 of them loaded without it after "
+                             "swap_load_wait_s.") for line in lines)
 
 
 def test_a_step_down_is_measured_on_the_hot_swap_thread_for_each_number_of_warm_up_plans(tmp_path):

@@ -7,6 +7,7 @@ import math
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -174,6 +175,19 @@ def test_rung_governor_steps_down_on_a_lasting_overrun_not_a_burst():
     assert not g.observe(0.030) and len(g.recent) == 1
 
 
+def test_rung_governor_counts_the_plans_in_a_row_with_room_for_a_load():
+    g = RungGovernor(limit_s=0.010)
+    for _ in range(5):
+        g.observe(0.0075)  # within 75% of the limit
+    assert g.roomy == 5 and g.quiet == 5
+    g.observe(0.009)  # within the limit, but not well within it
+    assert g.roomy == 0 and g.quiet == 6
+    g.observe(0.001)
+    assert g.roomy == 1
+    g.restart()  # a new rung or model is judged on its own plans
+    assert g.roomy == 0 and g.quiet == 0
+
+
 def test_next_smaller_rung(ladder):
     rungs = read_ladder(ladder)
     assert next_smaller_rung(ladder, rungs[0].budget).budget == rungs[1].budget
@@ -207,7 +221,30 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     # Nothing is smaller than the smallest rung: no standby, and /diagnostics says why.
     assert last["standby"] == "" and "has no rung smaller than" in last["standby_result"]
     assert last["budget_steps_from_standby"] == str(node.budget_steps_from_standby)
+    assert {"loads_waited_for_room", "loads_without_room", "last_room_wait_s"} <= set(last)
     assert not node.set_parameters([Parameter("deadline_fraction", value=2.0)])[0].successful
+
+
+def test_the_room_gate_opens_after_a_run_of_roomy_plans_or_while_the_loop_does_not_plan(ros, ladder):
+    """What the hot-swap thread asks before it loads a new version or a standby beside the loop."""
+    node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,
+                         budget_standby=False)
+    assert node.swapper.room == node._room_to_load and node.swapper.room_wait_s == 10.0  # config/planner.yaml
+    n, pub, out = peer(ros)
+    feeding = {"on": True}
+    n.create_timer(0.02, lambda: feeding["on"] and pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    # 1 s of plans at 10 Hz, each far within the 100 ms limit: room.
+    assert ros.spin_until(lambda: node.governor.roomy >= node._room_plans, 30)
+    assert node._room_plans == 10 and node._room_to_load()
+    # The limit shrinks under the plans: none has room any more (the loop steps down meanwhile).
+    assert node.set_parameters([Parameter("deadline_fraction", value=1e-6)])[0].successful
+    assert ros.spin_until(lambda: node.governor.recent and node.governor.roomy == 0, 30)
+    ros.spin_for(0.3)
+    assert not node._room_to_load()
+    # Observations stop: the loop does not plan, so a load delays nothing.
+    feeding["on"] = False
+    assert ros.spin_until(lambda: node._room_to_load(), 10)
+    assert time.monotonic() - node._planned_at >= node.ROOM_IDLE_S and node.governor.roomy == 0
 
 
 def test_a_missed_deadline_steps_down_at_once(ros, ladder):

@@ -254,6 +254,9 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, window_s: floa
             # Budget step downs (a loop that overran), and those that took the standby (nothing loaded then).
             "budget_steps_down": _int_or_none(final.get("budget_steps_down")),
             "budget_steps_from_standby": _int_or_none(final.get("budget_steps_from_standby")),
+            # Loads (new versions, standbys) that waited for the loop to show room, and those that went without it.
+            "loads_waited_for_room": _int_or_none(final.get("loads_waited_for_room")),
+            "loads_without_room": _int_or_none(final.get("loads_without_room")),
             "windows_excess_p": excess_p(counts["swapping"][1], counts["swapping"][0], counts["baseline"][1],
                                          counts["baseline"][0]),
             "swap_work": swap_work_counts(start, final),
@@ -436,8 +439,11 @@ def _swap_table(s: dict) -> list[str]:
 def _steps_line(s: dict) -> list[str]:
     if s.get("budget_steps_down") is None:  # results from before session 18
         return []
+    room = ("" if s.get("loads_waited_for_room") is None else  # results from before session 19
+            f" Loads that waited for the loop to show room: {s['loads_waited_for_room']}, "
+            f"{s['loads_without_room']} of them loaded without it after swap_load_wait_s.")
     return [f"Budget steps down: {s['budget_steps_down']}, {s['budget_steps_from_standby']} of them from the standby "
-            "(the next smaller rung, loaded and warmed before the step).", ""]
+            f"(the next smaller rung, loaded and warmed before the step).{room}", ""]
 
 
 def _busy_label(busy: float) -> str:

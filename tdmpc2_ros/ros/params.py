@@ -19,6 +19,7 @@ class PlannerParams:
     budget_standby: bool = True  # keep the next smaller rung loaded and warm: a step down loads nothing (1 more session)
     ladder_warmup: int = 10
     ladder_runs: int = 40
+    swap_load_wait_s: float = 10.0  # a new version or standby loads after 1 s of plans well within the limit, or this long; 0 = at once
     swap_check_spacing: int = 2  # a swap candidate's shadow plans: at most one every this many ticks (more while busy)
     threads: int = 1  # ONNX Runtime threads for the plan (see config/planner.yaml for why 1)
     execution_provider: str = "auto"  # auto (CUDA if installed, else CPU) | cpu | openvino | cuda; see runtime/onnx_planner.py
@@ -54,6 +55,8 @@ class PlannerParams:
             problems.append(f"deadline_fraction must be in (0, 1] (got {self.deadline_fraction})")
         if self.budget_step_up_after_s < 0:
             problems.append(f"budget_step_up_after_s must be >= 0 (0 = never step up; got {self.budget_step_up_after_s})")
+        if self.swap_load_wait_s < 0:
+            problems.append(f"swap_load_wait_s must be >= 0 (0 = load at once; got {self.swap_load_wait_s})")
         if self.swap_check_spacing < 1:
             problems.append(f"swap_check_spacing must be >= 1 (ticks per shadow plan; got {self.swap_check_spacing})")
         if not 0 <= self.plan_thread_priority <= 99:

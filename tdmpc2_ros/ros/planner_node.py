@@ -97,6 +97,9 @@ class ActionShaper:
 
 
 class PlannerNode(Node):
+    ROOM_S = 1.0  # the room gate: this long of plans well within the limit before a load beside the loop
+    ROOM_IDLE_S = 0.5  # (or no plan for this long, and at least 3 periods: a loop that does not plan)
+
     def __init__(self, **kwargs):
         super().__init__("planner_node", **kwargs)
         self.p: PlannerParams = declare_and_read(self)
@@ -161,6 +164,8 @@ class PlannerNode(Node):
         limit = self.p.deadline_fraction * self.period
         # The rung chosen at start-up is watched while running: one that overruns steps down.
         self.governor = RungGovernor(limit)
+        self._room_plans = max(1, round(self.ROOM_S * self.p.control_rate_hz))  # the room gate's run of plans
+        self._planned_at = -math.inf  # monotonic time of the last plan's end
         self._step_down_due = self._step_up_due = False  # set by the plan worker, acted on by the loop
         self._missed_since_install = 0  # a missed deadline steps down at once (the governor's 1% is a warning)
         self._rung_requested, self._failures_seen, self._smallest_reported = "", 0, ""
@@ -176,7 +181,8 @@ class PlannerNode(Node):
                                   self.p.threads, self.p.seed, cache, self._log,
                                   live_p50=lambda: self.plan_latency.recent_median(50),
                                   cpus=self.plan_cpus, running_version=lambda: self.model_version,
-                                  spacing=self.p.swap_check_spacing)
+                                  spacing=self.p.swap_check_spacing, room=self._room_to_load,
+                                  room_wait_s=self.p.swap_load_wait_s)
         self._keep_standby(first_standby, "warmed at start-up")
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
@@ -424,6 +430,7 @@ class PlannerNode(Node):
         if self.last_plan_s > self.deadline:
             self.get_logger().warning(f"a plan took {self.last_plan_s * 1e3:.1f} ms, {waited * 1e3:.1f} ms of it not running "
                                       f"(waiting for a core or the GIL)", throttle_duration_sec=1.0)
+        self._planned_at = time.monotonic()
         if self.governor.observe(self.last_plan_s):
             self._step_down_due = True
         elif self._up_after and self.governor.quiet >= self._up_after:
@@ -432,6 +439,13 @@ class PlannerNode(Node):
             self.last_mean = result.mean
         self.last_obs = obs
         return result.action
+
+    def _room_to_load(self) -> bool:
+        """The hot-swap thread's room gate (HotSwapper): a new version or a standby is loaded beside
+        the loop only after ROOM_S of plans each within RungGovernor.ROOM of the limit, or while the
+        loop does not plan (no plan for a few periods: nothing to delay). Read from that thread."""
+        idle = time.monotonic() - self._planned_at > max(self.ROOM_IDLE_S, 3 * self.period)
+        return idle or self.governor.roomy >= self._room_plans
 
     # -- budget while running --------------------------------------------------------------------
     def _step_down(self):
@@ -723,6 +737,10 @@ class PlannerNode(Node):
             "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,
             "budget_steps_from_standby": self.budget_steps_from_standby,
             "standby": self.swapper.standby_label(), "standby_result": self.swapper.standby_result,
+            # The room gate: loads (new versions, standbys) that waited for the loop to show room, and
+            # those loaded after swap_load_wait_s without it.
+            "loads_waited_for_room": self.swapper.loads_waited, "loads_without_room": self.swapper.loads_without_room,
+            "last_room_wait_s": round(self.swapper.last_room_wait_s, 3),
             "control_rate_hz": self.p.control_rate_hz,
             "plan_thread": self.plan_thread,
             "execution_provider": self.planner.session.get_providers()[0],

@@ -45,6 +45,15 @@ was loading; loading took 65-190 ms of CPU). Its cost is one more session in mem
 every model update or rung change, at a time the loop has slack. The first standby is loaded and warmed
 by the planner at start-up, before its loop runs, and a step up leaves the rung it came from as the
 standby: neither loads anything beside the loop.
+
+The room gate (`room`, `room_wait_s`): a load that can wait (a new version, a standby) waits until
+the loop has room for it: it has planned for a while with every plan well within its limit
+(ladder.RungGovernor.roomy), or is not planning. A load takes CPU from the loop whatever its thread's
+priority (a loading thread at nice +10 delayed the loop's plans by up to 6.2 ms at p99 on the 2-core
+AMD machine), and the misses left next to swap work in session 18's busy runs came while a new version
+loaded beside a rung that had just overrun. It waits at most `room_wait_s` from its first try, then
+loads anyway (counted in loads_without_room); a request the loop waits for (a budget step, a newer
+version) goes first meanwhile. A budget step is not gated: the loop waits for it.
 """
 
 from __future__ import annotations
@@ -297,13 +306,21 @@ class HotSwapper:
     # that overruns steps down within a few plans, and must not have them beside it meanwhile.
     STANDBY_IDLE_S = 5.0
     RECHECKS = 2  # a new version checked again at most this often because the loop changed budget meanwhile
+    ROOM_POLL_S = 0.02  # how often a load waiting for room asks again
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
                  live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None,
-                 spacing: int = 1):
+                 spacing: int = 1, room=None, room_wait_s: float = 0.0):
         self.current = current  # callable -> (running OnnxPlanner, latest observation or None)
         self.live_p50 = live_p50  # callable -> median of the running model's recent plans (s), or None
         self.running_version = running_version  # callable -> the version the loop runs now, or None
+        # callable -> True while the loop has room for a load beside it (the room gate); None: no gate
+        self.room, self.room_wait_s = room, float(room_wait_s)
+        self._room_since: float | None = None  # when the load now waiting for room first asked
+        self.loads_waited = 0  # loads that found no room and waited for it
+        self.loads_without_room = 0  # of those, loaded after room_wait_s without it
+        self.last_room_wait_s = 0.0
+        self._deferred: list[Request] = []  # waiting for room, behind requests the loop waits for
         self.limit_s, self.warmup, self.runs, self.threads, self.seed = limit_s, warmup, runs, threads, seed
         self.probe_timeout_s = probe_timeout_s
         self.cpus = tuple(cpus)  # the plan thread's cores, where it is pinned
@@ -516,7 +533,10 @@ class HotSwapper:
         if problem:
             self.log("info", f"the hot-swap thread {problem}; it checks candidates on any core")
         while not self._stop.is_set():
-            burst = [self.requests.get()]
+            # Loads that gave way to another request (waiting for room) come first, in their order.
+            burst, self._deferred = self._deferred, []
+            if not burst:
+                burst.append(self.requests.get())
             while not self.requests.empty():
                 burst.append(self.requests.get())
             if None in burst:
@@ -524,12 +544,43 @@ class HotSwapper:
             # Only the newest update of a burst matters; a rung request is kept beside it, first. A
             # standby comes last: a request the loop waits for goes before it.
             rungs, updates = [w for w in burst if w.rung], [w for w in burst if not w.rung and not w.below]
-            for what in rungs[-1:] + updates[-1:]:
+            for what in rungs[-1:]:
                 self._handle(what)
+            deferred = [what for what in updates[-1:] if not self._handle(what)]
             # Not after a step down of the same version: the loop wants the standby below its new rung.
             stepped = {(w.version, w.path) for w in rungs[-1:] if not w.up}
             for want in [w for w in burst if w.below and (w.version, w.path) not in stepped][-1:]:
-                self._prepare_standby(want)
+                if deferred or not self._prepare_standby(want):
+                    deferred.append(want)
+            self._deferred = deferred
+            if not deferred:
+                self._room_since = None  # nothing waits for room
+
+    def _await_room(self, gone=lambda: False) -> bool:
+        """The room gate (module docstring), before a load that can wait. True: load now (room, no
+        gate, or room_wait_s spent since this load first asked). False: a request the loop waits
+        for came meanwhile, or `gone()` (the load is no longer wanted); the caller hands it back to
+        the loop, which takes the newer requests first and then asks again (its clock runs on)."""
+        if self.room is None or self.room_wait_s <= 0:
+            return True
+        if self._room_since is None:
+            if self.room():
+                self.last_room_wait_s = 0.0
+                return True
+            self._room_since = time.monotonic()
+            self.loads_waited += 1
+        while True:
+            waited = time.monotonic() - self._room_since
+            roomy = self.room()
+            if roomy or waited >= self.room_wait_s:
+                self._room_since, self.last_room_wait_s = None, waited
+                if not roomy:
+                    self.loads_without_room += 1
+                    self.log("info", f"the loop had no room for a load for {waited:.1f} s (plans near the limit): "
+                                     f"loading beside it anyway")
+                return True
+            if self._request_waiting() or gone() or self._stop.wait(self.ROOM_POLL_S):
+                return False
 
     def _moot(self, what: Request) -> str | None:
         """Why a budget change is moot, or None. It is a change of one version's budget: moot once
@@ -551,18 +602,24 @@ class HotSwapper:
         self.last_result = f"dropped {what.describe()}: {why}"
         self.log("info", self.last_result)
 
-    def _handle(self, what: Request):
+    def _handle(self, what: Request) -> bool:
+        """Check one request and offer its candidate to the loop, or log why not. False: a load that
+        can wait gave way to another request (the room gate); the caller asks again after it."""
         rung, label = bool(what.rung), what.describe()
-        cpu0 = time.thread_time()
         why = self._moot(what)
         if why is not None:  # before any warm-up plan takes CPU from the loop
             self._drop_moot_rung(what, why)
-            return
+            return True
+        if not rung and not self._await_room():
+            return False
+        cpu0 = time.thread_time()
         try:
             cand = self._prepare(what)
             for _ in range(self.RECHECKS):
                 if rung or self._budget_held(cand):
                     break
+                if not self._await_room():  # the loop just stepped: a rung of its own may be on the way
+                    return False
                 cand = self._prepare(what)
             self.last_cpu_s = time.thread_time() - cpu0
             if cand.below:
@@ -581,7 +638,7 @@ class HotSwapper:
             if why is not None:  # an update came ready (or went in) while this rung warmed up
                 self.retire(cand.planner)
                 self._drop_moot_rung(what, why)
-                return
+                return True
             self.log("info", self.last_result)
             with self._lock:
                 superseded, self._ready = self._ready, cand
@@ -599,6 +656,7 @@ class HotSwapper:
                 self.log("error", self.last_result + "; the running model keeps acting")
         finally:
             self._probe = None
+        return True
 
     def _budget_held(self, cand: Candidate) -> bool:
         """A new version is checked at the budget the loop ran when the check began. True if it still
@@ -669,20 +727,23 @@ class HotSwapper:
                         each=lambda: self._work(BACKGROUND_PLANS))
         return _candidate(planner, probe, version, source, rung_change=True)
 
-    def _prepare_standby(self, want: Request):
+    def _prepare_standby(self, want: Request) -> bool:
         """Load the next smaller rung below `want.below` and warm it with RUNG_WARM_PLANS shadow plans
         (in the slack: the loop is well, or it would have stepped down), then hold it for the loop.
         Not the standby any more by then (the loop installed something else): retired instead. A
-        failure is no fault: a step down then loads its rung as before."""
+        failure is no fault: a step down then loads its rung as before. False: it waits for room
+        behind another request (the room gate), and is asked for again after it."""
         with self._lock:
             if want != self._standby_wanted or self._standby is not None:
-                return  # superseded by a later wish, or already held
+                return True  # superseded by a later wish, or already held
         if self._moot(want) is not None:
-            return  # another version runs or is about to: the loop asks for its standby once installed
+            return True  # another version runs or is about to: the loop asks for its standby once installed
         smaller = next_smaller_rung(want.path, want.below)
         if smaller is None:
             self.standby_result = f"no standby: {want.path} has no rung smaller than {want.below}"
-            return
+            return True
+        if not self._await_room(gone=lambda: want != self._standby_wanted):
+            return False
         cpu0, label = time.thread_time(), smaller.budget.label()
         try:
             running, _ = self.current()
@@ -695,14 +756,14 @@ class HotSwapper:
                 raise
             if probe is None:  # the loop moved on meanwhile (installed another model or rung)
                 self.retire(planner)
-                return
+                return True
         except Exception as e:  # noqa: BLE001 - a missing standby only makes the next step down slower
             self.standby_failures += 1
             self.standby_cpu_s = time.thread_time() - cpu0
             why = str(e) if isinstance(e, SwapRejected) else f"{type(e).__name__}: {e}"
             self.standby_result = f"no standby {label} of {want.version}: {why}; a step down will load it then"
             self.log("info", self.standby_result)
-            return
+            return True
         finally:
             self._probe = None
         cand = _candidate(planner, probe, want.version, want.path, rung_change=True)
@@ -716,8 +777,9 @@ class HotSwapper:
                 self._standby, self.standby_result = cand, ready
         if not keep:  # the loop moved on meanwhile
             self.retire(planner)
-            return
+            return True
         self.log("info", ready)
+        return True
 
     def _request_waiting(self) -> bool:
         """A request other than a standby (or the stop) is queued; peeked at, not taken."""
