@@ -119,6 +119,11 @@ def test_swap_work_counts_split_the_run_between_two_reports():
                                    "loads_waited_for_room": 5, "loads_without_room": 1}}).splitlines()
     assert any(line.endswith("Loads that waited for the loop to show room: 5, 1 of them loaded without it after "
                              "swap_load_wait_s.") for line in lines)
+    lines = format_table({"swap": {**swap, "budget_steps_down": 0, "budget_steps_from_standby": 0,
+                                   "loads_waited_for_room": 5, "loads_without_room": 1, "gc_full_collections": 3,
+                                   "gc_pause_max_ms": 4.5, "gc_in_plan_max_ms": 1.25}}).splitlines()
+    assert any(line.endswith("Python's garbage collector in the planner once start-up was over: 3 full collections, "
+                             "the longest pause 4.5 ms, at most 1.25 ms of one plan.") for line in lines)
 
 
 def test_a_step_down_is_measured_on_the_hot_swap_thread_for_each_number_of_warm_up_plans(tmp_path):

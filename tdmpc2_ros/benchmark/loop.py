@@ -257,6 +257,10 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, window_s: floa
             # Loads (new versions, standbys) that waited for the loop to show room, and those that went without it.
             "loads_waited_for_room": _int_or_none(final.get("loads_waited_for_room")),
             "loads_without_room": _int_or_none(final.get("loads_without_room")),
+            # Python's garbage collector in the planner: full collections, the longest pause, the most of one plan.
+            "gc_full_collections": _int_or_none(final.get("gc_full_collections")),
+            "gc_pause_max_ms": _float_or_none(final.get("gc_pause_max_ms")),
+            "gc_in_plan_max_ms": _float_or_none(final.get("gc_in_plan_max_ms")),
             "windows_excess_p": excess_p(counts["swapping"][1], counts["swapping"][0], counts["baseline"][1],
                                          counts["baseline"][0]),
             "swap_work": swap_work_counts(start, final),
@@ -373,6 +377,10 @@ def _int_or_none(value) -> int | None:
     return None if value is None else int(value)
 
 
+def _float_or_none(value) -> float | None:
+    return None if value is None else float(value)
+
+
 def swap_work_counts(start: dict, final: dict) -> dict:
     """From two /diagnostics reports of the planner: the ticks (and misses) with swap work next to
     them, those with none, and the misses and ticks by kind of work, between the two (a planner from
@@ -442,8 +450,11 @@ def _steps_line(s: dict) -> list[str]:
     room = ("" if s.get("loads_waited_for_room") is None else  # results from before session 19
             f" Loads that waited for the loop to show room: {s['loads_waited_for_room']}, "
             f"{s['loads_without_room']} of them loaded without it after swap_load_wait_s.")
+    gc = ("" if s.get("gc_full_collections") is None else  # results from before session 20
+          f" Python's garbage collector in the planner once start-up was over: {s['gc_full_collections']} full "
+          f"collections, the longest pause {s['gc_pause_max_ms']} ms, at most {s['gc_in_plan_max_ms']} ms of one plan.")
     return [f"Budget steps down: {s['budget_steps_down']}, {s['budget_steps_from_standby']} of them from the standby "
-            f"(the next smaller rung, loaded and warmed before the step).{room}", ""]
+            f"(the next smaller rung, loaded and warmed before the step).{room}{gc}", ""]
 
 
 def _busy_label(busy: float) -> str:

@@ -25,6 +25,7 @@ class PlannerParams:
     execution_provider: str = "auto"  # auto (CUDA if installed, else CPU) | cpu | openvino | cuda; see runtime/onnx_planner.py
     plan_thread_priority: int = 0  # SCHED_FIFO priority (1-99) of the thread that plans; 0 = a normal thread
     plan_cpu_affinity: tuple[int, ...] = ()  # cores that thread may run on; () = any
+    gc_freeze: bool = True  # after start-up, keep its objects out of Python's garbage collections (see runtime/gc_pauses.py)
     seed: int = 0
     observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":obs",)
     action_topic: str = topics.COMMAND

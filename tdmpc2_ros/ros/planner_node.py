@@ -46,6 +46,7 @@ from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
+from tdmpc2_ros.runtime import gc_pauses
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
 from tdmpc2_ros.runtime.hot_swap import (AFTER, BESIDE, SWAP_TICK, SWAP_WORK, HotSwapper, Request, SwapRejected,
                                          load_matching, warm_up)
@@ -106,6 +107,10 @@ class PlannerNode(Node):
         self.period = 1.0 / self.p.control_rate_hz
         self.deadline = 0.9 * self.period  # a plan not back by then is a miss (the fallback acts)
         self.assembler = ObservationAssembler(list(self.p.observation_sources))
+        # Python's garbage collections, timed from the end of start-up: a late plan says how much of it
+        # they took (runtime/gc_pauses.py).
+        self.gc = gc_pauses.GcPauses()
+        self.gc_in_plans_max_s = 0.0  # the most of one plan spent in collections (any thread's)
         share_thread_pool(self.p.threads)  # the running model and a swap candidate must not both spin threads
         set_execution_provider(self.p.execution_provider)  # every session of this node, swap candidates included
         self.planner, self.ladder_report, first_standby = self._load_model()
@@ -192,6 +197,12 @@ class PlannerNode(Node):
         for topic, kind in self.assembler.topics.items():
             self.create_subscription(MESSAGE_TYPES[kind], topic, self._make_callback(topic), qos.SENSOR)
         self.create_subscription(Int64, self.p.episode_topic, self._on_episode, qos.EVENTS)
+        if self.p.gc_freeze:  # before the loop's timer: start-up ends here
+            # Start-up's objects live as long as the node: out of every later collection's scan.
+            frozen, before, after = gc_pauses.freeze()
+            self.get_logger().info(f"froze {frozen} start-up objects out of Python's garbage collections: a full "
+                                   f"collection took {before * 1e3:.2f} ms before, {after * 1e3:.3f} ms after")
+        self.gc.install()  # after the freeze, whose own collections are start-up's, not the loop's
         # The control loop and its health report run on the steady clock: with use_sim_time a
         # /clock-driven timer would stall whenever the sim does (or before it starts).
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -326,6 +337,8 @@ class PlannerNode(Node):
         """The model input, or None with the reason recorded (never a guessed vector)."""
         age = self.assembler.oldest_age(now)
         self.last_obs_age = age
+        if math.isinf(age):  # start-up, or a sensor that never spoke: the safe action holds meanwhile
+            return None, f"no observation yet on {[t for t in self.assembler.topics if t not in self.assembler.latest]}"
         if age > self.p.max_observation_age_s:
             return None, f"observation is stale ({age * 1e3:.0f} ms old > {self.p.max_observation_age_s * 1e3:.0f} ms)"
         try:
@@ -414,7 +427,7 @@ class PlannerNode(Node):
         return start + share if self._slack_borrowed and share > 0 else start
 
     def _plan(self, obs, submitted: float):
-        t, cpu = time.perf_counter(), time.thread_time()
+        t, cpu, gc_here, gc_all = time.perf_counter(), time.thread_time(), self.gc.in_thread(), self.gc.total_s
         # How long the plan waited for the worker: for the thread to wake (a swap's work in the slack
         # runs on a thread of its own, so nothing of it queues here).
         self.plan_queued.add(t - submitted)
@@ -427,9 +440,15 @@ class PlannerNode(Node):
         # mostly waited points at contention (priority, isolation), not at a budget too large for the CPU.
         waited = max(self.last_plan_s - (time.thread_time() - cpu), 0.0)
         self.plan_waited.add(waited)
+        # Garbage collections during the plan: in this thread (counted in its CPU time), or in another
+        # that held the GIL (counted in `waited`, where the plan needed the GIL back).
+        in_gc, in_gc_here = self.gc.total_s - gc_all, self.gc.in_thread() - gc_here
+        self.gc_in_plans_max_s = max(self.gc_in_plans_max_s, in_gc)
         if self.last_plan_s > self.deadline:
             self.get_logger().warning(f"a plan took {self.last_plan_s * 1e3:.1f} ms, {waited * 1e3:.1f} ms of it not running "
-                                      f"(waiting for a core or the GIL)", throttle_duration_sec=1.0)
+                                      f"(waiting for a core or the GIL), {in_gc * 1e3:.1f} ms in Python's garbage "
+                                      f"collector ({in_gc_here * 1e3:.1f} ms in the plan's own thread)",
+                                      throttle_duration_sec=1.0)
         self._planned_at = time.monotonic()
         if self.governor.observe(self.last_plan_s):
             self._step_down_due = True
@@ -740,6 +759,10 @@ class PlannerNode(Node):
             # The room gate: loads (new versions, standbys) that waited for the loop to show room, and
             # those loaded after swap_load_wait_s without it.
             "loads_waited_for_room": self.swapper.loads_waited, "loads_without_room": self.swapper.loads_without_room,
+            # Python's garbage collector once start-up was over: full collections, the longest pause
+            # (any thread), and the most of one plan it took.
+            "gc_full_collections": self.gc.collections[2], "gc_pause_max_ms": round(self.gc.max_s * 1e3, 3),
+            "gc_in_plan_max_ms": round(self.gc_in_plans_max_s * 1e3, 3),
             "last_room_wait_s": round(self.swapper.last_room_wait_s, 3),
             "control_rate_hz": self.p.control_rate_hz,
             "plan_thread": self.plan_thread,
@@ -754,6 +777,8 @@ class PlannerNode(Node):
         self.plan_queued_since_report = 0.0
 
     def destroy_node(self):
+        if getattr(self, "gc", None) is not None:
+            self.gc.close()
         swapper = getattr(self, "swapper", None)
         if swapper is not None:
             swapper.stop()
