@@ -47,6 +47,7 @@ from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime import gc_pauses
+from tdmpc2_ros.runtime.thread_usage import ThreadUsage
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
 from tdmpc2_ros.runtime.hot_swap import (AFTER, BESIDE, SWAP_TICK, SWAP_WORK, HotSwapper, Request, SwapRejected,
                                          load_matching, warm_up)
@@ -428,6 +429,7 @@ class PlannerNode(Node):
 
     def _plan(self, obs, submitted: float):
         t, cpu, gc_here, gc_all = time.perf_counter(), time.thread_time(), self.gc.in_thread(), self.gc.total_s
+        usage = ThreadUsage.now()  # what the kernel saw of this thread: a late plan's warning splits it
         # How long the plan waited for the worker: for the thread to wake (a swap's work in the slack
         # runs on a thread of its own, so nothing of it queues here).
         self.plan_queued.add(t - submitted)
@@ -447,8 +449,8 @@ class PlannerNode(Node):
         if self.last_plan_s > self.deadline:
             self.get_logger().warning(f"a plan took {self.last_plan_s * 1e3:.1f} ms, {waited * 1e3:.1f} ms of it not running "
                                       f"(waiting for a core or the GIL), {in_gc * 1e3:.1f} ms in Python's garbage "
-                                      f"collector ({in_gc_here * 1e3:.1f} ms in the plan's own thread)",
-                                      throttle_duration_sec=1.0)
+                                      f"collector ({in_gc_here * 1e3:.1f} ms in the plan's own thread); its thread: "
+                                      f"{ThreadUsage.now().since(usage).describe()}", throttle_duration_sec=1.0)
         self._planned_at = time.monotonic()
         if self.governor.observe(self.last_plan_s):
             self._step_down_due = True
