@@ -372,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--bar", type=float, default=750.0, help="return the loop should reach within --env-steps")
     bn.add_argument("--settle-s", type=float, default=4.0, help="misses counted from before a swap to this long after it")
     bn.add_argument("--eval-episodes", type=int, default=10)
+    bn.add_argument("--seed", type=int, default=None,
+                    help="one seed for the sim, planner and trainer (default: each node's YAML: sim 0, planner 0, trainer 1)")
     bn.add_argument("--eval-seed", type=int, default=0)
     bn.add_argument("--timeout-h", type=float, default=6.0)
     bn.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the process id)")

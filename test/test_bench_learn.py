@@ -46,6 +46,9 @@ def test_summary_counts_swap_misses_and_the_update_ratio():
     row = next(line for line in format_table(s, CFG).splitlines() if line.startswith("| 3 |"))
     assert "| 2 of 300 | 5 of 2700 |" in row
     assert (s["eval_mean_return"], s["eval_std_return"], s["eval_episodes"]) == (750.0, 50.0, 2)
+    # The header names the seed: one for every node, or the nodes' YAML (runs from before --seed).
+    assert "; seed 3 for every node." in format_table(s, {**CFG, "seed": 3}).splitlines()[0]
+    assert "; seeds of the nodes' YAML (sim 0, planner 0, trainer 1)." in format_table(s, CFG).splitlines()[0]
 
 
 def test_watch_records_episodes_and_swaps_and_resumes(tmp_path):

@@ -86,6 +86,14 @@ def test_use_sim_false_starts_only_the_planner():
         bringup.resolve("planner", {"no_such_arg": "1"})
 
 
+def test_one_seed_argument_reaches_every_node_that_draws_random_numbers():
+    seeded = {spec.name: params.get("seed") for spec, params in bringup.resolve("learn", {"seed": "3"})}
+    assert seeded == {"sim_node": "3", "planner_node": "3", "recorder_node": None, "trainer_node": "3"}
+    # Left empty, each node keeps its YAML's seed: nothing is passed.
+    for spec, params in bringup.resolve("learn", {}):
+        assert "seed" not in bringup.given(params) and not any("seed" in a for a in bringup.command(spec, params))
+
+
 def test_launch_files_read_the_same_description():
     """launch/*.launch.py cannot run here (no launch/launch_ros on PyPI); check they delegate to the
     shared description rather than carrying a second copy of nodes and parameters."""

@@ -89,7 +89,8 @@ def format_table(s: dict, cfg: dict) -> str:
     reached = s["first_env_step_at_bar"]
     return "\n".join([
         f"Closed loop, {cfg['task']}, from random weights: lockstep sim, planner ({cfg['rate_hz']:g} Hz timer, "
-        f"ladder {cfg['ladder']}), recorder, trainer (preset {cfg['preset']}{', compiled' if cfg['compile'] else ''}).", "",
+        f"ladder {cfg['ladder']}), recorder, trainer (preset {cfg['preset']}{', compiled' if cfg['compile'] else ''}); "
+        f"{_seeds(cfg)}.", "",
         "| env steps | episodes | first return >= bar (env step) | best return | mean of last 10 | "
         "eval of the last version | updates / transition |", "|---|---|---|---|---|---|---|",
         f"| {s['env_steps']} | {s['episodes']} | {reached if reached is not None else 'not reached'} (bar {s['bar']:g}) | "
@@ -102,6 +103,11 @@ def format_table(s: dict, cfg: dict) -> str:
         f"{s.get('missed_with_swap_work', '-')} of {s.get('ticks_with_swap_work', '-')} | "
         f"{s.get('missed_without_swap_work', '-')} of {s.get('ticks_without_swap_work', '-')} | "
         f"{s.get('swap_work_excess_p', '-')} |", "", *_by_kind_lines(s)])
+
+
+def _seeds(cfg: dict) -> str:
+    seed = cfg.get("seed")  # absent from runs before session 21: those ran the YAML's seeds
+    return "seeds of the nodes' YAML (sim 0, planner 0, trainer 1)" if seed is None else f"seed {seed} for every node"
 
 
 def _by_kind_lines(s: dict) -> list[str]:
@@ -269,7 +275,7 @@ def run_learn_benchmark(args) -> int:
     watch = _Watch(run, episode_env_steps, args.settle_s, log)
     remaining = target_episodes - watch.done
     cfg = {"task": args.task, "env_steps": args.env_steps, "rate_hz": args.rate_hz, "ladder": args.ladder,
-           "preset": "1M", "compile": args.compile, "bag_split_s": args.bag_split_s}
+           "preset": "1M", "compile": args.compile, "bag_split_s": args.bag_split_s, "seed": args.seed}
     (run / "config.json").write_text(json.dumps(cfg, indent=2))
     domain = args.domain if args.domain is not None else 180 + os.getpid() % 40
     if remaining > 0:
@@ -281,6 +287,7 @@ def run_learn_benchmark(args) -> int:
             "bag_dir": str(run / "bags"), "store_dir": str(run / "store"), "run_dir": str(run / "trainer"),
             "obs_dim": str(env.obs_dim), "action_dim": str(env.action_dim), "ladder": args.ladder,
             "bag_split_s": str(args.bag_split_s), "compile": "true" if args.compile else "false",
+            "seed": "" if args.seed is None else str(args.seed),  # '' = each node's YAML
         }
         cmd = [sys.executable, "-m", "tdmpc2_ros.cli", "bringup", "learn", *[f"{k}:={v}" for k, v in overrides.items()]]
         log(f"bench-learn: {remaining} of {target_episodes} episodes to play; domain {domain}; {' '.join(cmd)}")

@@ -68,22 +68,25 @@ ARGUMENTS = {
         Argument("compile", "false", "trainer: torch.compile the update (a minute once, then ~30% faster; long runs)"),
         Argument("device", "cpu", "trainer: where the world model trains: cpu, cuda, cuda:N or auto (a GPU where torch sees one)"),
         Argument("bag_split_s", "60.0", "recorder: close a bag (making it available to the trainer) every this many seconds"),
+        Argument("seed", "", "one seed for the sim (initial states), the planner (sampling) and the trainer (weights, "
+                             "replay) ('' = each node's YAML: sim 0, planner 0, trainer 1)"),
     ]
 }
 
 # The sim is the clock's source: it never takes use_sim_time itself.
-SIM = NodeSpec("sim_node", "sim_node", "sim.yaml", {"mode": "mode", "task": "task", "max_episodes": "max_episodes"},
-               condition="use_sim")
+SIM = NodeSpec("sim_node", "sim_node", "sim.yaml",
+               {"mode": "mode", "task": "task", "max_episodes": "max_episodes", "seed": "seed"}, condition="use_sim")
 PLANNER = NodeSpec("planner_node", "planner_node", "planner.yaml",
                    {"model_path": "model_path", "control_rate_hz": "control_rate_hz", "trigger": "trigger",
                     "use_sim_time": "use_sim_time", "explore": "explore", "model_wait_s": "model_wait_s",
                     "max_observation_age_s": "max_observation_age_s", "plan_thread_priority": "plan_thread_priority",
-                    "plan_cpu_affinity": "plan_cpu_affinity", "execution_provider": "execution_provider"})
+                    "plan_cpu_affinity": "plan_cpu_affinity", "execution_provider": "execution_provider",
+                    "seed": "seed"})
 RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir": "bag_dir", "split_duration_s": "bag_split_s"})
 TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
                    {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir", "obs_dim": "obs_dim",
                     "action_dim": "action_dim", "control_rate_hz": "control_rate_hz",
-                    "ladder": "ladder", "compile": "compile", "device": "device"})
+                    "ladder": "ladder", "compile": "compile", "device": "device", "seed": "seed"})
 
 NODE_SETS = {
     "planner": [SIM, PLANNER],
