@@ -111,7 +111,7 @@ def test_a_resumed_run_adds_its_planner_counts_and_keeps_the_trainers():
 def test_misses_by_kind_of_swap_work_and_frees_are_reported_and_summed_over_parts():
     """The planner's per-kind counts (a tick may have several kinds) and its frees reach the report; a
     resumed part adds its counts, and the models still held are the last part's."""
-    from tdmpc2_ros.runtime.hot_swap import AFTER_FREE, BESIDE_LOADING, SWAP_WORK
+    from tdmpc2_ros.runtime.swap_cost import AFTER_FREE, BESIDE_LOADING, SWAP_WORK
 
     def planner(ticks, missed, loading, freed, waiting):
         kinds = {f"{side}_with_swap_work_{w}": "0" for w in SWAP_WORK for side in ("ticks", "missed")}

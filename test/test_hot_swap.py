@@ -32,7 +32,8 @@ from tdmpc2_ros.core.export import export_ladder
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.adapters import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
-from tdmpc2_ros.runtime.hot_swap import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN, HotSwapper, Request
+from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
+from tdmpc2_ros.runtime.swap_cost import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
 from tdmpc2_ros.runtime.digest import file_sha256
 from tdmpc2_ros.runtime.model_store import ModelStore

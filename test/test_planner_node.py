@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,7 +26,8 @@ from ros_harness import LineReader, Ros, cleaned_up, next_domain, node_env, smal
 from tdmpc2_ros.ros import qos
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, extract, parse_source
 from tdmpc2_ros.runtime import ModelLoadError, SpecMismatch
-from tdmpc2_ros.runtime.ladder import RungGovernor, choose_rung, next_smaller_rung, read_ladder
+from tdmpc2_ros.runtime.budget import PlanBudget
+from tdmpc2_ros.runtime.ladder import RungGovernor, Rung, describe_fit, fit_ladder, next_smaller_rung, read_ladder
 
 OBS_TOPIC, CMD_TOPIC = "/tdmpc2/observation", "/tdmpc2_controller/commands"
 
@@ -158,10 +161,38 @@ def test_chooses_the_largest_rung_that_fits(ros, ladder):
     assert "chose " + rungs[0].budget.label() in node.ladder_report
 
 
-def test_ladder_choice_rule():
-    assert choose_rung([0.050, 0.012, 0.004], period_s=0.02, fraction=0.7) == (1, True)
-    assert choose_rung([0.050, 0.030], period_s=0.02, fraction=0.7) == (1, False)  # none fits: the cheapest
-    assert choose_rung([0.010], period_s=0.02, fraction=0.7) == (0, True)
+def _fake_ladder(latencies_ms: list[list[float]]):
+    """Rungs whose plans take the given latencies, and a record of which were opened."""
+    budgets = [PlanBudget(iterations=6 - i, num_samples=512 >> i, num_elites=64 >> i, num_pi_trajs=24 >> i)
+               for i in range(len(latencies_ms))]
+    rungs = [Rung(Path(f"rung{i}.onnx"), b) for i, b in enumerate(budgets)]
+    opened = []
+
+    def open_rung(rung):
+        opened.append(rung.path.name)
+        return SimpleNamespace(contract=SimpleNamespace(budget=rung.budget), lat=[x / 1e3 for x in latencies_ms[len(opened) - 1]])
+
+    return rungs, open_rung, (lambda planner: planner.lat), opened
+
+
+def test_ladder_fit_takes_the_largest_rung_that_fits_and_loads_none_below_it():
+    rungs, open_rung, time_plans, opened = _fake_ladder([[50] * 20, [10] * 19 + [12], [4] * 20])
+    planner, tried, fits = fit_ladder(rungs, open_rung, time_plans, limit_s=0.014)
+    assert fits and planner.contract.budget == rungs[1].budget
+    assert opened == ["rung0.onnx", "rung1.onnx"]  # the third rung was never loaded
+    assert [t.label for t in tried] == [r.budget.label() for r in rungs[:2]]
+    assert tried[0].p50_s == pytest.approx(0.050) and tried[1].runs == 20
+    assert tried[1].p99_s > 0.010  # the slow tail counts: the choice is by p99, not the median
+    report = describe_fit(tried, planner.contract.budget.label(), 50.0, 0.014, fits)
+    assert report.endswith("-> chose " + rungs[1].budget.label()) and "limit 14.0 ms" in report
+
+
+def test_ladder_fit_with_no_rung_that_fits_takes_the_fastest_and_says_so():
+    # The p99, not the order, picks the fallback: here the middle rung has the smallest tail.
+    rungs, open_rung, time_plans, opened = _fake_ladder([[50] * 20, [20] * 20, [15] * 19 + [40]])
+    planner, tried, fits = fit_ladder(rungs, open_rung, time_plans, limit_s=0.010)
+    assert not fits and planner.contract.budget == rungs[1].budget and len(opened) == 3
+    assert "NO rung fits" in describe_fit(tried, planner.contract.budget.label(), 50.0, 0.010, fits)
 
 
 def test_rung_governor_steps_down_on_a_lasting_overrun_not_a_burst():
@@ -213,7 +244,7 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     assert node.set_parameters([Parameter("deadline_fraction", value=1e-6)])[0].successful
     assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
     assert node.budget_steps == 1 and node.swaps == 0 and node.model_version == version
-    assert len(node.swap_tick_latency) == 0  # a budget step is not timed as a model swap
+    assert len(node.swap_cost.swap_tick_latency) == 0  # a budget step is not timed as a model swap
     assert 0 < len(node.tick_latency) < node.published  # the tick statistics start again at the new rung
     # The smallest rung overruns too: it keeps acting and says so on /diagnostics.
     assert ros.spin_until(lambda: any("no smaller rung" in d.message for d in out["diagnostics"]), 30)
@@ -283,7 +314,7 @@ def test_a_missed_deadline_steps_down_at_once(ros, ladder):
     # The late plan misses its tick and is still running at the next one: 2 fallbacks at most, from one
     # plan over the limit, which alone the governor would have let pass.
     assert 1 <= node.missed_deadlines <= 2 and node.budget_steps == 1 and node.published == node.ticks
-    assert node.missed_with_any_swap_work == 0  # no swap was going on: the misses are not a swap's
+    assert node.swap_cost.missed == 0  # no swap was going on: the misses are not a swap's
     # The step down installed the standby itself, between two ticks: nothing was loaded for it.
     assert node.planner is standby and node.budget_steps_from_standby == 1 and not node._rung_requested
     # The smallest rung has no smaller one: no standby is held, and nothing is loaded for one.
@@ -311,15 +342,15 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
     that misses a swap causes are told from the machine's own."""
     import time
 
-    from tdmpc2_ros.runtime.hot_swap import (AFTER_FREE, AFTER_SHADOW_PLAN, BACKGROUND_PLANS, BESIDE_BACKGROUND_PLANS,
-                                             BESIDE_LOADING, FREE, LOADING, SHADOW_PLAN, SWAP_TICK)
+    from tdmpc2_ros.runtime.swap_cost import BESIDE_LOADING, LOADING
 
     node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,
                          diagnostics_period_s=0.2)
     n, pub, out = peer(ros)
     n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
     assert ros.spin_until(lambda: len(out["commands"]) >= 3, 60)
-    assert node._swap_work(time.monotonic(), "") == []  # nothing of a swap is going on
+    assert node.swapper.worked_since(time.monotonic()) == [] and not node._swap_timed  # no swap is going on
+    assert node.swap_cost.ticks_with_work == 0
     # The hot-swap thread reports work (as while it loads and hashes a candidate) during a late plan.
     node.swapper.worked_since = lambda t: [LOADING]
     real, late = node.planner.plan, []
@@ -332,10 +363,10 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
 
     node.planner.plan = late_once
     assert ros.spin_until(lambda: node.missed_deadlines >= 1, 60)
-    assert node.missed_with_any_swap_work == node.missed_deadlines
-    assert node.missed_with_swap_work[BESIDE_LOADING] == node.missed_deadlines
+    assert node.swap_cost.missed == node.missed_deadlines
+    assert node.swap_cost.missed_by_kind[BESIDE_LOADING] == node.missed_deadlines
     # Ticks that planned in time beside that work count too: the yardstick for the misses.
-    assert ros.spin_until(lambda: node.ticks_with_swap_work > node.missed_deadlines, 10)
+    assert ros.spin_until(lambda: node.swap_cost.ticks_with_work > node.missed_deadlines, 10)
 
     def reported(d):
         values = {kv.key: kv.value for kv in d.values}
@@ -345,14 +376,7 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
 
     assert ros.spin_until(lambda: any(reported(d) for d in out["diagnostics"]), 10)
     assert any("(swap work next to it: beside_loading)" in d.message for d in out["diagnostics"])
-    # The other kinds: the tick that installs a model, and the worker's swap job just before the tick.
-    node._swap_timed = True
-    node.swapper.worked_since = lambda t: [LOADING, BACKGROUND_PLANS]
-    assert node._swap_work(time.monotonic(), SHADOW_PLAN) == [SWAP_TICK, AFTER_SHADOW_PLAN, BESIDE_LOADING,
-                                                              BESIDE_BACKGROUND_PLANS]
-    node._swap_timed = False
-    node.swapper.worked_since = lambda t: []
-    assert node._swap_work(time.monotonic(), FREE) == [AFTER_FREE]
+    # (The other kinds, and how they are named, are test_swap_cost.py's.)
 
 
 def test_a_stepped_down_budget_steps_back_up_once_plans_fit_again(ros, ladder):
@@ -374,7 +398,7 @@ def test_a_stepped_down_budget_steps_back_up_once_plans_fit_again(ros, ladder):
     assert node.swapper._standby.planner is small and node.swapper.standby_label() == rungs[1].budget.label()
     assert "budget up to" in node.swapper.last_result and "shadow plans" in node.swapper.last_result
     assert node.budget_steps == 1 and node.budget_steps_up == 1 and node.swaps == 0 and node.model_version == version
-    assert len(node.swap_tick_latency) == 0 and node.missed_deadlines == 0 and node.published == node.ticks
+    assert len(node.swap_cost.swap_tick_latency) == 0 and node.missed_deadlines == 0 and node.published == node.ticks
     assert ros.spin_until(lambda: any({kv.key: kv.value for kv in d.values}.get("budget_steps_up") == "1"
                                       for d in out["diagnostics"]), 10)
     # At the top rung there is nothing larger: a quiet run asks for nothing.

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.benchmark.loop import split_by_swap_work
-from tdmpc2_ros.runtime.hot_swap import SWAP_WORK
+from tdmpc2_ros.runtime.swap_cost import SWAP_WORK
 from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
 
 EPISODE_FIELDS = ["episode", "step", "episode_reward", "model_version", "wall_s"]

@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.benchmark.core import write_results
-from tdmpc2_ros.runtime.hot_swap import SWAP_WORK
+from tdmpc2_ros.runtime.swap_cost import SWAP_WORK
 
 
 def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: int = 5, storage: str = "mcap") -> dict:

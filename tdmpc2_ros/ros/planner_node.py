@@ -20,7 +20,6 @@ if __name__ == "__main__":  # a node process: a stop during the imports below is
 
     stop.take_signals()
 
-import collections
 import concurrent.futures as futures
 import json
 import math
@@ -41,7 +40,7 @@ from std_srvs.srv import Trigger
 
 from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segmented_array, segments_of
-from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, RollingStats, status_array
+from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
@@ -49,11 +48,13 @@ from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime import gc_pauses
 from tdmpc2_ros.runtime.thread_usage import ThreadUsage
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
-from tdmpc2_ros.runtime.hot_swap import (AFTER, BESIDE, SWAP_TICK, SWAP_WORK, HotSwapper, Request, SwapRejected,
-                                         load_matching, warm_up)
-from tdmpc2_ros.runtime.ladder import RungGovernor, measure_latency, next_larger_rung, next_smaller_rung, read_ladder
+from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request, SwapRejected, load_matching, warm_up
+from tdmpc2_ros.runtime.ladder import (RungGovernor, describe_fit, fit_ladder, measure_latency, next_larger_rung,
+                                      next_smaller_rung, read_ladder)
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
+from tdmpc2_ros.runtime.rolling import RollingStats
+from tdmpc2_ros.runtime.swap_cost import SwapCost, swap_work
 from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
 MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
@@ -122,11 +123,9 @@ class PlannerNode(Node):
         self._inflight_step, self._inflight_time = None, 0.0  # the step message last answered, and when
         self.duplicate_observations = 0
         self._swap_note = ""  # set by _install: the tick being planned is a swap (or budget step) tick
-        self._swap_timed = False  # that tick counts in swap_tick_latency: a model version changed hands
-        self.swap_tick_latency = RollingStats()
-        self.swap_tick_excess_s = math.nan  # the last swap tick minus the median tick at that moment
-        self.swap_plan_excess_s = math.nan  # of which its ONNX call: that plan minus the recent median plan
-        self.swap_plan_waited_s = math.nan  # of that plan, the time it was not running (a core or the GIL)
+        self._swap_timed = False  # that tick is timed as a swap tick: a model version changed hands
+        # Ticks and misses by the swap work next to them, and the swap ticks' latency (/diagnostics).
+        self.swap_cost = SwapCost()
         self._pending_rollback = None
         self.last_obs = None  # the newest model input, for probing a swap candidate
         c = self.planner.contract
@@ -151,11 +150,6 @@ class PlannerNode(Node):
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
         self.plan_queued = RollingStats()  # per plan: from its hand-off to the worker until it started
         self.plan_queued_since_report = 0.0  # the longest of those since the last /diagnostics report
-        # Missed deadlines by the swap work next to them (SWAP_WORK); one miss may count under several.
-        self.missed_with_swap_work = collections.Counter()
-        self.missed_with_any_swap_work = 0
-        self.ticks_with_swap_work = 0  # the same, over every tick that planned: the yardstick for the misses
-        self.ticks_with_swap_work_by_kind = collections.Counter()  # and by kind, the yardstick for each kind's misses
         self._slack_job = ""  # what the swapper put on the slack thread after the last tick (offer_slack)
         self._slack_borrowed = False  # that slack ran into the next tick's deadline (_slack)
         self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
@@ -240,26 +234,19 @@ class PlannerNode(Node):
         self.p.model_path = path
         obs_dim = self.assembler.fixed_width()
         limit = self.p.deadline_fraction * self.period
-        measured, chosen = [], None
-        self.rung_p50: dict[str, float] = {}
-        for rung in read_ladder(path):
-            planner = OnnxPlanner(rung.path, obs_dim=obs_dim, threads=self.p.threads, seed=self.p.seed,
-                                  expected_sha256=rung.sha256 or None)
+
+        def open_rung(rung):  # refuses a rung whose spec differs from the configured sources
+            return OnnxPlanner(rung.path, obs_dim=obs_dim, threads=self.p.threads, seed=self.p.seed,
+                               expected_sha256=rung.sha256 or None)
+
+        def time_plans(planner):
             obs = np.zeros(planner.obs_dim, np.float32)
-            lat = measure_latency(lambda: planner.plan(obs), self.p.ladder_warmup, self.p.ladder_runs, limit)
-            p99 = float(np.percentile(lat, 99))
-            measured.append((planner.contract.budget.label(), p99, float(np.median(lat)), len(lat)))
-            self.rung_p50[measured[-1][0]] = measured[-1][2]  # a first estimate for a later step up
-            if chosen is None or p99 < chosen[1]:
-                chosen = (planner, p99)
-            if p99 <= limit:
-                break
-        fits = chosen[1] <= limit
-        table = ", ".join(f"{label}: p50 {p50 * 1e3:.1f} ms p99 {p99 * 1e3:.1f} ms ({n} runs)" for label, p99, p50, n in measured)
-        planner = chosen[0]
+            return measure_latency(lambda: planner.plan(obs), self.p.ladder_warmup, self.p.ladder_runs, limit)
+
+        planner, tried, fits = fit_ladder(read_ladder(path), open_rung, time_plans, limit)
+        self.rung_p50 = {t.label: t.p50_s for t in tried}  # a first estimate for a later step up
         planner.reset()
-        report = (f"budget ladder at {self.p.control_rate_hz:g} Hz (limit {limit * 1e3:.1f} ms): [{table}] -> chose "
-                  f"{planner.contract.budget.label()}" + ("" if fits else " (NO rung fits; expect misses)"))
+        report = describe_fit(tried, planner.contract.budget.label(), self.p.control_rate_hz, limit, fits)
         if not fits:
             self.get_logger().warning(report)
         first_standby = self._warm_standby_now(path, planner) if self.p.budget_standby else None
@@ -664,26 +651,11 @@ class PlannerNode(Node):
         self._flag(WARN, why)
 
     def _note_swap_work(self, start: float, after: str, missed: bool) -> list[str]:
-        """Counts a tick with swap work next to it (and a miss among them), for /diagnostics: the
-        miss rate of these ticks against that of the others is what a swap costs in deadlines."""
-        work = self._swap_work(start, after)
-        if work:
-            self.ticks_with_swap_work += 1
-            self.ticks_with_swap_work_by_kind.update(work)
-            if missed:
-                self.missed_with_swap_work.update(work)
-                self.missed_with_any_swap_work += 1
+        """Counts a tick with the swap work next to it (runtime/swap_cost.py), and returns that work.
+        `after`: the slack thread's job after the previous tick, if any."""
+        work = swap_work(self._swap_timed, after, self.swapper.worked_since(start))
+        self.swap_cost.count(work, missed)
         return work
-
-    def _swap_work(self, start: float, after: str) -> list[str]:
-        """The swap work next to a tick that missed its deadline, widely drawn: the tick installs a
-        new model; the slack thread ran a candidate's shadow plan or freed a retired model just before it
-        (whether or not that had ended when the tick began); the hot-swap thread loaded and hashed a
-        candidate, or ran plans itself (a check the slack could not hold, a smaller rung's warm-up), at
-        any time since the tick began."""
-        work = [SWAP_TICK] if self._swap_timed else []
-        work += [AFTER[after]] if after else []
-        return work + [BESIDE[kind] for kind in self.swapper.worked_since(start)]
 
     def _publish(self, command: np.ndarray, start: float, safe: bool = False):
         msg = Float64MultiArray()
@@ -697,13 +669,10 @@ class PlannerNode(Node):
         if self._swap_note:
             median = self.tick_latency.percentile(50)
             if self._swap_timed:  # a budget step is not a swap (it is counted in budget_steps_down)
-                self.swap_tick_latency.add(now - start)
-                # Against the median of the moment: a budget step soon after starts the window again.
-                self.swap_tick_excess_s = now - start - median
-                # Split: the plan itself (the new session) against the plans just before it; the rest
-                # of the excess is around the plan (hand-off to the plan thread, install, publish).
-                self.swap_plan_excess_s = self.last_plan_s - self.plan_latency.recent_median(50)
-                self.swap_plan_waited_s = self.plan_waited.last()
+                # Against the median of the moment (a budget step soon after starts the window again),
+                # and its plan (the new session) against the plans just before it.
+                self.swap_cost.time_swap_tick(now - start, median, self.last_plan_s,
+                                              self.plan_latency.recent_median(50), self.plan_waited.last())
                 self._swap_timed = False
             self._log("info", f"{self._swap_note}; that tick took {(now - start) * 1e3:.2f} ms "
                               f"(median tick {median * 1e3:.2f} ms)")
@@ -736,9 +705,7 @@ class PlannerNode(Node):
             "plan_queued_p99_ms": round(self.plan_queued.percentile(99) * 1e3, 3),
             "plan_queued_max_ms": round(self.plan_queued.percentile(100) * 1e3, 3),
             "plan_queued_since_report_max_ms": round(self.plan_queued_since_report * 1e3, 3),
-            "missed_with_swap_work": self.missed_with_any_swap_work, "ticks_with_swap_work": self.ticks_with_swap_work,
-            **{f"missed_with_swap_work_{w}": self.missed_with_swap_work[w] for w in SWAP_WORK},
-            **{f"ticks_with_swap_work_{w}": self.ticks_with_swap_work_by_kind[w] for w in SWAP_WORK},
+            **self.swap_cost.values(),
             "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
             "ros_overhead_p99_ms": round(self.ros_overhead.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),
@@ -746,11 +713,7 @@ class PlannerNode(Node):
             "duplicate_observations": self.duplicate_observations,
             "transitions_published": self.pairer.emitted, "transition_gaps": self.pairer.gaps,
             "model_version": self.model_version, "swaps": self.swaps,
-            "swap_tick_latency_max_ms": round(self.swap_tick_latency.percentile(100) * 1e3, 3),
-            "swap_tick_latency_last_ms": round(self.swap_tick_latency.last() * 1e3, 3),
-            "swap_tick_excess_last_ms": round(self.swap_tick_excess_s * 1e3, 3),
-            "swap_plan_excess_last_ms": round(self.swap_plan_excess_s * 1e3, 3),
-            "swap_plan_waited_last_ms": round(self.swap_plan_waited_s * 1e3, 3), "swaps_rejected": self.swapper.rejected,
+            "swaps_rejected": self.swapper.rejected,
             "models_freed": self.swapper.freed, "models_waiting_to_free": self.swapper.waiting_to_free(),
             "last_swap_result": self.swapper.last_result,
             "last_swap_thread_cpu_ms": round(self.swapper.last_cpu_s * 1e3, 3),

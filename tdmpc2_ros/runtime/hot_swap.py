@@ -76,20 +76,10 @@ from tdmpc2_ros.runtime.ladder import next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import StoreError, materialise
 from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, PlanStopped, StopHandle
 from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
+# The names of this module's work beside the loop, as the loop's swap tallies count them.
+from tdmpc2_ros.runtime.swap_cost import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
 
 
-SHADOW_PLAN, FREE = "shadow plan", "free"  # the jobs a swap puts on the control loop's slack thread (offer_slack)
-# The hot-swap thread's own work beside the loop (worked_since): loading and hashing a candidate, and
-# plans it runs itself (a smaller rung's warm-up, or a check the loop's slack could not hold).
-LOADING, BACKGROUND_PLANS = "loading", "background plans"
-# The swap work a control tick can have next to it (the planner's /diagnostics count the ticks and
-# misses with each, as ticks_with_swap_work_<name> and missed_with_swap_work_<name>): the tick that
-# installs a model, a slack job just before it, or this thread's work since the previous tick.
-SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE = "swap_tick", "after_shadow_plan", "after_free"
-BESIDE_LOADING, BESIDE_BACKGROUND_PLANS = "beside_loading", "beside_background_plans"
-SWAP_WORK = (SWAP_TICK, AFTER_SHADOW_PLAN, AFTER_FREE, BESIDE_LOADING, BESIDE_BACKGROUND_PLANS)
-AFTER = {SHADOW_PLAN: AFTER_SHADOW_PLAN, FREE: AFTER_FREE}  # the slack thread's job before a tick
-BESIDE = {LOADING: BESIDE_LOADING, BACKGROUND_PLANS: BESIDE_BACKGROUND_PLANS}  # this thread's work since
 
 
 class SwapRejected(RuntimeError):

@@ -11,6 +11,7 @@ sim or other nodes not yet running), so the running rung is watched too (RungGov
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections import deque
@@ -90,14 +91,43 @@ def measure_latency(plan_once, warmup: int, runs: int, limit_s: float | None = N
     return np.asarray(out)
 
 
-def choose_rung(p99_by_rung: list[float], period_s: float, fraction: float) -> tuple[int, bool]:
-    """Index of the largest rung (rungs are ordered largest first) whose p99 fits fraction * period.
-    Returns (index, fits); if none fits, the cheapest rung and fits=False."""
-    limit = fraction * period_s
-    for i, p99 in enumerate(p99_by_rung):
-        if p99 <= limit:
-            return i, True
-    return int(np.argmin(p99_by_rung)), False
+@dataclass(frozen=True)
+class RungTiming:
+    """One rung's start-up measurement (seconds)."""
+
+    label: str
+    p50_s: float
+    p99_s: float
+    runs: int
+
+
+def fit_ladder(rungs: list[Rung], open_rung, time_plans, limit_s: float):
+    """The start-up choice: open and time the rungs largest first, and stop at the first whose p99
+    fits limit_s. The rungs below it are never loaded, so a machine that fits the largest pays for one
+    load and one timing. If none fits, the rung with the smallest p99 is chosen, and the caller
+    should expect misses.
+
+    open_rung(rung) returns a planner (its budget label is read from its own graph: a bare .onnx
+    file's Rung does not know it). time_plans(planner) returns its plan latencies in seconds.
+    Returns (the chosen planner, the timings of the rungs tried, largest first; fits)."""
+    tried, chosen, best_p99 = [], None, math.inf
+    for rung in rungs:
+        planner = open_rung(rung)
+        lat = np.asarray(time_plans(planner), dtype=float)
+        p99 = float(np.percentile(lat, 99))
+        tried.append(RungTiming(planner.contract.budget.label(), float(np.median(lat)), p99, len(lat)))
+        if p99 < best_p99:
+            chosen, best_p99 = planner, p99
+        if p99 <= limit_s:
+            return planner, tried, True
+    return chosen, tried, False
+
+
+def describe_fit(tried: list[RungTiming], chosen: str, rate_hz: float, limit_s: float, fits: bool) -> str:
+    """The start-up log line of fit_ladder's choice."""
+    table = ", ".join(f"{t.label}: p50 {t.p50_s * 1e3:.1f} ms p99 {t.p99_s * 1e3:.1f} ms ({t.runs} runs)" for t in tried)
+    return (f"budget ladder at {rate_hz:g} Hz (limit {limit_s * 1e3:.1f} ms): [{table}] -> chose {chosen}"
+            + ("" if fits else " (NO rung fits; expect misses)"))
 
 
 def next_smaller_rung(model_path: str | os.PathLike, running: PlanBudget | str) -> Rung | None:
