@@ -381,35 +381,62 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
                          f"length, with high > low")
     if not tolerance_s > 0:
         raise ValueError(f"tolerance_s must be > 0 (got {tolerance_s})")
+    names = {obs_topic: "observations", command_topic: "commands", reward_topic: "rewards"}
     expected = {obs_topic: FLOAT64_MULTI_ARRAY, command_topic: FLOAT64_MULTI_ARRAY, reward_topic: FLOAT64}
     if episode_topic:
         expected[episode_topic] = INT64
+        names[episode_topic] = "episodes"
+    data = _read_expected_topics(path, expected, names, optional=episode_topic)
+    tol = int(round(tolerance_s * 1e9))
+    counts: dict[str, int] = {}
+
+    _, t_obs_all, obs_raws = data[obs_topic]
+    obs, obs_ep, obs_step, kept, counts["malformed_observations"] = _observation_columns(obs_raws)
+    t_obs = t_obs_all[kept]
+    counts["observations"] = obs.shape[0]
+    actions, t_cmd = _command_columns(data[command_topic], low, high, counts)
+    rew, t_rew = _reward_columns(data[reward_topic], counts)
+    if episode_topic and episode_topic in data and data[episode_topic][2]:
+        _, t_ep, ep_raws = data[episode_topic]
+        _, ep_ok = decode_int64s(ep_raws)
+        # An observation belongs to the episode of the last episode message at or before it.
+        episode = np.searchsorted(t_ep[ep_ok], t_obs + tol, side="right").astype(np.float64)
+    elif obs.shape[0] and np.isfinite(obs_ep).all():
+        episode = obs_ep  # the sim's step messages carry their episode
+    else:
+        episode = np.zeros(obs.shape[0])
+
+    valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, max_obs_gap_s, counts)
+    if not counts["transitions"]:
+        detail = ", ".join(f"{key}={v}" for key, v in counts.items() if v)
+        raise BagSkipped(path, f"no transition could be aligned within {tolerance_s:g} s ({detail})")
+    return RawEpisodes(_fragments(obs, actions, rew, valid, ci, ri, min_transitions), counts)
+
+
+def _read_expected_topics(path: Path, expected: dict, names: dict, optional: str | None):
+    """The bag's messages on the expected topics, each as (type, times, raw messages). A topic that is
+    missing, of another type, or empty (except `optional`) skips the bag, naming the topic."""
     all_topics, data = _read_topics(path, lambda t, m: t in expected)
     for topic, msgtype in expected.items():
-        what = {obs_topic: "observations", command_topic: "commands", reward_topic: "rewards"}.get(topic, "episodes")
+        what = names[topic]
         if topic not in all_topics:
             raise BagSkipped(path, f"no {what}: topic {topic} is not in the bag (it has: {_describe(all_topics)})")
         if all_topics[topic] != msgtype:
             raise BagSkipped(path, f"{what} topic {topic} is {all_topics[topic]}, expected {msgtype}")
-        if topic not in data or not data[topic][2]:
-            if topic != episode_topic:
-                raise BagSkipped(path, f"no {what}: topic {topic} holds no messages")
-    tol = int(round(tolerance_s * 1e9))
-    counts: dict[str, int] = {}
+        if (topic not in data or not data[topic][2]) and topic != optional:
+            raise BagSkipped(path, f"no {what}: topic {topic} holds no messages")
+    return data
 
-    # observations
-    _, t_obs_all, obs_raws = data[obs_topic]
-    obs, obs_ep, obs_step, kept, counts["malformed_observations"] = _observation_columns(obs_raws)
-    t_obs = t_obs_all[kept]
-    k = obs.shape[0]
-    counts["observations"] = k
 
-    # commands -> normalised actions
-    _, t_cmd_all, cmd_raws = data[command_topic]
+def _command_columns(topic_data, low: np.ndarray, high: np.ndarray, counts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Command messages -> (actions normalised to [-1, 1] [C, m], times [C]), in bag order. Commands
+    of another width or holding NaN/Inf are counted as malformed; ones beyond the bounds are clipped
+    and counted."""
+    _, t_cmd_all, cmd_raws = topic_data
     blocks, errors = decode_float64_multiarrays(cmd_raws)
     bad_cmd = len(errors)
     cmd_parts = []
-    for dims, (values, index) in blocks.items():
+    for values, index in blocks.values():
         if values.shape[1] != low.size:
             bad_cmd += len(index)
             continue
@@ -424,33 +451,34 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
         cmd, cidx = cmd[finite], cidx[finite]
     else:
         cmd, cidx = np.zeros((0, low.size)), np.zeros(0, np.int64)
-    t_cmd = t_cmd_all[cidx]
     actions = (2.0 * cmd - (high + low)) / (high - low)
     counts["malformed_commands"] = bad_cmd
     counts["clipped_commands"] = int((np.abs(actions) > 1.0 + 1e-9).any(axis=1).sum())
-    actions = np.clip(actions, -1.0, 1.0)
+    return np.clip(actions, -1.0, 1.0), t_cmd_all[cidx]
 
-    # rewards
-    _, t_rew_all, rew_raws = data[reward_topic]
+
+def _reward_columns(topic_data, counts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Reward messages -> (rewards [R], times [R]); malformed or non-finite ones are counted and dropped."""
+    _, t_rew_all, rew_raws = topic_data
     rew, ok = decode_float64s(rew_raws)
     ok &= np.isfinite(rew)
     counts["malformed_rewards"] = int((~ok).sum())
-    rew, t_rew = rew[ok], t_rew_all[ok]
+    return rew[ok], t_rew_all[ok]
 
-    # episode of each observation
-    if episode_topic and episode_topic in data and data[episode_topic][2]:
-        _, t_ep, ep_raws = data[episode_topic]
-        _, ep_ok = decode_int64s(ep_raws)
-        episode = np.searchsorted(t_ep[ep_ok], t_obs + tol, side="right").astype(np.float64)
-    elif k and np.isfinite(obs_ep).all():
-        episode = obs_ep
-    else:
-        episode = np.zeros(k)
 
-    # candidate pairs (o_j, o_{j+1})
-    pairs = max(k - 1, 0)
+SKIP_REASONS = ("episode_boundary", "gap", "no_command", "no_reward", "ambiguous_reward")
+
+
+def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, max_obs_gap_s: float | None, counts: dict):
+    """The alignment rule of the module docstring, over every pair of consecutive observations
+    (o_j, o_j+1). Returns (valid [K-1] bool, command index, reward index per pair) and counts every
+    pair skipped, by reason, and the commands and rewards no transition used. Times in ns."""
+    pairs = max(t_obs.size - 1, 0)
     counts["pairs"] = pairs
-    if pairs:
+    if not pairs:
+        valid, ci, ri = np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.int64)
+        counts.update({f"skipped_{name}": 0 for name in SKIP_REASONS})
+    else:
         t0, t1 = t_obs[:-1], t_obs[1:]
         dt = t1 - t0
         same = episode[:-1] == episode[1:]
@@ -478,26 +506,21 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
 
         valid = same & in_time & has_cmd & has_rew
         uses = np.bincount(ri[valid], minlength=max(t_rew.size, 1))
-        ambiguous = valid & (uses[ri] > 1)
+        ambiguous = valid & (uses[ri] > 1)  # one reward claimed by two pairs: neither is guessed
         valid &= ~ambiguous
         counts["skipped_episode_boundary"] = int((~same).sum())
         counts["skipped_gap"] = int((same & ~in_time).sum())
         counts["skipped_no_command"] = int((same & in_time & ~has_cmd).sum())
         counts["skipped_no_reward"] = int((same & in_time & has_cmd & ~has_rew).sum())
         counts["skipped_ambiguous_reward"] = int(ambiguous.sum())
-    else:
-        valid = np.zeros(0, bool)
-        ci = ri = np.zeros(0, np.int64)
-        for name in ("episode_boundary", "gap", "no_command", "no_reward", "ambiguous_reward"):
-            counts[f"skipped_{name}"] = 0
     counts["transitions"] = int(valid.sum())
     counts["unmatched_commands"] = int(t_cmd.size - np.unique(ci[valid]).size)
     counts["unmatched_rewards"] = int(t_rew.size - np.unique(ri[valid]).size)
-    if not counts["transitions"]:
-        detail = ", ".join(f"{key}={v}" for key, v in counts.items() if v)
-        raise BagSkipped(path, f"no transition could be aligned within {tolerance_s:g} s ({detail})")
+    return valid, ci, ri
 
-    # fragments: runs of consecutive valid pairs
+
+def _fragments(obs, actions, rew, valid, ci, ri, min_transitions: int) -> list[Episode]:
+    """Runs of consecutive valid pairs, as episodes (a run shorter than min_transitions is dropped)."""
     edges = np.diff(np.concatenate([[0], valid.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     obs32, act32, rew32 = obs.astype(np.float32), actions.astype(np.float32), rew.astype(np.float32)
@@ -506,4 +529,4 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
         if b - a < min_transitions:
             continue
         episodes.append(Episode(obs32[a : b + 1], act32[ci[a:b]], rew32[ri[a:b]], np.zeros(b - a, np.float32)))
-    return RawEpisodes(episodes, counts)
+    return episodes
