@@ -243,19 +243,19 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     # of the chosen rung now overruns the limit, and the next smaller rung takes over.
     assert node.set_parameters([Parameter("deadline_fraction", value=1e-6)])[0].successful
     assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
-    assert node.budget_steps == 1 and node.swaps == 0 and node.model_version == version
+    assert node.steps.steps_down == 1 and node.swaps == 0 and node.model_version == version
     assert len(node.swap_cost.swap_tick_latency) == 0  # a budget step is not timed as a model swap
     assert 0 < len(node.tick_latency) < node.published  # the tick statistics start again at the new rung
     # The smallest rung overruns too: it keeps acting and says so on /diagnostics.
     assert ros.spin_until(lambda: any("no smaller rung" in d.message for d in out["diagnostics"]), 30)
-    assert node.planner.contract.budget == rungs[-1].budget and node.budget_steps == 1
+    assert node.planner.contract.budget == rungs[-1].budget and node.steps.steps_down == 1
     assert node.published == node.ticks and node.missed_deadlines == 0
     assert node.safe_actions == safe_at_start  # the step downs themselves never fell back to the safe action
     last = {kv.key: kv.value for kv in out["diagnostics"][-1].values}
     assert last["budget"] == rungs[-1].budget.label()
     # Nothing is smaller than the smallest rung: no standby, and /diagnostics says why.
     assert last["standby"] == "" and "has no rung smaller than" in last["standby_result"]
-    assert last["budget_steps_from_standby"] == str(node.budget_steps_from_standby)
+    assert last["budget_steps_from_standby"] == str(node.steps.steps_from_standby)
     assert {"loads_waited_for_room", "loads_without_room", "last_room_wait_s"} <= set(last)
     # Python's garbage collector: timed on /diagnostics, and start-up's objects frozen out of its scans.
     assert {"gc_full_collections", "gc_pause_max_ms", "gc_in_plan_max_ms"} <= set(last)
@@ -272,17 +272,17 @@ def test_the_room_gate_opens_after_a_run_of_roomy_plans_or_while_the_loop_does_n
     feeding = {"on": True}
     n.create_timer(0.02, lambda: feeding["on"] and pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
     # 1 s of plans at 10 Hz, each far within the 100 ms limit: room.
-    assert ros.spin_until(lambda: node.governor.roomy >= node._room_plans, 30)
+    assert ros.spin_until(lambda: node.steps.governor.roomy >= node._room_plans, 30)
     assert node._room_plans == 10 and node._room_to_load()
     # The limit shrinks under the plans: none has room any more (the loop steps down meanwhile).
     assert node.set_parameters([Parameter("deadline_fraction", value=1e-6)])[0].successful
-    assert ros.spin_until(lambda: node.governor.recent and node.governor.roomy == 0, 30)
+    assert ros.spin_until(lambda: node.steps.governor.recent and node.steps.governor.roomy == 0, 30)
     ros.spin_for(0.3)
     assert not node._room_to_load()
     # Observations stop: the loop does not plan, so a load delays nothing.
     feeding["on"] = False
     assert ros.spin_until(lambda: node._room_to_load(), 10)
-    assert time.monotonic() - node._planned_at >= node.ROOM_IDLE_S and node.governor.roomy == 0
+    assert time.monotonic() - node._planned_at >= node.ROOM_IDLE_S and node.steps.governor.roomy == 0
 
 
 def test_a_missed_deadline_steps_down_at_once(ros, ladder):
@@ -313,10 +313,10 @@ def test_a_missed_deadline_steps_down_at_once(ros, ladder):
     assert ros.spin_until(lambda: node.planner.contract.budget == rungs[1].budget, 60), node.last_problem
     # The late plan misses its tick and is still running at the next one: 2 fallbacks at most, from one
     # plan over the limit, which alone the governor would have let pass.
-    assert 1 <= node.missed_deadlines <= 2 and node.budget_steps == 1 and node.published == node.ticks
+    assert 1 <= node.missed_deadlines <= 2 and node.steps.steps_down == 1 and node.published == node.ticks
     assert node.swap_cost.missed == 0  # no swap was going on: the misses are not a swap's
     # The step down installed the standby itself, between two ticks: nothing was loaded for it.
-    assert node.planner is standby and node.budget_steps_from_standby == 1 and not node._rung_requested
+    assert node.planner is standby and node.steps.steps_from_standby == 1 and not node.steps.requested
     # The smallest rung has no smaller one: no standby is held, and nothing is loaded for one.
     assert ros.spin_until(lambda: "has no rung smaller than" in node.swapper.standby_result, 10), node.swapper.standby_result
     assert node.swapper.standby_label() == ""
@@ -397,25 +397,26 @@ def test_a_stepped_down_budget_steps_back_up_once_plans_fit_again(ros, ladder):
     # The rung it stepped up from is the next smaller one, warm: held as the standby, with no load.
     assert node.swapper._standby.planner is small and node.swapper.standby_label() == rungs[1].budget.label()
     assert "budget up to" in node.swapper.last_result and "shadow plans" in node.swapper.last_result
-    assert node.budget_steps == 1 and node.budget_steps_up == 1 and node.swaps == 0 and node.model_version == version
+    assert node.steps.steps_down == 1 and node.steps.steps_up == 1 and node.swaps == 0 and node.model_version == version
     assert len(node.swap_cost.swap_tick_latency) == 0 and node.missed_deadlines == 0 and node.published == node.ticks
     assert ros.spin_until(lambda: any({kv.key: kv.value for kv in d.values}.get("budget_steps_up") == "1"
                                       for d in out["diagnostics"]), 10)
     # At the top rung there is nothing larger: a quiet run asks for nothing.
     ros.spin_until(lambda: False, 1.5)
-    assert node.budget_steps_up == 1 and not node._rung_requested
+    assert node.steps.steps_up == 1 and not node.steps.requested
 
 
 def test_a_failed_step_up_waits_twice_as_long_before_the_next(ros, ladder):
     node = start_planner(ros, ladder, control_rate_hz=1.0, deadline_fraction=1.0, budget_step_up_after_s=30.0)
-    assert node._up_after == 30
-    node._request_rung("mppi-i9-s9-e9-p9-h3", up=True)  # a budget the folder lacks: refused by the swapper
-    assert ros.spin_until(lambda: not node._rung_pending(), 30)
-    assert node._up_after == 60 and node.swapper.rung_failures == 1 and node.swapper.rejected == 0
+    assert node.steps.up_after == 30
+    # A budget the folder lacks: refused by the swapper.
+    node.steps.ask("mppi-i9-s9-e9-p9-h3", True, node.model_version, node.model_source)
+    assert ros.spin_until(lambda: not node.steps.pending(), 30)
+    assert node.steps.up_after == 60 and node.swapper.rung_failures == 1 and node.swapper.rejected == 0
     assert "staying at the running budget" not in node.last_problem  # a failed step up is no warning
     for _ in range(6):
-        node._back_off()
-    assert node._up_after == 16 * 30  # capped
+        node.steps.back_off()
+    assert node.steps.up_after == 16 * 30  # capped
 
 
 def test_a_smaller_rung_of_a_version_no_longer_running_is_not_installed(ros, ladder):
@@ -428,9 +429,9 @@ def test_a_smaller_rung_of_a_version_no_longer_running_is_not_installed(ros, lad
     small = OnnxPlanner(rungs[1].path, threads=1)
     # Asked for while the old version ran; a new version was swapped in before it was ready.
     node._install(Candidate(small, "v0001-old", "/elsewhere", 0.01, 0.01, rung_change=True))
-    assert node.planner is running and node.budget_steps == 0
+    assert node.planner is running and node.steps.steps_down == 0
     node._install(Candidate(small, node.model_version, node.model_source, 0.01, 0.01, rung_change=True))
-    assert node.planner is small and node.budget_steps == 1 and node.swaps == 0 and node.previous == []
+    assert node.planner is small and node.steps.steps_down == 1 and node.swaps == 0 and node.previous == []
 
 
 def test_plan_thread_pinned_and_real_time_where_allowed(ros, ladder):

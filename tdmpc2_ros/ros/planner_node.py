@@ -2,15 +2,17 @@
 
 A thin adapter around tdmpc2_ros.runtime (numpy + onnxruntime; no torch):
 - observation adapters (adapters.py) turn the subscribed messages into the model's vector;
-- at start-up the budget ladder is measured and the largest rung that fits the period is chosen;
-  while running, a rung whose plans keep overrunning that limit steps down to the next smaller one
-  (runtime/ladder.py: RungGovernor), because start-up may have seen a quieter CPU;
+- at start-up the budget ladder is measured and the largest rung that fits the period is chosen
+  (runtime/ladder.py: fit_ladder); while running, a rung whose plans keep overrunning that limit steps
+  down to the next smaller one, and back up once plans fit again (runtime/budget_steps.py), because
+  start-up may have seen a quieter CPU;
 - each tick plans in a worker thread with a deadline. A late plan is replaced by the previous
   plan's next action (from its warm-start mean) and counted as a miss; bad or stale input yields
   the configured safe action. Nothing malformed or out of limits is ever published;
 - each executed step is published as a transition record (runtime/transition.py) for the recorder;
 - a model-update announcement (or a model_path change) is checked beside the running model and
-  swapped in between two ticks (runtime/hot_swap.py); ~/rollback returns to the previous version.
+  swapped in between two ticks (runtime/hot_swap.py); ~/rollback returns to the previous version;
+  what swaps cost the loop goes to /diagnostics (runtime/swap_cost.py).
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ from tdmpc2_ros.runtime import gc_pauses
 from tdmpc2_ros.runtime.thread_usage import ThreadUsage
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
 from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request, SwapRejected, load_matching, warm_up
-from tdmpc2_ros.runtime.ladder import (RungGovernor, describe_fit, fit_ladder, measure_latency, next_larger_rung,
-                                      next_smaller_rung, read_ladder)
+from tdmpc2_ros.runtime.budget_steps import BudgetSteps
+from tdmpc2_ros.runtime.ladder import describe_fit, fit_ladder, measure_latency, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
 from tdmpc2_ros.runtime.rolling import RollingStats
@@ -115,7 +117,7 @@ class PlannerNode(Node):
         self.gc_in_plans_max_s = 0.0  # the most of one plan spent in collections (any thread's)
         share_thread_pool(self.p.threads)  # the running model and a swap candidate must not both spin threads
         set_execution_provider(self.p.execution_provider)  # every session of this node, swap candidates included
-        self.planner, self.ladder_report, first_standby = self._load_model()
+        self.planner, self.ladder_report, first_standby, rung_p50 = self._load_model()
         self.model_version = version_of(self.p.model_path, self.planner)
         self.model_source = self.p.model_path  # the folder (or file) the running planner came from
         self.previous: list[tuple[object, str, str]] = []  # (planner, version, source) for ~/rollback, newest last
@@ -162,18 +164,8 @@ class PlannerNode(Node):
         self.transition_pub = (self.create_publisher(Float64MultiArray, self.p.transition_topic, qos.EVENTS)
                                if self.p.transition_topic else None)
         limit = self.p.deadline_fraction * self.period
-        # The rung chosen at start-up is watched while running: one that overruns steps down.
-        self.governor = RungGovernor(limit)
         self._room_plans = max(1, round(self.ROOM_S * self.p.control_rate_hz))  # the room gate's run of plans
         self._planned_at = -math.inf  # monotonic time of the last plan's end
-        self._step_down_due = self._step_up_due = False  # set by the plan worker, acted on by the loop
-        self._missed_since_install = 0  # a missed deadline steps down at once (the governor's 1% is a warning)
-        self._rung_requested, self._failures_seen, self._smallest_reported = "", 0, ""
-        self._rung_up = self._last_change_up = False  # the pending / the last budget change was a step up
-        # A step up is tried after this many plans in a row within the limit; each failed try doubles it.
-        self._up_base = self._up_after = round(self.p.budget_step_up_after_s * self.p.control_rate_hz)
-        self.budget_steps = self.budget_steps_up = 0
-        self.budget_steps_from_standby = 0  # step downs that took the standby (no load beside a late loop)
         # (warm planner or None, how it was warmed): a standby to ask for once the tick has published.
         self._standby_due = None
         cache = self.p.model_cache_dir or os.path.expanduser("~/.cache/tdmpc2_ros/models")
@@ -183,6 +175,10 @@ class PlannerNode(Node):
                                   cpus=self.plan_cpus, running_version=lambda: self.model_version,
                                   spacing=self.p.swap_check_spacing, room=self._room_to_load,
                                   room_wait_s=self.p.swap_load_wait_s)
+        # The rung chosen at start-up is watched while running: one that overruns steps down, and one
+        # that fits for budget_step_up_after_s tries the next larger rung (runtime/budget_steps.py).
+        self.steps = BudgetSteps(limit, round(self.p.budget_step_up_after_s * self.p.control_rate_hz), self.swapper)
+        self.steps.rung_p50 = rung_p50
         self._keep_standby(first_standby, "warmed at start-up")
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
@@ -229,7 +225,8 @@ class PlannerNode(Node):
     def _load_model(self):
         """Load the rungs largest first (refusing any whose spec differs from the configured
         sources), measure each after warm-up, keep the first (largest) that fits the period. Returns
-        it, the ladder report, and the first standby (the next smaller rung, warm; None for none)."""
+        it, the ladder report, the first standby (the next smaller rung, warm; None for none), and
+        each measured rung's p50."""
         path = resolve_model_path(self.p.model_path or str(default_model()), self.p.model_wait_s, self.get_logger())
         self.p.model_path = path
         obs_dim = self.assembler.fixed_width()
@@ -244,13 +241,12 @@ class PlannerNode(Node):
             return measure_latency(lambda: planner.plan(obs), self.p.ladder_warmup, self.p.ladder_runs, limit)
 
         planner, tried, fits = fit_ladder(read_ladder(path), open_rung, time_plans, limit)
-        self.rung_p50 = {t.label: t.p50_s for t in tried}  # a first estimate for a later step up
         planner.reset()
         report = describe_fit(tried, planner.contract.budget.label(), self.p.control_rate_hz, limit, fits)
         if not fits:
             self.get_logger().warning(report)
         first_standby = self._warm_standby_now(path, planner) if self.p.budget_standby else None
-        return planner, report, first_standby
+        return planner, report, first_standby, {t.label: t.p50_s for t in tried}  # p50s: a first estimate for a step up
 
     def _warm_standby_now(self, path: str, running):
         """The next smaller rung, loaded and warmed (2 plans, finite outputs) before the loop starts: the
@@ -347,10 +343,10 @@ class PlannerNode(Node):
                 self._install(rollback, rollback=True)
             else:
                 self._install(self.swapper.take_ready())
-            if self._step_down_due:
-                self._step_down()
-            elif self._step_up_due:
-                self._step_up()
+            if self.steps.down_due:
+                self._budget_step(self.steps.step_down)
+            elif self.steps.up_due:
+                self._budget_step(self.steps.step_up)
         obs, problem = self._observation(start)
         if obs is None:
             self._publish(self.shaper.safe(self.p.safe_action), start, safe=True)
@@ -370,10 +366,7 @@ class PlannerNode(Node):
             action = self.pending.result(timeout=max(self.deadline - (time.monotonic() - start), 0.0))
         except futures.TimeoutError:
             self._fallback(start, "plan missed its deadline", after)
-            # A miss is what the budget exists to prevent: step down now rather than after 1% of the
-            # window has overrun. A burst that caused it passes, and the budget steps back up.
-            self._missed_since_install += 1
-            self._step_down_due = True
+            self.steps.missed()  # steps down at the next tick
             return
         self.consecutive_misses = 0
         self._note_swap_work(start, after, missed=False)
@@ -439,10 +432,7 @@ class PlannerNode(Node):
                                       f"collector ({in_gc_here * 1e3:.1f} ms in the plan's own thread); its thread: "
                                       f"{ThreadUsage.now().since(usage).describe()}", throttle_duration_sec=1.0)
         self._planned_at = time.monotonic()
-        if self.governor.observe(self.last_plan_s):
-            self._step_down_due = True
-        elif self._up_after and self.governor.quiet >= self._up_after:
-            self._step_up_due = True
+        self.steps.observe(self.last_plan_s)
         with self.lock:
             self.last_mean = result.mean
         self.last_obs = obs
@@ -453,77 +443,21 @@ class PlannerNode(Node):
         the loop only after ROOM_S of plans each within RungGovernor.ROOM of the limit, or while the
         loop does not plan (no plan for a few periods: nothing to delay). Read from that thread."""
         idle = time.monotonic() - self._planned_at > max(self.ROOM_IDLE_S, 3 * self.period)
-        return idle or self.governor.roomy >= self._room_plans
+        return idle or self.steps.governor.roomy >= self._room_plans
 
     # -- budget while running --------------------------------------------------------------------
-    def _step_down(self):
-        """The running rung overran its limit too often, or missed a deadline: ask the swapper for
-        the next smaller rung of the same model (one request at a time; the governor judges the new
-        rung afresh)."""
-        self._step_down_due = False
-        if self._rung_requested and self._rung_up:
-            self.swapper.abandon_step_up("the running budget overran while it was being checked")
-        if self._rung_pending():
-            return
-        if self._last_change_up:  # the larger rung did not hold: wait longer before the next try
-            self._back_off()
-        current = self.planner.contract.budget
-        why = (f"budget {current.label()} missed {self._missed_since_install} deadline(s)" if self._missed_since_install
-               else f"budget {current.label()} overruns: {self.governor.describe()}")
-        self.governor.restart()
-        # The standby (the next smaller rung, loaded and warmed while all was well): installed now,
-        # between two ticks, with nothing loaded beside this late loop.
-        standby = self.swapper.take_standby(self.model_version, self.model_source, below=current.label())
-        if standby is not None:
-            self._log("info", f"{why}; stepping down to {standby.planner.contract.budget.label()} (the standby)")
-            self._install(standby)
-            return
-        smaller = next_smaller_rung(self.model_source, current)  # a read of the ladder: only without a standby
-        if smaller is None:
-            problem = f"{why}; {self.model_source} has no smaller rung, so ticks may miss their deadline"
-            self.level, self.last_problem = max(self.level, WARN), problem  # on /diagnostics while it lasts
-            if self._smallest_reported != current.label():  # in the log once per rung, not every few ticks
-                self._smallest_reported = current.label()
-                self.get_logger().error(problem)
-            return
-        self._log("info", f"{why}; stepping down to {smaller.budget.label()}")
-        self._request_rung(smaller.budget.label(), up=False)
-
-    def _step_up(self):
-        """The running rung has fitted for a long run of plans (a burst that forced a step down has
-        passed, or start-up saw a busier CPU): try the next larger rung. It gets shadow plans in the
-        slack and must show a p99 within the limit; otherwise the loop stays and waits longer."""
-        self._step_up_due = False
-        if self._rung_pending():
-            return
-        quiet, self.governor.quiet = self.governor.quiet, 0  # the next try after another quiet run
-        larger = next_larger_rung(self.model_source, self.planner.contract.budget)
-        if larger is None:
-            return
-        label = larger.budget.label()
-        self._log("info", f"{quiet} plans in a row within the {self.governor.limit_s * 1e3:.1f} ms limit; "
-                          f"checking the larger budget {label}")
-        self._request_rung(label, up=True, expected_s=self.rung_p50.get(label))
-
-    def _request_rung(self, label: str, up: bool, expected_s: float | None = None):
-        self._rung_requested, self._failures_seen, self._rung_up = label, self.swapper.rung_failures, up
-        self.swapper.request(Request.budget(label, self.model_source, self.model_version, up, expected_s))
-
-    def _rung_pending(self) -> bool:
-        """A budget change is still being prepared. One that failed (the swapper logged why) is
-        forgotten, so a later overrun or quiet run may ask again; a failed step up waits longer."""
-        if not self._rung_requested:
-            return False
-        if self.swapper.rung_failures == self._failures_seen:
-            return True
-        if self._rung_up:
-            self._back_off()
-        self._rung_requested = ""
-        return False
-
-    def _back_off(self):
-        self._up_after = min(2 * self._up_after, 16 * self._up_base)
-        self._last_change_up = False
+    def _budget_step(self, step):
+        """Between two ticks: a step down or up of the running rung (runtime/budget_steps.py), and
+        what it decided: a standby to install now, a line for the log, or a problem to report."""
+        decided = step(self.planner.contract.budget, self.model_version, self.model_source)
+        if decided.message:
+            self._log("info", decided.message)
+        if decided.standby is not None:
+            self._install(decided.standby)
+        if decided.problem:
+            self.level, self.last_problem = max(self.level, WARN), decided.problem  # on /diagnostics while it lasts
+            if decided.log_problem:
+                self.get_logger().error(decided.problem)
 
     # -- hot swap ------------------------------------------------------------------------------
     def _install(self, candidate, rollback: bool = False):
@@ -532,10 +466,7 @@ class PlannerNode(Node):
             return
         planner, version, source = candidate if rollback else (candidate.planner, candidate.version, candidate.source)
         planner.prev_mean = self.planner.prev_mean.copy()  # every rung plans over the same horizon
-        self.governor.restart()  # a new model or rung is judged on its own plans ...
-        self._step_down_due = self._step_up_due = False  # ... not on what the one it replaces did
-        self._missed_since_install = 0
-        self._rung_requested = ""
+        self.steps.installed()
         if rollback:
             self.swapper.retire(self.planner)  # freed in a later tick's slack
         elif candidate.rung_change:  # the same version at a smaller budget: nothing to roll back to
@@ -543,10 +474,7 @@ class PlannerNode(Node):
                 self.swapper.retire(planner)  # another version came in meanwhile; the governor judges it anew
                 return
             left = self.planner
-            self.budget_steps_up += candidate.step_up
-            self.budget_steps += not candidate.step_up
-            self.budget_steps_from_standby += bool(candidate.below)
-            self._last_change_up = candidate.step_up
+            self.steps.stepped(candidate)
             self._swap_note = (f"stepped budget {'up' if candidate.step_up else 'down'} {self.planner.contract.budget.label()} "
                                f"-> {planner.contract.budget.label()} at tick {self.ticks}")
             # Ticks of the old rung describe another budget: a median mixing both would be neither's,
@@ -614,8 +542,8 @@ class PlannerNode(Node):
                 # A tighter share of the period (the robot's computer took on other work) applies to
                 # the running rung at once: the governor steps it down if it no longer fits.
                 self.p.deadline_fraction = float(prm.value)
-                self.governor.limit_s = self.swapper.limit_s = self.p.deadline_fraction * self.period
-                self.governor.restart()
+                self.steps.governor.limit_s = self.swapper.limit_s = self.p.deadline_fraction * self.period
+                self.steps.governor.restart()
         return SetParametersResult(successful=True)
 
     def _on_rollback(self, request, response):
@@ -718,8 +646,8 @@ class PlannerNode(Node):
             "last_swap_result": self.swapper.last_result,
             "last_swap_thread_cpu_ms": round(self.swapper.last_cpu_s * 1e3, 3),
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
-            "budget": c.budget.label(), "budget_steps_down": self.budget_steps, "budget_steps_up": self.budget_steps_up,
-            "budget_steps_from_standby": self.budget_steps_from_standby,
+            "budget": c.budget.label(), "budget_steps_down": self.steps.steps_down, "budget_steps_up": self.steps.steps_up,
+            "budget_steps_from_standby": self.steps.steps_from_standby,
             "standby": self.swapper.standby_label(), "standby_result": self.swapper.standby_result,
             # The room gate: loads (new versions, standbys) that waited for the loop to show room, and
             # those loaded after swap_load_wait_s without it.

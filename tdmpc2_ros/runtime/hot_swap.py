@@ -31,7 +31,7 @@ reclaim_worker also says whether a slack job was still running when the tick cam
 not need it since slack jobs moved off the plan thread onto their own).
 
 A rung request (Request.budget) is the same model at another budget. A smaller
-one is asked for by the loop when its rung overruns (ladder.RungGovernor). Its files are checked
+one is asked for by the loop when its rung overruns (budget_steps.py). Its files are checked
 the same way, but it is warmed up on this thread instead of in the slack: an overrunning loop has
 no slack to give. A larger one (up=True) is asked for after a long run of plans that fitted;
 it gets shadow plans like a new version, and must show a p99 within the limit itself (the running
