@@ -420,7 +420,7 @@ def test_a_failed_step_up_waits_twice_as_long_before_the_next(ros, ladder):
 
 
 def test_a_smaller_rung_of_a_version_no_longer_running_is_not_installed(ros, ladder):
-    from tdmpc2_ros.runtime.hot_swap import Candidate
+    from tdmpc2_ros.runtime.candidate import Candidate
     from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
 
     rungs = read_ladder(ladder)

@@ -50,7 +50,8 @@ from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
 from tdmpc2_ros.runtime import gc_pauses
 from tdmpc2_ros.runtime.thread_usage import ThreadUsage
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
-from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request, SwapRejected, load_matching, warm_up
+from tdmpc2_ros.runtime.candidate import SwapRejected, load_matching, warm_up
+from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
 from tdmpc2_ros.runtime.budget_steps import BudgetSteps
 from tdmpc2_ros.runtime.ladder import describe_fit, fit_ladder, measure_latency, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder

@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tdmpc2_ros.runtime.budget import PlanBudget
-from tdmpc2_ros.runtime.hot_swap import Candidate, Request
+from tdmpc2_ros.runtime.candidate import Candidate
+from tdmpc2_ros.runtime.hot_swap import Request
 from tdmpc2_ros.runtime.ladder import RungGovernor, next_larger_rung, next_smaller_rung
 
 

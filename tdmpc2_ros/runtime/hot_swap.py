@@ -71,33 +71,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tdmpc2_ros.runtime.contract import ModelLoadError, SpecMismatch
-from tdmpc2_ros.runtime.ladder import next_smaller_rung, read_ladder
+from tdmpc2_ros.runtime.ladder import next_smaller_rung
 from tdmpc2_ros.runtime.model_store import StoreError, materialise
-from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, PlanStopped, StopHandle
+from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, StopHandle
+from tdmpc2_ros.runtime.candidate import (Candidate, ShadowProbe, SwapRejected, checked_candidate, load_matching,
+                                          quantile, warm_up)
 from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
 # The names of this module's work beside the loop, as the loop's swap tallies count them.
 from tdmpc2_ros.runtime.swap_cost import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
-
-
-
-
-class SwapRejected(RuntimeError):
-    pass
-
-
-@dataclass
-class Candidate:
-    planner: OnnxPlanner
-    version: str
-    source: str
-    p50_s: float
-    p99_s: float
-    shadow_plans: int = 0
-    stopped: int = 0  # timed shadow plans stopped at the end of their slack
-    rung_change: bool = False  # the running model at another budget, not a new version
-    step_up: bool = False  # that budget is the next larger one
-    below: str = ""  # a standby: the running budget (label) it is the next smaller rung of
 
 
 @dataclass(frozen=True)
@@ -137,148 +118,13 @@ class Request:
         return f"model update {self.version}"
 
 
-def load_matching(path: str | os.PathLike, current: OnnxPlanner, threads: int, seed: int,
-                  budget_label: str | None = None) -> OnnxPlanner:
-    """The rung of `path` with the running budget (or `budget_label`), refused unless its spec
-    equals the running one."""
-    label = budget_label or current.contract.budget.label()
-    try:
-        rungs = read_ladder(path)
-        # A bare .onnx file is one rung whose budget is only known from its metadata (checked below).
-        matches = rungs if Path(path).is_file() else [r for r in rungs if r.budget.label() == label]
-        if not matches:
-            raise SwapRejected(f"{path} has no rung with the {'requested' if budget_label else 'running'} budget {label} "
-                               f"(it has {[r.budget.label() for r in rungs]})")
-        planner = OnnxPlanner(matches[0].path, obs_dim=current.obs_dim, action_dim=current.action_dim, threads=threads,
-                              seed=seed, expected_sha256=matches[0].sha256 or None)
-    except (ModelLoadError, SpecMismatch) as e:
-        raise SwapRejected(str(e)) from e
-    new, old = planner.contract, current.contract
-    mine = (old.obs.dim, old.action.dim, tuple(old.action.low), tuple(old.action.high), label)
-    theirs = (new.obs.dim, new.action.dim, tuple(new.action.low), tuple(new.action.high), new.budget.label())
-    if mine != theirs:
-        raise SwapRejected(f"spec mismatch: running obs {old.obs.describe()}, action {old.action.describe()}, budget "
-                           f"{old.budget.label()}; candidate obs {new.obs.describe()}, action {new.action.describe()}, "
-                           f"budget {new.budget.label()}")
-    return planner
-
-
-def warm_up(planner: OnnxPlanner, obs, plans: int, stopping=lambda: False, each=contextlib.nullcontext) -> ShadowProbe:
-    """`plans` plans on the calling thread, the first on zeros and the rest on `obs` (zeros if None),
-    each checked for finite outputs (SwapRejected otherwise); `each()` wraps every plan (a work mark),
-    `stopping()` ends it early as a rejection. A budget step's warm-up, and the planner's first standby."""
-    probe = ShadowProbe(planner, warmup=1, runs=plans - 1)
-    while not probe.done.is_set():
-        if stopping():
-            raise SwapRejected("planner is shutting down")
-        with each():
-            probe.step(obs)
-    if probe.error is not None:
-        raise probe.error
-    return probe
-
-
 def _stands_for(held: Candidate, want: Request) -> bool:
     """The held standby is the one `want` asks for (same version, source and running budget)."""
     return (held.version, held.source, held.below) == (want.version, want.path, want.below)
 
 
-def _finite(r) -> bool:
-    return bool(np.all(np.isfinite(r.action)) and np.all(np.isfinite(r.mean)) and np.isfinite(r.value)
-                and np.all(np.isfinite(r.std)))
-
-
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if math.isfinite(seconds) else "beyond a tick's slack"
-
-
-class ShadowProbe:
-    """The candidate's check plans, run one per call of `step` by whichever thread has slack."""
-
-    WARMUP_STOPS = 3  # warm-up plans stopped in a row before the slack is deemed too short for one
-
-    def __init__(self, planner: OnnxPlanner, warmup: int, runs: int, expected_s: float | None = None,
-                 step_up: bool = False):
-        self.planner, self.warmup, self.runs = planner, max(1, warmup), runs
-        self.expected_s = expected_s  # what the candidate's plans took at start-up, where known
-        self.step_up = step_up  # it checks a larger rung (the loop may abandon that check)
-        self.latencies: list[float] = []
-        self.plans = 0
-        self.stopped = 0  # timed plans stopped at the end of their slack (they took longer than it)
-        self.warmup_stopped = 0  # warm-up plans stopped so (they are tried again)
-        self.error: SwapRejected | None = None
-        self.done = threading.Event()
-        self._busy = threading.Lock()
-
-    def timed(self) -> np.ndarray:
-        """The timed plans' seconds; a stopped one as +inf (it took longer than its slack, by an
-        amount nobody measured), so a check is judged on every plan it tried, not on the ones that
-        happened to be quick."""
-        return np.asarray(self.latencies + [math.inf] * self.stopped)
-
-    def estimate(self, live_s: float) -> float:
-        """Expected seconds for the next shadow plan: its own median once measured (infinite once
-        most were stopped: then it gets no more slack), before that its start-up latency if known
-        (a larger rung), else the running model's (same budget), with room for a first run on a
-        fresh session (measured 1.05-1.2x on the shared thread pool)."""
-        if self.latencies or self.stopped:
-            return _quantile(self.timed(), 0.5)
-        if self.warmup_stopped >= self.WARMUP_STOPS:
-            return math.inf
-        if self.expected_s is not None:
-            return 1.2 * self.expected_s
-        return 1.2 * live_s if np.isfinite(live_s) else 0.0
-
-    def step(self, obs, cpu_time: bool = False, stop: StopHandle | None = None):
-        """One check plan. Timed on the wall clock in a tick's slack, where `stop` ends it when
-        that slack does; in `cpu_time` (this thread's, which with 1 ONNX Runtime thread is the whole
-        plan) when run beside the loop."""
-        if self.done.is_set() or not self._busy.acquire(blocking=False):
-            return
-        try:
-            probe = np.zeros(self.planner.obs_dim, np.float32) if self.plans == 0 or obs is None else obs
-            clock = time.thread_time if cpu_time else time.perf_counter
-            t = clock()
-            try:
-                r = self.planner.plan(probe, stop=stop)
-            except PlanStopped:
-                # Warm-up plans are tried again; a timed one is a sample over the slack. More stopped
-                # than the check's whole sample: it will not fit, so stop trying.
-                timed = self.plans >= self.warmup
-                self.stopped += timed
-                self.warmup_stopped = 0 if timed else self.warmup_stopped + 1
-                if self.stopped >= self.runs:
-                    self.done.set()
-                return
-            dt = clock() - t
-            self.plans += 1
-            self.warmup_stopped = 0
-            if not _finite(r):
-                self.error = SwapRejected(f"non-finite output (action {r.action}, value {r.value}) on observation "
-                                          f"{np.round(probe, 3)}")
-            elif self.plans > self.warmup:
-                self.latencies.append(dt)
-            if self.error is not None or len(self.latencies) >= self.runs:
-                self.done.set()
-        except Exception as e:  # noqa: BLE001 - reported as the rejection reason
-            self.error = SwapRejected(f"shadow plan failed: {type(e).__name__}: {e}")
-            self.done.set()
-        finally:
-            self._busy.release()
-
-
-def _quantile(samples: np.ndarray, q: float) -> float:
-    """A sample itself, the one at or above q: no interpolation, which would make nan of +inf."""
-    return float(np.quantile(samples, q, method="higher"))
-
-
-def _candidate(planner: OnnxPlanner, probe: ShadowProbe, version: str, source: str, rung_change: bool = False,
-               step_up: bool = False) -> Candidate:
-    """A checked planner, reset to a zero warm start, with its probe's latencies."""
-    lat = probe.timed()
-    planner.reset()
-    return Candidate(planner, version, source, _quantile(lat, 0.5), _quantile(lat, 0.99), probe.plans,
-                     probe.stopped, rung_change, step_up)
 
 
 class HotSwapper:
@@ -693,12 +539,12 @@ class HotSwapper:
                step_up: bool = False) -> Candidate:
         probe = self._shadow_plans(planner, expected_s, step_up)
         lat = probe.timed()
-        p50, p99 = _quantile(lat, 0.5), _quantile(lat, 0.99)
+        p50, p99 = quantile(lat, 0.5), quantile(lat, 0.99)
         if step_up:  # the rule the start-up choice applies: its p99 must fit
             if p99 > self.limit_s:
                 raise SwapRejected(f"p99 {_ms(p99)} (p50 {_ms(p50)}) over {len(lat)} shadow plans ({probe.stopped} "
                                    f"stopped at the end of their slack) exceeds the {self.limit_s * 1e3:.2f} ms limit")
-            return _candidate(planner, probe, version, source, rung_change=True, step_up=True)
+            return checked_candidate(planner, probe, version, source, rung_change=True, step_up=True)
         # On a busy CPU the candidate and the running model are slowed alike, so the running model's
         # own plans over the same window are the fair yardstick: the candidate may not be more than
         # 25% slower than them.
@@ -708,14 +554,14 @@ class HotSwapper:
                                f"stopped at the end of their slack) exceeds the {self.limit_s * 1e3:.2f} ms limit for "
                                f"{planner.contract.budget.label()} and the running model's {live * 1e3:.2f} ms over the "
                                f"same window by more than 25%")
-        return _candidate(planner, probe, version, source)
+        return checked_candidate(planner, probe, version, source)
 
     def _warm_rung(self, planner: OnnxPlanner, version: str, source: str, obs) -> Candidate:
         """RUNG_WARM_PLANS plans on this low-priority thread, each checked for finite outputs; no
         latency bar (the loop's governor judges the new rung on its live plans, and steps on if needed)."""
         probe = warm_up(planner, obs, self.RUNG_WARM_PLANS, stopping=self._stop.is_set,
                         each=lambda: self._work(BACKGROUND_PLANS))
-        return _candidate(planner, probe, version, source, rung_change=True)
+        return checked_candidate(planner, probe, version, source, rung_change=True)
 
     def _prepare_standby(self, want: Request) -> bool:
         """Load the next smaller rung below `want.below` and warm it with RUNG_WARM_PLANS shadow plans
@@ -756,7 +602,7 @@ class HotSwapper:
             return True
         finally:
             self._probe = None
-        cand = _candidate(planner, probe, want.version, want.path, rung_change=True)
+        cand = checked_candidate(planner, probe, want.version, want.path, rung_change=True)
         cand.below = want.below
         self.standby_cpu_s = time.thread_time() - cpu0
         ready = (f"standby {label} of {want.version} ready ({cand.shadow_plans} warm-up plans; "
