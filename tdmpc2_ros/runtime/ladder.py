@@ -100,6 +100,12 @@ class RungTiming:
     p99_s: float
     runs: int
 
+    @classmethod
+    def of(cls, label: str, latencies) -> RungTiming:
+        """The summary of measure_latency's samples."""
+        lat = np.asarray(latencies, dtype=float)
+        return cls(label, float(np.median(lat)), float(np.percentile(lat, 99)), int(lat.size))
+
 
 def fit_ladder(rungs: list[Rung], open_rung, time_plans, limit_s: float):
     """The start-up choice: open and time the rungs largest first, and stop at the first whose p99
@@ -113,12 +119,10 @@ def fit_ladder(rungs: list[Rung], open_rung, time_plans, limit_s: float):
     tried, chosen, best_p99 = [], None, math.inf
     for rung in rungs:
         planner = open_rung(rung)
-        lat = np.asarray(time_plans(planner), dtype=float)
-        p99 = float(np.percentile(lat, 99))
-        tried.append(RungTiming(planner.contract.budget.label(), float(np.median(lat)), p99, len(lat)))
-        if p99 < best_p99:
-            chosen, best_p99 = planner, p99
-        if p99 <= limit_s:
+        tried.append(RungTiming.of(planner.contract.budget.label(), time_plans(planner)))
+        if tried[-1].p99_s < best_p99:
+            chosen, best_p99 = planner, tried[-1].p99_s
+        if tried[-1].p99_s <= limit_s:
             return planner, tried, True
     return chosen, tried, False
 

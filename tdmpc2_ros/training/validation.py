@@ -27,7 +27,8 @@ import torch
 from tdmpc2_ros.core.planners import make_planner
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.contract import ModelLoadError, SpecMismatch
-from tdmpc2_ros.runtime.ladder import measure_latency, read_ladder
+from tdmpc2_ros.runtime.candidate import finite_plan
+from tdmpc2_ros.runtime.ladder import RungTiming, measure_latency, read_ladder
 from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
 
 # ONNX Runtime and torch agree on plan values to about 1e-6 (relative). A plan that moves by more than
@@ -110,8 +111,7 @@ class LadderValidator:
                 noise = rng.standard_normal(c.noise_size, dtype=np.float32)
                 planner.reset()
                 got = planner.plan(obs, noise=noise)
-                if not (np.isfinite(got.action).all() and np.isfinite(got.mean).all() and np.isfinite(got.value)
-                        and np.isfinite(got.std).all()):
+                if not finite_plan(got):
                     notes["finite"] = f"{label}: non-finite output on observation {i}"
                     return fail(f"{label}: non-finite output on observation {i} (action {got.action.tolist()}, "
                                 f"value {got.value})")
@@ -135,11 +135,11 @@ class LadderValidator:
             # (d) latency on this machine
             planner.reset()
             obs0 = observations[0]
-            lat = measure_latency(lambda: planner.plan(obs0), self.latency_warmup, self.latency_runs, limit)
-            p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
-            fits = p99 <= limit
-            notes["latency"][label] = {"p50_ms": round(p50 * 1e3, 3), "p99_ms": round(p99 * 1e3, 3), "runs": int(lat.size),
-                                       "fits": bool(fits)}
+            t = RungTiming.of(label, measure_latency(lambda: planner.plan(obs0), self.latency_warmup,
+                                                     self.latency_runs, limit))
+            fits = t.p99_s <= limit
+            notes["latency"][label] = {"p50_ms": round(t.p50_s * 1e3, 3), "p99_ms": round(t.p99_s * 1e3, 3),
+                                       "runs": t.runs, "fits": bool(fits)}
             if fits:
                 fitting.append(label)
         notes["spec"] = notes["spec"] or "ok"
