@@ -49,9 +49,7 @@ def ladder(tmp_path) -> str:
 
 
 def make(swapper, up_after=20) -> BudgetSteps:
-    steps = BudgetSteps(LIMIT, up_after, swapper)
-    steps.rung_p50 = {BIG.label(): 0.008}
-    return steps
+    return BudgetSteps(LIMIT, up_after, swapper, rung_p50={BIG.label(): 0.008})
 
 
 def candidate(budget, source, below="", step_up=False) -> Candidate:
@@ -163,3 +161,14 @@ def test_a_larger_rung_that_does_not_hold_waits_longer_before_the_next_try(ladde
     steps.step_down(BIG, "v1", ladder)  # the step up did not hold
     assert steps.up_after == 40 and not steps.last_change_up
     assert swapper.requests[-1].rung == MID.label()
+
+
+def test_a_tighter_limit_judges_the_running_rung_afresh():
+    steps = make(FakeSwapper())
+    for _ in range(100):
+        steps.observe(0.005)  # well within the 10 ms limit
+    steps.set_limit(0.004)  # deadline_fraction tightened: the same plans now overrun
+    assert steps.governor.quiet == 0 and not steps.down_due
+    for _ in range(3):
+        steps.observe(0.005)
+    assert steps.down_due

@@ -178,8 +178,8 @@ class PlannerNode(Node):
                                   room_wait_s=self.p.swap_load_wait_s)
         # The rung chosen at start-up is watched while running: one that overruns steps down, and one
         # that fits for budget_step_up_after_s tries the next larger rung (runtime/budget_steps.py).
-        self.steps = BudgetSteps(limit, round(self.p.budget_step_up_after_s * self.p.control_rate_hz), self.swapper)
-        self.steps.rung_p50 = rung_p50
+        self.steps = BudgetSteps(limit, round(self.p.budget_step_up_after_s * self.p.control_rate_hz), self.swapper,
+                                 rung_p50)
         self._keep_standby(first_standby, "warmed at start-up")
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
@@ -543,8 +543,8 @@ class PlannerNode(Node):
                 # A tighter share of the period (the robot's computer took on other work) applies to
                 # the running rung at once: the governor steps it down if it no longer fits.
                 self.p.deadline_fraction = float(prm.value)
-                self.steps.governor.limit_s = self.swapper.limit_s = self.p.deadline_fraction * self.period
-                self.steps.governor.restart()
+                self.swapper.limit_s = self.p.deadline_fraction * self.period
+                self.steps.set_limit(self.swapper.limit_s)
         return SetParametersResult(successful=True)
 
     def _on_rollback(self, request, response):

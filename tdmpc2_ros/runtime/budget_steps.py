@@ -40,7 +40,7 @@ class Step:
 class BudgetSteps:
     UP_BACKOFF_CAP = 16  # a failed step up waits at most this many times the first wait
 
-    def __init__(self, limit_s: float, up_after_plans: int, swapper):
+    def __init__(self, limit_s: float, up_after_plans: int, swapper, rung_p50: dict[str, float] | None = None):
         self.governor = RungGovernor(limit_s)
         self.swapper = swapper  # runtime.hot_swap.HotSwapper: take_standby, request, rung_failures
         self.down_due = self.up_due = False  # set by the plan thread (and a miss), acted on between ticks
@@ -50,7 +50,7 @@ class BudgetSteps:
         self._failures_seen = 0  # the swapper's rung_failures when it was asked
         self.last_change_up = False  # the last budget change installed was a step up
         self.up_base = self.up_after = up_after_plans  # 0: never step up
-        self.rung_p50: dict[str, float] = {}  # start-up's measurement, a first estimate for a step up
+        self.rung_p50 = dict(rung_p50 or {})  # start-up's measurement, a first estimate for a step up
         self.steps_down = self.steps_up = self.steps_from_standby = 0
         self._smallest_reported = ""
 
@@ -61,6 +61,12 @@ class BudgetSteps:
             self.down_due = True
         elif self.up_after and self.governor.quiet >= self.up_after:
             self.up_due = True
+
+    def set_limit(self, limit_s: float):
+        """A new plan-time limit (deadline_fraction changed): the running rung is judged afresh
+        against it, and steps down at once if it no longer fits."""
+        self.governor.limit_s = limit_s
+        self.governor.restart()
 
     def missed(self):
         """A tick missed its deadline: step down at once. A burst that caused it passes, and the

@@ -91,16 +91,7 @@ class LadderValidator:
             except (ModelLoadError, SpecMismatch) as e:
                 return fail(f"{rung.path.name}: {e}")
             c = planner.contract
-            wrong = []
-            if (c.obs.dim, c.action.dim) != (self.obs_dim, self.action_dim):
-                wrong.append(f"dims obs {c.obs.dim} action {c.action.dim}, configured {self.obs_dim}/{self.action_dim}")
-            if tuple(c.action.low) != self.action_low or tuple(c.action.high) != self.action_high:
-                wrong.append(f"action bounds {list(c.action.low)}..{list(c.action.high)}, configured "
-                             f"{list(self.action_low)}..{list(self.action_high)}")
-            if c.budget != rung.budget:
-                wrong.append(f"budget {c.budget.label()}, ladder.json says {label}")
-            if abs(c.discount - self.discount) > 1e-9:
-                wrong.append(f"discount {c.discount}, trained with {self.discount}")
+            wrong = self._spec_problems(c, rung.budget)
             if wrong:
                 notes["spec"] = f"{label}: " + "; ".join(wrong)
                 return fail(f"spec of {rung.path.name} differs: {'; '.join(wrong)}")
@@ -150,6 +141,20 @@ class LadderValidator:
         notes["chosen_rung"] = fitting[0]
         notes["fitting_rungs"] = fitting
         return ValidationReport(True, "", notes)
+
+    def _spec_problems(self, c, budget: PlanBudget) -> list[str]:
+        """(c): how the graph's contract differs from the configured spec and its ladder entry."""
+        wrong = []
+        if (c.obs.dim, c.action.dim) != (self.obs_dim, self.action_dim):
+            wrong.append(f"dims obs {c.obs.dim} action {c.action.dim}, configured {self.obs_dim}/{self.action_dim}")
+        if tuple(c.action.low) != self.action_low or tuple(c.action.high) != self.action_high:
+            wrong.append(f"action bounds {list(c.action.low)}..{list(c.action.high)}, configured "
+                         f"{list(self.action_low)}..{list(self.action_high)}")
+        if c.budget != budget:
+            wrong.append(f"budget {c.budget.label()}, ladder.json says {budget.label()}")
+        if abs(c.discount - self.discount) > 1e-9:
+            wrong.append(f"discount {c.discount}, trained with {self.discount}")
+        return wrong
 
     def _well_conditioned(self, model, budget, obs, noise, mean, value) -> bool:
         for seed in (1, 2):
