@@ -77,6 +77,35 @@ def test_host_steal_is_read_from_proc_stat_and_shown_beside_the_windows():
     assert "4.2% of CPU time in the swap windows, 0.3% in the quiet ones" in line
 
 
+def test_plans_over_the_limit_are_split_and_tabled_like_misses():
+    """The planner's ticks over the rung's limit (misses included) split by swap work next to them,
+    with a row per kind; a planner that does not count them (before session 23) gets no table."""
+    keys = ["swap_tick", "after_shadow_plan", "after_free", "beside_loading", "beside_background_plans"]
+    start = {"ticks": 0, "missed_deadlines": 0, "ticks_with_swap_work": 0, "missed_with_swap_work": 0,
+             **{f"{c}_{k}": 0 for k in keys for c in ("missed_with_swap_work", "ticks_with_swap_work")}}
+    final = {**start, "ticks": 1000, "ticks_with_swap_work": 200,
+             **{f"ticks_with_swap_work_{k}": n for k, n in zip(keys, [10, 100, 10, 50, 30])}}
+    assert "over_limit" not in swap_work_counts(start, final)
+    start.update({"ticks_over_limit": 3, "over_limit_with_swap_work": 1, **{f"over_limit_with_swap_work_{k}": 0 for k in keys}})
+    final.update({"ticks_over_limit": 23, "over_limit_with_swap_work": 11,
+                  **{f"over_limit_with_swap_work_{k}": n for k, n in zip(keys, [1, 2, 0, 8, 0])}})
+    w = swap_work_counts(start, final)
+    over = w["over_limit"]
+    assert over["with"] == {"ticks": 200, "over": 10} and over["without"] == {"ticks": 800, "over": 10}
+    assert over["excess_p"] == excess_p(10, 200, 10, 800)
+    assert over["by_kind"] == {"swap_tick": 1, "after_shadow_plan": 2, "after_free": 0, "beside_loading": 8,
+                               "beside_background_plans": 0}
+    swap = {"swaps": 1, "swaps_within_1ms": 1, "ordinary_ticks_sampled": 5, "ordinary_ticks_within_1ms": 5,
+            "swap_phase_ticks": 50, "missed_deadlines_during_swaps": 0, "baseline": {"ticks": 50, "missed": 0},
+            "swap_work": w}
+    lines = _swap_work_table(swap)
+    assert f"| ticks with swap work next to them | 200 | 10 | 5.000% | {over['excess_p']} |" in lines
+    assert f"| ... beside_loading | 50 | 8 | 16.000% | {excess_p(8, 50, 10, 800)} |" in lines
+    assert "| ... after_free | 10 | 0 | 0.000% | 1.0 |" in lines
+    del w["over_limit"]
+    assert not any(line.startswith("| plans over the rung's limit") for line in _swap_work_table(swap))
+
+
 def test_swap_work_counts_split_the_run_between_two_reports():
     keys = ["swap_tick", "after_shadow_plan", "after_free", "beside_loading", "beside_background_plans"]
     start = {"ticks": 100, "missed_deadlines": 1, "ticks_with_swap_work": 0, "missed_with_swap_work": 0,

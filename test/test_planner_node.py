@@ -250,9 +250,13 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     assert ros.spin_until(lambda: any("no smaller rung" in d.message for d in out["diagnostics"]), 30)
     assert node.planner.contract.budget == rungs[-1].budget and node.steps.steps_down == 1
     assert node.published == node.ticks and node.missed_deadlines == 0
+    # Each rung stepped down after its 3rd plan over the limit (RungGovernor), and none of them missed.
+    # Those beside swap work (a standby loading after a step down) count there too.
+    assert node.ticks_over_limit >= 3 and node.swap_cost.over <= min(node.ticks_over_limit, node.swap_cost.ticks_with_work)
     assert node.safe_actions == safe_at_start  # the step downs themselves never fell back to the safe action
     last = {kv.key: kv.value for kv in out["diagnostics"][-1].values}
     assert last["budget"] == rungs[-1].budget.label()
+    assert 3 <= int(last["ticks_over_limit"]) <= node.ticks_over_limit
     # Nothing is smaller than the smallest rung: no standby, and /diagnostics says why.
     assert last["standby"] == "" and "has no rung smaller than" in last["standby_result"]
     assert last["budget_steps_from_standby"] == str(node.steps.steps_from_standby)
@@ -365,6 +369,7 @@ def test_a_missed_deadline_names_the_swap_work_next_to_it(ros, ladder):
     assert ros.spin_until(lambda: node.missed_deadlines >= 1, 60)
     assert node.swap_cost.missed == node.missed_deadlines
     assert node.swap_cost.missed_by_kind[BESIDE_LOADING] == node.missed_deadlines
+    assert node.swap_cost.over_by_kind[BESIDE_LOADING] >= node.missed_deadlines  # a miss ran over the limit too
     # Ticks that planned in time beside that work count too: the yardstick for the misses.
     assert ros.spin_until(lambda: node.swap_cost.ticks_with_work > node.missed_deadlines, 10)
 

@@ -23,18 +23,34 @@ def test_swap_work_names_every_kind_next_to_a_tick():
 
 def test_ticks_and_misses_are_tallied_by_the_work_next_to_them():
     cost = SwapCost()
-    cost.count([], missed=True)  # a miss with no swap work is the machine's own: not counted here
-    cost.count([BESIDE_LOADING], missed=False)
-    cost.count([BESIDE_LOADING, AFTER_SHADOW_PLAN], missed=True)
-    cost.count([AFTER_SHADOW_PLAN], missed=False)
+    cost.count([], missed=True, over=True)  # a miss with no swap work is the machine's own: not counted here
+    cost.count([BESIDE_LOADING], missed=False, over=False)
+    cost.count([BESIDE_LOADING, AFTER_SHADOW_PLAN], missed=True, over=False)  # a miss is over the limit too
+    cost.count([AFTER_SHADOW_PLAN], missed=False, over=False)
     assert (cost.ticks_with_work, cost.missed) == (3, 1)
     v = cost.values()
     assert (v["ticks_with_swap_work"], v["missed_with_swap_work"]) == (3, 1)
     assert v["ticks_with_swap_work_beside_loading"] == 2 and v["missed_with_swap_work_beside_loading"] == 1
     assert v["ticks_with_swap_work_after_shadow_plan"] == 2 and v["missed_with_swap_work_after_shadow_plan"] == 1
     assert v["ticks_with_swap_work_swap_tick"] == 0
-    # Every kind has both keys, so a reader can tell "none" from "not reported".
-    assert all(f"ticks_with_swap_work_{w}" in v and f"missed_with_swap_work_{w}" in v for w in SWAP_WORK)
+    assert v["over_limit_with_swap_work"] == 1 and v["over_limit_with_swap_work_beside_loading"] == 1
+    # Every kind has its keys, so a reader can tell "none" from "not reported".
+    assert all(f"{k}_{w}" in v for w in SWAP_WORK for k in ("ticks_with_swap_work", "missed_with_swap_work",
+                                                             "over_limit_with_swap_work"))
+
+
+def test_plans_over_the_limit_are_tallied_apart_from_misses():
+    """Far more plans overrun the rung's limit than miss the deadline: the finer measure of what a
+    kind of swap work costs the loop."""
+    cost = SwapCost()
+    cost.count([BESIDE_LOADING], missed=False, over=True)
+    cost.count([BESIDE_LOADING, SWAP_TICK], missed=False, over=True)
+    cost.count([AFTER_FREE], missed=False, over=False)
+    cost.count([], missed=False, over=True)  # no swap work: the caller's total counts it, not this
+    v = cost.values()
+    assert (v["over_limit_with_swap_work"], v["missed_with_swap_work"], v["ticks_with_swap_work"]) == (2, 0, 3)
+    assert v["over_limit_with_swap_work_beside_loading"] == 2 and v["over_limit_with_swap_work_swap_tick"] == 1
+    assert v["over_limit_with_swap_work_after_free"] == 0
 
 
 def test_the_swap_tick_is_timed_against_the_median_of_the_moment():

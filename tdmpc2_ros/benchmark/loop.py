@@ -393,15 +393,19 @@ def swap_work_counts(start: dict, final: dict) -> dict:
               "by_kind": {w: delta(f"missed_with_swap_work_{w}") for w in SWAP_WORK}}
     if all(f"ticks_with_swap_work_{w}" in final for w in SWAP_WORK):
         counts["ticks_by_kind"] = {w: delta(f"ticks_with_swap_work_{w}") for w in SWAP_WORK}
+    if "ticks_over_limit" in final:  # a planner from before session 23 does not count them
+        counts["over_limit"] = {**split_by_swap_work(delta("ticks"), delta("ticks_over_limit"), delta("ticks_with_swap_work"),
+                                                     delta("over_limit_with_swap_work"), event="over"),
+                                "by_kind": {w: delta(f"over_limit_with_swap_work_{w}") for w in SWAP_WORK}}
     return counts
 
 
-def split_by_swap_work(ticks: int, missed: int, ticks_with: int, missed_with: int) -> dict:
-    """A run's ticks and misses split into those with swap work next to them and the rest, with the
-    p of the first missing more often by chance (bench-loop and bench-learn)."""
-    without = {"ticks": ticks - ticks_with, "missed": missed - missed_with}
-    return {"with": {"ticks": ticks_with, "missed": missed_with}, "without": without,
-            "excess_p": excess_p(missed_with, ticks_with, without["missed"], without["ticks"])}
+def split_by_swap_work(ticks: int, events: int, ticks_with: int, events_with: int, event: str = "missed") -> dict:
+    """A run's ticks and events (misses, or plans over the limit) split into those with swap work
+    next to them and the rest, with the p of the first having more by chance (bench-loop and bench-learn)."""
+    without = {"ticks": ticks - ticks_with, event: events - events_with}
+    return {"with": {"ticks": ticks_with, event: events_with}, "without": without,
+            "excess_p": excess_p(events_with, ticks_with, without[event], without["ticks"])}
 
 
 def format_table(r: dict) -> str:
@@ -488,9 +492,25 @@ def _swap_work_table(s: dict) -> list[str]:
             _rate_row("ticks with none, same run", work["without"]["ticks"], work["without"]["missed"], None),
             _rate_row(_window_label(s), s["swap_phase_ticks"],
                       s["missed_deadlines_during_swaps"], s.get("windows_excess_p")),
-            _rate_row("quiet windows between them", b["ticks"], b["missed"], None), "", *_steal_line(s),
+            _rate_row("quiet windows between them", b["ticks"], b["missed"], None), "", *_over_limit_table(work, ticks),
+            *_steal_line(s),
             f"Misses next to swap work, by kind (one miss may have several): {kinds}. Each p is the one-sided binomial "
             "test of equal rates on the two sides; a small p says the swap side is over the line (or misses) more often."]
+
+
+def _over_limit_table(work: dict, ticks_by_kind: dict) -> list[str]:
+    """Plans over the rung's limit (misses included), with swap work next to them and without: many
+    more events than misses, so a kind of work that slows the loop shows in fewer ticks."""
+    over = work.get("over_limit")
+    if over is None:
+        return []
+    return ["| plans over the rung's limit (misses included) | ticks | over | rate | p (so many over on this side by chance) |",
+            "|---|---|---|---|---|",
+            _rate_row("ticks with swap work next to them", over["with"]["ticks"], over["with"]["over"], over["excess_p"]),
+            _rate_row("ticks with none, same run", over["without"]["ticks"], over["without"]["over"], None),
+            *[_rate_row(f"... {kind}", ticks_by_kind[kind], n, excess_p(n, ticks_by_kind[kind], over["without"]["over"],
+                                                                        over["without"]["ticks"]))
+              for kind, n in over["by_kind"].items() if kind in ticks_by_kind], ""]
 
 
 def _window_label(s: dict) -> str:

@@ -149,6 +149,7 @@ class PlannerNode(Node):
         self.reset_requested = True
         # Counters and statistics for /diagnostics (and tests).
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
+        self.ticks_over_limit = 0  # ticks whose plan ran over the rung's limit (deadline_fraction), misses included
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
         self.plan_queued = RollingStats()  # per plan: from its hand-off to the worker until it started
@@ -370,7 +371,9 @@ class PlannerNode(Node):
             self.steps.missed()  # steps down at the next tick
             return
         self.consecutive_misses = 0
-        self._note_swap_work(start, after, missed=False)
+        over = self.last_plan_s > self.swapper.limit_s
+        self.ticks_over_limit += over
+        self._note_swap_work(start, after, missed=False, over=over)
         self._publish(self.shaper.shape(self.shaper.physical(action)), start)
         # This tick's own cost outside the ONNX call: observation assembly, hand-off, shaping, publish.
         self.ros_overhead.add(self.tick_latency.last() - self.last_plan_s)
@@ -569,7 +572,8 @@ class PlannerNode(Node):
         """The previous plan's next action (the warm-start mean one step on, then two, ...).
         `after`: the swap job the slack thread ran after the previous tick, if any."""
         self.missed_deadlines += 1
-        work = self._note_swap_work(start, after, missed=True)
+        self.ticks_over_limit += 1
+        work = self._note_swap_work(start, after, missed=True, over=True)
         if work:  # named, so that a miss next to a swap is told from the machine's own
             why = f"{why} (swap work next to it: {', '.join(work)})"
         self.consecutive_misses += 1
@@ -579,11 +583,11 @@ class PlannerNode(Node):
         self._publish(self.shaper.shape(self.shaper.physical(mean[step])), start)
         self._flag(WARN, why)
 
-    def _note_swap_work(self, start: float, after: str, missed: bool) -> list[str]:
+    def _note_swap_work(self, start: float, after: str, missed: bool, over: bool) -> list[str]:
         """Counts a tick with the swap work next to it (runtime/swap_cost.py), and returns that work.
-        `after`: the slack thread's job after the previous tick, if any."""
+        `after`: the slack thread's job after the previous tick, if any; `over`: its plan overran the limit."""
         work = swap_work(self._swap_timed, after, self.swapper.worked_since(start))
-        self.swap_cost.count(work, missed)
+        self.swap_cost.count(work, missed, over)
         return work
 
     def _publish(self, command: np.ndarray, start: float, safe: bool = False):
@@ -639,6 +643,7 @@ class PlannerNode(Node):
             "ros_overhead_p99_ms": round(self.ros_overhead.percentile(99) * 1e3, 3),
             "observation_age_ms": round(self.last_obs_age * 1e3, 3),
             "ticks": self.ticks, "missed_deadlines": self.missed_deadlines, "safe_actions": self.safe_actions,
+            "ticks_over_limit": self.ticks_over_limit,  # plans over the rung's limit, and misses
             "duplicate_observations": self.duplicate_observations,
             "transitions_published": self.pairer.emitted, "transition_gaps": self.pairer.gaps,
             "model_version": self.model_version, "swaps": self.swaps,

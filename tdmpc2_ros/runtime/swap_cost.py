@@ -55,13 +55,18 @@ class SwapCost:
         self.ticks_by_kind = collections.Counter()  # the same by kind (a tick may count under several)
         self.missed = 0  # missed deadlines among those ticks
         self.missed_by_kind = collections.Counter()
+        # Ticks whose plan ran over the rung's limit (a miss included): far more of them than misses,
+        # so they tell what a kind of swap work costs the loop in fewer ticks.
+        self.over = 0
+        self.over_by_kind = collections.Counter()
         self.swap_tick_latency = RollingStats()
         self.tick_excess_s = math.nan  # the last swap tick minus the median tick at that moment
         self.plan_excess_s = math.nan  # of which its ONNX call: that plan minus the recent median plan
         self.plan_waited_s = math.nan  # of that plan, the time it was not running (a core or the GIL)
 
-    def count(self, work: list[str], missed: bool):
-        """One tick that planned (or missed), with the swap work next to it (swap_work())."""
+    def count(self, work: list[str], missed: bool, over: bool):
+        """One tick that planned (or missed), with the swap work next to it (swap_work()). `over`: its
+        plan ran over the rung's limit (a miss always has)."""
         if not work:
             return
         self.ticks_with_work += 1
@@ -69,6 +74,9 @@ class SwapCost:
         if missed:
             self.missed += 1
             self.missed_by_kind.update(work)
+        if over or missed:
+            self.over += 1
+            self.over_by_kind.update(work)
 
     def time_swap_tick(self, tick_s: float, median_tick_s: float, plan_s: float, median_plan_s: float,
                        plan_waited_s: float):
@@ -86,6 +94,8 @@ class SwapCost:
             "missed_with_swap_work": self.missed, "ticks_with_swap_work": self.ticks_with_work,
             **{f"missed_with_swap_work_{w}": self.missed_by_kind[w] for w in SWAP_WORK},
             **{f"ticks_with_swap_work_{w}": self.ticks_by_kind[w] for w in SWAP_WORK},
+            "over_limit_with_swap_work": self.over,
+            **{f"over_limit_with_swap_work_{w}": self.over_by_kind[w] for w in SWAP_WORK},
             "swap_tick_latency_max_ms": _ms(self.swap_tick_latency.percentile(100)),
             "swap_tick_latency_last_ms": _ms(self.swap_tick_latency.last()),
             "swap_tick_excess_last_ms": _ms(self.tick_excess_s),
