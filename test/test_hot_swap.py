@@ -721,7 +721,7 @@ def test_a_load_waits_for_the_loop_to_show_room_and_a_step_down_goes_first(two_r
     try:
         swapper.request(Request.model_path(folder, "v2"))
         time.sleep(0.3)
-        assert loads == [] and swapper._ready is None and swapper.loads_waited == 1  # no room: nothing loaded
+        assert loads == [] and swapper._ready is None and swapper.gate.loads_waited == 1  # no room: nothing loaded
         # A step down does not wait: it is loaded and offered while the update still waits.
         swapper.request(Request.budget(small, folder, "v1"))
         assert _wait(lambda: swapper._ready is not None)
@@ -729,17 +729,17 @@ def test_a_load_waits_for_the_loop_to_show_room_and_a_step_down_goes_first(two_r
         # A newer version replaces the waiting one (the newest of a burst wins), on the same clock.
         swapper.request(Request.model_path(folder, "v3"))
         time.sleep(0.3)
-        assert loads == [small] and swapper.loads_waited == 1
+        assert loads == [small] and swapper.gate.loads_waited == 1
         room["now"] = True
         assert _wait(lambda: swapper._ready is not None)
         cand = swapper.take_ready()
-        assert cand.version == "v3" and loads == [small, None] and swapper.loads_without_room == 0
-        assert swapper.last_room_wait_s >= 0.6 and swapper.requests.empty()
+        assert cand.version == "v3" and loads == [small, None] and swapper.gate.loads_without_room == 0
+        assert swapper.gate.last_wait_s >= 0.6 and swapper.requests.empty()
         # The standby waits for room as well, and is brought up once the loop shows it.
         room["now"] = False
         swapper.keep_standby(Request.standby(big, folder, "v3"))
         time.sleep(0.3)
-        assert swapper.standby_label() == "" and len(loads) == 2 and swapper.loads_waited == 2
+        assert swapper.standby_label() == "" and len(loads) == 2 and swapper.gate.loads_waited == 2
         room["now"] = True
         assert _wait(lambda: swapper.standby_label() == small), swapper.standby_result
         assert loads == [small, None, small]
@@ -754,19 +754,19 @@ def test_a_load_waits_for_room_at_most_room_wait_s_and_a_stale_standby_is_never_
     big, small = rungs[0].budget.label(), rungs[1].budget.label()
     try:
         # A standby the loop stops wanting while it waits for room is not loaded.
-        swapper.room_wait_s = 60.0
+        swapper.gate.wait_s = 60.0
         swapper.keep_standby(Request.standby(big, folder, "v1"))
         time.sleep(0.2)
         swapper.keep_standby(None)
         time.sleep(0.3)
         assert loads == [] and swapper.standby_label() == ""
         # A loop that never shows room gets the load after room_wait_s, counted and logged.
-        swapper.room_wait_s = 0.5
+        swapper.gate.wait_s = 0.5
         t0 = time.monotonic()
         swapper.request(Request.model_path(folder, "v2"))
         assert _wait(lambda: swapper._ready is not None)
         assert time.monotonic() - t0 >= 0.5 and swapper.take_ready().version == "v2"
-        assert swapper.loads_without_room == 1 and loads == [None] and 0.5 <= swapper.last_room_wait_s < 5
+        assert swapper.gate.loads_without_room == 1 and loads == [None] and 0.5 <= swapper.gate.last_wait_s < 5
         assert any("no room for a load for 0.5 s" in text and "loading beside it anyway" in text for _, text in logs)
     finally:
         swapper.stop()

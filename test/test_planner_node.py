@@ -271,7 +271,7 @@ def test_the_room_gate_opens_after_a_run_of_roomy_plans_or_while_the_loop_does_n
     """What the hot-swap thread asks before it loads a new version or a standby beside the loop."""
     node = start_planner(ros, ladder, control_rate_hz=10.0, deadline_fraction=1.0, max_observation_age_s=1.0,
                          budget_standby=False)
-    assert node.swapper.room == node._room_to_load and node.swapper.room_wait_s == 10.0  # config/planner.yaml
+    assert node.swapper.gate.room == node._room_to_load and node.swapper.gate.wait_s == 10.0  # config/planner.yaml
     n, pub, out = peer(ros)
     feeding = {"on": True}
     n.create_timer(0.02, lambda: feeding["on"] and pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))

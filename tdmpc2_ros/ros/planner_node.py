@@ -147,7 +147,20 @@ class PlannerNode(Node):
         self.last_mean = np.zeros((c.budget.horizon, c.action.dim), np.float32)
         self.consecutive_misses = 0
         self.reset_requested = True
-        # Counters and statistics for /diagnostics (and tests).
+        self._init_statistics()
+        self.pairer = TransitionPairer(self.shaper.normalised)
+        self.transition_pub = (self.create_publisher(Float64MultiArray, self.p.transition_topic, qos.EVENTS)
+                               if self.p.transition_topic else None)
+        self._start_swapper(first_standby, rung_p50)
+        self._create_interfaces()
+        self._start_loop()
+        standby = self.swapper.standby_result or ("the standby is being brought up" if self.p.budget_standby
+                                                  else "no standby (budget_standby is off)")
+        self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}; {standby}")
+
+    # -- start-up -------------------------------------------------------------------------------
+    def _init_statistics(self):
+        """Counters and statistics for /diagnostics (and tests)."""
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
         self.ticks_over_limit = 0  # ticks whose plan ran over the rung's limit (deadline_fraction), misses included
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
@@ -162,9 +175,9 @@ class PlannerNode(Node):
         self.last_problem = ""
         self.level = OK
 
-        self.pairer = TransitionPairer(self.shaper.normalised)
-        self.transition_pub = (self.create_publisher(Float64MultiArray, self.p.transition_topic, qos.EVENTS)
-                               if self.p.transition_topic else None)
+    def _start_swapper(self, first_standby, rung_p50: dict):
+        """The hot-swap thread, with the room gate's question, and the budget steps that judge the rung
+        chosen at start-up; then the first standby, warmed at start-up."""
         limit = self.p.deadline_fraction * self.period
         self._room_plans = max(1, round(self.ROOM_S * self.p.control_rate_hz))  # the room gate's run of plans
         self._planned_at = -math.inf  # monotonic time of the last plan's end
@@ -182,6 +195,9 @@ class PlannerNode(Node):
         self.steps = BudgetSteps(limit, round(self.p.budget_step_up_after_s * self.p.control_rate_hz), self.swapper,
                                  rung_p50)
         self._keep_standby(first_standby, "warmed at start-up")
+
+    def _create_interfaces(self):
+        """Topics, the rollback service and the parameter callback: after everything they call exists."""
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -190,6 +206,9 @@ class PlannerNode(Node):
         for topic, kind in self.assembler.topics.items():
             self.create_subscription(MESSAGE_TYPES[kind], topic, self._make_callback(topic), qos.SENSOR)
         self.create_subscription(Int64, self.p.episode_topic, self._on_episode, qos.EVENTS)
+
+    def _start_loop(self):
+        """The end of start-up: the garbage collector's freeze and monitor, then the loop's timers."""
         if self.p.gc_freeze:  # before the loop's timer: start-up ends here
             # Start-up's objects live as long as the node: out of every later collection's scan.
             frozen, before, after = gc_pauses.freeze()
@@ -202,11 +221,7 @@ class PlannerNode(Node):
         if self.p.trigger == "timer":
             self.create_timer(self.period, self.tick, clock=steady)
         self.create_timer(self.p.diagnostics_period_s, self.publish_diagnostics, clock=steady)
-        standby = self.swapper.standby_result or ("the standby is being brought up" if self.p.budget_standby
-                                                  else "no standby (budget_standby is off)")
-        self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}; {standby}")
 
-    # -- start-up -------------------------------------------------------------------------------
     def _set_up_plan_thread(self) -> tuple[str, tuple[int, ...]]:
         """The optional real-time policy and core for the thread that runs every live plan. What the
         system refuses is a warning: the node plans anyway. The slack thread (a swap candidate's
@@ -657,12 +672,12 @@ class PlannerNode(Node):
             "standby": self.swapper.standby_label(), "standby_result": self.swapper.standby_result,
             # The room gate: loads (new versions, standbys) that waited for the loop to show room, and
             # those loaded after swap_load_wait_s without it.
-            "loads_waited_for_room": self.swapper.loads_waited, "loads_without_room": self.swapper.loads_without_room,
+            "loads_waited_for_room": self.swapper.gate.loads_waited, "loads_without_room": self.swapper.gate.loads_without_room,
             # Python's garbage collector once start-up was over: full collections, the longest pause
             # (any thread), and the most of one plan it took.
             "gc_full_collections": self.gc.collections[2], "gc_pause_max_ms": round(self.gc.max_s * 1e3, 3),
             "gc_in_plan_max_ms": round(self.gc_in_plans_max_s * 1e3, 3),
-            "last_room_wait_s": round(self.swapper.last_room_wait_s, 3),
+            "last_room_wait_s": round(self.swapper.gate.last_wait_s, 3),
             "control_rate_hz": self.p.control_rate_hz,
             "plan_thread": self.plan_thread,
             "execution_provider": self.planner.session.get_providers()[0],

@@ -46,14 +46,9 @@ every model update or rung change, at a time the loop has slack. The first stand
 by the planner at start-up, before its loop runs, and a step up leaves the rung it came from as the
 standby: neither loads anything beside the loop.
 
-The room gate (`room`, `room_wait_s`): a load that can wait (a new version, a standby) waits until
-the loop has room for it: it has planned for a while with every plan well within its limit
-(ladder.RungGovernor.roomy), or is not planning. A load takes CPU from the loop whatever its thread's
-priority (a loading thread at nice +10 delayed the loop's plans by up to 6.2 ms at p99 on the 2-core
-AMD machine), and the misses left next to swap work in session 18's busy runs came while a new version
-loaded beside a rung that had just overrun. It waits at most `room_wait_s` from its first try, then
-loads anyway (counted in loads_without_room); a request the loop waits for (a budget step, a newer
-version) goes first meanwhile. A budget step is not gated: the loop waits for it.
+The room gate (runtime/room_gate.py; `room`, `room_wait_s`): a load that can wait (a new version, a
+standby) waits until the loop shows room for it, at most `room_wait_s`, and meanwhile gives way to a
+request the loop waits for. A budget step is not gated: the loop waits for it.
 """
 
 from __future__ import annotations
@@ -77,6 +72,7 @@ from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, StopHandle
 from tdmpc2_ros.runtime.candidate import (Candidate, ShadowProbe, SwapRejected, checked_candidate, load_matching,
                                           quantile, warm_up)
 from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
+from tdmpc2_ros.runtime.room_gate import RoomGate
 # The names of this module's work beside the loop, as the loop's swap tallies count them.
 from tdmpc2_ros.runtime.swap_cost import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
 
@@ -142,7 +138,6 @@ class HotSwapper:
     # that overruns steps down within a few plans, and must not have them beside it meanwhile.
     STANDBY_IDLE_S = 5.0
     RECHECKS = 2  # a new version checked again at most this often because the loop changed budget meanwhile
-    ROOM_POLL_S = 0.02  # how often a load waiting for room asks again
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
                  live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None,
@@ -150,12 +145,8 @@ class HotSwapper:
         self.current = current  # callable -> (running OnnxPlanner, latest observation or None)
         self.live_p50 = live_p50  # callable -> median of the running model's recent plans (s), or None
         self.running_version = running_version  # callable -> the version the loop runs now, or None
-        # callable -> True while the loop has room for a load beside it (the room gate); None: no gate
-        self.room, self.room_wait_s = room, float(room_wait_s)
-        self._room_since: float | None = None  # when the load now waiting for room first asked
-        self.loads_waited = 0  # loads that found no room and waited for it
-        self.loads_without_room = 0  # of those, loaded after room_wait_s without it
-        self.last_room_wait_s = 0.0
+        # room: callable -> True while the loop has room for a load beside it; None: no gate
+        self.gate = RoomGate(room, room_wait_s, log)
         self._deferred: list[Request] = []  # waiting for room, behind requests the loop waits for
         self.limit_s, self.warmup, self.runs, self.threads, self.seed = limit_s, warmup, runs, threads, seed
         self.probe_timeout_s = probe_timeout_s
@@ -390,33 +381,13 @@ class HotSwapper:
                     deferred.append(want)
             self._deferred = deferred
             if not deferred:
-                self._room_since = None  # nothing waits for room
+                self.gate.nothing_waits()
 
     def _await_room(self, gone=lambda: False) -> bool:
-        """The room gate (module docstring), before a load that can wait. True: load now (room, no
-        gate, or room_wait_s spent since this load first asked). False: a request the loop waits
-        for came meanwhile, or `gone()` (the load is no longer wanted); the caller hands it back to
-        the loop, which takes the newer requests first and then asks again (its clock runs on)."""
-        if self.room is None or self.room_wait_s <= 0:
-            return True
-        if self._room_since is None:
-            if self.room():
-                self.last_room_wait_s = 0.0
-                return True
-            self._room_since = time.monotonic()
-            self.loads_waited += 1
-        while True:
-            waited = time.monotonic() - self._room_since
-            roomy = self.room()
-            if roomy or waited >= self.room_wait_s:
-                self._room_since, self.last_room_wait_s = None, waited
-                if not roomy:
-                    self.loads_without_room += 1
-                    self.log("info", f"the loop had no room for a load for {waited:.1f} s (plans near the limit): "
-                                     f"loading beside it anyway")
-                return True
-            if self._request_waiting() or gone() or self._stop.wait(self.ROOM_POLL_S):
-                return False
+        """The room gate, before a load that can wait. False: a request the loop waits for came
+        meanwhile, or `gone()` (the load is no longer wanted); the caller hands it back to the loop,
+        which takes the newer requests first and then asks again (the gate's clock runs on)."""
+        return self.gate.open(lambda: self._request_waiting() or gone() or self._stop.wait(RoomGate.POLL_S))
 
     def _moot(self, what: Request) -> str | None:
         """Why a budget change is moot, or None. It is a change of one version's budget: moot once
@@ -669,3 +640,4 @@ class HotSwapper:
         if probe.error is not None:
             raise probe.error
         return probe
+

@@ -192,20 +192,7 @@ class OfflineTrainer:
         self.obs_names, self.action_names = tuple(obs_names or ()), tuple(action_names or ())
         low = [-1.0] * self.action_dim if action_low is None or len(action_low) == 0 else [float(x) for x in action_low]
         high = [1.0] * self.action_dim if action_high is None or len(action_high) == 0 else [float(x) for x in action_high]
-        problems = []
-        if len(low) != self.action_dim or len(high) != self.action_dim:
-            problems.append(f"action_low/high have {len(low)}/{len(high)} entries for action_dim {self.action_dim}")
-        elif not all(h > lo for lo, h in zip(low, high)):
-            problems.append(f"action_high {high} must exceed action_low {low} element-wise")
-        if self.batch_size < 1 or self.action_repeat < 1 or self.min_transitions < 0:
-            problems.append("batch_size and action_repeat must be >= 1, min_transitions >= 0")
-        if self.control_rate_hz <= 0 or not 0 < self.deadline_fraction <= 1:
-            problems.append(f"control_rate_hz must be > 0 and deadline_fraction in (0, 1] "
-                            f"(got {self.control_rate_hz}, {self.deadline_fraction})")
-        if self.parity_observations < 1 or self.latency_runs < 1:
-            problems.append("parity_observations and latency_runs must be >= 1")
-        if problems:
-            raise ValueError("invalid trainer settings: " + "; ".join(problems))
+        self._check_settings(low, high)
         self.action_low, self.action_high = tuple(low), tuple(high)
         torch.set_num_threads(self.threads)
 
@@ -219,16 +206,7 @@ class OfflineTrainer:
             if init[1] != self.model_cfg.to_dict():
                 raise ValueError(f"init_weights {init_weights} hold a model {init[1]}, this trainer builds "
                                  f"{self.model_cfg.to_dict()} (preset {preset}, obs {obs_dim}, action {action_dim})")
-        if state is not None:
-            self.discount = float(state["offline"]["discount"])
-        elif discount is not None and discount > 0:
-            self.discount = float(discount)
-        elif episode_length > 0:
-            self.discount = heuristic_discount(int(episode_length))
-        elif init is not None:
-            self.discount = init[2]
-        else:
-            self.discount = 0.99
+        self.discount = self._choose_discount(state, discount, episode_length, init)
         self.budgets = list(budgets) if budgets else default_budgets(self.action_dim, planner)
         if any(b.horizon != self.train_cfg.horizon for b in self.budgets):
             raise ValueError(f"every rung must plan over the training horizon {self.train_cfg.horizon}")
@@ -263,6 +241,37 @@ class OfflineTrainer:
             self.agent.model.load_state_dict(init[0])
             self.log.info(f"starting from the weights in {init_weights}")
         (self.run_dir / "config.json").write_text(json.dumps(self.config(), indent=2))
+
+    def _check_settings(self, low: list[float], high: list[float]):
+        """Every setting a run would fail on later, refused now, all at once."""
+        problems = []
+        if len(low) != self.action_dim or len(high) != self.action_dim:
+            problems.append(f"action_low/high have {len(low)}/{len(high)} entries for action_dim {self.action_dim}")
+        elif not all(h > lo for lo, h in zip(low, high)):
+            problems.append(f"action_high {high} must exceed action_low {low} element-wise")
+        if self.batch_size < 1 or self.action_repeat < 1 or self.min_transitions < 0:
+            problems.append("batch_size and action_repeat must be >= 1, min_transitions >= 0")
+        if self.control_rate_hz <= 0 or not 0 < self.deadline_fraction <= 1:
+            problems.append(f"control_rate_hz must be > 0 and deadline_fraction in (0, 1] "
+                            f"(got {self.control_rate_hz}, {self.deadline_fraction})")
+        if self.parity_observations < 1 or self.latency_runs < 1:
+            problems.append("parity_observations and latency_runs must be >= 1")
+        if problems:
+            raise ValueError("invalid trainer settings: " + "; ".join(problems))
+
+    @staticmethod
+    def _choose_discount(state, discount: float | None, episode_length: int, init) -> float:
+        """A resumed run keeps its discount; else the one given, else the reference's heuristic from
+        the episode length, else the init weights' own, else 0.99."""
+        if state is not None:
+            return float(state["offline"]["discount"])
+        if discount is not None and discount > 0:
+            return float(discount)
+        if episode_length > 0:
+            return heuristic_discount(int(episode_length))
+        if init is not None:
+            return init[2]
+        return 0.99
 
     # -- counters ------------------------------------------------------------------------------
     @property

@@ -96,42 +96,10 @@ class LadderValidator:
                 notes["spec"] = f"{label}: " + "; ".join(wrong)
                 return fail(f"spec of {rung.path.name} differs: {'; '.join(wrong)}")
 
-            # (b) finite and (a) parity with the torch planner: same obs, zero warm start, same noise
-            compared, ill, d_mean, d_value = 0, 0, 0.0, 0.0
-            for i, obs in enumerate(observations):
-                noise = rng.standard_normal(c.noise_size, dtype=np.float32)
-                planner.reset()
-                got = planner.plan(obs, noise=noise)
-                if not finite_plan(got):
-                    notes["finite"] = f"{label}: non-finite output on observation {i}"
-                    return fail(f"{label}: non-finite output on observation {i} (action {got.action.tolist()}, "
-                                f"value {got.value})")
-                if compared >= self.parity_observations:
-                    continue  # the remaining observations are only checked for finite outputs
-                want_mean, want_value = self._torch_plan(model, rung.budget, obs, noise)
-                if not (np.isfinite(want_mean).all() and np.isfinite(want_value)):
-                    return fail(f"{label}: the torch planner gives non-finite output on observation {i}")
-                if not self._well_conditioned(model, rung.budget, obs, noise, want_mean, want_value):
-                    ill += 1  # elites picked by float rounding: no number-for-number comparison possible
-                    continue
-                compared += 1
-                d_mean = max(d_mean, float(np.abs(got.mean - want_mean).max()))
-                d_value = max(d_value, abs(got.value - want_value) / max(1.0, abs(want_value)))
-            notes["parity"][label] = {"compared": compared, "ties": ill, "next_mean_max_abs": float(f"{d_mean:.3g}"),
-                                      "value_max_rel": float(f"{d_value:.3g}")}
-            if d_mean > self.parity_tolerance or d_value > self.parity_tolerance:
-                return fail(f"{label}: ONNX and torch plans differ (next_mean by {d_mean:.2e}, value by {d_value:.2e}; "
-                            f"tolerance {self.parity_tolerance:g})")
-
-            # (d) latency on this machine
-            planner.reset()
-            obs0 = observations[0]
-            t = RungTiming.of(label, measure_latency(lambda: planner.plan(obs0), self.latency_warmup,
-                                                     self.latency_runs, limit))
-            fits = t.p99_s <= limit
-            notes["latency"][label] = {"p50_ms": round(t.p50_s * 1e3, 3), "p99_ms": round(t.p99_s * 1e3, 3),
-                                       "runs": t.runs, "fits": bool(fits)}
-            if fits:
+            why = self._finite_and_parity(planner, rung.budget, model, observations, rng, notes)
+            if why:
+                return fail(why)
+            if self._latency_fits(planner, label, observations[0], notes):
                 fitting.append(label)
         notes["spec"] = notes["spec"] or "ok"
         notes["finite"] = notes["finite"] or "ok"
@@ -141,6 +109,47 @@ class LadderValidator:
         notes["chosen_rung"] = fitting[0]
         notes["fitting_rungs"] = fitting
         return ValidationReport(True, "", notes)
+
+    def _finite_and_parity(self, planner: OnnxPlanner, budget: PlanBudget, model, observations, rng, notes: dict) -> str:
+        """(b) finite outputs on every observation, and (a) parity with the torch planner on the first
+        parity_observations well-conditioned ones: same observation, zero warm start, same noise.
+        Returns why the rung failed, "" if it passed; notes get its parity figures."""
+        label, c = budget.label(), planner.contract
+        compared, ill, d_mean, d_value = 0, 0, 0.0, 0.0
+        for i, obs in enumerate(observations):
+            noise = rng.standard_normal(c.noise_size, dtype=np.float32)
+            planner.reset()
+            got = planner.plan(obs, noise=noise)
+            if not finite_plan(got):
+                notes["finite"] = f"{label}: non-finite output on observation {i}"
+                return f"{label}: non-finite output on observation {i} (action {got.action.tolist()}, value {got.value})"
+            if compared >= self.parity_observations:
+                continue  # the remaining observations are only checked for finite outputs
+            want_mean, want_value = self._torch_plan(model, budget, obs, noise)
+            if not (np.isfinite(want_mean).all() and np.isfinite(want_value)):
+                return f"{label}: the torch planner gives non-finite output on observation {i}"
+            if not self._well_conditioned(model, budget, obs, noise, want_mean, want_value):
+                ill += 1  # elites picked by float rounding: no number-for-number comparison possible
+                continue
+            compared += 1
+            d_mean = max(d_mean, float(np.abs(got.mean - want_mean).max()))
+            d_value = max(d_value, abs(got.value - want_value) / max(1.0, abs(want_value)))
+        notes["parity"][label] = {"compared": compared, "ties": ill, "next_mean_max_abs": float(f"{d_mean:.3g}"),
+                                  "value_max_rel": float(f"{d_value:.3g}")}
+        if d_mean > self.parity_tolerance or d_value > self.parity_tolerance:
+            return (f"{label}: ONNX and torch plans differ (next_mean by {d_mean:.2e}, value by {d_value:.2e}; "
+                    f"tolerance {self.parity_tolerance:g})")
+        return ""
+
+    def _latency_fits(self, planner: OnnxPlanner, label: str, obs, notes: dict) -> bool:
+        """(d) latency on this machine: the rung's p99 within the limit (its figures go to notes)."""
+        planner.reset()
+        t = RungTiming.of(label, measure_latency(lambda: planner.plan(obs), self.latency_warmup, self.latency_runs,
+                                                 self.limit_s))
+        fits = t.p99_s <= self.limit_s
+        notes["latency"][label] = {"p50_ms": round(t.p50_s * 1e3, 3), "p99_ms": round(t.p99_s * 1e3, 3),
+                                   "runs": t.runs, "fits": bool(fits)}
+        return fits
 
     def _spec_problems(self, c, budget: PlanBudget) -> list[str]:
         """(c): how the graph's contract differs from the configured spec and its ladder entry."""
