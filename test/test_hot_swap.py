@@ -474,6 +474,44 @@ def test_a_loop_whose_slack_never_holds_a_plan_gets_the_checks_from_the_backgrou
         swapper.stop()
 
 
+def test_background_plans_beside_a_ticking_loop_start_after_a_tick_has_published(models, tmp_path, monkeypatch):
+    """The slack never holds a plan, but the loop ticks: each plan the background thread runs waits
+    for a tick to publish (offer_slack), instead of starting at any moment beside the next live plan.
+    Ticks come every 150 ms here, much slower than the plans: started on its own clock, the check
+    would run several plans between two ticks."""
+    import threading
+
+    from tdmpc2_ros.runtime.candidate import ShadowProbe
+
+    events, lock, real_step = [], threading.Lock(), ShadowProbe.step
+
+    def step(self, obs, cpu_time=False, stop=None):
+        with lock:
+            events.append("plan")
+        return real_step(self, obs, cpu_time, stop)
+
+    monkeypatch.setattr(ShadowProbe, "step", step)
+    swapper, obs, _ = _swapper(models, tmp_path)
+    swapper.IDLE_S = 0.3  # longer than the gap between ticks: the loop counts as ticking
+    try:
+        swapper.request(Request.update(models["store"].announcement(models["v2"])))
+        assert _wait(lambda: swapper._probe is not None)
+        end = time.monotonic() + 60
+        while swapper._ready is None and time.monotonic() < end:
+            with lock:
+                events.append("tick")
+            assert swapper.offer_slack(obs, 1e-6, lambda fn, *a: pytest.fail("no slack job fits 1 us")) == ""
+            time.sleep(0.15)
+        cand = swapper.take_ready()
+        assert cand is not None and cand.version == models["v2"] and cand.shadow_plans == 7
+        plans = [i for i, e in enumerate(events) if e == "plan"]
+        assert len(plans) == 7 and events[0] == "tick"
+        # Every plan came after a tick that no other plan had answered.
+        assert all("tick" in events[a + 1:b] for a, b in zip([-1] + plans, plans)), events
+    finally:
+        swapper.stop()
+
+
 def test_an_idle_loop_lets_the_background_check_and_nan_weights_are_refused(models, tmp_path):
     swapper, _, logs = _swapper(models, tmp_path)
     try:
