@@ -11,7 +11,9 @@ import pytest
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.budget_steps import BudgetSteps
 from tdmpc2_ros.runtime.candidate import Candidate
+from tdmpc2_ros.runtime.hot_swap import Request
 from tdmpc2_ros.runtime.ladder import Rung, write_ladder_index
+from tdmpc2_ros.runtime.standby import StandbySlot
 
 LIMIT = 0.010
 RUNGS = [PlanBudget(iterations=4, num_samples=128, num_elites=16, num_pi_trajs=8),
@@ -25,14 +27,11 @@ class FakeSwapper:
 
     def __init__(self, standby: Candidate | None = None):
         self.rung_failures = 0
-        self.requests, self.abandoned, self.standby = [], [], standby
-
-    def take_standby(self, version, source, below=""):
-        held = self.standby
-        if held is None or (held.version, held.source, held.below) != (version, source, below):
-            return None
-        self.standby = None
-        return held
+        self.requests, self.abandoned, self.standby = [], [], StandbySlot()
+        if standby is not None:  # held as the hot-swap thread holds a standby it brought up
+            want = Request.standby(standby.below, standby.source, standby.version)
+            self.standby.want(want)
+            assert self.standby.hold(want, standby, "ready")
 
     def request(self, what):
         self.requests.append(what)
@@ -87,6 +86,7 @@ def test_a_step_down_takes_the_standby_and_loads_nothing(ladder):
     steps.missed()
     step = steps.step_down(BIG, "v1", ladder)
     assert step.standby is standby and not swapper.requests and not steps.down_due
+    assert swapper.standby.held() is None  # taken: no longer held
     assert step.message == f"budget {BIG.label()} missed 1 deadline(s); stepping down to {MID.label()} (the standby)"
     steps.installed()
     steps.stepped(step.standby)

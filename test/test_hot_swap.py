@@ -648,7 +648,7 @@ def _standby_swapper(folder, tmp_path, monkeypatch, **kw):
 
 def test_the_standby_is_the_next_smaller_rung_loaded_before_a_step_down(two_rungs, tmp_path, monkeypatch):
     """keep_standby brings up the next smaller rung (loaded, 2 warm-up plans); a step down then takes
-    it with nothing loaded, from the loop (take_standby) or through a rung request. A step down is
+    it with nothing loaded, from the loop (standby.take) or through a rung request. A step down is
     no longer where a rung is loaded."""
     folder = str(two_rungs)
     swapper, rungs, loads, logs = _standby_swapper(folder, tmp_path, monkeypatch)
@@ -656,17 +656,17 @@ def test_the_standby_is_the_next_smaller_rung_loaded_before_a_step_down(two_rung
     want = Request.standby(big, folder, "v1")
     try:
         swapper.keep_standby(want)
-        assert _wait(lambda: swapper.standby_label() == small), swapper.standby_result
-        assert loads == [small] and swapper.standby_cpu_s > 0
-        assert f"standby {small} of v1 ready (2 warm-up plans" in swapper.standby_result and logs[-1][0] == "info"
+        assert _wait(lambda: swapper.standby.label() == small), swapper.standby.result
+        assert loads == [small] and swapper.standby.cpu_s > 0
+        assert f"standby {small} of v1 ready (2 warm-up plans" in swapper.standby.result and logs[-1][0] == "info"
         # Held for the loop only: not offered as a swap, and not a rung request's failure.
-        assert swapper.take_ready() is None and swapper.rung_failures == 0 and swapper.standby_failures == 0
+        assert swapper.take_ready() is None and swapper.rung_failures == 0 and swapper.standby.failures == 0
         # Only for the running version, source and budget it stands below.
-        assert swapper.take_standby("v2", folder, below=big) is None
-        assert swapper.take_standby("v1", folder, below=small) is None
-        held = swapper.take_standby("v1", folder, below=big)
+        assert swapper.standby.take("v2", folder, below=big) is None
+        assert swapper.standby.take("v1", folder, below=small) is None
+        held = swapper.standby.take("v1", folder, below=big)
         assert held.planner.contract.budget == rungs[1].budget and held.rung_change and not held.step_up
-        assert held.below == big and held.shadow_plans == HotSwapper.RUNG_WARM_PLANS and swapper.standby_label() == ""
+        assert held.below == big and held.shadow_plans == HotSwapper.RUNG_WARM_PLANS and swapper.standby.label() == ""
         assert np.isfinite(held.planner.plan(np.zeros(held.planner.obs_dim, np.float32)).action).all()
         # Asked for again, with a loop that ticks: its warm-up plans wait for the slack after a tick ...
         swapper.STANDBY_IDLE_S = 1e9
@@ -675,14 +675,14 @@ def test_the_standby_is_the_next_smaller_rung_loaded_before_a_step_down(two_rung
         obs = np.full(held.planner.obs_dim, 0.1, np.float32)
         assert swapper.offer_slack(obs, 1.0, lambda fn, *a: fn(*a)) == SHADOW_PLAN  # the first, in the slack
         time.sleep(0.3)
-        assert swapper.standby_label() == "" and swapper._probe.plans == 1  # none beside the loop meanwhile
+        assert swapper.standby.label() == "" and swapper._probe.plans == 1  # none beside the loop meanwhile
         # ... until a step down's own request waits (the loop found it not ready): the last plan runs on
         # this thread at once, and the request takes the standby, with no load of its own.
         swapper.request(Request.budget(small, folder, "v1"))
         assert _wait(lambda: swapper._ready is not None)
         cand = swapper.take_ready()
         assert cand.below == big and loads == [small, small], loads  # the standby's load, not the step down's
-        assert cand.shadow_plans == 2 and swapper.standby_label() == ""
+        assert cand.shadow_plans == 2 and swapper.standby.label() == ""
         assert "from the standby (loaded and warmed earlier over 2 plans" in swapper.last_result, swapper.last_result
     finally:
         swapper.stop()
@@ -694,29 +694,29 @@ def test_a_standby_that_no_longer_fits_is_retired_and_a_step_up_leaves_one_warm(
     big, small = rungs[0].budget.label(), rungs[1].budget.label()
     try:
         swapper.keep_standby(Request.standby(big, folder, "v1"))
-        assert _wait(lambda: swapper.standby_label() == small)
-        held = swapper._standby.planner
+        assert _wait(lambda: swapper.standby.label() == small)
+        held = swapper.standby.held().planner
         # A new version runs: the old version's standby is retired (freed in a later slack) at once,
         # and the new version's is brought up.
         swapper.keep_standby(Request.standby(big, folder, "v2"))
         assert swapper.waiting_to_free() == 1 and swapper._retired[0] is held
-        assert _wait(lambda: swapper.standby_label() == small and swapper._standby.version == "v2")
+        assert _wait(lambda: swapper.standby.label() == small and swapper.standby.held().version == "v2")
         assert len(loads) == 2
         # The same wish again is no new load.
         swapper.keep_standby(Request.standby(big, folder, "v2"))
         time.sleep(0.3)
-        assert len(loads) == 2 and swapper._standby.version == "v2"
+        assert len(loads) == 2 and swapper.standby.held().version == "v2"
         # A step up to the larger rung leaves the smaller one running before, warm: the standby as it is.
         warm = held
         swapper.keep_standby(Request.standby(big, folder, "v3"), warm=warm)
-        assert swapper._standby.planner is warm and swapper._standby.version == "v3" and len(loads) == 2
+        assert swapper.standby.held().planner is warm and swapper.standby.held().version == "v3" and len(loads) == 2
         assert swapper.waiting_to_free() == 2  # v2's standby
         # The smallest rung has none below it: nothing is loaded, and the held one is retired.
         swapper.keep_standby(Request.standby(small, folder, "v3"))
-        assert _wait(lambda: "has no rung smaller than" in swapper.standby_result), swapper.standby_result
-        assert swapper.standby_label() == "" and len(loads) == 2 and swapper.waiting_to_free() == 3
+        assert _wait(lambda: "has no rung smaller than" in swapper.standby.result), swapper.standby.result
+        assert swapper.standby.label() == "" and len(loads) == 2 and swapper.waiting_to_free() == 3
         swapper.keep_standby(None)  # standby off: nothing held, nothing asked for
-        assert swapper.standby_label() == "" and swapper.requests.empty()
+        assert swapper.standby.label() == "" and swapper.requests.empty()
     finally:
         swapper.stop()
 
@@ -777,9 +777,9 @@ def test_a_load_waits_for_the_loop_to_show_room_and_a_step_down_goes_first(two_r
         room["now"] = False
         swapper.keep_standby(Request.standby(big, folder, "v3"))
         time.sleep(0.3)
-        assert swapper.standby_label() == "" and len(loads) == 2 and swapper.gate.loads_waited == 2
+        assert swapper.standby.label() == "" and len(loads) == 2 and swapper.gate.loads_waited == 2
         room["now"] = True
-        assert _wait(lambda: swapper.standby_label() == small), swapper.standby_result
+        assert _wait(lambda: swapper.standby.label() == small), swapper.standby.result
         assert loads == [small, None, small]
     finally:
         swapper.stop()
@@ -797,7 +797,7 @@ def test_a_load_waits_for_room_at_most_room_wait_s_and_a_stale_standby_is_never_
         time.sleep(0.2)
         swapper.keep_standby(None)
         time.sleep(0.3)
-        assert loads == [] and swapper.standby_label() == ""
+        assert loads == [] and swapper.standby.label() == ""
         # A loop that never shows room gets the load after room_wait_s, counted and logged.
         swapper.gate.wait_s = 0.5
         t0 = time.monotonic()
@@ -822,10 +822,10 @@ def test_a_standby_that_cannot_be_brought_up_is_no_fault(two_rungs, tmp_path, mo
     swapper, rungs, loads, logs = _standby_swapper(str(folder), tmp_path, monkeypatch)
     try:
         swapper.keep_standby(Request.standby(rungs[0].budget.label(), str(folder), "v1"))
-        assert _wait(lambda: swapper.standby_failures == 1), swapper.standby_result
-        assert f"no standby {small.budget.label()} of v1" in swapper.standby_result
-        assert "a step down will load it then" in swapper.standby_result and logs[-1][0] == "info"
-        assert swapper.standby_label() == "" and swapper.rung_failures == 0 and swapper.rejected == 0
+        assert _wait(lambda: swapper.standby.failures == 1), swapper.standby.result
+        assert f"no standby {small.budget.label()} of v1" in swapper.standby.result
+        assert "a step down will load it then" in swapper.standby.result and logs[-1][0] == "info"
+        assert swapper.standby.label() == "" and swapper.rung_failures == 0 and swapper.rejected == 0
     finally:
         swapper.stop()
 

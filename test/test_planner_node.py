@@ -301,10 +301,10 @@ def test_a_missed_deadline_steps_down_at_once(ros, ladder):
     assert ros.spin_until(lambda: len(out["commands"]) >= 3, 60)
     # The next smaller rung was loaded and warmed at start-up, before the loop: the first standby. The
     # hot-swap thread has loaded and planned nothing since.
-    assert node.swapper.standby_label() == rungs[1].budget.label(), node.swapper.standby_result
-    assert "ready (warm: warmed at start-up; nothing loaded)" in node.swapper.standby_result
+    assert node.swapper.standby.label() == rungs[1].budget.label(), node.swapper.standby.result
+    assert "ready (warm: warmed at start-up; nothing loaded)" in node.swapper.standby.result
     assert node.swapper.worked_since(0.0) == [] and node.swapper.requests.empty()
-    standby = node.swapper._standby.planner
+    standby = node.swapper.standby.held().planner
     real, late = node.planner.plan, []
 
     def late_once(*args, **kwargs):  # one plan past the 90 ms deadline, as a burst of other work would make it
@@ -322,8 +322,8 @@ def test_a_missed_deadline_steps_down_at_once(ros, ladder):
     # The step down installed the standby itself, between two ticks: nothing was loaded for it.
     assert node.planner is standby and node.steps.steps_from_standby == 1 and not node.steps.requested
     # The smallest rung has no smaller one: no standby is held, and nothing is loaded for one.
-    assert ros.spin_until(lambda: "has no rung smaller than" in node.swapper.standby_result, 10), node.swapper.standby_result
-    assert node.swapper.standby_label() == ""
+    assert ros.spin_until(lambda: "has no rung smaller than" in node.swapper.standby.result, 10), node.swapper.standby.result
+    assert node.swapper.standby.label() == ""
 
 
 def test_swap_work_left_running_in_the_slack_does_not_hold_up_a_live_plan(ros, ladder):
@@ -400,7 +400,7 @@ def test_a_stepped_down_budget_steps_back_up_once_plans_fit_again(ros, ladder):
     assert node.set_parameters([Parameter("deadline_fraction", value=1.0)])[0].successful
     assert ros.spin_until(lambda: node.planner.contract.budget == rungs[0].budget, 60), node.swapper.last_result
     # The rung it stepped up from is the next smaller one, warm: held as the standby, with no load.
-    assert node.swapper._standby.planner is small and node.swapper.standby_label() == rungs[1].budget.label()
+    assert node.swapper.standby.held().planner is small and node.swapper.standby.label() == rungs[1].budget.label()
     assert "budget up to" in node.swapper.last_result and "shadow plans" in node.swapper.last_result
     assert node.steps.steps_down == 1 and node.steps.steps_up == 1 and node.swaps == 0 and node.model_version == version
     assert len(node.swap_cost.swap_tick_latency) == 0 and node.missed_deadlines == 0 and node.published == node.ticks

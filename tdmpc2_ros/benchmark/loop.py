@@ -330,17 +330,17 @@ def _measure_standby(swapper, model: str, running: str, into: dict):
     swapper.RUNG_WARM_PLANS = HotSwapper.RUNG_WARM_PLANS
     swapper.STANDBY_IDLE_S = swapper.IDLE_S  # this instance only: no loop will offer slack, so do not wait for one
     swapper.keep_standby(Request.standby(running, model, "bench"))
-    while not swapper.standby_label():
-        if swapper.standby_failures:
-            raise RuntimeError(swapper.standby_result)
+    while not swapper.standby.label():
+        if swapper.standby.failures:
+            raise RuntimeError(swapper.standby.result)
         time.sleep(0.002)
-    into["before_cpu_s"].append(swapper.standby_cpu_s)
+    into["before_cpu_s"].append(swapper.standby.cpu_s)
     t0, cpu0 = time.perf_counter(), time.thread_time()
-    cand = swapper.take_standby("bench", model, below=running)
+    cand = swapper.standby.take("bench", model, below=running)
     into["at_cpu_s"].append(time.thread_time() - cpu0)
     into["at_wall_s"].append(time.perf_counter() - t0)
     if cand is None or cand.shadow_plans != HotSwapper.RUNG_WARM_PLANS:
-        raise RuntimeError(f"the standby below {running} was not taken as brought up: {swapper.standby_result}")
+        raise RuntimeError(f"the standby below {running} was not taken as brought up: {swapper.standby.result}")
     swapper.keep_standby(None)
     del cand
 

@@ -154,7 +154,7 @@ class PlannerNode(Node):
         self._start_swapper(first_standby, rung_p50)
         self._create_interfaces()
         self._start_loop()
-        standby = self.swapper.standby_result or ("the standby is being brought up" if self.p.budget_standby
+        standby = self.swapper.standby.result or ("the standby is being brought up" if self.p.budget_standby
                                                   else "no standby (budget_standby is off)")
         self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}; {standby}")
 
@@ -669,7 +669,7 @@ class PlannerNode(Node):
             "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
             "budget": c.budget.label(), "budget_steps_down": self.steps.steps_down, "budget_steps_up": self.steps.steps_up,
             "budget_steps_from_standby": self.steps.steps_from_standby,
-            "standby": self.swapper.standby_label(), "standby_result": self.swapper.standby_result,
+            "standby": self.swapper.standby.label(), "standby_result": self.swapper.standby.result,
             # The room gate: loads (new versions, standbys) that waited for the loop to show room, and
             # those loaded after swap_load_wait_s without it.
             "loads_waited_for_room": self.swapper.gate.loads_waited, "loads_without_room": self.swapper.gate.loads_without_room,

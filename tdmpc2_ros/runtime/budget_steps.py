@@ -42,7 +42,7 @@ class BudgetSteps:
 
     def __init__(self, limit_s: float, up_after_plans: int, swapper, rung_p50: dict[str, float] | None = None):
         self.governor = RungGovernor(limit_s)
-        self.swapper = swapper  # runtime.hot_swap.HotSwapper: take_standby, request, rung_failures
+        self.swapper = swapper  # runtime.hot_swap.HotSwapper: standby.take, request, rung_failures
         self.down_due = self.up_due = False  # set by the plan thread (and a miss), acted on between ticks
         self.missed_since_install = 0
         self.requested = ""  # the rung asked of the swapper and not yet installed or failed ("": none)
@@ -103,7 +103,7 @@ class BudgetSteps:
                else f"budget {running.label()} overruns: {self.governor.describe()}")
         self.governor.restart()
         # The standby: installed now, between two ticks, with nothing loaded beside this late loop.
-        standby = self.swapper.take_standby(version, source, below=running.label())
+        standby = self.swapper.standby.take(version, source, below=running.label())
         if standby is not None:
             return Step(standby, f"{why}; stepping down to {standby.planner.contract.budget.label()} (the standby)")
         smaller = next_smaller_rung(source, running)  # a read of the ladder: only without a standby

@@ -39,14 +39,14 @@ no slack to give. A larger one (up=True) is asked for after a long run of plans 
 it gets shadow plans like a new version, and must show a p99 within the limit itself (the running
 rung is smaller, so it is no yardstick). A failed step up is no fault: the loop stays where it is.
 
-The standby (keep_standby): the next smaller rung of the running version, loaded on this thread and
-warmed with RUNG_WARM_PLANS shadow plans in the slack while the loop is well, so that a step down is
-a pointer swap the loop does itself (take_standby) instead of a load beside a late loop (on the busy
-2-core AMD machine, the one miss next to a step down's swap work in session 17 came while its rung
-was loading; loading took 65-190 ms of CPU). Its cost is one more session in memory and a load after
-every model update or rung change, at a time the loop has slack. The first standby is loaded and warmed
-by the planner at start-up, before its loop runs, and a step up leaves the rung it came from as the
-standby: neither loads anything beside the loop.
+The standby (keep_standby; held in runtime/standby.py's StandbySlot): the next smaller rung of the
+running version, loaded on this thread and warmed with RUNG_WARM_PLANS shadow plans in the slack while
+the loop is well, so that a step down is a pointer swap the loop does itself (`standby.take`) instead
+of a load beside a late loop (on the busy 2-core AMD machine, the one miss next to a step down's swap
+work in session 17 came while its rung was loading; loading took 65-190 ms of CPU). Its cost is one
+more session in memory and a load after every model update or rung change, at a time the loop has
+slack. The first standby is loaded and warmed by the planner at start-up, before its loop runs, and a
+step up leaves the rung it came from as the standby: neither loads anything beside the loop.
 
 The room gate (runtime/room_gate.py; `room`, `room_wait_s`): a load that can wait (a new version, a
 standby) waits until the loop shows room for it, at most `room_wait_s`, and meanwhile gives way to a
@@ -75,6 +75,7 @@ from tdmpc2_ros.runtime.candidate import (Candidate, ShadowProbe, SwapRejected, 
                                           quantile, warm_up)
 from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
 from tdmpc2_ros.runtime.room_gate import RoomGate
+from tdmpc2_ros.runtime.standby import StandbySlot
 # The names of this module's work beside the loop, as the loop's swap tallies count them.
 from tdmpc2_ros.runtime.swap_cost import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
 
@@ -114,11 +115,6 @@ class Request:
         if self.rung:
             return f"budget {'up to' if self.up else 'down to'} {self.rung}"
         return f"model update {self.version}"
-
-
-def _stands_for(held: Candidate, want: Request) -> bool:
-    """The held standby is the one `want` asks for (same version, source and running budget)."""
-    return (held.version, held.source, held.below) == (want.version, want.path, want.below)
 
 
 def _ms(seconds: float) -> str:
@@ -184,11 +180,7 @@ class HotSwapper:
         # what a swap or step down cost beside the loop, on /diagnostics. Shadow plans in the slack
         # run on the slack thread and are not in it.
         self.last_cpu_s = 0.0
-        # The standby (keep_standby): what the loop wants held, what is held, and how the last went.
-        self._standby_wanted: Request | None = None
-        self._standby: Candidate | None = None
-        self.standby_result, self.standby_cpu_s = "", 0.0
-        self.standby_failures = 0  # standbys that could not be brought up (a step down then loads its rung)
+        self.standby = StandbySlot()  # the next smaller rung, held for a step down (keep_standby)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="hot-swap", daemon=True)
         self._thread.start()
@@ -242,40 +234,12 @@ class HotSwapper:
         version and budget; None for none). A held one that is not it is retired; `warm` (a rung the
         loop has planned with: measured at start-up, or left by a step up; `warmed` says which) becomes
         it at once; otherwise it is brought up on this thread once no other request waits. Cheap: a
-        lock and a queue put."""
-        with self._lock:
-            self._standby_wanted = want
-            old, self._standby = self._standby, None
-            if warm is not None and want is not None:
-                self._standby = Candidate(warm, want.version, want.path, math.nan, math.nan, rung_change=True,
-                                          below=want.below)
-                self.standby_result = (f"standby {warm.contract.budget.label()} of {want.version} ready (warm: "
-                                       f"{warmed or 'planned with before'}; nothing loaded)")
-                warm = None
-            elif old is not None and want is not None and _stands_for(old, want):
-                self._standby, old = old, None
-            missing = want is not None and self._standby is None
-        for leftover in (old.planner if old is not None else None, warm):
-            if leftover is not None:
-                self.retire(leftover)
+        lock and a queue put. The loop takes it with `standby.take`."""
+        leftovers, missing = self.standby.want(want, warm, warmed)
+        for planner in leftovers:
+            self.retire(planner)
         if missing:
             self.requests.put(want)
-
-    def take_standby(self, version: str, source: str, below: str = "", label: str = "") -> Candidate | None:
-        """The held standby, if it is `version` from `source` and the next smaller rung below the
-        budget `below` (or has the budget `label`); it is no longer held. None otherwise."""
-        with self._lock:
-            held = self._standby
-            if (held is None or (held.version, held.source) != (version, source) or (below and held.below != below)
-                    or (label and held.planner.contract.budget.label() != label)):
-                return None
-            self._standby = None
-        return held
-
-    def standby_label(self) -> str:
-        """The budget of the held standby, "" for none (on /diagnostics)."""
-        held = self._standby
-        return held.planner.contract.budget.label() if held is not None else ""
 
     def worked_since(self, t: float) -> list[str]:
         """The kinds of CPU work (LOADING, BACKGROUND_PLANS) this thread did for a swap at some point
@@ -501,7 +465,7 @@ class HotSwapper:
                 raise SwapRejected(str(e)) from e
         version = what.version
         if what.rung and not what.up:  # a step down the loop could not take from the standby itself
-            held = self.take_standby(version, source, label=what.rung)  # (it was still being brought up)
+            held = self.standby.take(version, source, label=what.rung)  # (it was still being brought up)
             if held is not None:
                 return held
         running, obs = self.current()
@@ -551,16 +515,15 @@ class HotSwapper:
         Not the standby any more by then (the loop installed something else): retired instead. A
         failure is no fault: a step down then loads its rung as before. False: it waits for room
         behind another request (the room gate), and is asked for again after it."""
-        with self._lock:
-            if want != self._standby_wanted or self._standby is not None:
-                return True  # superseded by a later wish, or already held
+        if not self.standby.needs(want):
+            return True  # superseded by a later wish, or already held
         if self._moot(want) is not None:
             return True  # another version runs or is about to: the loop asks for its standby once installed
         smaller = next_smaller_rung(want.path, want.below)
         if smaller is None:
-            self.standby_result = f"no standby: {want.path} has no rung smaller than {want.below}"
+            self.standby.result = f"no standby: {want.path} has no rung smaller than {want.below}"
             return True
-        if not self._await_room(gone=lambda: want != self._standby_wanted):
+        if not self._await_room(gone=lambda: not self.standby.still_wanted(want)):
             return False
         cpu0, label = time.thread_time(), smaller.budget.label()
         try:
@@ -576,24 +539,19 @@ class HotSwapper:
                 self.retire(planner)
                 return True
         except Exception as e:  # noqa: BLE001 - a missing standby only makes the next step down slower
-            self.standby_failures += 1
-            self.standby_cpu_s = time.thread_time() - cpu0
             why = str(e) if isinstance(e, SwapRejected) else f"{type(e).__name__}: {e}"
-            self.standby_result = f"no standby {label} of {want.version}: {why}; a step down will load it then"
-            self.log("info", self.standby_result)
+            self.standby.failed(f"no standby {label} of {want.version}: {why}; a step down will load it then",
+                                time.thread_time() - cpu0)
+            self.log("info", self.standby.result)
             return True
         finally:
             self._probe = None
         cand = checked_candidate(planner, probe, want.version, want.path, rung_change=True)
         cand.below = want.below
-        self.standby_cpu_s = time.thread_time() - cpu0
+        self.standby.cpu_s = time.thread_time() - cpu0
         ready = (f"standby {label} of {want.version} ready ({cand.shadow_plans} warm-up plans; "
-                 f"{_ms(self.standby_cpu_s)} of the hot-swap thread's CPU)")
-        with self._lock:  # held and described at once: whoever sees it held reads its own result
-            keep = want == self._standby_wanted and self._standby is None
-            if keep:
-                self._standby, self.standby_result = cand, ready
-        if not keep:  # the loop moved on meanwhile
+                 f"{_ms(self.standby.cpu_s)} of the hot-swap thread's CPU)")
+        if not self.standby.hold(want, cand, ready):  # the loop moved on meanwhile
             self.retire(planner)
             return True
         self.log("info", ready)
@@ -617,7 +575,7 @@ class HotSwapper:
         while not probe.done.wait(0.05):
             if self._stop.is_set():
                 raise SwapRejected("planner is shutting down")
-            if want != self._standby_wanted:
+            if not self.standby.still_wanted(want):
                 return None
             if self._request_waiting() or time.monotonic() - self._last_fit > self.STANDBY_IDLE_S:
                 self._step_beside_loop(probe)
