@@ -537,21 +537,6 @@ def test_commands_stay_within_the_configured_limits(ros, ladder):
     assert np.all(np.isfinite(cmds))
 
 
-def test_action_shaper_scales_clamps_and_rate_limits():
-    from tdmpc2_ros.ros.planner_node import ActionShaper
-
-    # Model acts in [-1, 1] mapped to [-10, 10] N; the robot allows [-4, 6] N and 50 N/s at 50 Hz.
-    shaper = ActionShaper([-10.0], [10.0], [-4.0], [6.0], max_rate=50.0, period_s=0.02)
-    assert shaper.physical([0.5])[0] == pytest.approx(5.0)
-    out = [shaper.shape(shaper.physical([1.0]))[0] for _ in range(8)]
-    assert np.allclose(np.diff([0.0] + out), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0])  # 1 N per tick up to 6 N
-    assert shaper.shape([-100.0])[0] == pytest.approx(5.0)  # far below the limit: still only one step down
-    assert shaper.safe("hold")[0] == pytest.approx(5.0)
-    assert shaper.safe("zero")[0] == pytest.approx(4.0)  # towards zero, rate-limited
-    with pytest.raises(SpecMismatch):
-        ActionShaper([-1.0], [1.0], [-1.0, -1.0], [1.0, 1.0], 0.0, 0.02)
-
-
 @pytest.mark.parametrize("bad", ["short", "nan", "inf"])
 def test_bad_observation_gives_the_safe_action_and_an_error_diagnostic(ros, ladder, bad):
     node = start_planner(ros, ladder, safe_action="zero", diagnostics_period_s=0.2, max_observation_age_s=1.0)

@@ -8,7 +8,8 @@ A thin adapter around tdmpc2_ros.runtime (numpy + onnxruntime; no torch):
   start-up may have seen a quieter CPU;
 - each tick plans in a worker thread with a deadline. A late plan is replaced by the previous
   plan's next action (from its warm-start mean) and counted as a miss; bad or stale input yields
-  the configured safe action. Nothing malformed or out of limits is ever published;
+  the configured safe action. Nothing malformed or out of limits is ever published: every command
+  is scaled, clamped and rate-limited by runtime/action_shaper.py;
 - each executed step is published as a transition record (runtime/transition.py) for the recorder;
 - a model-update announcement (or a model_path change) is checked beside the running model and
   swapped in between two ticks (runtime/hot_swap.py); ~/rollback returns to the previous version;
@@ -46,8 +47,9 @@ from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
-from tdmpc2_ros.runtime import OnnxPlanner, SpecMismatch
+from tdmpc2_ros.runtime import OnnxPlanner
 from tdmpc2_ros.runtime import gc_pauses
+from tdmpc2_ros.runtime.action_shaper import ActionShaper
 from tdmpc2_ros.runtime.thread_usage import ThreadUsage
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
 from tdmpc2_ros.runtime.candidate import SwapRejected, load_matching, warm_up
@@ -62,44 +64,6 @@ from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
 MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
                  "odometry": Odometry}
-
-
-class ActionShaper:
-    """Normalised action in [-1, 1] -> physical command: scaled to the model's action spec, clamped
-    to the configured limits, rate-limited. The only way a command leaves the node."""
-
-    def __init__(self, model_low, model_high, limit_low, limit_high, max_rate: float, period_s: float, scale=()):
-        # scale: per-element factor from the model's action units to the command topic's (e.g. a
-        # motor gear, when a ros2_control effort controller takes N or N m).
-        scale = np.asarray(scale if len(scale) else np.ones(len(model_low)), float)
-        self.model_low, self.model_high = np.asarray(model_low, float) * scale, np.asarray(model_high, float) * scale
-        self.low = np.asarray(limit_low if len(limit_low) else model_low, float)
-        self.high = np.asarray(limit_high if len(limit_high) else model_high, float)
-        if not (self.low.shape == self.high.shape == self.model_low.shape == scale.shape):
-            raise SpecMismatch(f"action limits of length {self.low.shape[0]}/{self.high.shape[0]} or command_scale of length "
-                               f"{scale.shape[0]} do not match the model's action dim {self.model_low.shape[0]}")
-        self.max_step = max_rate * period_s if max_rate > 0 else math.inf
-        self.last = np.clip(np.zeros_like(self.low), self.low, self.high)
-
-    def physical(self, normalised) -> np.ndarray:
-        a = np.clip(np.asarray(normalised, float), -1.0, 1.0)
-        return self.model_low + (a + 1.0) * 0.5 * (self.model_high - self.model_low)
-
-    def normalised(self, physical) -> np.ndarray:
-        """Inverse of physical(): a command in the topic's units back to the model's [-1, 1]."""
-        span = np.where(self.model_high > self.model_low, self.model_high - self.model_low, 1.0)
-        return np.clip(2.0 * (np.asarray(physical, float) - self.model_low) / span - 1.0, -1.0, 1.0)
-
-    def shape(self, physical) -> np.ndarray:
-        cmd = np.clip(np.asarray(physical, float), self.low, self.high)
-        cmd = self.last + np.clip(cmd - self.last, -self.max_step, self.max_step)
-        if not np.all(np.isfinite(cmd)):  # cannot happen after the clips above; kept as the last guard
-            cmd = self.last
-        self.last = cmd
-        return cmd
-
-    def safe(self, mode: str) -> np.ndarray:
-        return self.shape(self.last if mode == "hold" else np.zeros_like(self.low))
 
 
 class PlannerNode(Node):
