@@ -60,6 +60,7 @@ from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_fold
 from tdmpc2_ros.runtime.priority import make_thread_realtime
 from tdmpc2_ros.runtime.rolling import RollingStats
 from tdmpc2_ros.runtime.swap_cost import SwapCost, swap_work
+from tdmpc2_ros.runtime.tick_slack import TickSlack
 from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
 MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
@@ -132,7 +133,7 @@ class PlannerNode(Node):
         self.plan_queued = RollingStats()  # per plan: from its hand-off to the worker until it started
         self.plan_queued_since_report = 0.0  # the longest of those since the last /diagnostics report
         self._slack_job = ""  # what the swapper put on the slack thread after the last tick (offer_slack)
-        self._slack_borrowed = False  # that slack ran into the next tick's deadline (_slack)
+        self.slack = TickSlack(self.period, self.deadline, timer=self.p.trigger == "timer")  # after each tick
         self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
         self.tick_interval, self.last_tick_start = RollingStats(200), 0.0
         self.last_obs_age = math.nan
@@ -363,32 +364,13 @@ class PlannerNode(Node):
             self._slack_job = self.swapper.offer_slack(obs, self._slack(start), self.slack_worker.submit)
 
     def _slack(self, start: float) -> float:
-        """How long a swap candidate's shadow plan may take on the slack thread after this tick.
-        On a timer the next tick must not even wait: the time left until it. Triggered by
-        observations, the next one is expected one typical tick interval after this one; where
-        that leaves no room (a lockstep sim answers at once), the next tick may wait, as long as
-        the shadow plan and that tick's own plan both fit its deadline."""
-        now = time.monotonic()
-        if self.p.trigger == "timer":
-            return start + self.period - now
-        share = self._share()
-        before_next = start + self.tick_interval.recent_median(50) - now
-        # Borrowed: the next tick's deadline holds the rest of the shadow plan (_shadow_until).
-        self._slack_borrowed = not before_next >= share
-        return max(before_next, share) if math.isfinite(before_next) else share
-
-    def _share(self) -> float:
-        """Of a tick's deadline, what its own plan leaves for a shadow plan before it (nan before
-        any plan was timed)."""
-        return self.deadline - 1.2 * self.plan_latency.recent_median(50)
+        """How long a swap candidate's shadow plan may take on the slack thread after this tick."""
+        return self.slack.after_tick(start, time.monotonic(), self.plan_latency.recent_median(50),
+                                     self.tick_interval.recent_median(50))
 
     def _shadow_until(self, start: float) -> float:
-        """When a shadow plan still running at this tick's start must stop: once this tick's own plan
-        would no longer fit, where its slack was borrowed from this tick (a lockstep sim), else at
-        once (on a timer, or an observation that came before the expected time: a robot that does
-        not wait for its command is not kept waiting for a check either)."""
-        share = self._share()
-        return start + share if self._slack_borrowed and share > 0 else start
+        """When a shadow plan still running at this tick's start must stop (runtime/tick_slack.py)."""
+        return self.slack.stop_at(start, self.plan_latency.recent_median(50))
 
     def _plan(self, obs, submitted: float):
         t, cpu, gc_here, gc_all = time.perf_counter(), time.thread_time(), self.gc.in_thread(), self.gc.total_s
