@@ -10,7 +10,7 @@ import pytest
 
 from ros_harness import REPO
 from tdmpc2_ros.benchmark.loop import (_swap_work_table, bench_ingest, bench_stepdown, bench_swap, excess_p, format_table,
-                                        host_cpu_jiffies, steal_pct, swap_work_counts)
+                                        swap_work_counts)
 
 
 def test_ingest_reaches_the_buffer_whole():
@@ -55,17 +55,9 @@ def test_excess_p_is_the_one_sided_exact_test_of_equal_miss_rates():
     assert excess_p(3000, 9000, 1000, 9000) == 0.0 and excess_p(1000, 9000, 3000, 9000) == 1.0
 
 
-def test_host_steal_is_read_from_proc_stat_and_shown_beside_the_windows():
-    """This machine is Linux: /proc/stat gives steal within all CPU time, both growing; the table
-    shows the steal of each kind of window, and a results file without it renders without the line."""
-    import time
-
-    first = host_cpu_jiffies()
-    time.sleep(0.2)
-    second = host_cpu_jiffies()
-    assert first is not None and second is not None
-    assert 0 <= first[0] <= first[1] and second[1] > first[1] and second[0] >= first[0]
-    assert steal_pct([3, 200]) == 1.5 and steal_pct([0, 0]) is None
+def test_host_steal_is_shown_beside_the_windows():
+    """The table shows the steal of each kind of window (runtime/host_steal.py reads it), and a
+    results file without it renders without the line."""
     work = {"with": {"ticks": 10, "missed": 0}, "without": {"ticks": 90, "missed": 1}, "excess_p": 1.0,
             "by_kind": {"swap_tick": 0}}
     swap = {"swaps": 1, "swaps_within_1ms": 1, "ordinary_ticks_sampled": 5, "ordinary_ticks_within_1ms": 5,

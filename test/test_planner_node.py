@@ -264,6 +264,9 @@ def test_an_overrunning_rung_steps_down_while_the_loop_keeps_acting(ros, ladder)
     # Python's garbage collector: timed on /diagnostics, and start-up's objects frozen out of its scans.
     assert {"gc_full_collections", "gc_pause_max_ms", "gc_in_plan_max_ms"} <= set(last)
     assert int(last["gc_full_collections"]) == node.gc.collections[2] and gc.get_freeze_count() > 0
+    # The host's steal per report: read from /proc/stat on this Linux machine, a percentage.
+    assert 0.0 <= float(last["host_steal_pct"]) <= 100.0
+    assert float(last["host_steal_pct"]) <= float(last["host_steal_max_pct"]) <= 100.0
     assert not node.set_parameters([Parameter("deadline_fraction", value=2.0)])[0].successful
 
 
@@ -571,10 +574,24 @@ def test_stale_observation_gives_the_safe_action(ros, ladder):
 def test_overrun_publishes_the_fallback_and_counts_the_miss(ros, ladder):
     # 1 kHz with a 1% deadline: no plan fits, every tick must still publish something.
     node = start_planner(ros, ladder, control_rate_hz=1000.0, deadline_fraction=0.01, max_observation_age_s=1.0)
+    warnings, logger = [], node.get_logger()
+
+    class Recording:  # the node's logger, keeping what it warns
+        def __getattr__(self, name):
+            return getattr(logger, name)
+
+        def warning(self, text, **kw):
+            warnings.append(text)
+            return logger.warning(text, **kw)
+
+    node._logger = Recording()
     n, pub, out = peer(ros)
     n.create_timer(0.005, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
     assert ros.spin_until(lambda: node.missed_deadlines >= 20, 60)
     assert node.published == node.ticks  # no tick went without a command
+    # A late plan's warning splits its time, and names the host's steal (this machine is Linux).
+    late = [w for w in warnings if w.startswith("a plan took")]
+    assert late and all("of CPU time since the last /diagnostics report" in w for w in late), warnings[-3:]
     assert all(np.all(np.isfinite(c)) and np.all(np.abs(c) <= 1.0) for c in out["commands"])
 
 

@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.benchmark.core import write_results
+from tdmpc2_ros.runtime.host_steal import host_cpu_jiffies, steal_pct
 from tdmpc2_ros.runtime.swap_cost import SWAP_WORK
 
 
@@ -89,23 +90,6 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
         raise RuntimeError(f"ingest lost transitions: {len(buffer)} of {transitions} reached the buffer")
     return {"storage": storage, "transitions": len(buffer), "bag_mb": round(size / 1e6, 2), "seconds": round(seconds, 3),
             "transitions_per_s": round(len(buffer) / seconds)}
-
-
-def host_cpu_jiffies() -> tuple[int, int] | None:
-    """(steal, all) CPU time of every core since boot, in jiffies, from /proc/stat; None where there is
-    none (not Linux). Steal is time a virtual machine's cores were ready to run while the hypervisor
-    ran something else: the host's load, which no setting of the planner can help."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
-    except (OSError, ValueError):
-        return None
-    return (fields[7], sum(fields)) if len(fields) == 8 else None
-
-
-def steal_pct(jiffies: list[int]) -> float | None:
-    """Steal as a percentage of all CPU time from [steal, all] jiffies summed over windows."""
-    return round(100.0 * jiffies[0] / jiffies[1], 2) if jiffies[1] > 0 else None
 
 
 def excess_p(missed_a: int, ticks_a: int, missed_b: int, ticks_b: int) -> float | None:

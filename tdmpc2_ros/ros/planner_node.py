@@ -50,6 +50,7 @@ from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner
 from tdmpc2_ros.runtime import gc_pauses
 from tdmpc2_ros.runtime.action_shaper import ActionShaper
+from tdmpc2_ros.runtime.host_steal import StealMeter
 from tdmpc2_ros.runtime.thread_usage import ThreadUsage
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
 from tdmpc2_ros.runtime.candidate import SwapRejected, load_matching, warm_up
@@ -81,6 +82,7 @@ class PlannerNode(Node):
         # they took (runtime/gc_pauses.py).
         self.gc = gc_pauses.GcPauses()
         self.gc_in_plans_max_s = 0.0  # the most of one plan spent in collections (any thread's)
+        self.steal = StealMeter()  # the host's steal per /diagnostics report (runtime/host_steal.py)
         share_thread_pool(self.p.threads)  # the running model and a swap candidate must not both spin threads
         set_execution_provider(self.p.execution_provider)  # every session of this node, swap candidates included
         self.planner, self.ladder_report, first_standby, rung_p50 = self._load_model()
@@ -395,7 +397,8 @@ class PlannerNode(Node):
             self.get_logger().warning(f"a plan took {self.last_plan_s * 1e3:.1f} ms, {waited * 1e3:.1f} ms of it not running "
                                       f"(waiting for a core or the GIL), {in_gc * 1e3:.1f} ms in Python's garbage "
                                       f"collector ({in_gc_here * 1e3:.1f} ms in the plan's own thread); its thread: "
-                                      f"{ThreadUsage.now().since(usage).describe()}", throttle_duration_sec=1.0)
+                                      f"{ThreadUsage.now().since(usage).describe()}; {_steal_words(self.steal.peek())}",
+                                      throttle_duration_sec=1.0)
         self._planned_at = time.monotonic()
         self.steps.observe(self.last_plan_s)
         with self.lock:
@@ -624,6 +627,9 @@ class PlannerNode(Node):
             "gc_full_collections": self.gc.collections[2], "gc_pause_max_ms": round(self.gc.max_s * 1e3, 3),
             "gc_in_plan_max_ms": round(self.gc_in_plans_max_s * 1e3, 3),
             "last_room_wait_s": round(self.swapper.gate.last_wait_s, 3),
+            # The host's steal (a VM's cores held back by the hypervisor) since the last report, and the
+            # highest report so far: late plans that no setting here can help. nan where unknown.
+            "host_steal_pct": _or_nan(self.steal.report()), "host_steal_max_pct": self.steal.max_pct,
             "control_rate_hz": self.p.control_rate_hz,
             "plan_thread": self.plan_thread,
             "execution_provider": self.planner.session.get_providers()[0],
@@ -647,6 +653,16 @@ class PlannerNode(Node):
             if worker is not None:
                 worker.shutdown(wait=True)
         return super().destroy_node()
+
+
+def _or_nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _steal_words(pct: float | None) -> str:
+    if pct is None:
+        return "the host's steal is unknown here"
+    return f"the host stole {pct:.1f}% of CPU time since the last /diagnostics report"
 
 
 def resolve_model_path(path: str, wait_s: float, log) -> str:
