@@ -163,7 +163,8 @@ def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None
         log(f"planner: budget {d.get('budget')} (steps while running: {d.get('budget_steps_down', 0)} down, {d.get('budget_steps_up', 0)} up), ONNX call p99 {d.get('plan_latency_p99_ms')} ms "
             f"(not running, waiting for a core or the GIL: p99 {d.get('plan_waited_p99_ms')} ms, max {d.get('plan_waited_max_ms')} ms), tick p99 "
             f"{d.get('tick_latency_p99_ms')} ms, ROS overhead p99 {d.get('ros_overhead_p99_ms')} ms (each tick minus its "
-            f"ONNX call), missed deadlines {d.get('missed_deadlines')} of {d.get('ticks')} ticks")
+            f"ONNX call), missed deadlines {d.get('missed_deadlines')} of {d.get('ticks')} ticks, the host's steal at most "
+            f"{d.get('host_steal_max_pct')}% of CPU time in a report window (a VM's cores held back by the hypervisor)")
     _render(task, rec["states"], run / "rollout.mp4", fps=int(round(control_rate_hz)))
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     log(f"wrote {run / 'rollout.mp4'}, {run / 'latency_histogram.png'}, {run / 'summary.json'}")
