@@ -186,3 +186,19 @@ class Ros:
             n.destroy_node()
         self.executor.shutdown()
         self.context.try_shutdown()
+
+
+def record_warnings(node) -> list[str]:
+    """The texts of the warnings `node` logs from now on (they are still logged)."""
+    warnings, logger = [], node.get_logger()
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(logger, name)
+
+        def warning(self, text, **kw):
+            warnings.append(text)
+            return logger.warning(text, **kw)
+
+    node._logger = Recording()  # rclpy's Node.get_logger() returns this attribute
+    return warnings

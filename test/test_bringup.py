@@ -229,3 +229,25 @@ def test_a_command_is_interrupted_by_sigterm_and_by_an_ignored_sigint(sig):
     finally:
         proc.kill()
     assert proc.returncode == 3 and "cleaned up" in out
+
+
+def test_every_parameter_the_bringup_or_a_yaml_sets_is_one_its_node_declares():
+    """ROS ignores a parameter no one declares (the nodes now warn of one, ros/params.py): the shipped
+    description and YAML files must set none, or a launch argument would do nothing."""
+    import dataclasses
+
+    import yaml
+
+    from tdmpc2_ros.ros import recorder_node, sim_node, trainer_node
+    from tdmpc2_ros.ros.params import PlannerParams
+
+    declared = {"planner_node": {f.name for f in dataclasses.fields(PlannerParams)},
+                "sim_node": set(sim_node.PARAMETERS), "recorder_node": set(recorder_node.PARAMETERS),
+                "trainer_node": set(trainer_node.PARAMETERS)}
+    specs = {spec.name: spec for node_set in bringup.NODE_SETS.values() for spec in node_set}
+    assert set(specs) == set(declared)
+    for name, spec in specs.items():
+        known = declared[name] | {"use_sim_time"}  # every rclpy node declares use_sim_time
+        assert set(spec.arg_params) <= known, (name, set(spec.arg_params) - known)
+        shipped = yaml.safe_load((REPO / "config" / spec.params_file).read_text())[name]["ros__parameters"]
+        assert set(shipped) <= known, (name, set(shipped) - known)

@@ -3,6 +3,7 @@ Defaults here equal config/planner.yaml; the YAML is what users edit."""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, fields
 
 from tdmpc2_ros.ros import topics
@@ -125,3 +126,20 @@ def declare_table(node, table: dict) -> dict:
         else:
             out[name] = node.declare_parameter(name, default, ParameterDescriptor(description=description)).value
     return out
+
+
+def warn_unknown_parameters(node) -> list[str]:
+    """Warn of each parameter set for this node (a params file, `-p`, a launch argument) that the
+    node does not declare: ROS ignores it without a word, so a misspelt `control_rate` in a YAML
+    would leave the node at its default rate. Call once every parameter is declared. Returns the
+    names, sorted."""
+    # rclpy keeps the overrides it was given in this attribute (Humble to Kilted); no public accessor.
+    overrides = getattr(node, "_parameter_overrides", None) or {}
+    declared = list(node.list_parameters([], 0).names)
+    unknown = sorted(n for n in overrides if not node.has_parameter(n) and not n.startswith("qos_overrides."))
+    for name in unknown:
+        close = difflib.get_close_matches(name, declared, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        node.get_logger().warning(f"parameter '{name}' is set for {node.get_name()}, which has no such parameter: "
+                                  f"it is ignored{hint}")
+    return unknown

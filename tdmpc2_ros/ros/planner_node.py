@@ -44,7 +44,7 @@ from std_srvs.srv import Trigger
 from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segmented_array, segments_of
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
-from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
+from tdmpc2_ros.ros.params import PlannerParams, declare_and_read, warn_unknown_parameters
 from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner
@@ -75,6 +75,7 @@ class PlannerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("planner_node", **kwargs)
         self.p: PlannerParams = declare_and_read(self)
+        warn_unknown_parameters(self)
         self.period = 1.0 / self.p.control_rate_hz
         self.deadline = 0.9 * self.period  # a plan not back by then is a miss (the fallback acts)
         self.assembler = ObservationAssembler(list(self.p.observation_sources))
@@ -397,7 +398,7 @@ class PlannerNode(Node):
             self.get_logger().warning(f"a plan took {self.last_plan_s * 1e3:.1f} ms, {waited * 1e3:.1f} ms of it not running "
                                       f"(waiting for a core or the GIL), {in_gc * 1e3:.1f} ms in Python's garbage "
                                       f"collector ({in_gc_here * 1e3:.1f} ms in the plan's own thread); its thread: "
-                                      f"{ThreadUsage.now().since(usage).describe()}; {_steal_words(self.steal.peek())}",
+                                      f"{ThreadUsage.now().since(usage).describe()}; {_steal_words(self.steal.peek(), self.steal.window_s())}",
                                       throttle_duration_sec=1.0)
         self._planned_at = time.monotonic()
         self.steps.observe(self.last_plan_s)
@@ -659,10 +660,10 @@ def _or_nan(value: float | None) -> float:
     return math.nan if value is None else value
 
 
-def _steal_words(pct: float | None) -> str:
+def _steal_words(pct: float | None, window_s: float) -> str:
     if pct is None:
         return "the host's steal is unknown here"
-    return f"the host stole {pct:.1f}% of CPU time since the last /diagnostics report"
+    return f"the host stole {pct:.1f}% of CPU time in the {window_s:.2f} s since the last /diagnostics report"
 
 
 def resolve_model_path(path: str, wait_s: float, log) -> str:

@@ -9,6 +9,7 @@ Linux's /proc/stat; elsewhere it is unknown (None), never guessed.
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable
 
 
@@ -35,7 +36,7 @@ class StealMeter:
 
     def __init__(self, read: Callable[[], tuple[int, int] | None] = host_cpu_jiffies):
         self._read = read
-        self._mark = read()
+        self._mark, self._mark_t = read(), time.monotonic()
         self.max_pct = math.nan  # the highest window reported so far; nan until one is known
 
     def _since_mark(self, now) -> float | None:
@@ -46,10 +47,15 @@ class StealMeter:
     def peek(self) -> float | None:
         return self._since_mark(self._read())
 
+    def window_s(self) -> float:
+        """How long the window so far has lasted (a peek over a few jiffies is coarse: one in five is 20%)."""
+        return time.monotonic() - self._mark_t
+
     def report(self) -> float | None:
         now = self._read()
         pct = self._since_mark(now)
-        self._mark = now if now is not None else self._mark
+        if now is not None:
+            self._mark, self._mark_t = now, time.monotonic()
         if pct is not None and (math.isnan(self.max_pct) or pct > self.max_pct):
             self.max_pct = pct
         return pct
