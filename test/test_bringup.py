@@ -251,3 +251,23 @@ def test_every_parameter_the_bringup_or_a_yaml_sets_is_one_its_node_declares():
         assert set(spec.arg_params) <= known, (name, set(spec.arg_params) - known)
         shipped = yaml.safe_load((REPO / "config" / spec.params_file).read_text())[name]["ros__parameters"]
         assert set(shipped) <= known, (name, set(shipped) - known)
+    # The Gazebo variant of the planner's YAML (README "Gazebo") too.
+    gazebo = yaml.safe_load((REPO / "config" / "planner_gazebo.yaml").read_text())["planner_node"]["ros__parameters"]
+    assert set(gazebo) <= declared["planner_node"] | {"use_sim_time"}, set(gazebo) - declared["planner_node"]
+
+
+def test_the_shipped_yamls_state_the_defaults_their_nodes_declare():
+    """config/*.yaml is what users edit and read; `ros2 run` without it gets the declared defaults.
+    They must agree, so that a node behaves the same either way (the planner's: test_planner_node)."""
+    import yaml
+
+    from tdmpc2_ros.ros import recorder_node, sim_node, trainer_node
+
+    # Deliberate: the shipped recorder also keeps the sim's episode returns (for learning curves);
+    # a robot has no such topic, so the node's default records transitions only.
+    differ_on_purpose = {("recorder_node", "topics")}
+    for name, module in (("sim_node", sim_node), ("recorder_node", recorder_node), ("trainer_node", trainer_node)):
+        shipped = yaml.safe_load((REPO / "config" / f"{name.removesuffix('_node')}.yaml").read_text())[name]
+        for key, value in shipped["ros__parameters"].items():
+            if (name, key) not in differ_on_purpose and key != "use_sim_time":
+                assert value == module.PARAMETERS[key][0], (name, key, value, module.PARAMETERS[key][0])

@@ -52,8 +52,8 @@ updates_per_cycle           100                 updates between two progress lin
 export_every_updates        2000                export + validate + announce every N updates (0 = only
                                                 on ~/export)
 min_transitions             1000                no update before the buffer holds this many (seed steps)
-max_updates_per_transition  0.0                 cap on updates per ingested transition (TD-MPC2 online:
-                                                1.0); 0 = train continuously
+max_updates_per_transition  1.0                 cap on updates per ingested transition (TD-MPC2's one
+                                                update per agent step); 0 = train continuously
 scan_period_s               5.0                 how often bag_dir is listed
 export_on_start             true                if the store holds no version yet, export the current
                                                 model (init_weights or fresh) at start so a planner
@@ -145,7 +145,8 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "updates_per_cycle": (100, "updates between two progress log lines"),
     "export_every_updates": (2000, "export, validate and announce every N updates (0 = only on ~/export)"),
     "min_transitions": (1000, "no update until the buffer holds this many transitions (TD-MPC2 seed steps)"),
-    "max_updates_per_transition": (0.0, "at most this many updates per ingested transition (0 = no cap)"),
+    "max_updates_per_transition": (1.0, "at most this many updates per ingested transition (1 = TD-MPC2's one update "
+                                        "per agent step; 0 = no cap)"),
     "scan_period_s": (5.0, "how often bag_dir is scanned for closed bags"),
     "export_on_start": (True, "export the current model at start if the store holds no version yet"),
     "announce_inline": (False, "carry the model files' bytes in the announcement"),
