@@ -9,21 +9,29 @@ import sys
 from pathlib import Path
 
 
+class _Parser(argparse.ArgumentParser):
+    """A subcommand's parser: its --help shows each option's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def _episode_args(p):
     """What an evaluation needs besides the model: the task, how many episodes, the seed, threads."""
-    p.add_argument("--task", default="cartpole-swingup")
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--task", default="cartpole-swingup", help="dm_control task, domain-task")
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episodes' initial states and of the planner's noise")
+    p.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads")
 
 
 def _budget_args(p: argparse.ArgumentParser):
     g = p.add_argument_group("planning budget (fixed at export)")
-    g.add_argument("--planner", choices=["mppi", "cem", "gradient"], default="mppi")
-    g.add_argument("--iterations", type=int)
-    g.add_argument("--samples", type=int, dest="num_samples")
-    g.add_argument("--elites", type=int, dest="num_elites")
-    g.add_argument("--pi-trajs", type=int, dest="num_pi_trajs")
+    g.add_argument("--planner", choices=["mppi", "cem", "gradient"], default="mppi", help="planner in the graph")
+    g.add_argument("--iterations", type=int, help="planner iterations (default: the reference's 6)")
+    g.add_argument("--samples", type=int, dest="num_samples", help="sampled action sequences (default: 512)")
+    g.add_argument("--elites", type=int, dest="num_elites", help="elites refitted each iteration (default: 64)")
+    g.add_argument("--pi-trajs", type=int, dest="num_pi_trajs", help="policy-prior trajectories (default: 24)")
 
 
 def _device_arg(text: str) -> str:
@@ -258,18 +266,18 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tdmpc2-ros", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train TD-MPC2 online on a dm_control task, or offline from bags (--bags); no ROS")
-    t.add_argument("--task", default="cartpole-swingup")
+    t.add_argument("--task", default="cartpole-swingup", help="dm_control task, domain-task (online training)")
     t.add_argument("--steps", type=int, default=100_000, help="environment steps, action repeat 2 included")
-    t.add_argument("--preset", default="1M", choices=["1M", "5M", "19M", "48M", "317M"])
-    t.add_argument("--seed", type=int, default=1)
-    t.add_argument("--planner", choices=["mppi", "cem", "gradient"], default="mppi")
-    t.add_argument("--eval-freq", type=int, default=10_000)
-    t.add_argument("--eval-episodes", type=int, default=10)
-    t.add_argument("--checkpoint-freq", type=int, default=10_000)
-    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--preset", default="1M", choices=["1M", "5M", "19M", "48M", "317M"], help="model size")
+    t.add_argument("--seed", type=int, default=1, help="seed of the weights, the environment and the replay sampling")
+    t.add_argument("--planner", choices=["mppi", "cem", "gradient"], default="mppi", help="planner while acting and exported")
+    t.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every this many environment steps")
+    t.add_argument("--eval-episodes", type=int, default=10, help="episodes per evaluation")
+    t.add_argument("--checkpoint-freq", type=int, default=10_000, help="checkpoint every this many environment steps")
+    t.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
     t.add_argument("--device", default="cpu", type=_device_arg,
                    help="where the world model trains: cpu (default), cuda, cuda:N, or auto (a GPU where torch sees one)")
     t.add_argument("--act-backend", choices=["auto", "onnx", "torch"], default="auto",
@@ -277,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "planner beside the weights on a GPU")
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the update (for long runs); on a GPU also as CUDA graphs, acting too")
-    t.add_argument("--run-dir")
+    t.add_argument("--run-dir", help="run folder: curve CSV and PNG, checkpoints, weights (default: runs/<task>-<preset>-s<seed>; "
+                                     "offline: runs/offline)")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     o = t.add_argument_group("offline training from bags (--bags; the run always resumes from RUN_DIR, default runs/offline)")
     o.add_argument("--bags", help="folder of closed rosbag2 bags: ingest those not yet in RUN_DIR's ledger, train, "
@@ -285,24 +294,25 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--store", default="tdmpc2_models", help="model store the validated version is added to")
     o.add_argument("--updates", type=int, default=1000, help="gradient updates after ingesting")
     o.add_argument("--init-weights", help="weights.pt or checkpoint.pt to start from (a fresh run only)")
-    o.add_argument("--batch-size", type=int, default=256)
+    o.add_argument("--batch-size", type=int, default=256, help="update batch size")
     o.add_argument("--min-transitions", type=int, default=1000, help="no update before the buffer holds this many")
     o.add_argument("--action-repeat", type=int, default=2, help="env steps per transition (1 on a robot)")
     o.add_argument("--discount", type=float, help="default: heuristic from --episode-length, else 0.99")
     o.add_argument("--episode-length", type=int, default=0, help="agent steps per episode (discount heuristic)")
     o.add_argument("--obs-dim", type=int, default=0, help="0 = from the checkpoint, --init-weights or the first bag")
-    o.add_argument("--action-dim", type=int, default=0)
+    o.add_argument("--action-dim", type=int, default=0, help="0 = from the checkpoint, --init-weights or the first bag")
     o.add_argument("--action-low", type=float, nargs="+", help="model action bounds (raw mode: command units)")
-    o.add_argument("--action-high", type=float, nargs="+")
+    o.add_argument("--action-high", type=float, nargs="+", help="model action bounds, high")
     o.add_argument("--ladder", help="exported rungs 'i:s:e:p,i:s:e:p' largest first (default: the default ladder)")
     o.add_argument("--control-rate-hz", type=float, default=50.0, help="for the latency check")
-    o.add_argument("--deadline-fraction", type=float, default=0.7)
-    o.add_argument("--latency-runs", type=int, default=30)
+    o.add_argument("--deadline-fraction", type=float, default=0.7,
+                   help="a rung fits if its p99 latency <= this fraction of the control period")
+    o.add_argument("--latency-runs", type=int, default=30, help="timed plans per rung in the latency check")
     o.add_argument("--record-topics", nargs="+", help="transition-record topics (default: any)")
     o.add_argument("--raw-obs-topic", help="raw mode: observation topic (with --raw-command-topic, --raw-reward-topic)")
-    o.add_argument("--raw-command-topic")
-    o.add_argument("--raw-reward-topic")
-    o.add_argument("--raw-episode-topic")
+    o.add_argument("--raw-command-topic", help="raw mode: command topic (Float64MultiArray, physical units)")
+    o.add_argument("--raw-reward-topic", help="raw mode: reward topic (Float64)")
+    o.add_argument("--raw-episode-topic", help="raw mode: episode topic (Int64), optional")
     o.add_argument("--tolerance-s", type=float, default=0.005, help="raw mode: timestamp tolerance")
     t.set_defaults(func=cmd_train)
 
@@ -314,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     v = sub.add_parser("eval", help="evaluate an exported planner on a dm_control task")
-    v.add_argument("--model", required=True)
+    v.add_argument("--model", required=True, help="an .onnx planner or a model folder")
     _episode_args(v)
     v.add_argument("--video", help="write the first episode as MP4/GIF here")
     v.set_defaults(func=cmd_eval)
@@ -326,28 +336,28 @@ def build_parser() -> argparse.ArgumentParser:
     l.set_defaults(func=cmd_eval_ladder)
 
     b = sub.add_parser("bench", help="planning/training speed and memory benchmark (JSON + table)")
-    b.add_argument("--presets", default="1M,5M")
-    b.add_argument("--planners", default="mppi")
-    b.add_argument("--repeats", type=int, default=30)
+    b.add_argument("--presets", default="1M,5M", help="comma-separated model sizes")
+    b.add_argument("--planners", default="mppi", help="comma-separated: mppi, cem, gradient")
+    b.add_argument("--repeats", type=int, default=30, help="timed plans per model (updates: half as many, at least 10)")
     b.add_argument("--providers", default="cpu,openvino",
                    help="execution providers to time the plan on (runtime/onnx_planner.py); one not installed is "
                         "left out with a note. The bars are read on cpu, ONNX Runtime's own CPU kernels")
-    b.add_argument("--out", default="benchmark/results/core.json")
+    b.add_argument("--out", default="benchmark/results/core.json", help="JSON results; the table goes beside it as .md")
     b.set_defaults(func=cmd_bench)
     bt = sub.add_parser("bench-train", help="training speed on one device, preset by preset: update (eager and compiled), "
                                            "act while collecting, peak GPU memory (JSON + table)")
     bt.add_argument("--device", default="auto", type=_device_arg, help="cpu, cuda, cuda:N or auto (default: a GPU where torch sees one)")
-    bt.add_argument("--presets", default="1M,5M")
+    bt.add_argument("--presets", default="1M,5M", help="comma-separated model sizes")
     bt.add_argument("--modes", default="auto",
                     help="eager, compiled (torch.compile) and/or graphs (compiled and captured as CUDA graphs, as "
                          "train --compile runs on a GPU); auto: eager,compiled and, on a GPU, graphs")
-    bt.add_argument("--batch-size", type=int, default=256)
-    bt.add_argument("--repeats", type=int, default=30)
-    bt.add_argument("--out", default="benchmark/results/train.json")
+    bt.add_argument("--batch-size", type=int, default=256, help="update batch size")
+    bt.add_argument("--repeats", type=int, default=30, help="timed updates per mode")
+    bt.add_argument("--out", default="benchmark/results/train.json", help="JSON results; the table goes beside it as .md")
     bt.set_defaults(func=cmd_bench_train)
     bl = sub.add_parser("bench-loop", help="learning-loop benchmark: bag ingest throughput and hot-swap cost (JSON + table)")
-    bl.add_argument("--transitions", type=int, default=50_000)
-    bl.add_argument("--swaps", type=int, default=5)
+    bl.add_argument("--transitions", type=int, default=50_000, help="transitions written to the MCAP bag that is ingested")
+    bl.add_argument("--swaps", type=int, default=5, help="model swaps announced to the running planner")
     bl.add_argument("--model", default="", help="model folder to swap between (default: the shipped model)")
     bl.add_argument("--busy", type=float, default=0.0, metavar="CORES",
                     help="keep this much of one core busy in another process while the planner runs (0-1; e.g. 0.5: "
@@ -356,13 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which parts to run: ingest (bag -> buffer), swap (the planner's model swaps through the "
                          "bringup), stepdown (a budget step down's CPU on the hot-swap thread, no ROS)")
     bl.add_argument("--stepdown-reps", type=int, default=5, help="step downs per ladder pair and number of warm-up plans")
-    bl.add_argument("--out", default="benchmark/results/loop.json")
+    bl.add_argument("--out", default="benchmark/results/loop.json", help="JSON results; the table goes beside it as .md")
     bl.add_argument("planner_args", nargs="*", metavar="name:=value",
                     help="launch arguments for the planner's bringup, e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]")
     bl.set_defaults(func=cmd_bench_loop)
     bn = sub.add_parser("bench-learn", help="the closed learning loop from random weights through the bringup "
                                             "(lockstep sim, planner, recorder, trainer): learning curve, swaps, JSON + table")
-    bn.add_argument("--task", default="cartpole-swingup")
+    bn.add_argument("--task", default="cartpole-swingup", help="dm_control task the sim runs")
     bn.add_argument("--env-steps", type=int, default=100_000, help="environment steps to play (action repeat 2 included)")
     bn.add_argument("--rate-hz", type=float, default=8.0,
                     help="planner timer = lockstep transitions per second; keep it below the trainer's updates/s")
@@ -371,32 +381,32 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--bag-split-s", type=float, default=30.0, help="recorder: close a bag for the trainer this often")
     bn.add_argument("--bar", type=float, default=750.0, help="return the loop should reach within --env-steps")
     bn.add_argument("--settle-s", type=float, default=4.0, help="misses counted from before a swap to this long after it")
-    bn.add_argument("--eval-episodes", type=int, default=10)
+    bn.add_argument("--eval-episodes", type=int, default=10, help="episodes to evaluate the last version on")
     bn.add_argument("--seed", type=int, default=None,
                     help="one seed for the sim, planner and trainer (default: each node's YAML: sim 0, planner 0, trainer 1)")
-    bn.add_argument("--eval-seed", type=int, default=0)
-    bn.add_argument("--timeout-h", type=float, default=6.0)
+    bn.add_argument("--eval-seed", type=int, default=0, help="seed of the evaluation episodes")
+    bn.add_argument("--timeout-h", type=float, default=6.0, help="stop the loop after this many hours")
     bn.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: from the process id)")
-    bn.add_argument("--run-dir", default="runs/bench-learn")
+    bn.add_argument("--run-dir", default="runs/bench-learn", help="bags, model store, trainer run and logs")
     bn.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    bn.add_argument("--out", default="benchmark/results/learn.json")
+    bn.add_argument("--out", default="benchmark/results/learn.json", help="JSON results; the table goes beside it as .md")
     bn.set_defaults(func=cmd_bench_learn)
 
     s = sub.add_parser("ship", help="export the ladder, evaluate, and write a model folder with its model card")
     s.add_argument("--weights", required=True, help="weights.pt or checkpoint.pt produced by `tdmpc2-ros train`")
     s.add_argument("--out", required=True, help="model folder, e.g. models/cartpole_swingup")
-    s.add_argument("--episodes", type=int, default=10)
-    s.add_argument("--eval-seed", type=int, default=0)
+    s.add_argument("--episodes", type=int, default=10, help="evaluation episodes for the model card")
+    s.add_argument("--eval-seed", type=int, default=0, help="seed of those episodes")
     s.add_argument("--reproduce", default="", help="the exact command that produced the weights (default: the "
                                                    "`train` command recorded in the weights' run folder)")
-    s.add_argument("--note", default="")
+    s.add_argument("--note", default="", help="a line for the model card")
     s.set_defaults(func=cmd_ship)
 
     d = sub.add_parser("demo", help="sim + planner with the shipped model in real time; video, latency histogram")
-    d.add_argument("--episodes", type=int, default=5)
+    d.add_argument("--episodes", type=int, default=5, help="episodes to play")
     d.add_argument("--model", help="model folder or .onnx (default: the shipped cartpole model)")
     d.add_argument("--rate", type=float, default=50.0, help="control rate in Hz")
-    d.add_argument("--run-dir")
+    d.add_argument("--run-dir", help="where the video, histogram and summary go (default: runs/demo-<time>)")
     d.add_argument("launch_args", nargs="*", metavar="name:=value",
                    help="more launch arguments for the bringup, e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]")
     d.set_defaults(func=cmd_demo)
