@@ -100,6 +100,9 @@ def test_planner_yaml_states_the_defaults_the_node_declares():
         assert value == default, (name, value, default)
     # Left out of the YAML only where the default is "the model's own" (empty).
     assert {n for n in defaults if n not in shipped} == {"command_scale", "action_low", "action_high"}
+    # Each has a line for `ros2 param describe`.
+    from tdmpc2_ros.ros.params import DESCRIPTIONS
+    assert set(DESCRIPTIONS) == set(defaults) and all(DESCRIPTIONS.values())
 
 
 def test_refuses_a_missing_model(ros, tmp_path):
@@ -552,7 +555,10 @@ def test_make_thread_realtime_reports_what_it_could_not_do():
 
 
 def test_commands_stay_within_the_configured_limits(ros, ladder):
-    start_planner(ros, ladder, action_low=[-0.2], action_high=[0.3], max_observation_age_s=1.0)
+    node = start_planner(ros, ladder, action_low=[-0.2], action_high=[0.3], max_observation_age_s=1.0)
+    from tdmpc2_ros.ros.params import DESCRIPTIONS  # what `ros2 param describe` shows
+    for name in ("control_rate_hz", "action_low", "threads"):
+        assert node.describe_parameter(name).description == DESCRIPTIONS[name]
     n, pub, out = peer(ros)
     rng = np.random.default_rng(0)
     n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=list(rng.normal(0, 3, SMALL_OBS_DIM)))))

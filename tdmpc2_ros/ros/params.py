@@ -74,6 +74,43 @@ class PlannerParams:
         return self
 
 
+# What `ros2 param describe /planner_node <name>` says of each parameter (config/planner.yaml has more).
+DESCRIPTIONS = {
+    "model_path": ".onnx file, model folder (ladder.json) or model store; '' = the shipped cartpole model",
+    "control_rate_hz": "control rate (Hz): one plan and one command per period",
+    "trigger": "timer: plan on a fixed-rate timer; observation: plan as soon as an observation arrives",
+    "deadline_fraction": "a rung fits if its p99 plan latency is within this fraction of the period (0-1]",
+    "budget_step_up_after_s": "after this long with every plan within the limit, try the next larger rung (0 = never)",
+    "budget_standby": "keep the next smaller rung loaded and warm, so that a step down loads nothing",
+    "ladder_warmup": "warm-up plans per rung before it is timed at start-up",
+    "ladder_runs": "timed plans per rung at start-up",
+    "swap_load_wait_s": "a new version or standby loads once the loop shows room, or after this long (0 = at once)",
+    "swap_check_spacing": "a swap candidate's shadow plans: at most one every this many ticks",
+    "threads": "ONNX Runtime threads for the plan (1 where the CPU is shared)",
+    "execution_provider": "auto, cpu, openvino (Intel CPUs) or cuda",
+    "plan_thread_priority": "SCHED_FIFO priority 1-99 of the planning thread; 0 = a normal thread",
+    "plan_cpu_affinity": "cores the planning thread may run on; [] = any",
+    "gc_freeze": "after start-up, keep its objects out of Python's garbage collections",
+    "seed": "seed of the planner's sampling noise",
+    "observation_sources": "<type>:<topic>:<field>[:<joint>] entries assembled into the observation (ros/adapters.py)",
+    "action_topic": "where commands go (std_msgs/Float64MultiArray, physical units)",
+    "episode_topic": "episode starts (std_msgs/Int64): the warm start is reset",
+    "command_scale": "per-action factor from the model's units to the command topic's (e.g. a motor gear); [] = 1",
+    "action_low": "command limits, low (after scaling); [] = the model's action spec",
+    "action_high": "command limits, high (after scaling); [] = the model's action spec",
+    "max_action_rate": "command rate limit in physical units per second; 0 = none",
+    "safe_action": "on bad or stale input: zero, or hold the last command",
+    "max_observation_age_s": "an observation older than this is stale: the safe action is published",
+    "duplicate_window_s": "the same step message again within this time is a republish: not answered",
+    "explore": "add the planner's exploration noise (collecting data to learn from)",
+    "diagnostics_period_s": "period of the /diagnostics status",
+    "transition_topic": "one record per executed step, for the recorder; '' = off",
+    "model_update_topic": "announcements of new model versions (hot swap; transient local)",
+    "model_wait_s": "model_path is an empty model store: wait this long for a first version",
+    "model_cache_dir": "where models announced inline are written; '' = ~/.cache/tdmpc2_ros/models",
+}
+
+
 def declare_and_read(node) -> PlannerParams:
     """Declare every field as a ROS parameter (default from the dataclass) and read them back."""
     from rcl_interfaces.msg import ParameterDescriptor
@@ -82,16 +119,17 @@ def declare_and_read(node) -> PlannerParams:
     values = {}
     for f in fields(PlannerParams):
         default = getattr(defaults, f.name)
+        about = DESCRIPTIONS[f.name]
         if isinstance(default, tuple):
             # An empty array has no type to infer: declare it untyped (Humble, Jazzy and Kilted agree).
-            descriptor = ParameterDescriptor(dynamic_typing=not default)
+            descriptor = ParameterDescriptor(description=about, dynamic_typing=not default)
             node.declare_parameter(f.name, list(default) if default else None, descriptor)
             value = node.get_parameter(f.name).value
             values[f.name] = tuple(value) if value is not None else ()
         elif isinstance(default, float):
-            values[f.name] = _declare_float(node, f.name, default, "")
+            values[f.name] = _declare_float(node, f.name, default, about)
         else:
-            values[f.name] = node.declare_parameter(f.name, default).value
+            values[f.name] = node.declare_parameter(f.name, default, ParameterDescriptor(description=about)).value
     return PlannerParams(**values).validate()
 
 
