@@ -30,9 +30,9 @@ def test_each_report_is_the_steal_since_the_previous_one_and_the_highest_is_kept
 
 def test_an_unknown_host_reports_none_and_keeps_no_maximum():
     meter = StealMeter(lambda: None)
-    assert meter.peek() is None and meter.report() is None and math.isnan(meter.max_pct)
+    assert math.isnan(meter.peek()) and math.isnan(meter.report()) and math.isnan(meter.max_pct)
     # /proc/stat unreadable for one report: that window is unknown, the next is measured from the last mark.
     readings = iter([(0, 100), None, (5, 300)])
     meter = StealMeter(lambda: next(readings))
-    assert meter.report() is None
+    assert math.isnan(meter.report())
     assert meter.report() == 2.5

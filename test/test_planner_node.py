@@ -151,10 +151,14 @@ def test_repeated_sigints_while_spinning_are_one_clean_stop(ladder, tmp_path):
     handler raised KeyboardInterrupt wherever Python was, once inside the stop itself)."""
     import time
 
-    proc = start_node_process("planner_node", next_domain(), tmp_path, model_path=str(ladder), ladder_runs=3, ladder_warmup=1)
+    # control_rate: a misspelt key, which ROS ignores; the node process (ros/run.py) warns of it.
+    proc = start_node_process("planner_node", next_domain(), tmp_path, model_path=str(ladder), ladder_runs=3, ladder_warmup=1,
+                              control_rate=10.0)
     with cleaned_up(proc):
         output = LineReader(proc)
         assert output.wait_for("planning with"), output.text()[-4000:]
+        assert output.wait_for("parameter 'control_rate' is set for planner_node, which has no such parameter: it is "
+                               "ignored; did you mean 'control_rate_hz'?", 30), output.text()[-4000:]
         for _ in range(6):
             proc.send_signal(signal.SIGINT)
             time.sleep(0.03)

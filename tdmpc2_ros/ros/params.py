@@ -12,38 +12,40 @@ from tdmpc2_ros.runtime.onnx_planner import EXECUTION_PROVIDERS
 
 @dataclass
 class PlannerParams:
-    model_path: str = ""  # .onnx file or model folder with ladder.json; "" = the shipped cartpole model
+    """Each field is a ROS parameter of planner_node; DESCRIPTIONS below says what it means."""
+
+    model_path: str = ""
     control_rate_hz: float = 50.0
-    trigger: str = "timer"  # "timer": plan on a fixed-rate timer; "observation": plan when an observation arrives
-    deadline_fraction: float = 0.7  # a rung must have p99 <= fraction * period
-    budget_step_up_after_s: float = 60.0  # after this long with every plan within the limit, try the larger rung; 0 = never
-    budget_standby: bool = True  # keep the next smaller rung loaded and warm: a step down loads nothing (1 more session)
+    trigger: str = "timer"
+    deadline_fraction: float = 0.7
+    budget_step_up_after_s: float = 60.0
+    budget_standby: bool = True
     ladder_warmup: int = 10
     ladder_runs: int = 40
-    swap_load_wait_s: float = 10.0  # a new version or standby loads after 1 s of plans well within the limit, or this long; 0 = at once
-    swap_check_spacing: int = 2  # a swap candidate's shadow plans: at most one every this many ticks (more while busy)
-    threads: int = 1  # ONNX Runtime threads for the plan (see config/planner.yaml for why 1)
-    execution_provider: str = "auto"  # auto (CUDA if installed, else CPU) | cpu | openvino | cuda; see runtime/onnx_planner.py
-    plan_thread_priority: int = 0  # SCHED_FIFO priority (1-99) of the thread that plans; 0 = a normal thread
-    plan_cpu_affinity: tuple[int, ...] = ()  # cores that thread may run on; () = any
-    gc_freeze: bool = True  # after start-up, keep its objects out of Python's garbage collections (see runtime/gc_pauses.py)
+    swap_load_wait_s: float = 10.0
+    swap_check_spacing: int = 2
+    threads: int = 1
+    execution_provider: str = "auto"
+    plan_thread_priority: int = 0
+    plan_cpu_affinity: tuple[int, ...] = ()
+    gc_freeze: bool = True
     seed: int = 0
     observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":obs",)
     action_topic: str = topics.COMMAND
     episode_topic: str = topics.EPISODE
-    command_scale: tuple[float, ...] = ()  # model action units -> command units (e.g. motor gear); () = 1
-    action_low: tuple[float, ...] = ()  # command limits (after scaling); () = the model's action spec
+    command_scale: tuple[float, ...] = ()
+    action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
-    max_action_rate: float = 0.0  # physical units per second; 0 = no rate limit
-    safe_action: str = "zero"  # "zero" or "hold" (repeat the last command) on bad or stale input
+    max_action_rate: float = 0.0
+    safe_action: str = "zero"
     max_observation_age_s: float = 0.1
-    duplicate_window_s: float = 1.0  # a step message seen again within this time is a republish: not answered
+    duplicate_window_s: float = 1.0
     explore: bool = False
     diagnostics_period_s: float = 1.0
-    transition_topic: str = topics.TRANSITION  # what each executed step was; "" = do not publish
-    model_update_topic: str = topics.MODEL_UPDATE  # announcements of new model versions (hot swap)
-    model_wait_s: float = 0.0  # model_path is an empty model store: wait this long for a first version
-    model_cache_dir: str = ""  # where models announced inline are written; "" = ~/.cache/tdmpc2_ros/models
+    transition_topic: str = topics.TRANSITION
+    model_update_topic: str = topics.MODEL_UPDATE
+    model_wait_s: float = 0.0
+    model_cache_dir: str = ""
 
     def validate(self):
         problems = []
@@ -81,16 +83,16 @@ DESCRIPTIONS = {
     "trigger": "timer: plan on a fixed-rate timer; observation: plan as soon as an observation arrives",
     "deadline_fraction": "a rung fits if its p99 plan latency is within this fraction of the period (0-1]",
     "budget_step_up_after_s": "after this long with every plan within the limit, try the next larger rung (0 = never)",
-    "budget_standby": "keep the next smaller rung loaded and warm, so that a step down loads nothing",
+    "budget_standby": "keep the next smaller rung loaded and warm, so that a step down loads nothing (one more session)",
     "ladder_warmup": "warm-up plans per rung before it is timed at start-up",
     "ladder_runs": "timed plans per rung at start-up",
     "swap_load_wait_s": "a new version or standby loads once the loop shows room, or after this long (0 = at once)",
-    "swap_check_spacing": "a swap candidate's shadow plans: at most one every this many ticks",
-    "threads": "ONNX Runtime threads for the plan (1 where the CPU is shared)",
-    "execution_provider": "auto, cpu, openvino (Intel CPUs) or cuda",
+    "swap_check_spacing": "a swap candidate's shadow plans: at most one every this many ticks (more while busy)",
+    "threads": "ONNX Runtime threads for the plan (1 where the CPU is shared; config/planner.yaml says why)",
+    "execution_provider": "auto (CUDA where installed, else CPU), cpu, openvino (Intel CPUs) or cuda; runtime/onnx_planner.py",
     "plan_thread_priority": "SCHED_FIFO priority 1-99 of the planning thread; 0 = a normal thread",
     "plan_cpu_affinity": "cores the planning thread may run on; [] = any",
-    "gc_freeze": "after start-up, keep its objects out of Python's garbage collections",
+    "gc_freeze": "after start-up, keep its objects out of Python's garbage collections (runtime/gc_pauses.py)",
     "seed": "seed of the planner's sampling noise",
     "observation_sources": "<type>:<topic>:<field>[:<joint>] entries assembled into the observation (ros/adapters.py)",
     "action_topic": "where commands go (std_msgs/Float64MultiArray, physical units)",
@@ -169,8 +171,8 @@ def declare_table(node, table: dict) -> dict:
 def warn_unknown_parameters(node) -> list[str]:
     """Warn of each parameter set for this node (a params file, `-p`, a launch argument) that the
     node does not declare: ROS ignores it without a word, so a misspelt `control_rate` in a YAML
-    would leave the node at its default rate. Call once every parameter is declared. Returns the
-    names, sorted."""
+    would leave the node at its default rate. run_node (ros/run.py) calls it once the node is built,
+    every parameter declared. Returns the names, sorted."""
     # rclpy keeps the overrides it was given in this attribute (Humble to Kilted); no public accessor.
     overrides = getattr(node, "_parameter_overrides", None) or {}
     declared = list(node.list_parameters([], 0).names)

@@ -44,7 +44,7 @@ from std_srvs.srv import Trigger
 from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segmented_array, segments_of
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
-from tdmpc2_ros.ros.params import PlannerParams, declare_and_read, warn_unknown_parameters
+from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner
@@ -75,7 +75,6 @@ class PlannerNode(Node):
     def __init__(self, **kwargs):
         super().__init__("planner_node", **kwargs)
         self.p: PlannerParams = declare_and_read(self)
-        warn_unknown_parameters(self)
         self.period = 1.0 / self.p.control_rate_hz
         self.deadline = 0.9 * self.period  # a plan not back by then is a miss (the fallback acts)
         self.assembler = ObservationAssembler(list(self.p.observation_sources))
@@ -630,7 +629,7 @@ class PlannerNode(Node):
             "last_room_wait_s": round(self.swapper.gate.last_wait_s, 3),
             # The host's steal (a VM's cores held back by the hypervisor) since the last report, and the
             # highest report so far: late plans that no setting here can help. nan where unknown.
-            "host_steal_pct": _or_nan(self.steal.report()), "host_steal_max_pct": self.steal.max_pct,
+            "host_steal_pct": self.steal.report(), "host_steal_max_pct": self.steal.max_pct,
             "control_rate_hz": self.p.control_rate_hz,
             "plan_thread": self.plan_thread,
             "execution_provider": self.planner.session.get_providers()[0],
@@ -656,12 +655,8 @@ class PlannerNode(Node):
         return super().destroy_node()
 
 
-def _or_nan(value: float | None) -> float:
-    return math.nan if value is None else value
-
-
-def _steal_words(pct: float | None, window_s: float) -> str:
-    if pct is None:
+def _steal_words(pct: float, window_s: float) -> str:
+    if math.isnan(pct):
         return "the host's steal is unknown here"
     return f"the host stole {pct:.1f}% of CPU time in the {window_s:.2f} s since the last /diagnostics report"
 

@@ -61,7 +61,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, typestore
-from tdmpc2_ros.ros.params import ParameterError, declare_table, warn_unknown_parameters
+from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 
 SHORT_TYPES = {"Float64MultiArray": "std_msgs/msg/Float64MultiArray", "Float64": "std_msgs/msg/Float64",
@@ -127,7 +127,6 @@ class RecorderNode(Node):
 
     def _setup(self) -> None:
         p = declare_table(self, PARAMETERS)
-        warn_unknown_parameters(self)
         self.params = p
         storage = str(p["storage"]).strip().lower()
         if storage not in STORAGES:

@@ -17,6 +17,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 
 from tdmpc2_ros.ros import stop
+from tdmpc2_ros.ros.params import warn_unknown_parameters
 
 
 def set_up_or_destroy(node, setup: Callable[[], None]) -> None:
@@ -42,6 +43,7 @@ def run_node(name: str, make_node: Callable, args=None,
         except Exception as e:  # a bad parameter, an unusable path, a missing model: say why, exit non-zero
             rclpy.logging.get_logger(name).fatal(f"{name} refusing to start: {e}")
             return 1
+        warn_unknown_parameters(node)  # every node's parameters are declared by now
         executor = make_executor()  # after rclpy.init: an executor needs the context
         executor.add_node(node)
         while rclpy.ok() and stop.requested() is None and not done(node):

@@ -63,7 +63,7 @@ from std_msgs.msg import Float64, Float64MultiArray, Int64
 
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.adapters import segmented_array
-from tdmpc2_ros.ros.params import ParameterError, declare_table, warn_unknown_parameters
+from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 from tdmpc2_ros.runtime.transition import pack
 from tdmpc2_ros.sim.engine import SimEngine, describe
@@ -110,7 +110,6 @@ class SimNode(Node):
     # --- setup --------------------------------------------------------------------------------
     def _setup(self) -> None:
         p = declare_table(self, PARAMETERS)
-        warn_unknown_parameters(self)
         self.params = p
         self.mode = str(p["mode"]).strip().lower()
         if self.mode not in MODES:

@@ -108,7 +108,7 @@ from tdmpc2_ros.bags.ledger import IngestLedger
 from tdmpc2_ros.core.device import resolve_device
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
-from tdmpc2_ros.ros.params import ParameterError, declare_table, warn_unknown_parameters
+from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime.model_store import ModelStore
 from tdmpc2_ros.runtime.priority import lower_process_priority
@@ -216,7 +216,6 @@ class TrainerNode(Node):
                 if isinstance(value, str):  # a launch argument: "" (the default) or one entry
                     value = [value] if value.strip() else []
                 p[name] = list(value) if value is not None else []
-        warn_unknown_parameters(self)
         for name in ("bag_dir", "run_dir", "store_dir"):
             if not str(p[name]).strip():
                 raise ParameterError(name, p[name], "must be a folder path")
