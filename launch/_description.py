@@ -21,7 +21,7 @@ def describe(set_name: str) -> LaunchDescription:
     def nodes(context):
         overrides = {name: LaunchConfiguration(name).perform(context) for name in bringup.ARGUMENTS}
         return [Node(package="tdmpc2_ros", executable=spec.executable, name=spec.name, output="screen",
-                     parameters=[bringup.params_path(spec), bringup.typed(params)], remappings=list(spec.remappings))
+                     parameters=[*bringup.param_files(spec), bringup.typed(params)], remappings=list(spec.remappings))
                 for spec, params in bringup.resolve(set_name, overrides)]
 
     actions.append(OpaqueFunction(function=nodes))

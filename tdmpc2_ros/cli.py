@@ -243,7 +243,13 @@ def cmd_bench_learn(args) -> int:
 def cmd_bringup(args) -> int:
     from tdmpc2_ros.ros import bringup
 
-    return bringup.run(args.set, bringup.parse_overrides(args.arguments))
+    try:  # a mistyped argument or a missing params_file: one line, before any node starts
+        overrides = bringup.parse_overrides(args.arguments)
+        bringup.resolve(args.set, overrides)
+    except ValueError as e:
+        print(f"tdmpc2-ros bringup: error: {e}", file=sys.stderr)
+        return 2
+    return bringup.run(args.set, overrides)
 
 
 def cmd_ship(args) -> int:

@@ -94,6 +94,93 @@ def test_one_seed_argument_reaches_every_node_that_draws_random_numbers():
         assert "seed" not in bringup.given(params) and not any("seed" in a for a in bringup.command(spec, params))
 
 
+def test_params_file_is_read_after_each_nodes_yaml_and_a_bare_name_is_found_in_config(tmp_path):
+    """params_file (README "Gazebo"): one more parameters file per node, read after its own YAML. A launch
+    argument left at its default leaves what the file sets for that node to the file; one the user
+    gave overrides it, as always."""
+    shipped = str(REPO / "config" / "planner_gazebo.yaml")
+    ((spec, params),) = bringup.resolve("planner", {"use_sim": "false", "params_file": "planner_gazebo.yaml"})
+    assert bringup.param_files(spec) == [bringup.params_path(spec), shipped]
+    cmd = bringup.command(spec, params)
+    files = [cmd[i + 1] for i, arg in enumerate(cmd) if arg == "--params-file"]
+    assert files == [bringup.params_path(spec), shipped]
+    # The file sets trigger (timer) and control_rate_hz; both launch arguments are at their defaults.
+    assert "trigger" not in bringup.given(params) and "control_rate_hz" not in bringup.given(params)
+    assert bringup.given(params)["use_sim_time"] == "true"  # the file does not set it: the argument's default stands
+    ((_, params),) = bringup.resolve("planner", {"use_sim": "false", "params_file": shipped, "control_rate_hz": "20"})
+    assert bringup.given(params)["control_rate_hz"] == "20" and "trigger" not in bringup.given(params)
+    # Without params_file the arguments' defaults are passed as before.
+    ((spec, params),) = bringup.resolve("planner", {"use_sim": "false"})
+    assert bringup.param_files(spec) == [bringup.params_path(spec)] and bringup.given(params)["trigger"] == "observation"
+    # A file of the user's, keyed by a wildcard, reaches every node of the set.
+    mine = tmp_path / "robot.yaml"
+    mine.write_text("/**:\n  ros__parameters:\n    seed: 7\n")
+    for spec, _ in bringup.resolve("learn", {"params_file": str(mine)}):
+        assert bringup.param_files(spec)[-1] == str(mine.resolve())
+    with pytest.raises(ValueError, match="params_file 'nope.yaml': no such file"):
+        bringup.resolve("planner", {"params_file": "nope.yaml"})
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="not a ROS parameters file"):
+        bringup.resolve("planner", {"params_file": str(tmp_path / "list.yaml")})
+    # The CLI says so in one line, before any node starts.
+    out = subprocess.run(bringup_cmd("params_file:=nope.yaml"), cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.strip().splitlines() == [f"tdmpc2-ros bringup: error: params_file 'nope.yaml': no such file "
+                                               f"(looked for {REPO / 'nope.yaml'} and {REPO / 'config' / 'nope.yaml'})"]
+
+
+def test_the_gazebo_parameters_drive_the_planner_from_joint_states(tmp_path):
+    """`bringup planner use_sim:=false params_file:=planner_gazebo.yaml`, as README "Gazebo" runs it
+    against gz_ros2_control: the shipped model plans from /joint_states (joints picked by name, listed
+    here in another order than the observation's), on a timer, and sends effort commands scaled to
+    newtons within the file's limits. A running planner refuses to have its sources changed."""
+    import math
+
+    from rcl_interfaces.srv import GetParameters, SetParameters
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import JointState
+
+    ros = Ros()
+    try:
+        node = ros.node("gazebo_stand_in")
+        commands = []
+        node.create_subscription(Float64MultiArray, "/tdmpc2_controller/commands", lambda m: commands.append(list(m.data)),
+                                 qos.COMMAND)
+        states = node.create_publisher(JointState, "/joint_states", qos.SENSOR)
+        # The pole hanging down at rest: the model must push the cart to swing it up.
+        state = JointState(name=["hinge_1", "slider"], position=[math.pi, 0.0], velocity=[0.0, 0.0], effort=[0.0, 0.0])
+        node.create_timer(0.02, lambda: states.publish(state))
+        proc = subprocess.Popen(bringup_cmd("use_sim:=false", "params_file:=planner_gazebo.yaml", "use_sim_time:=false"),
+                                env=node_env(ros.domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            assert ros.spin_until(lambda: len(commands) >= 50, 180), "no commands from the planner"
+            get = node.create_client(GetParameters, "/planner_node/get_parameters")
+            assert get.wait_for_service(timeout_sec=30)
+            future = get.call_async(GetParameters.Request(names=["trigger", "command_scale", "observation_sources"]))
+            assert ros.spin_until(future.done, 30)
+            trigger, scale, sources = future.result().values
+            assert trigger.string_value == "timer" and list(scale.double_array_value) == [10.0]
+            assert list(sources.string_array_value)[0] == "joint_state:/joint_states:position:slider"
+            setter = node.create_client(SetParameters, "/planner_node/set_parameters")
+            assert setter.wait_for_service(timeout_sec=30)
+            change = Parameter("observation_sources", value=["array:/tdmpc2/observation:obs"]).to_parameter_msg()
+            future = setter.call_async(SetParameters.Request(parameters=[change]))
+            assert ros.spin_until(future.done, 30)
+            (result,) = future.result().results
+            assert not result.successful and "read-only" in result.reason
+        finally:
+            proc.send_signal(signal.SIGINT)
+            output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, output[-3000:]
+        assert "planning with" in output and "cartpole_swingup" in output, output[-3000:]
+        pushes = [c[0] for c in commands]
+        assert all(len(c) == 1 for c in commands) and all(-10.0 <= u <= 10.0 for u in pushes)
+        # In newtons: the model's action (within [-1, 1]) times command_scale 10.
+        assert max(abs(u) for u in pushes) > 1.0, pushes[:20]
+    finally:
+        ros.close()
+
+
 def test_launch_files_read_the_same_description():
     """launch/*.launch.py cannot run here (no launch/launch_ros on PyPI); check they delegate to the
     shared description rather than carrying a second copy of nodes and parameters."""
@@ -151,6 +238,10 @@ def test_launch_description_starts_what_the_bringup_starts(monkeypatch):
         yaml_file, values = node.kwargs["parameters"]
         assert (node.kwargs["executable"], yaml_file) == (spec.executable, bringup.params_path(spec))
         assert set(values) == {k for k, v in params.items() if v != ""}
+    # params_file: read after each node's own YAML, before the launch arguments' values.
+    gazebo = make_nodes({**context, "params_file": "planner_gazebo.yaml"})
+    assert gazebo[0].kwargs["parameters"][:2] == [bringup.params_path(bringup.PLANNER), str(REPO / "config" / "planner_gazebo.yaml")]
+    assert "control_rate_hz" in gazebo[0].kwargs["parameters"][2]  # given (8), so it overrides the file's 50
     planner, trainer = nodes[0].kwargs["parameters"][1], nodes[2].kwargs["parameters"][1]
     assert planner["control_rate_hz"] == 8 and planner["explore"] is False
     assert "model_path" not in planner and "max_observation_age_s" not in planner  # empty: planner.yaml decides

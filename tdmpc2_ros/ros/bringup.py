@@ -14,7 +14,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import yaml
 
@@ -36,6 +37,7 @@ class NodeSpec:
     arg_params: dict = field(default_factory=dict)  # parameter -> launch argument that sets it
     remappings: tuple = ()
     condition: str = ""  # launch argument that must be true for the node to start
+    extra_params: tuple = ()  # parameter files read after params_file, each overriding what came before
 
 
 ARGUMENTS = {
@@ -68,6 +70,9 @@ ARGUMENTS = {
         Argument("compile", "false", "trainer: torch.compile the update (a minute once, then ~30% faster; long runs)"),
         Argument("device", "cpu", "trainer: where the world model trains: cpu, cuda, cuda:N or auto (a GPU where torch sees one)"),
         Argument("bag_split_s", "60.0", "recorder: close a bag (making it available to the trainer) every this many seconds"),
+        Argument("params_file", "", "a parameters file read after each node's own YAML, overriding it, with keys "
+                                    "by node name (e.g. planner_gazebo.yaml for Gazebo or a robot); a bare name is "
+                                    "looked up in the package's config/ ('' = none)"),
         Argument("seed", "", "one seed for the sim (initial states), the planner (sampling) and the trainer (weights, "
                              "replay) ('' = each node's YAML: sim 0, planner 0, trainer 1)"),
     ]
@@ -101,6 +106,20 @@ def params_path(spec: NodeSpec) -> str:
     return str(share_dir() / "config" / spec.params_file)
 
 
+def param_files(spec: NodeSpec) -> list[str]:
+    """The node's YAML, then the files given with params_file: in this order, as ROS reads them."""
+    return [params_path(spec), *spec.extra_params]
+
+
+def find_params_file(name: str) -> str:
+    """params_file's value as a path: an existing file, else a bare name in the package's config/."""
+    given_path, shipped = Path(name).expanduser(), share_dir() / "config" / name
+    for path in (given_path, shipped):
+        if path.is_file():
+            return str(path.resolve())
+    raise ValueError(f"params_file {name!r}: no such file (looked for {given_path.resolve()} and {shipped})")
+
+
 def resolve(set_name: str, overrides: dict[str, str]) -> list[tuple[NodeSpec, dict[str, str]]]:
     """The nodes a bringup starts, each with its launch-argument parameter values."""
     if set_name not in NODE_SETS:
@@ -109,12 +128,35 @@ def resolve(set_name: str, overrides: dict[str, str]) -> list[tuple[NodeSpec, di
     if unknown:
         raise ValueError(f"unknown launch arguments {sorted(unknown)}; known: {sorted(ARGUMENTS)}")
     args = {k: overrides.get(k, a.default) for k, a in ARGUMENTS.items()}
+    extra = (find_params_file(args["params_file"]),) if args["params_file"] else ()
     out = []
     for spec in NODE_SETS[set_name]:
         if spec.condition and args[spec.condition].lower() not in ("true", "1", "yes"):
             continue
-        out.append((spec, {param: args[arg] for param, arg in spec.arg_params.items()}))
+        params = {param: args[arg] for param, arg in spec.arg_params.items()}
+        if extra:
+            # A launch argument left at its default is no choice of the user's: what the params file sets
+            # for this node stands (planner_gazebo.yaml's timer trigger against the argument's observation).
+            in_file = parameters_in_file(extra[0], spec.name)
+            params = {param: "" if param in in_file and args[arg] == ARGUMENTS[arg].default else value
+                      for (param, value), arg in zip(params.items(), spec.arg_params.values())}
+        out.append((replace(spec, extra_params=extra), params))
     return out
+
+
+def parameters_in_file(path: str, node_name: str) -> set[str]:
+    """The parameters a ROS parameters file sets for a node: under its name or a `/**` wildcard."""
+    try:
+        content = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ValueError(f"params_file {path}: unreadable: {e}") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"params_file {path}: not a ROS parameters file (node name: ros__parameters: ...)")
+    names = set()
+    for key, entry in content.items():
+        if str(key).lstrip("/") in (node_name, "**", f"**/{node_name}") and isinstance(entry, dict):
+            names |= set((entry.get("ros__parameters") or {}).keys())
+    return names
 
 
 def given(params: dict[str, str]) -> dict[str, str]:
@@ -130,8 +172,9 @@ def typed(params: dict[str, str]) -> dict:
 
 def command(spec: NodeSpec, params: dict[str, str]) -> list[str]:
     """The process a node runs in: the same --ros-args that `ros2 launch` would pass."""
-    cmd = [sys.executable, "-m", f"tdmpc2_ros.ros.{spec.executable}", "--ros-args", "-r", f"__node:={spec.name}",
-           "--params-file", params_path(spec)]
+    cmd = [sys.executable, "-m", f"tdmpc2_ros.ros.{spec.executable}", "--ros-args", "-r", f"__node:={spec.name}"]
+    for path in param_files(spec):
+        cmd += ["--params-file", path]
     for key, value in given(params).items():
         cmd += ["-p", f"{key}:={value}"]
     for src, dst in spec.remappings:

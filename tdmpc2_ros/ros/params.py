@@ -7,6 +7,7 @@ import difflib
 from dataclasses import dataclass, fields
 
 from tdmpc2_ros.ros import topics
+from tdmpc2_ros.ros.commands import check_command_parameters
 from tdmpc2_ros.runtime.onnx_planner import EXECUTION_PROVIDERS
 
 
@@ -32,6 +33,9 @@ class PlannerParams:
     seed: int = 0
     observation_sources: tuple[str, ...] = ("array:" + topics.OBSERVATION + ":obs",)
     action_topic: str = topics.COMMAND
+    command_type: str = "array"
+    command_joints: tuple[str, ...] = ()
+    command_interface: str = "effort"
     episode_topic: str = topics.EPISODE
     command_scale: tuple[float, ...] = ()
     action_low: tuple[float, ...] = ()
@@ -69,6 +73,7 @@ class PlannerParams:
             problems.append(f"plan_cpu_affinity must list core numbers >= 0 (got {list(self.plan_cpu_affinity)})")
         if self.execution_provider not in EXECUTION_PROVIDERS:
             problems.append(f"execution_provider must be one of {', '.join(EXECUTION_PROVIDERS)} (got {self.execution_provider!r})")
+        problems += check_command_parameters(self.command_type, self.command_joints, self.command_interface)
         if len(self.action_low) != len(self.action_high):
             problems.append("action_low and action_high must have the same length")
         if problems:
@@ -76,12 +81,19 @@ class PlannerParams:
         return self
 
 
+# The planner parameters a running node takes from `ros2 param set` (PlannerNode._on_set_parameters).
+# Every other parameter of every node is read once at start and declared read-only, so that ROS
+# refuses a change, with the reason, rather than accepting a value the node would never read.
+RUNTIME = ("model_path", "deadline_fraction")
+
 # What `ros2 param describe /planner_node <name>` says of each parameter (config/planner.yaml has more).
 DESCRIPTIONS = {
-    "model_path": ".onnx file, model folder (ladder.json) or model store; '' = the shipped cartpole model",
+    "model_path": ".onnx file, model folder (ladder.json) or model store; '' = the shipped cartpole model; "
+                  "a change while running is a hot swap",
     "control_rate_hz": "control rate (Hz): one plan and one command per period",
     "trigger": "timer: plan on a fixed-rate timer; observation: plan as soon as an observation arrives",
-    "deadline_fraction": "a rung fits if its p99 plan latency is within this fraction of the period (0-1]",
+    "deadline_fraction": "a rung fits if its p99 plan latency is within this fraction of the period (0-1]; "
+                         "a change while running applies at once",
     "budget_step_up_after_s": "after this long with every plan within the limit, try the next larger rung (0 = never)",
     "budget_standby": "keep the next smaller rung loaded and warm, so that a step down loads nothing (one more session)",
     "ladder_warmup": "warm-up plans per rung before it is timed at start-up",
@@ -95,7 +107,11 @@ DESCRIPTIONS = {
     "gc_freeze": "after start-up, keep its objects out of Python's garbage collections (runtime/gc_pauses.py)",
     "seed": "seed of the planner's sampling noise",
     "observation_sources": "<type>:<topic>:<field>[:<joint>] entries assembled into the observation (ros/adapters.py)",
-    "action_topic": "where commands go (std_msgs/Float64MultiArray, physical units)",
+    "action_topic": "where commands go (command_type's message, physical units)",
+    "command_type": "array (std_msgs/Float64MultiArray, forward command controllers), joint_trajectory "
+                    "(one point one period ahead, joint_trajectory_controller) or joint_state (ros/commands.py)",
+    "command_joints": "joint_trajectory and joint_state: the joint of each action element, in order",
+    "command_interface": "joint_trajectory and joint_state: the field the command goes in: position, velocity or effort",
     "episode_topic": "episode starts (std_msgs/Int64): the warm start is reset",
     "command_scale": "per-action factor from the model's units to the command topic's (e.g. a motor gear); [] = 1",
     "action_low": "command limits, low (after scaling); [] = the model's action spec",
@@ -115,32 +131,23 @@ DESCRIPTIONS = {
 
 def declare_and_read(node) -> PlannerParams:
     """Declare every field as a ROS parameter (default from the dataclass) and read them back."""
+    defaults = PlannerParams()
+    table = {f.name: (getattr(defaults, f.name), DESCRIPTIONS[f.name]) for f in fields(PlannerParams)}
+    values = declare_table(node, table, runtime=RUNTIME)
+    return PlannerParams(**{k: tuple(v) if isinstance(table[k][0], tuple) else v for k, v in values.items()}).validate()
+
+
+def descriptor(description: str, read_only: bool, dynamic_typing: bool = False):
+    """A parameter's descriptor: what `ros2 param describe` shows, and whether `ros2 param set` may change it."""
     from rcl_interfaces.msg import ParameterDescriptor
 
-    defaults = PlannerParams()
-    values = {}
-    for f in fields(PlannerParams):
-        default = getattr(defaults, f.name)
-        about = DESCRIPTIONS[f.name]
-        if isinstance(default, tuple):
-            # An empty array has no type to infer: declare it untyped (Humble, Jazzy and Kilted agree).
-            descriptor = ParameterDescriptor(description=about, dynamic_typing=not default)
-            node.declare_parameter(f.name, list(default) if default else None, descriptor)
-            value = node.get_parameter(f.name).value
-            values[f.name] = tuple(value) if value is not None else ()
-        elif isinstance(default, float):
-            values[f.name] = _declare_float(node, f.name, default, about)
-        else:
-            values[f.name] = node.declare_parameter(f.name, default, ParameterDescriptor(description=about)).value
-    return PlannerParams(**values).validate()
+    return ParameterDescriptor(description=description, read_only=read_only, dynamic_typing=dynamic_typing)
 
 
-def _declare_float(node, name: str, default: float, description: str) -> float:
+def _declare_float(node, name: str, default: float, description: str, read_only: bool = True) -> float:
     """A float parameter that also takes an integer (`rate:=10` from a launch argument is an int to
     ROS), rather than refusing to start."""
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    value = node.declare_parameter(name, default, ParameterDescriptor(description=description, dynamic_typing=True)).value
+    value = node.declare_parameter(name, default, descriptor(description, read_only, dynamic_typing=True)).value
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -155,16 +162,22 @@ class ParameterError(ValueError):
         self.parameter = name
 
 
-def declare_table(node, table: dict) -> dict:
-    """Declare {name: (default, description)} on the node and return {name: value}."""
-    from rcl_interfaces.msg import ParameterDescriptor
-
+def declare_table(node, table: dict, runtime: tuple[str, ...] = ()) -> dict:
+    """Declare {name: (default, description)} on the node and return {name: value}. A parameter not
+    in `runtime` is read-only: set at start (a params file, `-p`, a launch argument), refused by
+    `ros2 param set` afterwards. A list or tuple default gives a list (an empty one: None, untyped)."""
     out = {}
     for name, (default, description) in table.items():
-        if isinstance(default, float):
-            out[name] = _declare_float(node, name, default, description)
+        read_only = name not in runtime
+        if isinstance(default, (list, tuple)):
+            # An empty array has no type to infer: declare it untyped (Humble, Jazzy and Kilted agree).
+            untyped = descriptor(description, read_only, dynamic_typing=not default)
+            value = node.declare_parameter(name, list(default) if default else None, untyped).value
+            out[name] = list(value) if value is not None else []
+        elif isinstance(default, float):
+            out[name] = _declare_float(node, name, default, description, read_only)
         else:
-            out[name] = node.declare_parameter(name, default, ParameterDescriptor(description=description)).value
+            out[name] = node.declare_parameter(name, default, descriptor(description, read_only)).value
     return out
 
 

@@ -38,11 +38,12 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, MultiArrayDimension, String
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, String
 from std_srvs.srv import Trigger
 
 from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segmented_array, segments_of
+from tdmpc2_ros.ros.commands import CommandWriter
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model
@@ -102,6 +103,8 @@ class PlannerNode(Node):
         self.shaper = ActionShaper(c.action.low or [-1.0] * c.action.dim, c.action.high or [1.0] * c.action.dim,
                                    self.p.action_low, self.p.action_high, self.p.max_action_rate, self.period,
                                    self.p.command_scale)
+        self.commands = CommandWriter(self.p.command_type, self.p.command_joints, self.p.command_interface, self.period,
+                                      c.action.dim, self.get_clock())
         self.worker = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="plan")
         # A swap's work in the slack after a tick (a candidate's shadow plans, freeing retired models)
         # runs on a thread of its own: a tick that comes while some is still running stops it and
@@ -123,7 +126,8 @@ class PlannerNode(Node):
         self._start_loop()
         standby = self.swapper.standby.result or ("the standby is being brought up" if self.p.budget_standby
                                                   else "no standby (budget_standby is off)")
-        self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}; {standby}")
+        self.get_logger().info(f"planning with {self.planner.path} ({c.describe()}); {self.ladder_report}; {standby}; "
+                               f"commands on {self.p.action_topic} as {self.commands.describe()}")
 
     # -- start-up -------------------------------------------------------------------------------
     def _init_statistics(self):
@@ -168,7 +172,7 @@ class PlannerNode(Node):
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.cmd_pub = self.create_publisher(Float64MultiArray, self.p.action_topic, qos.COMMAND)
+        self.cmd_pub = self.create_publisher(self.commands.msg_type, self.p.action_topic, qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         for topic, kind in self.assembler.topics.items():
             self.create_subscription(MESSAGE_TYPES[kind], topic, self._make_callback(topic), qos.SENSOR)
@@ -555,10 +559,7 @@ class PlannerNode(Node):
         return work
 
     def _publish(self, command: np.ndarray, start: float, safe: bool = False):
-        msg = Float64MultiArray()
-        msg.layout.dim = [MultiArrayDimension(label="action", size=command.shape[0], stride=command.shape[0])]
-        msg.data = [float(x) for x in command]
-        self.cmd_pub.publish(msg)
+        self.cmd_pub.publish(self.commands.message(command))
         now = time.monotonic()
         self.published += 1
         self.safe_actions += int(safe)

@@ -96,7 +96,6 @@ import time
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import MultiThreadedExecutor
@@ -108,7 +107,7 @@ from tdmpc2_ros.bags.ledger import IngestLedger
 from tdmpc2_ros.core.device import resolve_device
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
-from tdmpc2_ros.ros.params import ParameterError, declare_table
+from tdmpc2_ros.ros.params import ParameterError, declare_table, descriptor
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime.model_store import ModelStore
 from tdmpc2_ros.runtime.priority import lower_process_priority
@@ -211,7 +210,7 @@ class TrainerNode(Node):
         p = declare_table(self, {k: v for k, v in PARAMETERS.items() if not isinstance(v[0], list)})
         for name, (default, description) in PARAMETERS.items():
             if isinstance(default, list):  # an empty list has no type to infer: declared untyped
-                self.declare_parameter(name, None, ParameterDescriptor(description=description, dynamic_typing=True))
+                self.declare_parameter(name, None, descriptor(description, read_only=True, dynamic_typing=True))
                 value = self.get_parameter(name).value
                 if isinstance(value, str):  # a launch argument: "" (the default) or one entry
                     value = [value] if value.strip() else []
