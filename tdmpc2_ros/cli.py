@@ -75,6 +75,7 @@ def cmd_train_bags(args) -> int:
 
     from tdmpc2_ros.bags.ledger import IngestLedger
     from tdmpc2_ros.runtime.model_store import ModelStore
+    from tdmpc2_ros.bags.reader import CommandFormat
     from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
 
     log = logging.getLogger("tdmpc2_ros.trainer")
@@ -85,11 +86,19 @@ def cmd_train_bags(args) -> int:
         log.setLevel(logging.INFO)
         log.propagate = False
     run_dir = Path(args.run_dir or "runs/offline")
-    raw_topics = [args.raw_obs_topic, args.raw_command_topic, args.raw_reward_topic]
+    raw_topics = [args.raw_obs_topic or args.raw_observation_sources, args.raw_command_topic, args.raw_reward_topic]
     if any(raw_topics) and not all(raw_topics):
-        print("raw mode needs --raw-obs-topic, --raw-command-topic and --raw-reward-topic", file=sys.stderr)
+        print("raw mode needs --raw-obs-topic (or --raw-observation-sources), --raw-command-topic and "
+              "--raw-reward-topic", file=sys.stderr)
         return 2
-    raw = RawTopics(*raw_topics, args.raw_episode_topic or "", args.tolerance_s) if all(raw_topics) else None
+    try:
+        raw = RawTopics(args.raw_obs_topic or "", args.raw_command_topic, args.raw_reward_topic, args.raw_episode_topic or "",
+                        args.tolerance_s, tuple(args.raw_observation_sources or ()),
+                        CommandFormat(args.raw_command_type, tuple(args.raw_command_joints or ()),
+                                      args.raw_command_interface)) if all(raw_topics) else None
+    except ValueError as e:
+        print(f"raw mode: {e}", file=sys.stderr)
+        return 2
     if raw is not None and not args.action_low:
         print("raw mode maps commands to [-1, 1] with --action-low/--action-high: give both", file=sys.stderr)
         return 2
@@ -319,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--raw-command-topic", help="raw mode: command topic (Float64MultiArray, physical units)")
     o.add_argument("--raw-reward-topic", help="raw mode: reward topic (Float64)")
     o.add_argument("--raw-episode-topic", help="raw mode: episode topic (Int64), optional")
+    o.add_argument("--raw-observation-sources", nargs="+", metavar="SOURCE",
+                   help="raw mode: the planner's observation sources instead of --raw-obs-topic, e.g. "
+                        "joint_state:/joint_states:position:slider (runtime/observations.py)")
+    o.add_argument("--raw-command-type", default="array", choices=("array", "joint_trajectory", "joint_state"),
+                   help="raw mode: the command topic's type, as the planner's command_type")
+    o.add_argument("--raw-command-joints", nargs="+", metavar="JOINT",
+                   help="raw mode, joint_trajectory / joint_state commands: the joint of each action element")
+    o.add_argument("--raw-command-interface", default="effort", choices=("position", "velocity", "effort"),
+                   help="raw mode, joint_trajectory / joint_state commands: the field that carries the command")
     o.add_argument("--tolerance-s", type=float, default=0.005, help="raw mode: timestamp tolerance")
     t.set_defaults(func=cmd_train)
 

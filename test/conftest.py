@@ -54,3 +54,21 @@ def small_onnx(tmp_path_factory, small_model, small_budget):
     path = tmp_path_factory.mktemp("onnx") / "small_planner.onnx"
     contract = export_planner(small_model, small_budget, 0.99, path, **SMALL_EXPORT)
     return path, contract
+
+
+@pytest.fixture(scope="module")
+def ladder(tmp_path_factory):
+    """The small model's budget ladder (ros_harness.small_ladder: exported once per session)."""
+    from ros_harness import small_ladder
+
+    return small_ladder(tmp_path_factory)
+
+
+@pytest.fixture
+def ros():
+    """An rclpy context of its own (ros_harness.Ros), closed after the test."""
+    from ros_harness import Ros
+
+    r = Ros()
+    yield r
+    r.close()

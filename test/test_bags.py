@@ -29,6 +29,7 @@ from tdmpc2_ros.bags import (
 from tdmpc2_ros.bags.cdr import FLOAT64, FLOAT64_MULTI_ARRAY, INT64, decode_float64_multiarrays
 from tdmpc2_ros.bags.writer import typestore
 from tdmpc2_ros.core.buffer import ReplayBuffer
+from tdmpc2_ros.training.offline import RawTopics, dims_of_bag
 from tdmpc2_ros.runtime.transition import Transition
 
 T0 = 1_700_000_000_000_000_000  # ns
@@ -328,6 +329,91 @@ def test_raw_alignment_with_jitter_and_skips(tmp_path):
             assert np.array_equal(ep.obs[i + 1], no.astype(np.float32))
             assert np.allclose(ep.action[i], a, atol=1e-6) and ep.reward[i] == np.float32(r)
         assert not ep.terminated.any()
+
+
+JOINT_STATE, TRAJECTORY = "sensor_msgs/msg/JointState", "trajectory_msgs/msg/JointTrajectory"
+
+
+def _robot_message(msgtype: str, stamp_ns: int, **fields):
+    """A rosbags message of a robot's own type, serialised as `ros2 bag record` stores it."""
+    store = typestore()
+    types = store.types
+    header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9,
+                                          nanosec=stamp_ns % 10**9), frame_id="")
+    if msgtype == TRAJECTORY:
+        point = types["trajectory_msgs/msg/JointTrajectoryPoint"](
+            positions=np.asarray(fields.pop("positions"), np.float64), velocities=np.zeros(0), accelerations=np.zeros(0),
+            effort=np.zeros(0), time_from_start=types["builtin_interfaces/msg/Duration"](sec=0, nanosec=DT))
+        msg = types[TRAJECTORY](header=header, joint_names=fields.pop("joint_names"), points=[point])
+    else:
+        msg = types[msgtype](header=header, **fields)
+    return store.serialize_cdr(msg, msgtype)
+
+
+def test_raw_bags_of_a_robots_joint_states_imu_and_trajectory_commands(tmp_path):
+    """A robot's own topics, as `ros2 bag record` takes them beside another controller: /joint_states
+    (joints listed in another order than the observation's), an Imu at a third of the rate on its own
+    topic, and a joint_trajectory_controller's JointTrajectory (one point, positions). The trainer
+    reads them through the planner's observation sources and command format: each observation is
+    the one the planner would have assembled at that /joint_states message (the newest Imu at or
+    before it), each action the commanded position mapped to [-1, 1]."""
+    from tdmpc2_ros.bags.reader import CommandFormat
+
+    rng = np.random.default_rng(12)
+    low, high = np.array([-0.5]), np.array([0.5])
+    sources = ["joint_state:/joint_states:position:slider", "joint_state:/joint_states:cos(position):hinge_1",
+               "joint_state:/joint_states:sin(position):hinge_1", "joint_state:/joint_states:velocity:slider",
+               "imu:/imu:angular_velocity.z"]
+    w = BagWriter(tmp_path)
+    steps, t, truth, imu_z = 30, T0, [], None
+    w.write("/episode", INT64, encode_int64(0), t - 100_000)
+    for k in range(steps + 1):
+        if k % 3 == 1:  # the Imu speaks first at step 1: observation 0 has none yet
+            imu_z = float(rng.normal())
+            imu = dict(orientation=typestore().types["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+                       orientation_covariance=np.zeros(9),
+                       angular_velocity=typestore().types["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=imu_z),
+                       angular_velocity_covariance=np.zeros(9),
+                       linear_acceleration=typestore().types["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=9.81),
+                       linear_acceleration_covariance=np.zeros(9))
+            w.write("/imu", "sensor_msgs/msg/Imu", _robot_message("sensor_msgs/msg/Imu", t - MS, **imu), t - MS)
+        slider, hinge, slider_v = rng.normal(), rng.uniform(-np.pi, np.pi), rng.normal()
+        w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["hinge_1", "slider"],
+                position=np.array([hinge, slider]), velocity=np.array([0.3, slider_v]), effort=np.zeros(0)), t)
+        obs = [slider, np.cos(hinge), np.sin(hinge), slider_v, imu_z]
+        if k < steps:
+            action = rng.uniform(-1, 1)
+            positions = [0.25] if k == 9 else [low[0] + (action + 1) / 2 * (high[0] - low[0])]
+            names = ["elbow"] if k == 9 else ["slider"]  # step 9: a command for another joint: malformed
+            w.write("/trajectory", TRAJECTORY, _robot_message(TRAJECTORY, 0, joint_names=names, positions=positions),
+                    t + 3 * MS)
+            w.write("/reward", FLOAT64, encode_float64(float(k)), t + DT - 200_000)
+        truth.append((obs, action))
+        t += DT
+    bag = w.close()
+    raw = RawTopics("", "/trajectory", "/reward", "/episode", observation_sources=tuple(sources),
+                    command=CommandFormat("joint_trajectory", ("slider",), "position"))
+    result = raw.read(bag, low, high)
+    c = result.counts
+    assert c["observations_before_all_topics"] == 1 and c["observations"] == steps  # observation 0: no Imu yet
+    assert c["malformed_commands"] == 1 and c["skipped_no_command"] == 1 and c["malformed_observations"] == 0
+    # Observations 1..30: pairs 1-8 and 10-29 (step 9's command named another joint).
+    assert [e.action.shape[0] for e in result.episodes] == [8, 20]
+    for ep, first in zip(result.episodes, (1, 10)):
+        for i in range(ep.action.shape[0]):
+            obs, action = truth[first + i]
+            assert np.allclose(ep.obs[i], np.float32(obs)) and np.allclose(ep.obs[i + 1], np.float32(truth[first + i + 1][0]))
+            assert np.isclose(ep.action[i, 0], action, atol=1e-6) and ep.reward[i] == first + i
+    assert dims_of_bag(bag, raw, low, high) == (5, 1)
+    # The same bag read with a command format that does not fit it is skipped with the reason.
+    with pytest.raises(BagSkipped, match="is trajectory_msgs/msg/JointTrajectory, expected std_msgs/msg/Float64MultiArray"):
+        RawTopics("", "/trajectory", "/reward", observation_sources=tuple(sources)).read(bag, low, high)
+    with pytest.raises(ValueError, match="command_type joint_state needs command_joints"):
+        RawTopics("", "/trajectory", "/reward", observation_sources=tuple(sources), command=CommandFormat("joint_state"))
+    with pytest.raises(ValueError, match="observation source"):
+        raw_bad = RawTopics("", "/trajectory", "/reward", observation_sources=("joint_state:/joint_states:torque:x",),
+                            command=CommandFormat("joint_trajectory", ("slider",), "position"))
+        raw_bad.read(bag, low, high)
 
 
 def test_raw_alignment_without_obs_label_and_tighter_tolerance(tmp_path):

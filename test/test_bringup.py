@@ -13,13 +13,8 @@ import time
 import pytest
 from std_msgs.msg import Float64, Float64MultiArray
 
-from ros_harness import REPO, Ros, next_domain, node_env, small_ladder
+from ros_harness import REPO, Ros, next_domain, node_env
 from tdmpc2_ros.ros import bringup, qos
-
-
-@pytest.fixture(scope="module")
-def ladder(tmp_path_factory):
-    return small_ladder(tmp_path_factory)
 
 
 def bringup_cmd(*arguments):

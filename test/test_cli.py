@@ -26,3 +26,14 @@ def test_every_option_of_every_subcommand_has_help_and_shows_its_default():
         assert "show this help message" in text
     train = " ".join(commands["train"].format_help().split())  # as read, not as wrapped
     assert "(default: 100000)" in train and "(default: cartpole-swingup)" in train
+
+
+def test_train_from_raw_bags_refuses_a_command_format_that_cannot_work(tmp_path, capsys):
+    """Before anything is read or trained: joint_state commands need the joint of each action element."""
+    from tdmpc2_ros import cli
+
+    code = cli.main(["train", "--bags", str(tmp_path), "--run-dir", str(tmp_path / "run"), "--raw-observation-sources",
+                     "joint_state:/joint_states:position:slider", "--raw-command-topic", "/c", "--raw-reward-topic", "/r",
+                     "--raw-command-type", "joint_state", "--action-low", "-1", "--action-high", "1"])
+    assert code == 2
+    assert "raw mode: command_type joint_state needs command_joints" in capsys.readouterr().err

@@ -13,10 +13,11 @@ from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
 from core_helpers import SMALL_OBS_DIM
-from ros_harness import Ros, small_ladder
+from ros_harness import Ros
 from tdmpc2_ros.ros import qos
 from tdmpc2_ros.ros.commands import CommandWriter
 from tdmpc2_ros.ros.params import PlannerParams
+from tdmpc2_ros.runtime.command_fields import command_vector
 
 CMD_TOPIC, OBS_TOPIC = "/tdmpc2_controller/commands", "/tdmpc2/observation"
 
@@ -56,6 +57,19 @@ def test_a_joint_state_command_is_stamped_by_the_nodes_clock():
     assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (12, 5)
 
 
+@pytest.mark.parametrize("kind", ["array", "joint_trajectory", "joint_state"])
+@pytest.mark.parametrize("interface", ["position", "velocity", "effort"])
+def test_the_trainer_reads_back_what_the_planner_packs(kind, interface):
+    """runtime/command_fields.py: command_vector (raw bags, bags/reader.py) inverts the packing, joint by name."""
+    joints = () if kind == "array" else ("shoulder", "elbow")
+    msg = CommandWriter(kind, joints, interface, 0.02, 2, FixedClock()).message(np.array([0.5, -2.0]))
+    assert command_vector(msg, kind, joints, interface).tolist() == [0.5, -2.0]
+    if kind != "array":  # a controller that lists the joints in another order
+        assert command_vector(msg, kind, joints[::-1], interface).tolist() == [-2.0, 0.5]
+        with pytest.raises(ValueError, match=r"no .* for joints \['wrist'\]"):
+            command_vector(msg, kind, ("wrist",), interface)
+
+
 @pytest.mark.parametrize("kind, joints, interface, why", [
     ("twist", (), "effort", "command_type must be one of array, joint_trajectory, joint_state"),
     ("joint_state", (), "effort", "command_type joint_state needs command_joints"),
@@ -69,18 +83,6 @@ def test_command_parameters_that_cannot_work_are_refused_with_the_reason(kind, j
     if "model's action" not in why:  # the rest is caught with the other parameters, before any model loads
         with pytest.raises(ValueError, match="invalid planner parameters"):
             PlannerParams(command_type=kind, command_joints=joints, command_interface=interface).validate()
-
-
-@pytest.fixture(scope="module")
-def ladder(tmp_path_factory):
-    return small_ladder(tmp_path_factory)
-
-
-@pytest.fixture
-def ros():
-    r = Ros()
-    yield r
-    r.close()
 
 
 def start_planner(ros: Ros, ladder, **params):

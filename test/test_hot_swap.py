@@ -30,7 +30,7 @@ from core_helpers import make_model
 from ros_harness import REPO, Ros, node_env
 from tdmpc2_ros.core.export import export_ladder
 from tdmpc2_ros.ros import qos, topics
-from tdmpc2_ros.ros.adapters import segmented_array
+from tdmpc2_ros.ros.messages import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
 from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
 from tdmpc2_ros.runtime.swap_cost import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN

@@ -5,25 +5,11 @@ parameters that do apply while running (ros/params.py: RUNTIME) stay writable.""
 
 from __future__ import annotations
 
-import pytest
 import rclpy
 from rclpy.parameter import Parameter
 
-from ros_harness import Ros, small_ladder
 from tdmpc2_ros.ros import recorder_node, sim_node, trainer_node
 from tdmpc2_ros.ros.params import RUNTIME, PlannerParams
-
-
-@pytest.fixture(scope="module")
-def ladder(tmp_path_factory):
-    return small_ladder(tmp_path_factory)
-
-
-@pytest.fixture
-def ros():
-    r = Ros()
-    yield r
-    r.close()
 
 
 def read_only_flags(node, names) -> dict[str, bool]:

@@ -22,10 +22,10 @@ from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
 
 from core_helpers import SMALL_OBS_DIM
-from ros_harness import (LineReader, Ros, cleaned_up, next_domain, node_env, record_warnings, small_ladder,
+from ros_harness import (LineReader, Ros, cleaned_up, next_domain, node_env, record_warnings,
                          start_node_process)
 from tdmpc2_ros.ros import qos
-from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, extract, parse_source
+from tdmpc2_ros.runtime.observations import AdapterError, ObservationAssembler, extract, parse_source
 from tdmpc2_ros.runtime import ModelLoadError, SpecMismatch
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.ladder import RungGovernor, Rung, describe_fit, fit_ladder, next_smaller_rung, read_ladder
@@ -33,23 +33,11 @@ from tdmpc2_ros.runtime.ladder import RungGovernor, Rung, describe_fit, fit_ladd
 OBS_TOPIC, CMD_TOPIC = "/tdmpc2/observation", "/tdmpc2_controller/commands"
 
 
-@pytest.fixture(scope="module")
-def ladder(tmp_path_factory):
-    return small_ladder(tmp_path_factory)
-
-
 def start_planner(ros: Ros, model_path, **params):
     from tdmpc2_ros.ros.planner_node import PlannerNode
 
     overrides = {"model_path": str(model_path), "ladder_warmup": 2, "ladder_runs": 5, "trigger": "timer", **params}
     return ros.add(PlannerNode(context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in overrides.items()]))
-
-
-@pytest.fixture
-def ros():
-    r = Ros()
-    yield r
-    r.close()
 
 
 def peer(ros: Ros):
@@ -684,7 +672,7 @@ def test_a_republished_step_is_not_answered_twice(ros, ladder):
     step must not answer the copy (its fallback command would make the sim step twice)."""
     import time as _time
 
-    from tdmpc2_ros.ros.adapters import segmented_array
+    from tdmpc2_ros.ros.messages import segmented_array
     from tdmpc2_ros.runtime.transition import pack
 
     node = start_planner(ros, ladder, trigger="observation", control_rate_hz=1.0)  # deadline 0.9 s: the slow plan fits

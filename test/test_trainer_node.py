@@ -187,7 +187,10 @@ def test_bad_parameters_name_the_parameter(tmp_path):
                              ({"planner": "rrt"}, "planner"), ({"deadline_fraction": 1.5}, "deadline_fraction"),
                              ({"device": "tpu"}, "device"),
                              ({"raw_obs_topic": "/obs"}, "raw_obs_topic"),
-                             ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r"}, "action_low")):
+                             ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r"}, "action_low"),
+                             ({"raw_observation_sources": ["joint_state:/joint_states:position:slider"],
+                               "raw_command_topic": "/c", "raw_reward_topic": "/r", "raw_command_type": "joint_state",
+                               "action_low": [-1.0], "action_high": [1.0]}, "raw_command_type")):
             overrides = [Parameter("run_dir", value=str(tmp_path / "run")), Parameter("bag_dir", value=str(tmp_path / "b")),
                          Parameter("nice", value=0)]  # in this process: leave the test run's priority alone
             overrides += [Parameter(k, value=v) for k, v in params.items()]

@@ -39,6 +39,13 @@ Two sources:
    nothing tells a reset from a step, so pass the episode topic whenever the robot resets.
    ``terminated`` is always 0 here (raw topics do not say whether an episode ended by termination).
 
+   A robot's own topics are read the way the planner reads them live: ``observation_sources`` takes
+   the planner's sources (``runtime/observations.py``: JointState by joint name, Imu, Odometry,
+   arrays), and the observation times T_k are those of the first source's topic, each observation
+   assembled from the newest message of every source topic at or before T_k. ``command`` takes the
+   planner's command format (``runtime/command_fields.py``): a JointTrajectory's first point or a
+   JointState, by joint name.
+
 Bad bags (missing, unfinished, truncated or unreadable files, no transition topic, no rewards, no
 transition recoverable) raise ``BagSkipped(path, reason)``; ``str(e)`` is one line naming both.
 
@@ -62,10 +69,30 @@ from tdmpc2_ros.bags.cdr import (
     decode_float64s,
     decode_int64s,
 )
+from tdmpc2_ros.bags.writer import typestore
+from tdmpc2_ros.runtime.command_fields import command_vector
+from tdmpc2_ros.runtime.observations import AdapterError, extract, parse_source
 from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, SegmentError, Transition
 from tdmpc2_ros.runtime.transition import offsets as layout_offsets
 
 TRANSITION_TOPIC = "/tdmpc2/transition"
+# The message type each observation source type (runtime/observations.py) and command type
+# (runtime/command_fields.py) reads in a raw bag.
+SOURCE_MSGTYPES = {"array": FLOAT64_MULTI_ARRAY, "array32": "std_msgs/msg/Float32MultiArray",
+                   "joint_state": "sensor_msgs/msg/JointState", "imu": "sensor_msgs/msg/Imu",
+                   "odometry": "nav_msgs/msg/Odometry"}
+COMMAND_MSGTYPES = {"array": FLOAT64_MULTI_ARRAY, "joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
+                    "joint_state": "sensor_msgs/msg/JointState"}
+
+
+@dataclass(frozen=True)
+class CommandFormat:
+    """How a raw bag's commands are laid out: the planner's command_type / command_joints /
+    command_interface (runtime/command_fields.py)."""
+
+    kind: str = "array"
+    joints: tuple = ()
+    interface: str = "effort"
 
 
 class BagSkipped(Exception):
@@ -365,11 +392,17 @@ def _observation_columns(raws) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 
 def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic: str,
                       episode_topic: str | None = None, *, action_low, action_high, tolerance_s: float = 0.005,
-                      max_obs_gap_s: float | None = None, min_transitions: int = 1) -> RawEpisodes:
+                      max_obs_gap_s: float | None = None, min_transitions: int = 1,
+                      observation_sources: Sequence[str] = (), command: CommandFormat = CommandFormat()) -> RawEpisodes:
     """Rebuild transitions from raw observation / command / reward topics by bag timestamps.
 
-    observations: std_msgs/Float64MultiArray ('obs' segment if labelled, else all data);
-    commands: std_msgs/Float64MultiArray in physical units within [action_low, action_high];
+    observations: std_msgs/Float64MultiArray on obs_topic ('obs' segment if labelled, else all data),
+    or, with `observation_sources`, the planner's sources (runtime/observations.py: JointState, Imu,
+    Odometry, arrays, on one topic or several): an observation at each message of the first source's
+    topic, from the latest message of every source topic at or before it, as the planner assembles
+    one at a tick;
+    commands: `command` (Float64MultiArray by default, or JointTrajectory / JointState by joint name)
+    in physical units within [action_low, action_high];
     rewards: std_msgs/Float64; episode_topic: std_msgs/Int64 (optional). Rule: module docstring.
     Raises BagSkipped if a topic is missing or empty, or no transition can be aligned.
     """
@@ -381,8 +414,14 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
                          f"length, with high > low")
     if not tolerance_s > 0:
         raise ValueError(f"tolerance_s must be > 0 (got {tolerance_s})")
-    names = {obs_topic: "observations", command_topic: "commands", reward_topic: "rewards"}
-    expected = {obs_topic: FLOAT64_MULTI_ARRAY, command_topic: FLOAT64_MULTI_ARRAY, reward_topic: FLOAT64}
+    try:
+        sources = [parse_source(text) for text in observation_sources]
+    except AdapterError as e:
+        raise ValueError(str(e)) from None
+    names = {s.topic: "observations" for s in sources} or {obs_topic: "observations"}
+    expected = {s.topic: SOURCE_MSGTYPES[s.kind] for s in sources} or {obs_topic: FLOAT64_MULTI_ARRAY}
+    names.update({command_topic: "commands", reward_topic: "rewards"})
+    expected.update({command_topic: COMMAND_MSGTYPES[command.kind], reward_topic: FLOAT64})
     if episode_topic:
         expected[episode_topic] = INT64
         names[episode_topic] = "episodes"
@@ -390,11 +429,15 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     tol = int(round(tolerance_s * 1e9))
     counts: dict[str, int] = {}
 
-    _, t_obs_all, obs_raws = data[obs_topic]
-    obs, obs_ep, obs_step, kept, counts["malformed_observations"] = _observation_columns(obs_raws)
-    t_obs = t_obs_all[kept]
+    if sources:
+        obs, t_obs, counts["malformed_observations"] = _source_observations(data, sources, counts)
+        obs_ep = obs_step = np.full(obs.shape[0], np.nan)
+    else:
+        _, t_obs_all, obs_raws = data[obs_topic]
+        obs, obs_ep, obs_step, kept, counts["malformed_observations"] = _observation_columns(obs_raws)
+        t_obs = t_obs_all[kept]
     counts["observations"] = obs.shape[0]
-    actions, t_cmd = _command_columns(data[command_topic], low, high, counts)
+    actions, t_cmd = _command_columns(data[command_topic], low, high, counts, command)
     rew, t_rew = _reward_columns(data[reward_topic], counts)
     if episode_topic and episode_topic in data and data[episode_topic][2]:
         _, t_ep, ep_raws = data[episode_topic]
@@ -428,13 +471,70 @@ def _read_expected_topics(path: Path, expected: dict, names: dict, optional: str
     return data
 
 
-def _command_columns(topic_data, low: np.ndarray, high: np.ndarray, counts: dict) -> tuple[np.ndarray, np.ndarray]:
+def _source_observations(data, sources, counts: dict) -> tuple[np.ndarray, np.ndarray, int]:
+    """Observations from the planner's sources: one at each message of the first source's topic, from
+    the latest message of each source topic at or before it -> (obs [K, n], times [K], malformed).
+    An observation before every topic has spoken is counted in `observations_before_all_topics`."""
+    store = typestore()
+    topics = list(dict.fromkeys(s.topic for s in sources))
+    times = data[sources[0].topic][1]
+    latest = {t: np.searchsorted(data[t][1], times, side="right") - 1 for t in topics}
+    decoded: dict[tuple[str, int], object] = {}
+
+    def message(topic: str, i: int):
+        if (topic, i) not in decoded:
+            msgtype, _, raws = data[topic]
+            decoded[(topic, i)] = store.deserialize_cdr(bytes(raws[i]), msgtype)
+        return decoded[(topic, i)]
+
+    rows, kept, bad, early = [], [], 0, 0
+    for k in range(times.size):
+        if any(latest[t][k] < 0 for t in topics):
+            early += 1
+            continue
+        try:
+            row = np.concatenate([extract(s, message(s.topic, int(latest[s.topic][k]))) for s in sources])
+        except (AdapterError, ValueError, TypeError, KeyError, IndexError):  # a field missing, or undecodable
+            bad += 1
+            continue
+        if not np.all(np.isfinite(row)) or (rows and row.shape != rows[0].shape):
+            bad += 1
+            continue
+        rows.append(row)
+        kept.append(k)
+    counts["observations_before_all_topics"] = early
+    obs = np.stack(rows) if rows else np.zeros((0, 0))
+    return obs, times[np.asarray(kept, np.int64)], bad
+
+
+def _typed_commands(raws, msgtype: str, command: CommandFormat) -> tuple[np.ndarray, np.ndarray, int]:
+    """JointTrajectory / JointState commands -> (values [C, m] in command.joints order, index [C],
+    malformed count)."""
+    store = typestore()
+    rows, index, bad = [], [], 0
+    for i, raw in enumerate(raws):
+        try:
+            rows.append(command_vector(store.deserialize_cdr(bytes(raw), msgtype), command.kind, command.joints,
+                                       command.interface))
+            index.append(i)
+        except Exception:  # noqa: BLE001 — undecodable bytes or a joint missing: counted, as a bad array is
+            bad += 1
+    width = len(command.joints)
+    return (np.stack(rows) if rows else np.zeros((0, width))), np.asarray(index, np.int64), bad
+
+
+def _command_columns(topic_data, low: np.ndarray, high: np.ndarray, counts: dict,
+                     command: CommandFormat = CommandFormat()) -> tuple[np.ndarray, np.ndarray]:
     """Command messages -> (actions normalised to [-1, 1] [C, m], times [C]), in bag order. Commands
     of another width or holding NaN/Inf are counted as malformed; ones beyond the bounds are clipped
     and counted."""
-    _, t_cmd_all, cmd_raws = topic_data
-    blocks, errors = decode_float64_multiarrays(cmd_raws)
-    bad_cmd = len(errors)
+    msgtype, t_cmd_all, cmd_raws = topic_data
+    if command.kind == "array":
+        blocks, errors = decode_float64_multiarrays(cmd_raws)
+        bad_cmd = len(errors)
+    else:
+        values, index, bad_cmd = _typed_commands(cmd_raws, msgtype, command)
+        blocks = {(): (values, index)}
     cmd_parts = []
     for values, index in blocks.values():
         if values.shape[1] != low.size:

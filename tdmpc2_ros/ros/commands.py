@@ -1,4 +1,4 @@
-"""Where a command vector becomes a message: the other end of adapters.py. Three standard types,
+"""Where a command vector becomes a message: the other end of runtime/observations.py. Three standard types,
 one per kind of controller a robot runs (`command_type` in config/planner.yaml):
 
 - `array`: std_msgs/Float64MultiArray, one value per actuator in the model's action order. What
@@ -13,7 +13,8 @@ one per kind of controller a robot runs (`command_type` in config/planner.yaml):
 For the last two, `command_joints` names the joint of each action element and `command_interface`
 says which field carries the value: position (rad or m), velocity (rad/s or m/s) or effort (N m or
 N), as REP-103 has them. Every value has already been scaled, clamped and rate-limited
-(runtime/action_shaper.py); this only packs it.
+(runtime/action_shaper.py); this only packs it, as runtime/command_fields.py lays it out (the
+trainer reads raw bags' commands back from there).
 """
 
 from __future__ import annotations
@@ -23,23 +24,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from tdmpc2_ros.runtime import command_fields
+from tdmpc2_ros.runtime.command_fields import INTERFACES, check_command_parameters
+
 COMMAND_TYPES = {"array": Float64MultiArray, "joint_trajectory": JointTrajectory, "joint_state": JointState}
-INTERFACES = {"position": ("positions", "position"), "velocity": ("velocities", "velocity"), "effort": ("effort", "effort")}
-
-
-def check_command_parameters(kind: str, joints, interface: str) -> list[str]:
-    """What is wrong with the command parameters on their own (their length against the model's
-    action is checked once the model is loaded: CommandWriter)."""
-    problems = []
-    if kind not in COMMAND_TYPES:
-        problems.append(f"command_type must be one of {', '.join(COMMAND_TYPES)} (got {kind!r})")
-    if interface not in INTERFACES:
-        problems.append(f"command_interface must be one of {', '.join(INTERFACES)} (got {interface!r})")
-    if kind in ("joint_trajectory", "joint_state") and not joints:
-        problems.append(f"command_type {kind} needs command_joints: the joint of each action element, in order")
-    if len(set(joints)) != len(joints) or any(not str(j).strip() for j in joints):
-        problems.append(f"command_joints must be distinct, non-empty joint names (got {list(joints)})")
-    return problems
+assert tuple(COMMAND_TYPES) == command_fields.COMMAND_TYPES
 
 
 class CommandWriter:

@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass, fields
 
 from tdmpc2_ros.ros import topics
-from tdmpc2_ros.ros.commands import check_command_parameters
+from tdmpc2_ros.runtime.command_fields import check_command_parameters
 from tdmpc2_ros.runtime.onnx_planner import EXECUTION_PROVIDERS
 
 
@@ -106,7 +106,7 @@ DESCRIPTIONS = {
     "plan_cpu_affinity": "cores the planning thread may run on; [] = any",
     "gc_freeze": "after start-up, keep its objects out of Python's garbage collections (runtime/gc_pauses.py)",
     "seed": "seed of the planner's sampling noise",
-    "observation_sources": "<type>:<topic>:<field>[:<joint>] entries assembled into the observation (ros/adapters.py)",
+    "observation_sources": "<type>:<topic>:<field>[:<joint>] entries assembled into the observation (runtime/observations.py)",
     "action_topic": "where commands go (command_type's message, physical units)",
     "command_type": "array (std_msgs/Float64MultiArray, forward command controllers), joint_trajectory "
                     "(one point one period ahead, joint_trajectory_controller) or joint_state (ros/commands.py)",

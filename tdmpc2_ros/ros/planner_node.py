@@ -1,7 +1,7 @@
 """planner_node: observations in, one ONNX Runtime call per control tick, commands out.
 
 A thin adapter around tdmpc2_ros.runtime (numpy + onnxruntime; no torch):
-- observation adapters (adapters.py) turn the subscribed messages into the model's vector;
+- observation sources (runtime/observations.py) turn the subscribed messages into the model's vector;
 - at start-up the budget ladder is measured and the largest rung that fits the period is chosen
   (runtime/ladder.py: fit_ladder); while running, a rung whose plans keep overrunning that limit steps
   down to the next smaller one, and back up once plans fit again (runtime/budget_steps.py), because
@@ -42,7 +42,7 @@ from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, String
 from std_srvs.srv import Trigger
 
 from tdmpc2_ros.ros import qos, stop, topics
-from tdmpc2_ros.ros.adapters import AdapterError, ObservationAssembler, segmented_array, segments_of
+from tdmpc2_ros.ros.messages import segmented_array
 from tdmpc2_ros.ros.commands import CommandWriter
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
@@ -51,6 +51,7 @@ from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner
 from tdmpc2_ros.runtime import gc_pauses
 from tdmpc2_ros.runtime.action_shaper import ActionShaper
+from tdmpc2_ros.runtime.observations import AdapterError, ObservationAssembler, segments_of
 from tdmpc2_ros.runtime.host_steal import StealMeter
 from tdmpc2_ros.runtime.thread_usage import ThreadUsage
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool

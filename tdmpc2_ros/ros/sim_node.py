@@ -62,7 +62,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int64
 
 from tdmpc2_ros.ros import qos, topics
-from tdmpc2_ros.ros.adapters import segmented_array
+from tdmpc2_ros.ros.messages import segmented_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 from tdmpc2_ros.runtime.transition import pack

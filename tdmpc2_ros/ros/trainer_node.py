@@ -72,6 +72,11 @@ raw_obs_topic ...           ""                  raw mode (all of obs/command/rew
 raw_command_topic                               observations, commands and rewards by timestamp
 raw_reward_topic                                (episodes_from_raw); "" = record mode
 raw_episode_topic                               optional Int64 episode announcements
+raw_observation_sources     []                  raw mode: the planner's observation_sources (e.g. from
+                                                /joint_states) instead of raw_obs_topic
+raw_command_type ...        array / [] / effort raw mode: the command topic's command_type, command_joints,
+raw_command_joints                              command_interface, as the planner has them (e.g. a
+raw_command_interface                           joint_trajectory_controller's JointTrajectory)
 tolerance_s                 0.005               raw-mode timestamp tolerance
 ==========================  ==================  =============================================================
 
@@ -104,6 +109,7 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from tdmpc2_ros.bags.ledger import IngestLedger
+from tdmpc2_ros.bags.reader import CommandFormat
 from tdmpc2_ros.core.device import resolve_device
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
@@ -162,6 +168,11 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "raw_command_topic": ("", "raw mode: command topic (Float64MultiArray, physical units)"),
     "raw_reward_topic": ("", "raw mode: reward topic (Float64)"),
     "raw_episode_topic": ("", "raw mode: episode topic (Int64), optional"),
+    "raw_observation_sources": ([], "raw mode: the planner's observation_sources (<type>:<topic>:<field>[:<joint>]), "
+                                    "instead of raw_obs_topic"),
+    "raw_command_type": ("array", "raw mode: the command topic's type: array, joint_trajectory or joint_state"),
+    "raw_command_joints": ([], "raw mode, joint_trajectory / joint_state commands: the joint of each action element"),
+    "raw_command_interface": ("effort", "raw mode, joint_trajectory / joint_state commands: position, velocity or effort"),
     "tolerance_s": (0.005, "raw mode: timestamp tolerance in seconds"),
 }
 
@@ -246,11 +257,18 @@ class TrainerNode(Node):
             raise ParameterError("ladder", p["ladder"], str(e)) from e
         if len(p["action_low"]) != len(p["action_high"]):
             raise ParameterError("action_low", p["action_low"], "action_low and action_high need the same length")
-        raw = [p["raw_obs_topic"], p["raw_command_topic"], p["raw_reward_topic"]]
+        raw = [p["raw_obs_topic"] or p["raw_observation_sources"], p["raw_command_topic"], p["raw_reward_topic"]]
         if any(raw) and not all(raw):
-            raise ParameterError("raw_obs_topic", raw, "raw mode needs raw_obs_topic, raw_command_topic and "
-                                                      "raw_reward_topic (or none of them for record mode)")
-        self.raw = RawTopics(*raw, p["raw_episode_topic"], float(p["tolerance_s"])) if all(raw) else None
+            raise ParameterError("raw_obs_topic", raw, "raw mode needs raw_obs_topic (or raw_observation_sources), "
+                                                      "raw_command_topic and raw_reward_topic (or none of them for "
+                                                      "record mode)")
+        try:
+            self.raw = RawTopics(p["raw_obs_topic"], p["raw_command_topic"], p["raw_reward_topic"], p["raw_episode_topic"],
+                                 float(p["tolerance_s"]), tuple(p["raw_observation_sources"]),
+                                 CommandFormat(p["raw_command_type"], tuple(p["raw_command_joints"]),
+                                               p["raw_command_interface"])) if all(raw) else None
+        except ValueError as e:
+            raise ParameterError("raw_command_type", p["raw_command_type"], str(e)) from None
         if self.raw is not None and not p["action_low"]:
             raise ParameterError("action_low", p["action_low"], "raw mode maps commands to [-1, 1] with "
                                                                 "action_low/action_high: set both")

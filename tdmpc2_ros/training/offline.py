@@ -58,7 +58,9 @@ import numpy as np
 import torch
 
 from tdmpc2_ros.bags.ledger import IngestLedger, bag_identity, closed_bags
-from tdmpc2_ros.bags.reader import BagSkipped, Episode, episodes_from_arrays, episodes_from_raw, read_record_arrays
+from tdmpc2_ros.bags.reader import (BagSkipped, CommandFormat, Episode, RawEpisodes, episodes_from_arrays, episodes_from_raw,
+                                    read_record_arrays)
+from tdmpc2_ros.runtime.command_fields import check_command_parameters
 from tdmpc2_ros.core.agent import TDMPC2
 from tdmpc2_ros.core.buffer import ReplayBuffer
 from tdmpc2_ros.core.config import ModelConfig, TrainConfig, heuristic_discount
@@ -85,11 +87,26 @@ class RawTopics:
     """Raw-topic mode (``episodes_from_raw``): bags of observations, commands and rewards recorded
     around any controller, aligned by timestamp. Commands are in physical units (action_low/high)."""
 
-    obs_topic: str
+    obs_topic: str  # a Float64MultiArray observation topic; "" with observation_sources
     command_topic: str
     reward_topic: str
     episode_topic: str = ""
     tolerance_s: float = 0.005
+    observation_sources: tuple = ()  # the planner's sources (runtime/observations.py), e.g. from /joint_states
+    command: CommandFormat = CommandFormat()  # the planner's command_type / joints / interface
+
+    def __post_init__(self):
+        problems = check_command_parameters(self.command.kind, self.command.joints, self.command.interface)
+        if not (self.obs_topic or self.observation_sources) or not self.command_topic or not self.reward_topic:
+            problems.append("raw mode needs an observation topic (or observation sources), a command topic and a "
+                            "reward topic")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def read(self, bag, action_low, action_high) -> RawEpisodes:
+        return episodes_from_raw(bag, self.obs_topic, self.command_topic, self.reward_topic, self.episode_topic or None,
+                                 action_low=action_low, action_high=action_high, tolerance_s=self.tolerance_s,
+                                 observation_sources=self.observation_sources, command=self.command)
 
 
 @dataclass
@@ -131,8 +148,7 @@ def read_weights(path) -> tuple[dict, dict, float]:
 def dims_of_bag(bag, raw: RawTopics | None = None, action_low=(), action_high=(), record_topics=()) -> tuple[int, int]:
     """(obs_dim, action_dim) of the data in a bag. Raises BagSkipped if the bag yields none."""
     if raw is not None:
-        r = episodes_from_raw(bag, raw.obs_topic, raw.command_topic, raw.reward_topic, raw.episode_topic or None,
-                              action_low=action_low, action_high=action_high, tolerance_s=raw.tolerance_s)
+        r = raw.read(bag, action_low, action_high)
         return int(r.episodes[0].obs.shape[1]), int(r.episodes[0].action.shape[1])
     rec = read_record_arrays(bag, list(record_topics) or None)
     return rec.obs_dim, rec.action_dim
@@ -388,10 +404,7 @@ class OfflineTrainer:
         """Read and check a whole bag before anything is written (raises BagSkipped)."""
         records = None
         if self.raw is not None:
-            r = self.raw
-            episodes = episodes_from_raw(bag, r.obs_topic, r.command_topic, r.reward_topic, r.episode_topic or None,
-                                         action_low=self.action_low, action_high=self.action_high,
-                                         tolerance_s=r.tolerance_s).episodes
+            episodes = self.raw.read(bag, self.action_low, self.action_high).episodes
         else:
             records = read_record_arrays(bag, list(self.record_topics) or None)
             if (records.obs_dim, records.action_dim) != (self.obs_dim, self.action_dim):

@@ -19,6 +19,10 @@ Each observation source is one string (a ROS string-array parameter cannot hold 
 
 The vector is the concatenation of the sources in order. Units are whatever the message carries
 (REP-103: m, rad, s); nothing is rescaled here.
+
+Messages are read by their fields only (duck typing), so the same sources read rclpy's messages in the
+planner and the rosbags library's in the trainer (bags/reader.py: raw observation topics), and neither
+side needs the other's: no ROS is imported here.
 """
 
 from __future__ import annotations
@@ -130,15 +134,6 @@ def extract(source: Source, msg) -> np.ndarray:
 def segments_of(msg) -> dict[str, np.ndarray]:
     """A Float(32|64)MultiArray's labelled segments (tdmpc2_ros.runtime.transition)."""
     return unpack([(d.label, d.size) for d in msg.layout.dim], msg.data)[0]
-
-
-def segmented_array(dims, data):
-    """A Float64MultiArray whose layout names each segment (inverse of segments_of)."""
-    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
-
-    msg = Float64MultiArray(data=np.asarray(data, np.float64).tolist())
-    msg.layout.dim = [MultiArrayDimension(label=label, size=size, stride=size) for label, size in dims]
-    return msg
 
 
 def segment(msg, label: str, spec: str) -> np.ndarray:
