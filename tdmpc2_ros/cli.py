@@ -74,17 +74,10 @@ def cmd_train_bags(args) -> int:
     from tqdm import tqdm
 
     from tdmpc2_ros.bags.ledger import IngestLedger
-    from tdmpc2_ros.runtime.model_store import ModelStore
     from tdmpc2_ros.bags.reader import CommandFormat
+    from tdmpc2_ros.runtime.model_store import ModelStore
     from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
 
-    log = logging.getLogger("tdmpc2_ros.trainer")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
     run_dir = Path(args.run_dir or "runs/offline")
     raw_topics = [args.raw_obs_topic or args.raw_observation_sources, args.raw_command_topic, args.raw_reward_topic]
     if any(raw_topics) and not all(raw_topics):
@@ -102,6 +95,14 @@ def cmd_train_bags(args) -> int:
     if raw is not None and not args.action_low:
         print("raw mode maps commands to [-1, 1] with --action-low/--action-high: give both", file=sys.stderr)
         return 2
+    # After the argument checks: a refused run leaves no handler behind (cli.main may run in-process).
+    log = logging.getLogger("tdmpc2_ros.trainer")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
     if args.obs_dim and args.action_dim:
         dims = (args.obs_dim, args.action_dim)
     else:

@@ -29,7 +29,10 @@ def test_every_option_of_every_subcommand_has_help_and_shows_its_default():
 
 
 def test_train_from_raw_bags_refuses_a_command_format_that_cannot_work(tmp_path, capsys):
-    """Before anything is read or trained: joint_state commands need the joint of each action element."""
+    """Before anything is read or trained: joint_state commands need the joint of each action element.
+    The refused run leaves no log handler behind on the captured stream (cli.main runs in-process here)."""
+    import logging
+
     from tdmpc2_ros import cli
 
     code = cli.main(["train", "--bags", str(tmp_path), "--run-dir", str(tmp_path / "run"), "--raw-observation-sources",
@@ -37,3 +40,4 @@ def test_train_from_raw_bags_refuses_a_command_format_that_cannot_work(tmp_path,
                      "--raw-command-type", "joint_state", "--action-low", "-1", "--action-high", "1"])
     assert code == 2
     assert "raw mode: command_type joint_state needs command_joints" in capsys.readouterr().err
+    assert not logging.getLogger("tdmpc2_ros.trainer").handlers

@@ -59,3 +59,14 @@ def test_the_trainer_declares_every_parameter_read_only(ros, tmp_path):
     assert read_only_flags(node, trainer_node.PARAMETERS) == {n: True for n in trainer_node.PARAMETERS}
     assert_refused(node, "batch_size", 64)
     assert_refused(node, "ladder", ["2:64:8:4"])  # a list declared untyped is read-only too
+
+
+def test_an_untyped_list_parameter_given_one_string_is_one_entry(ros):
+    """`-p command_joints:=slider` or a launch argument hands an empty-list parameter a plain string:
+    that is one entry ('' none), not a list of its characters."""
+    from tdmpc2_ros.ros.params import declare_table
+
+    node = ros.add(rclpy.create_node("lists", context=ros.context, parameter_overrides=[
+        Parameter("one", value="slider"), Parameter("none", value=""), Parameter("many", value=["a", "b"])]))
+    table = {name: ([], "a list") for name in ("one", "none", "many", "unset")}
+    assert declare_table(node, table) == {"one": ["slider"], "none": [], "many": ["a", "b"], "unset": []}

@@ -165,7 +165,8 @@ class ParameterError(ValueError):
 def declare_table(node, table: dict, runtime: tuple[str, ...] = ()) -> dict:
     """Declare {name: (default, description)} on the node and return {name: value}. A parameter not
     in `runtime` is read-only: set at start (a params file, `-p`, a launch argument), refused by
-    `ros2 param set` afterwards. A list or tuple default gives a list (an empty one: None, untyped)."""
+    `ros2 param set` afterwards. A list or tuple default gives a list (an empty one is declared untyped,
+so that any array, or one string, can be given)."""
     out = {}
     for name, (default, description) in table.items():
         read_only = name not in runtime
@@ -173,6 +174,8 @@ def declare_table(node, table: dict, runtime: tuple[str, ...] = ()) -> dict:
             # An empty array has no type to infer: declare it untyped (Humble, Jazzy and Kilted agree).
             untyped = descriptor(description, read_only, dynamic_typing=not default)
             value = node.declare_parameter(name, list(default) if default else None, untyped).value
+            if isinstance(value, str):  # `-p name:=x` or a launch argument: one entry ("" = none), not characters
+                value = [value] if value.strip() else []
             out[name] = list(value) if value is not None else []
         elif isinstance(default, float):
             out[name] = _declare_float(node, name, default, description, read_only)

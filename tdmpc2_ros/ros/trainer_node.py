@@ -113,7 +113,7 @@ from tdmpc2_ros.bags.reader import CommandFormat
 from tdmpc2_ros.core.device import resolve_device
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
-from tdmpc2_ros.ros.params import ParameterError, declare_table, descriptor
+from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime.model_store import ModelStore
 from tdmpc2_ros.runtime.priority import lower_process_priority
@@ -218,14 +218,7 @@ class TrainerNode(Node):
 
     # -- set-up --------------------------------------------------------------------------------
     def _read_parameters(self):
-        p = declare_table(self, {k: v for k, v in PARAMETERS.items() if not isinstance(v[0], list)})
-        for name, (default, description) in PARAMETERS.items():
-            if isinstance(default, list):  # an empty list has no type to infer: declared untyped
-                self.declare_parameter(name, None, descriptor(description, read_only=True, dynamic_typing=True))
-                value = self.get_parameter(name).value
-                if isinstance(value, str):  # a launch argument: "" (the default) or one entry
-                    value = [value] if value.strip() else []
-                p[name] = list(value) if value is not None else []
+        p = declare_table(self, PARAMETERS)
         for name in ("bag_dir", "run_dir", "store_dir"):
             if not str(p[name]).strip():
                 raise ParameterError(name, p[name], "must be a folder path")
