@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--out", default="benchmark/results/train.json", help="JSON results; the table goes beside it as .md")
     bt.set_defaults(func=cmd_bench_train)
     bl = sub.add_parser("bench-loop", help="learning-loop benchmark: bag ingest throughput and hot-swap cost (JSON + table)")
-    bl.add_argument("--transitions", type=int, default=50_000, help="transitions written to the MCAP bag that is ingested")
+    bl.add_argument("--transitions", type=int, default=50_000, help="transitions written to each MCAP bag that is ingested (transition records, and a robot's own topics)")
     bl.add_argument("--swaps", type=int, default=5, help="model swaps announced to the running planner")
     bl.add_argument("--model", default="", help="model folder to swap between (default: the shipped model)")
     bl.add_argument("--busy", type=float, default=0.0, metavar="CORES",

@@ -9,13 +9,24 @@ import math
 import pytest
 
 from ros_harness import REPO
-from tdmpc2_ros.benchmark.loop import (_swap_work_table, bench_ingest, bench_stepdown, bench_swap, excess_p, format_table,
-                                        swap_work_counts)
+from tdmpc2_ros.benchmark.loop import (_swap_work_table, bench_ingest, bench_ingest_raw, bench_stepdown, bench_swap, excess_p,
+                                        format_table, swap_work_counts)
 
 
 def test_ingest_reaches_the_buffer_whole():
     r = bench_ingest(transitions=3000, episode_length=500)
     assert r["transitions"] == 3000 and r["transitions_per_s"] > 0 and r["bag_mb"] > 0
+
+
+def test_raw_ingest_of_a_robots_topics_reaches_the_buffer_whole():
+    """Every step of every episode of JointState + Imu + JointTrajectory topics becomes a transition
+    (bench_ingest_raw raises if one is lost), and the table names both kinds of bag."""
+    raw = bench_ingest_raw(transitions=1000, episode_length=250)
+    assert raw["transitions"] == 1000 and raw["bag_mb"] > 0
+    lines = format_table({"ingest": bench_ingest(transitions=500), "ingest_raw": raw}).splitlines()
+    assert any(line.startswith("| the planner's transition records (mcap) | 500 |") for line in lines)
+    assert any(line.startswith("| a robot's own topics: JointState + Imu + JointTrajectory") and "| 1000 |" in line
+               for line in lines)
 
 
 def test_table_shows_the_swap_ticks_beside_ordinary_ones():

@@ -7,6 +7,7 @@
   alignment; bad bags raise ``BagSkipped(path, reason)``.
 - ``ledger``: ``IngestLedger`` (which bags were ingested, surviving restarts) and ``closed_bags``.
 - ``cdr``: vectorised CDR encode/decode of std_msgs Float64MultiArray, Float64 and Int64.
+- ``fields``: float64 fields of a robot's own messages (JointState, Imu, ...) as columns, by byte offset.
 
 The ROS side is ``tdmpc2_ros.ros.recorder_node``.
 """

@@ -49,7 +49,8 @@ Two sources:
 Bad bags (missing, unfinished, truncated or unreadable files, no transition topic, no rewards, no
 transition recoverable) raise ``BagSkipped(path, reason)``; ``str(e)`` is one line naming both.
 
-Decoding is vectorised (``tdmpc2_ros.bags.cdr``): per message only rosbags' own read loop runs in
+Decoding is vectorised (``tdmpc2_ros.bags.cdr`` for std_msgs, ``tdmpc2_ros.bags.fields`` for a
+robot's JointState, Imu, Odometry and JointTrajectory): per message only rosbags' own read loop runs in
 Python. No ROS, no torch.
 """
 
@@ -69,8 +70,8 @@ from tdmpc2_ros.bags.cdr import (
     decode_float64s,
     decode_int64s,
 )
+from tdmpc2_ros.bags.fields import MessageColumns, command_columns, source_column
 from tdmpc2_ros.bags.writer import typestore
-from tdmpc2_ros.runtime.command_fields import command_vector
 from tdmpc2_ros.runtime.observations import AdapterError, extract, parse_source
 from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, SegmentError, Transition
 from tdmpc2_ros.runtime.transition import offsets as layout_offsets
@@ -81,6 +82,7 @@ TRANSITION_TOPIC = "/tdmpc2/transition"
 SOURCE_MSGTYPES = {"array": FLOAT64_MULTI_ARRAY, "array32": "std_msgs/msg/Float32MultiArray",
                    "joint_state": "sensor_msgs/msg/JointState", "imu": "sensor_msgs/msg/Imu",
                    "odometry": "nav_msgs/msg/Odometry"}
+ARRAY_SOURCES = ("array", "array32")
 COMMAND_MSGTYPES = {"array": FLOAT64_MULTI_ARRAY, "joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
                     "joint_state": "sensor_msgs/msg/JointState"}
 
@@ -475,52 +477,47 @@ def _source_observations(data, sources, counts: dict) -> tuple[np.ndarray, np.nd
     """Observations from the planner's sources: one at each message of the first source's topic, from
     the latest message of each source topic at or before it -> (obs [K, n], times [K], malformed).
     An observation before every topic has spoken is counted in `observations_before_all_topics`."""
-    store = typestore()
     topics = list(dict.fromkeys(s.topic for s in sources))
     times = data[sources[0].topic][1]
     latest = {t: np.searchsorted(data[t][1], times, side="right") - 1 for t in topics}
-    decoded: dict[tuple[str, int], object] = {}
+    early = np.any([latest[t] < 0 for t in topics], axis=0)
+    columns = {t: MessageColumns(data[t][2], data[t][0]) for t in topics if any(
+        s.topic == t and s.kind not in ARRAY_SOURCES for s in sources)}
+    parts = []
+    for s in sources:
+        values = (_array_source(data[s.topic], s, latest[s.topic][~early]) if s.kind in ARRAY_SOURCES
+                  else source_column(columns[s.topic], s).reshape(-1, 1))
+        parts.append(values[np.maximum(latest[s.topic], 0)])
+    rows = np.concatenate(parts, axis=1)
+    good = ~early & np.isfinite(rows).all(axis=1)
+    counts["observations_before_all_topics"] = int(early.sum())
+    return rows[good], times[good], int((~early).sum() - good.sum())
 
-    def message(topic: str, i: int):
-        if (topic, i) not in decoded:
-            msgtype, _, raws = data[topic]
-            decoded[(topic, i)] = store.deserialize_cdr(bytes(raws[i]), msgtype)
-        return decoded[(topic, i)]
 
-    rows, kept, bad, early = [], [], 0, 0
-    for k in range(times.size):
-        if any(latest[t][k] < 0 for t in topics):
-            early += 1
-            continue
+def _array_source(topic_data, source, used: np.ndarray) -> np.ndarray:
+    """An array source's elements in each message [n, width], NaN where a message lacks them or
+    differs in width from the first that has them; only the messages `used` are decoded."""
+    msgtype, _, raws = topic_data
+    store, rows = typestore(), {}
+    for i in np.unique(used):
         try:
-            row = np.concatenate([extract(s, message(s.topic, int(latest[s.topic][k]))) for s in sources])
+            rows[int(i)] = extract(source, store.deserialize_cdr(bytes(raws[i]), msgtype))
         except (AdapterError, ValueError, TypeError, KeyError, IndexError):  # a field missing, or undecodable
-            bad += 1
             continue
-        if not np.all(np.isfinite(row)) or (rows and row.shape != rows[0].shape):
-            bad += 1
-            continue
-        rows.append(row)
-        kept.append(k)
-    counts["observations_before_all_topics"] = early
-    obs = np.stack(rows) if rows else np.zeros((0, 0))
-    return obs, times[np.asarray(kept, np.int64)], bad
+    width = next(iter(rows.values())).size if rows else 1
+    out = np.full((len(raws), width), np.nan)
+    for i, row in rows.items():
+        if row.size == width:
+            out[i] = row
+    return out
 
 
 def _typed_commands(raws, msgtype: str, command: CommandFormat) -> tuple[np.ndarray, np.ndarray, int]:
     """JointTrajectory / JointState commands -> (values [C, m] in command.joints order, index [C],
     malformed count)."""
-    store = typestore()
-    rows, index, bad = [], [], 0
-    for i, raw in enumerate(raws):
-        try:
-            rows.append(command_vector(store.deserialize_cdr(bytes(raw), msgtype), command.kind, command.joints,
-                                       command.interface))
-            index.append(i)
-        except Exception:  # noqa: BLE001 — undecodable bytes or a joint missing: counted, as a bad array is
-            bad += 1
-    width = len(command.joints)
-    return (np.stack(rows) if rows else np.zeros((0, width))), np.asarray(index, np.int64), bad
+    values = command_columns(MessageColumns(raws, msgtype), command.kind, command.joints, command.interface)
+    ok = np.isfinite(values).all(axis=1)
+    return values[ok], np.flatnonzero(ok), int((~ok).sum())
 
 
 def _command_columns(topic_data, low: np.ndarray, high: np.ndarray, counts: dict,

@@ -1,7 +1,9 @@
 """`tdmpc2-ros bench-loop`: the learning loop's speed bars, as JSON and a readable table.
 
 - Ingest: transition records written to an MCAP bag by the recorder's writer, read back into the
-  replay buffer (bag -> episodes -> ReplayBuffer.add_episode). Transitions per second.
+  replay buffer (bag -> episodes -> ReplayBuffer.add_episode), and a robot's own topics (JointState,
+  Imu, JointTrajectory commands, reward, episode) read through the planner's observation sources
+  and aligned by timestamp (``bench_ingest_raw``). Transitions per second.
 - Swap cost: sim (real time, 50 Hz) and planner started through the bringup, then a sequence of
   model versions announced on /tdmpc2/model_update. From the planner's /diagnostics: the latency of
   each tick in which a swap happened against the median tick of that moment, and the deadlines missed while
@@ -89,6 +91,73 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
     if len(buffer) != transitions:
         raise RuntimeError(f"ingest lost transitions: {len(buffer)} of {transitions} reached the buffer")
     return {"storage": storage, "transitions": len(buffer), "bag_mb": round(size / 1e6, 2), "seconds": round(seconds, 3),
+            "transitions_per_s": round(len(buffer) / seconds)}
+
+
+RAW_SOURCES = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:cos(position):hinge",
+               "joint_state:/joint_states:sin(position):hinge", "joint_state:/joint_states:velocity:slider",
+               "joint_state:/joint_states:velocity:hinge", "imu:/imu:angular_velocity.z")
+
+
+def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> dict:
+    """A robot's own topics as `ros2 bag record` keeps them beside another controller, at 50 Hz:
+    /joint_states (two joints), /imu, a joint_trajectory_controller's JointTrajectory commands, the
+    reward and the episode, read through the planner's observation sources and command format
+    (bag -> aligned episodes -> ReplayBuffer.add_episode). Transitions per second."""
+    from tdmpc2_ros.bags import BagWriter, closed_bags, encode_float64, encode_int64
+    from tdmpc2_ros.bags.reader import CommandFormat
+    from tdmpc2_ros.bags.writer import typestore
+    from tdmpc2_ros.core.buffer import ReplayBuffer
+    from tdmpc2_ros.training.offline import RawTopics
+
+    store, rng = typestore(), np.random.default_rng(0)
+    T = store.types
+    joint_state, imu, trajectory = "sensor_msgs/msg/JointState", "sensor_msgs/msg/Imu", "trajectory_msgs/msg/JointTrajectory"
+
+    def header(t: int):
+        return T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=t // 10**9, nanosec=t % 10**9),
+                                        frame_id="base_link")
+
+    def vector(z: float):
+        return T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=z)
+
+    episodes, dt, t = max(1, transitions // episode_length), 20_000_000, 10**18
+    with tempfile.TemporaryDirectory() as tmp:
+        with BagWriter(tmp) as writer:
+            for episode in range(episodes):
+                writer.write("/episode", "std_msgs/msg/Int64", encode_int64(episode), t - 100_000)
+                for k in range(episode_length + 1):
+                    writer.write("/imu", imu, store.serialize_cdr(T[imu](
+                        header=header(t - 10**6), orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+                        orientation_covariance=np.zeros(9), angular_velocity=vector(float(rng.normal())),
+                        angular_velocity_covariance=np.zeros(9), linear_acceleration=vector(9.81),
+                        linear_acceleration_covariance=np.zeros(9)), imu), t - 10**6)
+                    writer.write("/joint_states", joint_state, store.serialize_cdr(T[joint_state](
+                        header=header(t), name=["slider", "hinge"], position=rng.normal(size=2), velocity=rng.normal(size=2),
+                        effort=np.zeros(0)), joint_state), t)
+                    if k < episode_length:
+                        point = T["trajectory_msgs/msg/JointTrajectoryPoint"](
+                            positions=rng.uniform(-1, 1, 1), velocities=np.zeros(0), accelerations=np.zeros(0),
+                            effort=np.zeros(0), time_from_start=T["builtin_interfaces/msg/Duration"](sec=0, nanosec=dt))
+                        writer.write("/trajectory", trajectory, store.serialize_cdr(T[trajectory](
+                            header=header(t + 3 * 10**6), joint_names=["slider"], points=[point]), trajectory), t + 3 * 10**6)
+                        writer.write("/reward", "std_msgs/msg/Float64", encode_float64(float(rng.random())), t + dt - 200_000)
+                    t += dt
+                t += dt  # the reset
+        bags = closed_bags(tmp)
+        size = sum(f.stat().st_size for b in bags for f in Path(b).iterdir())
+        raw = RawTopics("", "/trajectory", "/reward", "/episode", observation_sources=RAW_SOURCES,
+                        command=CommandFormat("joint_trajectory", ("slider",), "position"))
+        buffer = ReplayBuffer(episodes * (episode_length + 1) + 10, len(RAW_SOURCES), 1, 3)
+        start = time.perf_counter()
+        for bag in bags:
+            for episode in raw.read(bag, [-1.0], [1.0]).episodes:
+                buffer.add_episode(*episode)
+        seconds = time.perf_counter() - start
+    if len(buffer) != episodes * episode_length:
+        raise RuntimeError(f"raw ingest lost transitions: {len(buffer)} of {episodes * episode_length} reached the buffer")
+    return {"storage": "mcap", "topics": "JointState + Imu + JointTrajectory + reward + episode",
+            "transitions": len(buffer), "bag_mb": round(size / 1e6, 2), "seconds": round(seconds, 3),
             "transitions_per_s": round(len(buffer) / seconds)}
 
 
@@ -394,8 +463,8 @@ def split_by_swap_work(ticks: int, events: int, ticks_with: int, events_with: in
 
 def format_table(r: dict) -> str:
     lines = []
-    if "ingest" in r:
-        lines += _ingest_table(r["ingest"])
+    if "ingest" in r or "ingest_raw" in r:
+        lines += _ingest_table(r.get("ingest"), r.get("ingest_raw"))
     if "swap" in r:
         lines += _swap_table(r["swap"])
     if "stepdown" in r:
@@ -403,10 +472,11 @@ def format_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def _ingest_table(i: dict) -> list[str]:
-    return [
-        "| ingest (MCAP -> buffer) | transitions | bag MB | seconds | transitions/s (bar >= 20,000) |", "|---|---|---|---|---|",
-        f"| {i['storage']} | {i['transitions']} | {i['bag_mb']} | {i['seconds']} | {i['transitions_per_s']} |", ""]
+def _ingest_table(records: dict | None, raw: dict | None = None) -> list[str]:
+    rows = [(f"the planner's transition records ({i['storage']})", i) for i in (records,) if i]
+    rows += [(f"a robot's own topics: {i['topics']} ({i['storage']})", i) for i in (raw,) if i]
+    return ["| ingest (bag -> buffer) | transitions | bag MB | seconds | transitions/s (bar >= 20,000) |", "|---|---|---|---|---|",
+            *[f"| {what} | {i['transitions']} | {i['bag_mb']} | {i['seconds']} | {i['transitions_per_s']} |" for what, i in rows], ""]
 
 
 def _swap_table(s: dict) -> list[str]:
@@ -527,6 +597,7 @@ def run_loop_benchmark(args) -> int:
     result = {}
     if "ingest" in parts:
         result["ingest"] = bench_ingest(args.transitions)
+        result["ingest_raw"] = bench_ingest_raw(args.transitions)
     if "swap" in parts:
         result["swap"] = bench_swap(model, args.swaps, planner_args=tuple(args.planner_args),
                                     log_path=out.with_suffix(".log"), busy=args.busy)
