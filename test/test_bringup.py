@@ -176,6 +176,38 @@ def test_the_gazebo_parameters_drive_the_planner_from_joint_states(tmp_path):
         ros.close()
 
 
+def test_the_gazebo_parameters_swing_up_the_built_in_sim_in_newtons():
+    """`bringup planner params_file:=planner_gazebo.yaml` with the built-in sim: the file's sim_node
+    section makes the sim take efforts in newtons, as gz_ros2_control's effort controller does, so the
+    whole Gazebo contract (observations from /joint_states by joint name, commands scaled to newtons,
+    a timer) runs closed loop in MuJoCo. The shipped model still swings the pole up. Lockstep, at a
+    25 Hz timer, keeps the plans inside their deadline on a loaded machine."""
+    ros = Ros()
+    try:
+        node = ros.node("effort_observer")
+        commands = []
+        node.create_subscription(Float64MultiArray, "/tdmpc2_controller/commands", lambda m: commands.append(list(m.data)),
+                                 qos.COMMAND)
+        proc = subprocess.Popen(bringup_cmd("params_file:=planner_gazebo.yaml", "mode:=lockstep", "max_episodes:=1",
+                                            "control_rate_hz:=25.0", "max_observation_age_s:=0.2"),
+                                env=node_env(ros.domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            ros.spin_until(lambda: proc.poll() is not None, 600)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            output, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, output[-3000:]
+        assert "commands are efforts (N / N·m) at the actuators' joints: slide [-10, 10]" in output, output[-3000:]
+        m = re.search(r"episode 0 return (-?[0-9.]+)", output)
+        assert m and float(m.group(1)) > 700.0, output[-3000:]
+        pushes = [c[0] for c in commands]
+        assert len(pushes) > 100 and all(-10.0 <= u <= 10.0 for u in pushes)
+        assert max(abs(u) for u in pushes) > 1.0, pushes[:20]  # newtons, beyond the control range [-1, 1]
+    finally:
+        ros.close()
+
+
 def test_launch_files_read_the_same_description():
     """launch/*.launch.py cannot run here (no launch/launch_ros on PyPI); check they delegate to the
     shared description rather than carrying a second copy of nodes and parameters."""
@@ -337,9 +369,11 @@ def test_every_parameter_the_bringup_or_a_yaml_sets_is_one_its_node_declares():
         assert set(spec.arg_params) <= known, (name, set(spec.arg_params) - known)
         shipped = yaml.safe_load((REPO / "config" / spec.params_file).read_text())[name]["ros__parameters"]
         assert set(shipped) <= known, (name, set(shipped) - known)
-    # The Gazebo variant of the planner's YAML (README "Gazebo") too.
-    gazebo = yaml.safe_load((REPO / "config" / "planner_gazebo.yaml").read_text())["planner_node"]["ros__parameters"]
-    assert set(gazebo) <= declared["planner_node"] | {"use_sim_time"}, set(gazebo) - declared["planner_node"]
+    # The Gazebo variant of the planner's YAML (README "Gazebo") too: its planner and sim sections.
+    gazebo = yaml.safe_load((REPO / "config" / "planner_gazebo.yaml").read_text())
+    assert set(gazebo) == {"planner_node", "sim_node"}
+    for name, section in gazebo.items():
+        assert set(section["ros__parameters"]) <= declared[name] | {"use_sim_time"}, (name, set(section["ros__parameters"]) - declared[name])
 
 
 def test_the_shipped_yamls_state_the_defaults_their_nodes_declare():

@@ -106,6 +106,18 @@ def test_out_of_range_commands_are_clipped(cartpole):
     assert cartpole.last_command.tolist() == [-1.0]
 
 
+def test_effort_per_control_is_gear_times_gain(cartpole, tmp_path):
+    """What sim_node's command_units: effort divides by: a motor's force per unit of control."""
+    assert cartpole.effort_per_control().tolist() == [10.0]  # dm_control cartpole: gear 10
+    pendulum = SimEngine.from_mjcf(PENDULUM, "cos(qpos[0])")
+    assert pendulum.effort_per_control().tolist() == [1.0]
+    servo = tmp_path / "servo.xml"
+    servo.write_text(Path(PENDULUM).read_text().replace('<motor name="torque" joint="hinge" gear="1"',
+                                                                   '<position name="servo" joint="hinge" kp="10"'))
+    with pytest.raises(ValueError, match=r"actuators \['servo'\] are not plain motors"):
+        SimEngine.from_mjcf(servo, "cos(qpos[0])").effort_per_control()
+
+
 def test_validate_command(cartpole):
     assert cartpole.validate_command([0.3]) == (True, "")
     for bad in ([], [0.1, 0.2], [float("nan")], [float("inf")], "abc", [[0.1]]):

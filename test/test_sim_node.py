@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = str(ROOT / "test" / "assets" / "pendulum.xml")
 # One DDS domain per test (localhost only), so tests and concurrent runs cannot hear each other.
 DOMAIN = {"lockstep": 61, "processes": 62, "realtime": 63, "malformed": 64, "bad_mode": 65, "episodes": 66,
-          "bad_params": 67}
+          "bad_params": 67, "effort": 68}
 
 
 @contextmanager
@@ -211,6 +211,23 @@ def test_malformed_commands_are_ignored_and_counted():
         assert sim.malformed_commands == 4
 
 
+def test_effort_commands_are_newtons_at_the_joint():
+    """command_units: effort (gz_ros2_control's effort interface): the cart-pole's motor has gear 10, so
+    5 N is control 0.5, and /joint_states reports the 5 N back at the slider; 15 N is clipped to 10 N."""
+    with ros_session(DOMAIN["effort"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="lockstep", command_units="effort", lockstep_republish_s=0.3)
+        driver = Driver(ctx)
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, lambda: driver.connected() and len(driver.obs) >= 1, 15.0)
+        slider = list(sim.engine.joint_names).index("slider")
+        for i, (newtons, control, applied) in enumerate(((5.0, 0.5, 5.0), (-2.5, -0.25, -2.5), (15.0, 1.0, 10.0)), 1):
+            driver.send([newtons])
+            assert spin_until(ex, lambda: sim.steps == i and len(driver.joints) > i, 5.0), newtons
+            assert sim.engine.last_command.tolist() == [control]
+            assert driver.joints[-1].effort[slider] == pytest.approx(applied, abs=1e-9)
+        assert sim.clipped_commands == 1
+
+
 def test_mjcf_episodes_and_max_episodes():
     with ros_session(DOMAIN["episodes"]) as (ctx, ex):
         sim = make_sim(ctx, mode="lockstep", mjcf_path=PENDULUM, reward_expression="cos(qpos[0])",
@@ -231,12 +248,17 @@ def test_mjcf_episodes_and_max_episodes():
 
 
 def test_bad_parameters_name_the_parameter(tmp_path):
+    servo = tmp_path / "servo.xml"  # a position servo: its control is a target angle, not a multiple of a torque
+    servo.write_text(Path(PENDULUM).read_text().replace('<motor name="torque" joint="hinge" gear="1"',
+                                                         '<position name="servo" joint="hinge" kp="10"'))
     with ros_session(DOMAIN["bad_params"]) as (ctx, ex):
         for params, name in (({"mode": "fast"}, "mode"), ({"task": "cartpole-flyaway"}, "task"),
                              ({"mjcf_path": str(tmp_path / "missing.xml"), "reward_expression": "1.0"}, "mjcf_path"),
                              ({"mjcf_path": PENDULUM}, "reward_expression"),
                              ({"mjcf_path": PENDULUM, "reward_expression": "qpos["}, "reward_expression"),
-                             ({"action_repeat": 0}, "action_repeat")):
+                             ({"action_repeat": 0}, "action_repeat"), ({"command_units": "newtons"}, "command_units"),
+                             ({"mjcf_path": str(servo), "reward_expression": "1.0", "command_units": "effort"},
+                              "command_units")):
             with pytest.raises(ParameterError, match=f"'{name}'") as info:
                 make_sim(ctx, **params)
             assert info.value.parameter == name

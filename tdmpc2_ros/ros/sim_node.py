@@ -27,8 +27,17 @@ episode_topic          std_msgs/Int64              EVENTS        episode index (
                                                                  starts, before its first observation
 episode_return_topic   std_msgs/Float64            EVENTS        at each episode end, after its last reward
 clock_topic (/clock)   rosgraph_msgs/Clock         reliable, 1   each control step (publish_clock)
-command_topic (sub)    std_msgs/Float64MultiArray  COMMAND       physical units, clipped to the bounds
+command_topic (sub)    std_msgs/Float64MultiArray  COMMAND       one value per actuator, clipped to the
+                                                                 bounds: its control input
+                                                                 (command_units: control, the dm_control
+                                                                 action) or the force / torque at its
+                                                                 joint (effort: N / N·m, as ros2_control's
+                                                                 effort interface takes it)
 =====================  ==========================  ============  =========================================
+
+With ``command_units: effort`` the sim stands in for gz_ros2_control's forward command controller on
+an effort interface: config/planner_gazebo.yaml sets it, so the Gazebo parameters can be tried on the
+built-in sim first (``tdmpc2-ros bringup planner params_file:=planner_gazebo.yaml``).
 
 Modes: ``realtime`` steps every ``control_dt`` of wall time (steady clock) with the last valid
 command (zero before any); ``lockstep`` steps once per valid command and republishes the last
@@ -93,7 +102,11 @@ PARAMETERS = {  # name: (default, description)
     "episode_return_topic": (topics.EPISODE_RETURN, ""),
     "command_topic": (topics.COMMAND, ""),
     "clock_topic": (topics.CLOCK, ""),
+    "command_units": ("control", "control: each actuator's control input (the dm_control action; a motor's gear "
+                                 "turns it into force); effort: the force (N) or torque (N m) at the actuator's "
+                                 "joint, as ros2_control's effort interface takes it"),
 }
+COMMAND_UNITS = ("control", "effort")
 
 
 def _stamp(seconds: float):
@@ -122,6 +135,14 @@ class SimNode(Node):
         if not float(p["lockstep_republish_s"]) >= 0:
             raise ParameterError("lockstep_republish_s", p["lockstep_republish_s"], "must be >= 0 (0 disables)")
         self.engine = self._make_engine(p)
+        self.command_units = str(p["command_units"]).strip().lower()
+        if self.command_units not in COMMAND_UNITS:
+            raise ParameterError("command_units", p["command_units"], f"expected one of {', '.join(COMMAND_UNITS)}")
+        try:  # a command value per unit of actuator control
+            self._per_control = (self.engine.effort_per_control() if self.command_units == "effort"
+                                 else np.ones(self.engine.action_dim))
+        except ValueError as e:
+            raise ParameterError("command_units", p["command_units"], str(e)) from e
         self.max_episodes = int(p["max_episodes"])
         self.republish_s = float(p["lockstep_republish_s"])
 
@@ -153,6 +174,9 @@ class SimNode(Node):
             log.info(f"not in joint_states (free/ball joints): {', '.join(self.engine.skipped_joints)}")
         log.info(f"mode={self.mode} control_dt={self.engine.control_dt:g}s action_repeat={self.engine.action_repeat} "
                  f"episode_steps={self.engine.episode_steps} seed={p['seed']} commands on {self.command_topic}")
+        if self.command_units == "effort":
+            log.info("commands are efforts (N / N·m) at the actuators' joints: " + ", ".join(
+                f"{n} [{lo:g}, {hi:g}]" for n, lo, hi in zip(self.engine.actuator_names, *self._command_bounds())))
         if self.get_parameter("use_sim_time").value:
             log.warning("use_sim_time is true, but this node is the clock source; its timers use steady time")
 
@@ -249,17 +273,21 @@ class SimNode(Node):
             self.get_logger().error(f"ignoring malformed command on {self.command_topic}: {reason} "
                                     f"({self.malformed_commands} so far)", throttle_duration_sec=1.0)
             return
-        command, clipped = self.engine.clip_command(msg.data)
+        command, clipped = self.engine.clip_command(np.asarray(msg.data, np.float64) / self._per_control)
         if clipped:
             self.clipped_commands += 1
-            self.get_logger().warning(
-                f"command {list(msg.data)} outside [{self.engine.action_low.tolist()}, "
-                f"{self.engine.action_high.tolist()}]; clipped ({self.clipped_commands} so far)",
-                throttle_duration_sec=1.0)
+            low, high = self._command_bounds()
+            self.get_logger().warning(f"command {list(msg.data)} outside [{low.tolist()}, {high.tolist()}] "
+                                      f"({self.command_units}); clipped ({self.clipped_commands} so far)",
+                                      throttle_duration_sec=1.0)
         if self.mode == "realtime":
             self._command = command
         else:
             self._advance(command)
+
+    def _command_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The actuators' bounds in the units commands come in."""
+        return self.engine.action_low * self._per_control, self.engine.action_high * self._per_control
 
     def _on_tick(self) -> None:
         if not self.finished:

@@ -354,6 +354,21 @@ class SimEngine:
             return False, f"command has NaN/Inf for {bad}; expected {self._expected()}"
         return True, ""
 
+    def effort_per_control(self) -> np.ndarray:
+        """The force (N) or torque (N·m) at its joint per unit of each actuator's control: gear x gain.
+        Defined where every actuator is a plain motor on one hinge/slide joint (fixed gain, no bias,
+        no activation dynamics), as dm_control's tasks have them; raises ValueError naming an actuator
+        that is not."""
+        m = self._b.model
+        if not self.actuators_map_to_joints:
+            raise ValueError(f"actuators {list(self.actuator_names)} do not each drive one hinge/slide joint")
+        plain = (m.actuator_gaintype == 0) & (m.actuator_biastype == 0) & (m.actuator_dyntype == 0)
+        if not plain.all():
+            others = [self.actuator_names[i] for i in np.flatnonzero(~plain)]
+            raise ValueError(f"actuators {others} are not plain motors (a servo, a bias or activation dynamics), so "
+                             "their control is no fixed multiple of the joint's force")
+        return (m.actuator_gear[:, 0] * m.actuator_gainprm[:, 0]).astype(np.float64)
+
     def _expected(self) -> str:
         return f"{self.action_dim} finite values for actuators {list(self.actuator_names)}"
 
