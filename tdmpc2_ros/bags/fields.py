@@ -15,7 +15,7 @@ endian, or one whose layout differs from every other) is handled on its own; one
 read either (truncated bytes) gives NaN, which the reader counts as malformed.
 
 Which field a source or a command names is said twice, on purpose: here as a byte offset in a
-layout (``source_offset``, ``command_offset``), and for live messages in ``runtime/observations.py:
+layout (``source_offset``, ``command_columns``), and for live messages in ``runtime/observations.py:
 extract`` and ``runtime/command_fields.py: command_vector``. test_bag_fields.py holds the two to the
 same values on random messages. No ROS, no torch.
 """
@@ -48,8 +48,7 @@ class Layout:
 
     floats: dict  # path -> (byte offset, count) of a float64 field, array or sequence
     strings: dict  # path -> str, or list[str] for a string array or sequence
-    fixed: np.ndarray  # bool [size]: the bytes another message must share to have this layout
-    size: int
+    fixed: np.ndarray  # bool [message length]: the bytes another message must share to have this layout
 
 
 class _Walker:
@@ -67,7 +66,7 @@ class _Walker:
 
     def layout(self, msgtype: str) -> Layout:
         self._message(msgtype, "", stamp=False)
-        return Layout(self.floats, self.strings, self.fixed, len(self.buf))
+        return Layout(self.floats, self.strings, self.fixed)
 
     def _take(self, n: int, align: int, fixed: bool) -> int:
         self.pos += -(self.pos - 4) % align
@@ -214,9 +213,9 @@ def command_columns(columns: MessageColumns, kind: str, joints: Sequence[str], i
     point_field, state_field = INTERFACES[interface]
     names, values = ("joint_names", f"points.0.{point_field}") if kind == "joint_trajectory" else ("name", state_field)
 
-    def offset_of(layout: Layout, joint: str) -> int | None:
+    def offset_of(layout: Layout, k: int) -> int | None:  # joint k's, where the message has every joint
         offsets = [_named(layout, names, values, j, whole=True) for j in joints]
-        return None if None in offsets else offsets[list(joints).index(joint)]
+        return None if None in offsets else offsets[k]
 
-    return np.stack([columns.column(lambda layout, j=j: offset_of(layout, j)) for j in joints],
+    return np.stack([columns.column(lambda layout, k=k: offset_of(layout, k)) for k in range(len(joints))],
                     axis=1).reshape(columns.n, len(joints))

@@ -64,7 +64,7 @@ from tdmpc2_ros.runtime.swap_cost import SWAP_WORK
 
 
 def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: int = 5, storage: str = "mcap") -> dict:
-    from tdmpc2_ros.bags import BagWriter, closed_bags, episodes_from_bag
+    from tdmpc2_ros.bags import BagWriter, episodes_from_bag
     from tdmpc2_ros.core.buffer import ReplayBuffer
     from tdmpc2_ros.runtime.transition import Transition
 
@@ -80,17 +80,25 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
                 writer.write_transition(Transition(ep, k, obs, rng.uniform(-1, 1, 1).astype(np.float32), float(rng.random()),
                                                    next_obs, False, k == episode_length - 1, "bench"), timestamp_ns=i * 20_000_000)
                 obs = next_obs
-        bags = closed_bags(tmp)
-        size = sum(f.stat().st_size for b in bags for f in Path(b).iterdir())
         buffer = ReplayBuffer(transitions + transitions // episode_length + 10, obs_dim, 1, 3)
-        t = time.perf_counter()
-        for bag in bags:
-            for episode in episodes_from_bag(bag):
-                buffer.add_episode(*episode)
-        seconds = time.perf_counter() - t
-    if len(buffer) != transitions:
-        raise RuntimeError(f"ingest lost transitions: {len(buffer)} of {transitions} reached the buffer")
-    return {"storage": storage, "transitions": len(buffer), "bag_mb": round(size / 1e6, 2), "seconds": round(seconds, 3),
+        return {"storage": storage, **_timed_ingest(tmp, episodes_from_bag, buffer, transitions)}
+
+
+def _timed_ingest(directory, episodes_of, buffer, expected: int) -> dict:
+    """Every closed bag under `directory` -> episodes_of(bag) -> buffer, timed (the reading and the
+    buffer's writes; not the bags' writing). Raises if a transition did not reach the buffer."""
+    from tdmpc2_ros.bags import closed_bags
+
+    bags = closed_bags(directory)
+    size = sum(f.stat().st_size for b in bags for f in Path(b).iterdir())
+    start = time.perf_counter()
+    for bag in bags:
+        for episode in episodes_of(bag):
+            buffer.add_episode(*episode)
+    seconds = time.perf_counter() - start
+    if len(buffer) != expected:
+        raise RuntimeError(f"ingest lost transitions: {len(buffer)} of {expected} reached the buffer")
+    return {"transitions": len(buffer), "bag_mb": round(size / 1e6, 2), "seconds": round(seconds, 3),
             "transitions_per_s": round(len(buffer) / seconds)}
 
 
@@ -104,7 +112,7 @@ def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> di
     /joint_states (two joints), /imu, a joint_trajectory_controller's JointTrajectory commands, the
     reward and the episode, read through the planner's observation sources and command format
     (bag -> aligned episodes -> ReplayBuffer.add_episode). Transitions per second."""
-    from tdmpc2_ros.bags import BagWriter, closed_bags, encode_float64, encode_int64
+    from tdmpc2_ros.bags import BagWriter, encode_float64, encode_int64
     from tdmpc2_ros.bags.reader import CommandFormat
     from tdmpc2_ros.bags.writer import typestore
     from tdmpc2_ros.core.buffer import ReplayBuffer
@@ -144,21 +152,11 @@ def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> di
                         writer.write("/reward", "std_msgs/msg/Float64", encode_float64(float(rng.random())), t + dt - 200_000)
                     t += dt
                 t += dt  # the reset
-        bags = closed_bags(tmp)
-        size = sum(f.stat().st_size for b in bags for f in Path(b).iterdir())
         raw = RawTopics("", "/trajectory", "/reward", "/episode", observation_sources=RAW_SOURCES,
                         command=CommandFormat("joint_trajectory", ("slider",), "position"))
         buffer = ReplayBuffer(episodes * (episode_length + 1) + 10, len(RAW_SOURCES), 1, 3)
-        start = time.perf_counter()
-        for bag in bags:
-            for episode in raw.read(bag, [-1.0], [1.0]).episodes:
-                buffer.add_episode(*episode)
-        seconds = time.perf_counter() - start
-    if len(buffer) != episodes * episode_length:
-        raise RuntimeError(f"raw ingest lost transitions: {len(buffer)} of {episodes * episode_length} reached the buffer")
-    return {"storage": "mcap", "topics": "JointState + Imu + JointTrajectory + reward + episode",
-            "transitions": len(buffer), "bag_mb": round(size / 1e6, 2), "seconds": round(seconds, 3),
-            "transitions_per_s": round(len(buffer) / seconds)}
+        return {"storage": "mcap", "topics": "JointState + Imu + JointTrajectory + reward + episode",
+                **_timed_ingest(tmp, lambda bag: raw.read(bag, [-1.0], [1.0]).episodes, buffer, episodes * episode_length)}
 
 
 def excess_p(missed_a: int, ticks_a: int, missed_b: int, ticks_b: int) -> float | None:
