@@ -13,7 +13,7 @@ from tdmpc2_ros.bags.cdr import CdrError
 from tdmpc2_ros.bags.fields import MessageColumns, _Walker, command_columns, source_column
 from tdmpc2_ros.bags.writer import typestore
 from tdmpc2_ros.runtime.command_fields import command_vector
-from tdmpc2_ros.runtime.observations import AdapterError, extract, parse_source
+from tdmpc2_ros.runtime.observations import FIELDS, AdapterError, extract, parse_source
 
 STORE = typestore()
 T = STORE.types
@@ -89,10 +89,8 @@ def expected_source(source, msg) -> float:
 SOURCES = {
     JOINT_STATE: [f"joint_state:/js:{f}:{j}" for f in ("position", "velocity", "effort") for j in JOINTS + ["absent"]]
     + ["joint_state:/js:cos(position):hinge_1", "joint_state:/js:sin(position):hinge_1"],
-    IMU: [f"imu:/imu:{f}" for f in ("orientation.x", "orientation.w", "angular_velocity.x", "angular_velocity.z",
-                                    "linear_acceleration.y", "angular_velocity_covariance", "no_such.field")],
-    ODOMETRY: [f"odometry:/odom:{f}" for f in ("pose.position.x", "pose.position.z", "pose.orientation.w",
-                                               "twist.linear.x", "twist.angular.z", "twist.covariance")],
+    IMU: [f"imu:/imu:{f}" for f in FIELDS["imu"]] + ["imu:/imu:sin(orientation.z)"],
+    ODOMETRY: [f"odometry:/odom:{f}" for f in FIELDS["odometry"]],
 }
 MAKERS = {JOINT_STATE: joint_state, IMU: imu, ODOMETRY: odometry}
 
@@ -110,8 +108,19 @@ def test_source_columns_equal_the_planners_reading_of_each_message(msgtype):
         want = np.array([expected_source(source, STORE.deserialize_cdr(raw, msgtype)) for raw in raws])
         got = source_column(columns, source)
         assert np.array_equal(got, want, equal_nan=True), text
-        if "absent" not in text and "covariance" not in text and "no_such" not in text:
+        if "absent" not in text:
             assert np.isfinite(want).sum() > 100, text  # the comparison is not one of NaNs
+
+
+@pytest.mark.parametrize("text", ["imu:/imu:header.stamp.sec", "imu:/imu:orientation", "imu:/imu:angular_velocity_covariance",
+                                  "odometry:/odom:twist.covariance", "odometry:/odom:pose.pose.position.x",
+                                  "odometry:/odom:no_such.field"])
+def test_a_source_naming_any_other_field_is_refused_where_it_is_parsed(text):
+    """Only the float64 fields above are sources, for the planner and the trainer alike: an integer
+    (a stamp's seconds), a sub-message or a covariance array would be read by one side and not the other."""
+    kind, field = text.split(":")[0], text.split(":")[2]
+    with pytest.raises(AdapterError, match=f"{kind} field {field!r} is not one of {FIELDS[kind][0]}"):
+        parse_source(text)
 
 
 @pytest.mark.parametrize("msgtype,kind", [(TRAJECTORY, "joint_trajectory"), (JOINT_STATE, "joint_state")])

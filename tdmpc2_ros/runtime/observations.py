@@ -35,6 +35,15 @@ import numpy as np
 from tdmpc2_ros.runtime.transition import SegmentError, unpack
 
 SOURCE_TYPES = ("array", "array32", "joint_state", "imu", "odometry")
+_XYZ, _QUATERNION = ("x", "y", "z"), ("x", "y", "z", "w")
+# The scalar float64 fields a source may name: the same set the planner reads live (extract) and the
+# trainer reads from raw bags (bags/fields.py), so a bag can never train on what the robot cannot read.
+FIELDS = {
+    "imu": tuple(f"orientation.{c}" for c in _QUATERNION) + tuple(
+        f"{v}.{c}" for v in ("angular_velocity", "linear_acceleration") for c in _XYZ),
+    "odometry": tuple(f"pose.position.{c}" for c in _XYZ) + tuple(f"pose.orientation.{c}" for c in _QUATERNION)
+    + tuple(f"twist.{v}.{c}" for v in ("linear", "angular") for c in _XYZ),
+}
 _TRANSFORMS = {"cos": math.cos, "sin": math.sin}
 
 
@@ -90,6 +99,8 @@ def parse_source(text: str) -> Source:
     if kind == "joint_state":
         if field not in ("position", "velocity", "effort") or not joint:
             raise AdapterError(f"observation source {text!r}: joint_state needs field position|velocity|effort and a joint name")
+    elif field not in FIELDS[kind]:
+        raise AdapterError(f"observation source {text!r}: {kind} field {field!r} is not one of {', '.join(FIELDS[kind])}")
     return Source(kind, topic, field, joint, transform)
 
 
