@@ -176,19 +176,36 @@ def test_the_gazebo_parameters_drive_the_planner_from_joint_states(tmp_path):
         ros.close()
 
 
-def test_the_gazebo_parameters_swing_up_the_built_in_sim_in_newtons():
+@pytest.mark.parametrize("command_type", ["array", "joint_trajectory"])
+def test_the_gazebo_parameters_swing_up_the_built_in_sim_in_newtons(command_type, tmp_path):
     """`bringup planner params_file:=planner_gazebo.yaml` with the built-in sim: the file's sim_node
     section makes the sim take efforts in newtons, as gz_ros2_control's effort controller does, so the
     whole Gazebo contract (observations from /joint_states by joint name, commands scaled to newtons,
     a timer) runs closed loop in MuJoCo. The shipped model still swings the pole up. Lockstep, at a
-    25 Hz timer, keeps the plans inside their deadline on a loaded machine."""
+    25 Hz timer, keeps the plans inside their deadline on a loaded machine.
+    joint_trajectory: the same file with both nodes set to command_type joint_trajectory (the slider's
+    effort by joint name), so the planner's typed commands are what drives the sim."""
+    import yaml
+
+    from tdmpc2_ros.ros.commands import COMMAND_TYPES
+    from tdmpc2_ros.runtime.command_fields import command_vector
+
+    params_file = "planner_gazebo.yaml"
+    if command_type != "array":
+        params = yaml.safe_load((REPO / "config" / params_file).read_text())
+        params["planner_node"]["ros__parameters"].update(command_type=command_type, command_joints=["slider"],
+                                                         command_interface="effort")
+        params["sim_node"]["ros__parameters"]["command_type"] = command_type
+        params_file = tmp_path / "planner_gazebo_typed.yaml"
+        params_file.write_text(yaml.safe_dump(params))
     ros = Ros()
     try:
         node = ros.node("effort_observer")
         commands = []
-        node.create_subscription(Float64MultiArray, "/tdmpc2_controller/commands", lambda m: commands.append(list(m.data)),
+        node.create_subscription(COMMAND_TYPES[command_type], "/tdmpc2_controller/commands",
+                                 lambda m: commands.append(command_vector(m, command_type, ["slider"], "effort")),
                                  qos.COMMAND)
-        proc = subprocess.Popen(bringup_cmd("params_file:=planner_gazebo.yaml", "mode:=lockstep", "max_episodes:=1",
+        proc = subprocess.Popen(bringup_cmd(f"params_file:={params_file}", "mode:=lockstep", "max_episodes:=1",
                                             "control_rate_hz:=25.0", "max_observation_age_s:=0.2"),
                                 env=node_env(ros.domain), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -199,6 +216,9 @@ def test_the_gazebo_parameters_swing_up_the_built_in_sim_in_newtons():
             output, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0, output[-3000:]
         assert "commands are efforts (N / N·m) at the actuators' joints: slide [-10, 10]" in output, output[-3000:]
+        if command_type != "array":
+            assert f"commands are {command_type} messages, read by joint name: slider" in output, output[-3000:]
+        assert "malformed" not in output, output[-3000:]
         m = re.search(r"episode 0 return (-?[0-9.]+)", output)
         assert m and float(m.group(1)) > 700.0, output[-3000:]
         pushes = [c[0] for c in commands]

@@ -111,6 +111,8 @@ def test_effort_per_control_is_gear_times_gain(cartpole, tmp_path):
     assert cartpole.effort_per_control().tolist() == [10.0]  # dm_control cartpole: gear 10
     pendulum = SimEngine.from_mjcf(PENDULUM, "cos(qpos[0])")
     assert pendulum.effort_per_control().tolist() == [1.0]
+    # The joint of each actuator, by name: what sim_node's joint_state / joint_trajectory commands name.
+    assert cartpole.actuator_joints == ("slider",) and pendulum.actuator_joints == ("hinge",)
     servo = tmp_path / "servo.xml"
     servo.write_text(Path(PENDULUM).read_text().replace('<motor name="torque" joint="hinge" gear="1"',
                                                                    '<position name="servo" joint="hinge" kp="10"'))

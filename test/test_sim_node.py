@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = str(ROOT / "test" / "assets" / "pendulum.xml")
 # One DDS domain per test (localhost only), so tests and concurrent runs cannot hear each other.
 DOMAIN = {"lockstep": 61, "processes": 62, "realtime": 63, "malformed": 64, "bad_mode": 65, "episodes": 66,
-          "bad_params": 67, "effort": 68}
+          "bad_params": 67, "effort": 68, "typed": 69}
 
 
 @contextmanager
@@ -228,6 +228,43 @@ def test_effort_commands_are_newtons_at_the_joint():
         assert sim.clipped_commands == 1
 
 
+@pytest.mark.parametrize("command_type", ["joint_state", "joint_trajectory"])
+def test_typed_commands_are_read_by_joint_name(command_type):
+    """command_type joint_state / joint_trajectory: the planner's CommandWriter (command_interface: effort,
+    the same class the planner publishes with) names the slider among other joints, in any order; the
+    sim reads the slider's effort in newtons. A message without the slider, or with an effort missing,
+    steps nothing and is counted as malformed."""
+    from tdmpc2_ros.ros.commands import CommandWriter
+
+    with ros_session(DOMAIN["typed"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="lockstep", command_units="effort", command_type=command_type,
+                       command_topic="/joint_commands", lockstep_republish_s=0.3)
+        driver = Driver(ctx)
+        joints = ["hinge_1", "slider", "wheel"]
+        writer = CommandWriter(command_type, joints, "effort", 0.02, 3, clock=driver.get_clock())
+        pub = driver.create_publisher(writer.msg_type, "/joint_commands", qos.COMMAND)
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, lambda: pub.get_subscription_count() >= 1 and len(driver.obs) >= 1, 15.0)
+        slider = list(sim.engine.joint_names).index("slider")
+        for i, newtons in enumerate((5.0, -2.5), 1):
+            pub.publish(writer.message([99.0, newtons, -99.0]))  # the other joints' efforts are not the slider's
+            assert spin_until(ex, lambda: sim.steps == i and len(driver.joints) > i, 5.0), newtons
+            assert sim.engine.last_command.tolist() == [newtons / 10.0]
+            assert driver.joints[-1].effort[slider] == pytest.approx(newtons, abs=1e-9)
+        no_slider = CommandWriter(command_type, ["hinge_1"], "effort", 0.02, 1, clock=driver.get_clock()).message([1.0])
+        short = writer.message([1.0, 2.0, 3.0])
+        if command_type == "joint_state":
+            short.effort = [1.0]
+        else:
+            short.points[0].effort = [1.0]
+        nan = writer.message([0.0, float("nan"), 0.0])
+        for k, bad in enumerate((no_slider, short, nan), 1):
+            pub.publish(bad)
+            assert spin_until(ex, lambda: sim.malformed_commands == k, 5.0), k
+        spin_for(ex, 0.1)
+        assert sim.steps == 2 and sim.malformed_commands == 3 and sim.clipped_commands == 0
+
+
 def test_mjcf_episodes_and_max_episodes():
     with ros_session(DOMAIN["episodes"]) as (ctx, ex):
         sim = make_sim(ctx, mode="lockstep", mjcf_path=PENDULUM, reward_expression="cos(qpos[0])",
@@ -258,7 +295,8 @@ def test_bad_parameters_name_the_parameter(tmp_path):
                              ({"mjcf_path": PENDULUM, "reward_expression": "qpos["}, "reward_expression"),
                              ({"action_repeat": 0}, "action_repeat"), ({"command_units": "newtons"}, "command_units"),
                              ({"mjcf_path": str(servo), "reward_expression": "1.0", "command_units": "effort"},
-                              "command_units")):
+                              "command_units"), ({"command_type": "twist"}, "command_type"),
+                             ({"command_type": "joint_state"}, "command_type")):  # without command_units: effort
             with pytest.raises(ParameterError, match=f"'{name}'") as info:
                 make_sim(ctx, **params)
             assert info.value.parameter == name

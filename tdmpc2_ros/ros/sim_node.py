@@ -28,16 +28,24 @@ episode_topic          std_msgs/Int64              EVENTS        episode index (
 episode_return_topic   std_msgs/Float64            EVENTS        at each episode end, after its last reward
 clock_topic (/clock)   rosgraph_msgs/Clock         reliable, 1   each control step (publish_clock)
 command_topic (sub)    std_msgs/Float64MultiArray  COMMAND       one value per actuator, clipped to the
-                                                                 bounds: its control input
+                       (command_type: array)                     bounds: its control input
                                                                  (command_units: control, the dm_control
                                                                  action) or the force / torque at its
                                                                  joint (effort: N / N·m, as ros2_control's
                                                                  effort interface takes it)
+                       trajectory_msgs/                          the first point's effort of each
+                       JointTrajectory                           actuator's joint, by joint name (N / N·m;
+                       (joint_trajectory) or                     needs command_units: effort); other joints
+                       sensor_msgs/JointState                    are ignored, a missing one makes the
+                       (joint_state)                             command malformed
 =====================  ==========================  ============  =========================================
 
 With ``command_units: effort`` the sim stands in for gz_ros2_control's forward command controller on
 an effort interface: config/planner_gazebo.yaml sets it, so the Gazebo parameters can be tried on the
-built-in sim first (``tdmpc2-ros bringup planner params_file:=planner_gazebo.yaml``).
+built-in sim first (``tdmpc2-ros bringup planner params_file:=planner_gazebo.yaml``). With
+``command_type: joint_trajectory`` or ``joint_state`` it takes the planner's typed commands
+(its ``command_type``, ``command_interface: effort``) read by joint name, as a simulator's joint command
+topic would.
 
 Modes: ``realtime`` steps every ``control_dt`` of wall time (steady clock) with the last valid
 command (zero before any); ``lockstep`` steps once per valid command and republishes the last
@@ -71,9 +79,11 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, Float64MultiArray, Int64
 
 from tdmpc2_ros.ros import qos, topics
+from tdmpc2_ros.ros.commands import COMMAND_TYPES
 from tdmpc2_ros.ros.messages import segmented_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
+from tdmpc2_ros.runtime.command_fields import command_vector
 from tdmpc2_ros.runtime.transition import pack
 from tdmpc2_ros.sim.engine import SimEngine, describe
 
@@ -105,8 +115,18 @@ PARAMETERS = {  # name: (default, description)
     "command_units": ("control", "control: each actuator's control input (the dm_control action; a motor's gear "
                                  "turns it into force); effort: the force (N) or torque (N m) at the actuator's "
                                  "joint, as ros2_control's effort interface takes it"),
+    "command_type": ("array", "array: std_msgs/Float64MultiArray, one value per actuator; joint_trajectory / "
+                              "joint_state: trajectory_msgs/JointTrajectory (its first point) or sensor_msgs/JointState, "
+                              "the effort of each actuator's joint by name (needs command_units: effort)"),
 }
 COMMAND_UNITS = ("control", "effort")
+
+
+def _choice(p, name: str, choices: tuple) -> str:
+    value = str(p[name]).strip().lower()
+    if value not in choices:
+        raise ParameterError(name, p[name], f"expected one of {', '.join(choices)}")
+    return value
 
 
 def _stamp(seconds: float):
@@ -124,9 +144,7 @@ class SimNode(Node):
     def _setup(self) -> None:
         p = declare_table(self, PARAMETERS)
         self.params = p
-        self.mode = str(p["mode"]).strip().lower()
-        if self.mode not in MODES:
-            raise ParameterError("mode", p["mode"], f"expected one of {', '.join(MODES)}")
+        self.mode = _choice(p, "mode", MODES)
         for name in ("action_repeat", "episode_steps"):
             if int(p[name]) < 1:
                 raise ParameterError(name, p[name], "must be >= 1")
@@ -135,9 +153,11 @@ class SimNode(Node):
         if not float(p["lockstep_republish_s"]) >= 0:
             raise ParameterError("lockstep_republish_s", p["lockstep_republish_s"], "must be >= 0 (0 disables)")
         self.engine = self._make_engine(p)
-        self.command_units = str(p["command_units"]).strip().lower()
-        if self.command_units not in COMMAND_UNITS:
-            raise ParameterError("command_units", p["command_units"], f"expected one of {', '.join(COMMAND_UNITS)}")
+        self.command_units = _choice(p, "command_units", COMMAND_UNITS)
+        self.command_type = _choice(p, "command_type", tuple(COMMAND_TYPES))
+        if self.command_type != "array" and self.command_units != "effort":
+            raise ParameterError("command_type", p["command_type"], "a joint_trajectory or joint_state command carries "
+                                 "efforts by joint name: set command_units: effort")
         try:  # a command value per unit of actuator control
             self._per_control = (self.engine.effort_per_control() if self.command_units == "effort"
                                  else np.ones(self.engine.action_dim))
@@ -165,7 +185,8 @@ class SimNode(Node):
         self._pub_episode = self.create_publisher(Int64, p["episode_topic"], qos.EVENTS)
         self._pub_return = self.create_publisher(Float64, p["episode_return_topic"], qos.EVENTS)
         self._pub_clock = self.create_publisher(ClockMsg, p["clock_topic"], CLOCK_QOS) if p["publish_clock"] else None
-        self._sub_cmd = self.create_subscription(Float64MultiArray, self.command_topic, self._on_command, qos.COMMAND)
+        self._sub_cmd = self.create_subscription(COMMAND_TYPES[self.command_type], self.command_topic, self._on_command,
+                                                 qos.COMMAND)
 
         log = self.get_logger()
         for line in describe(self.engine):
@@ -177,6 +198,9 @@ class SimNode(Node):
         if self.command_units == "effort":
             log.info("commands are efforts (N / N·m) at the actuators' joints: " + ", ".join(
                 f"{n} [{lo:g}, {hi:g}]" for n, lo, hi in zip(self.engine.actuator_names, *self._command_bounds())))
+        if self.command_type != "array":
+            log.info(f"commands are {self.command_type} messages, read by joint name: "
+                     + ", ".join(self.engine.actuator_joints))
         if self.get_parameter("use_sim_time").value:
             log.warning("use_sim_time is true, but this node is the clock source; its timers use steady time")
 
@@ -264,20 +288,28 @@ class SimNode(Node):
             pub.wait_for_all_acked(Duration(seconds=2.0))
         self.get_logger().info(f"max_episodes={self.max_episodes} reached after {self.steps} steps; shutting down")
 
-    def _on_command(self, msg: Float64MultiArray) -> None:
+    def _command_values(self, msg) -> tuple[list | None, str]:
+        """(the values a command message carries, one per actuator; or None and why not)."""
+        try:  # the planner's own packing, read back (runtime/command_fields.py)
+            return list(command_vector(msg, self.command_type, self.engine.actuator_joints, "effort")), ""
+        except (ValueError, TypeError) as e:
+            return None, f"{e}; expected the effort of joints {list(self.engine.actuator_joints)}"
+
+    def _on_command(self, msg) -> None:
         if self.finished:
             return
-        ok, reason = self.engine.validate_command(msg.data)
+        values, reason = (msg.data, "") if self.command_type == "array" else self._command_values(msg)
+        ok, reason = (False, reason) if values is None else self.engine.validate_command(values)
         if not ok:
             self.malformed_commands += 1
             self.get_logger().error(f"ignoring malformed command on {self.command_topic}: {reason} "
                                     f"({self.malformed_commands} so far)", throttle_duration_sec=1.0)
             return
-        command, clipped = self.engine.clip_command(np.asarray(msg.data, np.float64) / self._per_control)
+        command, clipped = self.engine.clip_command(np.asarray(values, np.float64) / self._per_control)
         if clipped:
             self.clipped_commands += 1
             low, high = self._command_bounds()
-            self.get_logger().warning(f"command {list(msg.data)} outside [{low.tolist()}, {high.tolist()}] "
+            self.get_logger().warning(f"command {list(values)} outside [{low.tolist()}, {high.tolist()}] "
                                       f"({self.command_units}); clipped ({self.clipped_commands} so far)",
                                       throttle_duration_sec=1.0)
         if self.mode == "realtime":

@@ -292,6 +292,10 @@ class SimEngine:
         self.actuators_map_to_joints = m.nu > 0 and all(
             int(m.actuator_trntype[i]) == _TRN_JOINT and int(m.actuator_trnid[i, 0]) in self._joints
             for i in range(m.nu))
+        # The joint each actuator drives, by name (commands that name joints: JointState, JointTrajectory).
+        self.actuator_joints: tuple[str, ...] | None = (tuple(
+            _name(m, "joint", int(m.actuator_trnid[i, 0]), "joint") for i in range(m.nu))
+            if self.actuators_map_to_joints else None)
         self.obs_names: tuple[str, ...] = backend.obs_names
         self.obs_dim = len(self.obs_names)
         self.physics_dt: float = backend.physics_dt
