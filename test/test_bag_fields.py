@@ -181,3 +181,47 @@ def test_the_walker_refuses_what_it_cannot_read():
         _Walker(raw[:40], STORE.fielddefs).layout(IMU)
     with pytest.raises(CdrError, match="unknown message type"):
         _Walker(raw, STORE.fielddefs).layout("my_msgs/msg/Thing")
+
+
+ARRAY_LAYOUTS = [  # (dims, number of data values): what a robot's or the sim's arrays look like
+    ([("obs", 5), ("reward", 1), ("episode", 1)], 7), ([("obs", 5), ("model:abc", 0), ("reward", 1)], 6),
+    ([], 5), ([], 3), ([("obs", 3)], 3), ([("obs", 5)], 4),  # the last: a layout that does not add up
+    ([("joints", 5)], 5), ([("obs", 2), ("obs2", 3)], 5),
+]
+
+
+def array_message(rng):
+    dims, n = ARRAY_LAYOUTS[int(rng.integers(len(ARRAY_LAYOUTS)))]
+    layout = T["std_msgs/msg/MultiArrayLayout"](
+        dim=[T["std_msgs/msg/MultiArrayDimension"](label=label, size=size, stride=size) for label, size in dims],
+        data_offset=0)
+    return T["std_msgs/msg/Float64MultiArray"](layout=layout, data=floats(rng, n))
+
+
+@pytest.mark.parametrize("text", ["array:/a:obs", "array:/a:all", "array:/a:2", "array:/a:1-3", "array:/a:4-6",
+                                  "array:/a:joints", "array:/a:absent"])
+def test_array_sources_equal_the_planners_reading_of_each_used_message(text):
+    """The reader's Float64MultiArray sources (a layout at a time) against extract() on each message,
+    under the reader's rule: the first used message that has the elements sets the width; messages of
+    another width, undecodable ones and ones that lack the elements give NaN."""
+    from tdmpc2_ros.bags.reader import _array_source
+
+    msgtype = "std_msgs/msg/Float64MultiArray"
+    rng = np.random.default_rng(abs(hash(text)) % 2**32)
+    raws = serialised([array_message(rng) for _ in range(600)], msgtype, rng)
+    raws[11], raws[12] = raws[11][:-5], b"\x07\x07" + raws[12][2:]  # truncated, garbled
+    source = parse_source(text)
+    used = np.sort(rng.choice(600, 400, replace=False))
+    rows = {}
+    for i in used:
+        try:
+            rows[int(i)] = extract(source, STORE.deserialize_cdr(raws[i], msgtype))
+        except Exception:  # noqa: BLE001 — undecodable, or the elements are missing
+            pass
+    width = next(iter(rows.values())).size if rows else 1
+    got = _array_source((msgtype, None, raws), source, used)
+    assert got.shape == (600, width)
+    want = np.stack([rows[i] if i in rows and rows[i].size == width else np.full(width, np.nan) for i in used])
+    assert np.array_equal(got[used], want, equal_nan=True), text
+    if text != "array:/a:absent":
+        assert np.isfinite(want).all(axis=1).sum() > 40, text  # the comparison is not one of NaNs

@@ -82,8 +82,8 @@ def test_cdr_matches_rosbags_and_rclpy():
     msg.layout.dim = [MultiArrayDimension(label=lb, size=s, stride=s) for lb, s in dims]
     wire = serialize_message(msg)  # rclpy leaves padding bytes uninitialised: only the fields must agree
     blocks, errors = decode_float64_multiarrays([wire, ours, wire])
-    assert errors == [] and list(blocks) == [tuple(dims)]
-    values, index = blocks[tuple(dims)]
+    assert errors == [] and list(blocks) == [(tuple(dims), data.size)]
+    values, index = blocks[(tuple(dims), data.size)]
     assert index.tolist() == [0, 1, 2] and np.array_equal(values, np.tile(data, (3, 1)))
     assert serialize_message(Float64(data=2.5)) == encode_float64(2.5)
     assert serialize_message(Int64(data=-7)) == encode_int64(-7)
@@ -261,13 +261,14 @@ DT = 20_000_000  # 50 Hz
 MS = 1_000_000
 
 
-def write_raw_bag(directory, rng, *, obs_label="obs", rewards=True, commands=True):
+def write_raw_bag(directory, rng, *, obs_label="obs", rewards=True, commands=True, odd_commands=False):
     """Two episodes of a 3-dim system with action bounds [-10, 10] x [0, 4], recorded as the sim and a
     controller publish them: episode announcement, then observations; a command 3 ms (+-1 ms) after
     each observation; the step's reward 0.2 ms before the next observation. The last observation of
     an episode is never published (as in sim_node). Irregularities (documented in the return):
     step 7's command arrives 19 ms late (outside the window), step 11's reward 8 ms early, and
-    observation 15 of episode 0 is lost."""
+    observation 15 of episode 0 is lost. odd_commands: in episode 1, a 3-value command (no layout, like
+    the 2-value ones) 1 ms after each observation, as a misconfigured teleop might send."""
     low, high = np.array([-10.0, 0.0]), np.array([10.0, 4.0])
     truth = []  # (episode, obs, action_normalised, reward, next_obs)
     w = BagWriter(directory)
@@ -293,6 +294,8 @@ def write_raw_bag(directory, rng, *, obs_label="obs", rewards=True, commands=Tru
                 cmd_t = t + 19 * MS  # too late for step 7 (window ends at T_8 - 5 ms)
             if commands:
                 w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], cmd), cmd_t)
+            if odd_commands and episode == 1:
+                w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [1.0, 2.0, 3.0]), t + jitter + MS)
             reward_t = t + DT - 200_000 - (8 * MS if (episode == 0 and k == 11) else 0)
             if rewards:
                 w.write("/reward", FLOAT64, encode_float64(rew[k]), reward_t)
@@ -453,6 +456,14 @@ def test_raw_alignment_without_obs_label_and_tighter_tolerance(tmp_path):
     tight = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high,
                               tolerance_s=0.0001)
     assert tight.transitions < wide.transitions and tight.counts["skipped_no_reward"] > 1
+
+
+def test_raw_commands_of_another_width_are_malformed_not_fatal(tmp_path):
+    """Arrays without a layout differ only in length: commands of another width are counted and
+    dropped, and every transition the bag holds is still rebuilt."""
+    bag, _, low, high = write_raw_bag(tmp_path, np.random.default_rng(9), odd_commands=True)
+    result = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high)
+    assert result.counts["malformed_commands"] == 12 and result.transitions == 26
 
 
 # --- bad bags --------------------------------------------------------------------------------------

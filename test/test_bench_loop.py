@@ -19,13 +19,13 @@ def test_ingest_reaches_the_buffer_whole():
 
 
 def test_raw_ingest_of_a_robots_topics_reaches_the_buffer_whole():
-    """Every step of every episode of JointState + Imu + JointTrajectory topics becomes a transition
+    """Every step of every episode of JointState + Imu + Float64MultiArray + JointTrajectory topics becomes a transition
     (bench_ingest_raw raises if one is lost), and the table names both kinds of bag."""
     raw = bench_ingest_raw(transitions=1000, episode_length=250)
     assert raw["transitions"] == 1000 and raw["bag_mb"] > 0
     lines = format_table({"ingest": bench_ingest(transitions=500), "ingest_raw": raw}).splitlines()
     assert any(line.startswith("| the planner's transition records (mcap) | 500 |") for line in lines)
-    assert any(line.startswith("| a robot's own topics: JointState + Imu + JointTrajectory") and "| 1000 |" in line
+    assert any(line.startswith("| a robot's own topics: JointState + Imu + Float64MultiArray + JointTrajectory") and "| 1000 |" in line
                for line in lines)
 
 

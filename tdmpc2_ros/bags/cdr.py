@@ -130,9 +130,11 @@ def decode_float64_multiarray(buf) -> tuple[tuple[tuple[str, int], ...], np.ndar
 
 
 def decode_float64_multiarrays(raws: Sequence[bytes]) -> tuple[dict, list[tuple[int, str]]]:
-    """Many messages -> ({dims: (data [k, n] float64, indices [k] into raws)}, [(index, error)]).
+    """Many messages -> ({(dims, n): (data [k, n] float64, indices [k] into raws)}, [(index, error)]).
 
-    Messages with the same layout end up in one block, in their input order.
+    Messages with the same layout and the same number of values end up in one block, in their input
+    order (n is part of the key: arrays without a layout, or whose layout does not add up, still
+    differ in length).
     """
     blocks: dict[tuple, list] = {}
     errors: list[tuple[int, str]] = []
@@ -158,7 +160,7 @@ def decode_float64_multiarrays(raws: Sequence[bytes]) -> tuple[dict, list[tuple[
         same = (mat[:, mask] == mat[0, mask]).all(axis=1)
         if same.any():
             data = np.ascontiguousarray(mat[same, start : start + 8 * n]).view("<f8").astype(np.float64)
-            blocks.setdefault(dims, []).append((data.reshape(-1, n), idx[same]))
+            blocks.setdefault((dims, n), []).append((data.reshape(-1, n), idx[same]))
         slow.extend(idx[~same].tolist())
     for i in slow:
         try:
@@ -166,13 +168,13 @@ def decode_float64_multiarrays(raws: Sequence[bytes]) -> tuple[dict, list[tuple[
         except Exception as e:  # noqa: BLE001 — a malformed message is reported, not fatal
             errors.append((i, f"{type(e).__name__}: {e}"))
             continue
-        blocks.setdefault(dims, []).append((data.reshape(1, -1), np.array([i])))
+        blocks.setdefault((dims, data.size), []).append((data.reshape(1, -1), np.array([i])))
     out = {}
-    for dims, parts in blocks.items():
+    for key, parts in blocks.items():
         data = np.concatenate([p[0] for p in parts])
         index = np.concatenate([p[1] for p in parts])
         keep = np.argsort(index, kind="stable")
-        out[dims] = (data[keep], index[keep])
+        out[key] = (data[keep], index[keep])
     return out, errors
 
 

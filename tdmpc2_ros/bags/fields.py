@@ -10,6 +10,10 @@ float64 field lies, takes every other message of the same length whose layout by
 strings, counts and integers; not the floats, the stamps or the padding) as one uint8 matrix, and
 reads a field of all of them as one numpy column.
 
+Float64MultiArray sources (``array_source_blocks``) need no walker: bags/cdr.py already decodes such
+messages a layout at a time, and extract() itself, run once per layout on the element indices, says
+which columns a source takes.
+
 Little-endian CDR (what ROS 2 records) is walked directly. A message the walker cannot read (big
 endian, or one whose layout differs from every other) is handled on its own; one rosbags cannot
 read either (truncated bytes) gives NaN, which the reader counts as malformed.
@@ -26,12 +30,13 @@ import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 
-from tdmpc2_ros.bags.cdr import CdrError
+from tdmpc2_ros.bags.cdr import CdrError, decode_float64_multiarrays
 from tdmpc2_ros.runtime.command_fields import INTERFACES
-from tdmpc2_ros.runtime.observations import Source
+from tdmpc2_ros.runtime.observations import AdapterError, Source, extract
 
 _HEADER_LE = b"\x00\x01\x00\x00"
 _U32 = struct.Struct("<I")
@@ -219,3 +224,26 @@ def command_columns(columns: MessageColumns, kind: str, joints: Sequence[str], i
 
     return np.stack([columns.column(lambda layout, k=k: offset_of(layout, k)) for k in range(len(joints))],
                     axis=1).reshape(columns.n, len(joints))
+
+
+def array_source_blocks(raws: Sequence[bytes], source: Source) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A Float64MultiArray source's elements, one block per layout: [(values [k, width], message
+    indices [k])]. Messages that cannot be decoded, or lack what the source asks for, are in no block."""
+    blocks, _ = decode_float64_multiarrays(raws)
+    out = []
+    for (dims, n), (values, index) in blocks.items():
+        columns = _array_columns(source, dims, n)
+        if columns is not None:
+            out.append((values[:, columns], index))
+    return out
+
+
+def _array_columns(source: Source, dims, n: int) -> np.ndarray | None:
+    """Which of a layout's n elements a source takes: extract() on a stand-in message whose data are
+    the element indices, so a label, a range or 'all' means here what it means to the planner."""
+    dim = [SimpleNamespace(label=label, size=size) for label, size in dims]
+    stand_in = SimpleNamespace(layout=SimpleNamespace(dim=dim), data=np.arange(n, dtype=np.float64))
+    try:
+        return extract(source, stand_in).astype(np.int64)
+    except AdapterError:
+        return None

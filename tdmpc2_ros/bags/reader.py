@@ -70,7 +70,7 @@ from tdmpc2_ros.bags.cdr import (
     decode_float64s,
     decode_int64s,
 )
-from tdmpc2_ros.bags.fields import MessageColumns, command_columns, source_column
+from tdmpc2_ros.bags.fields import MessageColumns, array_source_blocks, command_columns, source_column
 from tdmpc2_ros.bags.writer import typestore
 from tdmpc2_ros.runtime.observations import AdapterError, extract, parse_source
 from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, SegmentError, Transition
@@ -251,7 +251,7 @@ def read_record_arrays(bag_path, topics: Sequence[str] | None = None) -> Records
         if errors:
             dropped["undecodable"] = dropped.get("undecodable", 0) + len(errors)
             reasons.append(f"{topic}: {errors[0][1]}")
-        for dims, (values, index) in blocks.items():
+        for (dims, _), (values, index) in blocks.items():
             try:
                 cols = _record_columns(dims, values)
             except SegmentError as e:
@@ -364,7 +364,7 @@ def _observation_columns(raws) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     blocks, errors = decode_float64_multiarrays(raws)
     by_dim: dict[int, list] = {}
     bad = len(errors)
-    for dims, (values, index) in blocks.items():
+    for (dims, _), (values, index) in blocks.items():
         offsets, _, start = layout_offsets(list(dims))
         if start != values.shape[1]:
             bad += len(index)
@@ -496,20 +496,31 @@ def _source_observations(data, sources, counts: dict) -> tuple[np.ndarray, np.nd
 
 def _array_source(topic_data, source, used: np.ndarray) -> np.ndarray:
     """An array source's elements in each message [n, width], NaN where a message lacks them or
-    differs in width from the first that has them; only the messages `used` are decoded."""
+    differs in width from the first `used` message that has them (a robot's arrays keep their width)."""
     msgtype, _, raws = topic_data
-    store, rows = typestore(), {}
-    for i in np.unique(used):
+    used = np.unique(used)
+    blocks = (array_source_blocks(raws, source) if msgtype == FLOAT64_MULTI_ARRAY
+              else _array_source_by_message(raws, msgtype, source, used))
+    firsts = [(int(index[np.isin(index, used)].min(initial=len(raws))), values.shape[1]) for values, index in blocks]
+    first, width = min(firsts, default=(len(raws), 1))
+    width = width if first < len(raws) else 1
+    out = np.full((len(raws), width), np.nan)
+    for values, index in blocks:
+        if values.shape[1] == width:
+            out[index] = values
+    return out
+
+
+def _array_source_by_message(raws, msgtype: str, source, used: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """array_source_blocks for a Float32MultiArray, one message at a time: only the messages `used`."""
+    store, blocks = typestore(), []
+    for i in used:
         try:
-            rows[int(i)] = extract(source, store.deserialize_cdr(bytes(raws[i]), msgtype))
+            row = extract(source, store.deserialize_cdr(bytes(raws[i]), msgtype))
         except (AdapterError, ValueError, TypeError, KeyError, IndexError):  # a field missing, or undecodable
             continue
-    width = next(iter(rows.values())).size if rows else 1
-    out = np.full((len(raws), width), np.nan)
-    for i, row in rows.items():
-        if row.size == width:
-            out[i] = row
-    return out
+        blocks.append((row.reshape(1, -1), np.array([i])))
+    return blocks
 
 
 def _typed_commands(raws, msgtype: str, command: CommandFormat) -> tuple[np.ndarray, np.ndarray, int]:

@@ -104,15 +104,16 @@ def _timed_ingest(directory, episodes_of, buffer, expected: int) -> dict:
 
 RAW_SOURCES = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:cos(position):hinge",
                "joint_state:/joint_states:sin(position):hinge", "joint_state:/joint_states:velocity:slider",
-               "joint_state:/joint_states:velocity:hinge", "imu:/imu:angular_velocity.z")
+               "joint_state:/joint_states:velocity:hinge", "imu:/imu:angular_velocity.z", "array:/contacts:force")
+RAW_OBS_DIM = len(RAW_SOURCES) + 1  # the /contacts force segment has two values
 
 
 def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> dict:
     """A robot's own topics as `ros2 bag record` keeps them beside another controller, at 50 Hz:
-    /joint_states (two joints), /imu, a joint_trajectory_controller's JointTrajectory commands, the
-    reward and the episode, read through the planner's observation sources and command format
+    /joint_states (two joints), /imu, a Float64MultiArray of two contact forces (layout 'force'), a
+    joint_trajectory_controller's JointTrajectory commands, the reward and the episode, read through the planner's observation sources and command format
     (bag -> aligned episodes -> ReplayBuffer.add_episode). Transitions per second."""
-    from tdmpc2_ros.bags import BagWriter, encode_float64, encode_int64
+    from tdmpc2_ros.bags import BagWriter, encode_float64, encode_float64_multiarray, encode_int64
     from tdmpc2_ros.bags.reader import CommandFormat
     from tdmpc2_ros.bags.writer import typestore
     from tdmpc2_ros.core.buffer import ReplayBuffer
@@ -143,6 +144,8 @@ def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> di
                     writer.write("/joint_states", joint_state, store.serialize_cdr(T[joint_state](
                         header=header(t), name=["slider", "hinge"], position=rng.normal(size=2), velocity=rng.normal(size=2),
                         effort=np.zeros(0)), joint_state), t)
+                    writer.write("/contacts", "std_msgs/msg/Float64MultiArray",
+                                 encode_float64_multiarray([("force", 2)], rng.random(2)), t - 2 * 10**6)
                     if k < episode_length:
                         point = T["trajectory_msgs/msg/JointTrajectoryPoint"](
                             positions=rng.uniform(-1, 1, 1), velocities=np.zeros(0), accelerations=np.zeros(0),
@@ -154,8 +157,8 @@ def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> di
                 t += dt  # the reset
         raw = RawTopics("", "/trajectory", "/reward", "/episode", observation_sources=RAW_SOURCES,
                         command=CommandFormat("joint_trajectory", ("slider",), "position"))
-        buffer = ReplayBuffer(episodes * (episode_length + 1) + 10, len(RAW_SOURCES), 1, 3)
-        return {"storage": "mcap", "topics": "JointState + Imu + JointTrajectory + reward + episode",
+        buffer = ReplayBuffer(episodes * (episode_length + 1) + 10, RAW_OBS_DIM, 1, 3)
+        return {"storage": "mcap", "topics": "JointState + Imu + Float64MultiArray + JointTrajectory + reward + episode",
                 **_timed_ingest(tmp, lambda bag: raw.read(bag, [-1.0], [1.0]).episodes, buffer, episodes * episode_length)}
 
 
