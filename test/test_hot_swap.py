@@ -236,7 +236,7 @@ def test_a_model_store_stands_for_its_newest_version(models, tmp_path):
     import logging
     import threading
 
-    from tdmpc2_ros.ros.planner_node import resolve_model_path
+    from tdmpc2_ros.ros.paths import resolve_model_path
 
     store, log = models["store"], logging.getLogger("test")
     newest = store.versions()[-1]

@@ -13,7 +13,8 @@ A thin adapter around tdmpc2_ros.runtime (numpy + onnxruntime; no torch):
 - each executed step is published as a transition record (runtime/transition.py) for the recorder;
 - a model-update announcement (or a model_path change) is checked beside the running model and
   swapped in between two ticks (runtime/hot_swap.py); ~/rollback returns to the previous version;
-  what swaps cost the loop goes to /diagnostics (runtime/swap_cost.py).
+  what swaps cost the loop goes to /diagnostics (runtime/swap_cost.py);
+- every diagnostics_period_s, /diagnostics reports the loop's health (ros/planner_diagnostics.py).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from tdmpc2_ros.ros.messages import segmented_array
 from tdmpc2_ros.ros.commands import CommandWriter
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
-from tdmpc2_ros.ros.paths import default_model
+from tdmpc2_ros.ros.paths import default_model, resolve_model_path, version_of
+from tdmpc2_ros.ros.planner_diagnostics import planner_values, steal_words
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime import OnnxPlanner
 from tdmpc2_ros.runtime import gc_pauses
@@ -59,7 +61,6 @@ from tdmpc2_ros.runtime.candidate import SwapRejected, load_matching, warm_up
 from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
 from tdmpc2_ros.runtime.budget_steps import BudgetSteps
 from tdmpc2_ros.runtime.ladder import describe_fit, fit_ladder, measure_latency, next_smaller_rung, read_ladder
-from tdmpc2_ros.runtime.model_store import ModelStore, is_store, version_of_folder
 from tdmpc2_ros.runtime.priority import make_thread_realtime
 from tdmpc2_ros.runtime.rolling import RollingStats
 from tdmpc2_ros.runtime.swap_cost import SwapCost, swap_work
@@ -402,7 +403,7 @@ class PlannerNode(Node):
             self.get_logger().warning(f"a plan took {self.last_plan_s * 1e3:.1f} ms, {waited * 1e3:.1f} ms of it not running "
                                       f"(waiting for a core or the GIL), {in_gc * 1e3:.1f} ms in Python's garbage "
                                       f"collector ({in_gc_here * 1e3:.1f} ms in the plan's own thread); its thread: "
-                                      f"{ThreadUsage.now().since(usage).describe()}; {_steal_words(self.steal.peek(), self.steal.window_s())}",
+                                      f"{ThreadUsage.now().since(usage).describe()}; {steal_words(self.steal.peek(), self.steal.window_s())}",
                                       throttle_duration_sec=1.0)
         self._planned_at = time.monotonic()
         self.steps.observe(self.last_plan_s)
@@ -590,55 +591,9 @@ class PlannerNode(Node):
 
     # -- diagnostics -------------------------------------------------------------------------------
     def publish_diagnostics(self):
-        c = self.planner.contract
-        values = {
-            "tick_latency_p50_ms": round(self.tick_latency.percentile(50) * 1e3, 3),
-            "tick_latency_p99_ms": round(self.tick_latency.percentile(99) * 1e3, 3),
-            "tick_latency_last_ms": round(self.tick_latency.last() * 1e3, 3),
-            # Over the last 50 plans (the yardstick of swap_plan_excess), not the whole window as the p99.
-            "plan_latency_recent_p50_ms": round(self.plan_latency.recent_median(50) * 1e3, 3),
-            "plan_latency_p99_ms": round(self.plan_latency.percentile(99) * 1e3, 3),
-            "plan_latency_last_ms": round(self.plan_latency.last() * 1e3, 3),
-            "plan_waited_p99_ms": round(self.plan_waited.percentile(99) * 1e3, 3),
-            "plan_waited_max_ms": round(self.plan_waited.percentile(100) * 1e3, 3),
-            "plan_queued_p99_ms": round(self.plan_queued.percentile(99) * 1e3, 3),
-            "plan_queued_max_ms": round(self.plan_queued.percentile(100) * 1e3, 3),
-            "plan_queued_since_report_max_ms": round(self.plan_queued_since_report * 1e3, 3),
-            **self.swap_cost.values(),
-            "obs_to_action_p99_ms": round(self.obs_to_action.percentile(99) * 1e3, 3),
-            "ros_overhead_p99_ms": round(self.ros_overhead.percentile(99) * 1e3, 3),
-            "observation_age_ms": round(self.last_obs_age * 1e3, 3),
-            "ticks": self.ticks, "missed_deadlines": self.missed_deadlines, "safe_actions": self.safe_actions,
-            "ticks_over_limit": self.ticks_over_limit,  # plans over the rung's limit, and misses
-            "duplicate_observations": self.duplicate_observations,
-            "transitions_published": self.pairer.emitted, "transition_gaps": self.pairer.gaps,
-            "model_version": self.model_version, "swaps": self.swaps,
-            "swaps_rejected": self.swapper.rejected,
-            "models_freed": self.swapper.freed, "models_waiting_to_free": self.swapper.waiting_to_free(),
-            "last_swap_result": self.swapper.last_result,
-            "last_swap_thread_cpu_ms": round(self.swapper.last_cpu_s * 1e3, 3),
-            "model_sha256": self.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,
-            "budget": c.budget.label(), "budget_steps_down": self.steps.steps_down, "budget_steps_up": self.steps.steps_up,
-            "budget_steps_from_standby": self.steps.steps_from_standby,
-            "standby": self.swapper.standby.label(), "standby_result": self.swapper.standby.result,
-            # The room gate: loads (new versions, standbys) that waited for the loop to show room, and
-            # those loaded after swap_load_wait_s without it.
-            "loads_waited_for_room": self.swapper.gate.loads_waited, "loads_without_room": self.swapper.gate.loads_without_room,
-            # Python's garbage collector once start-up was over: full collections, the longest pause
-            # (any thread), and the most of one plan it took.
-            "gc_full_collections": self.gc.collections[2], "gc_pause_max_ms": round(self.gc.max_s * 1e3, 3),
-            "gc_in_plan_max_ms": round(self.gc_in_plans_max_s * 1e3, 3),
-            "last_room_wait_s": round(self.swapper.gate.last_wait_s, 3),
-            # The host's steal (a VM's cores held back by the hypervisor) since the last report, and the
-            # highest report so far: late plans that no setting here can help. nan where unknown.
-            "host_steal_pct": self.steal.report(), "host_steal_max_pct": self.steal.max_pct,
-            "control_rate_hz": self.p.control_rate_hz,
-            "plan_thread": self.plan_thread,
-            "execution_provider": self.planner.session.get_providers()[0],
-        }
         message = self.last_problem if self.level != OK else "planning"
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: planner", "planner_node",
-                                           self.level, message, values))
+                                           self.level, message, planner_values(self)))
         # Each report carries the worst level since the previous one; a problem that persists is
         # flagged again by the next tick, one that has cleared no longer shows.
         self.level, self.last_problem = OK, ""
@@ -655,43 +610,6 @@ class PlannerNode(Node):
             if worker is not None:
                 worker.shutdown(wait=True)
         return super().destroy_node()
-
-
-def _steal_words(pct: float, window_s: float) -> str:
-    if math.isnan(pct):
-        return "the host's steal is unknown here"
-    return f"the host stole {pct:.1f}% of CPU time in the {window_s:.2f} s since the last /diagnostics report"
-
-
-def resolve_model_path(path: str, wait_s: float, log) -> str:
-    """A model store folder (versions with manifests) stands for its newest version. An empty store
-    is waited on for up to wait_s (a learning loop whose trainer writes the first version)."""
-    deadline = time.monotonic() + wait_s
-    announced = False
-    while True:
-        if os.path.exists(path) and not is_store(path):
-            return path
-        if is_store(path):
-            store = ModelStore(path)
-            latest = store.latest()
-            if latest is not None:
-                return str(store.path(latest.version))
-        if time.monotonic() >= deadline:
-            return path  # the loader names what is missing
-        if stop.requested():  # a stop during the wait is a clean stop, not a missing model
-            raise KeyboardInterrupt("stopped while waiting for a model")
-        if not announced:
-            log.info(f"waiting up to {wait_s:g} s for a model to appear in {path}")
-            announced = True
-        time.sleep(0.5)
-
-
-def version_of(model_path: str, planner) -> str:
-    """A model store version folder names itself in its manifest; otherwise the graph's sha256."""
-    version = version_of_folder(model_path)
-    if version is not None:
-        return version
-    return planner.sha256[:12] if planner is not None else os.path.basename(os.path.normpath(model_path))
 
 
 def main(args=None) -> int:
