@@ -501,9 +501,8 @@ def _array_source(topic_data, source, used: np.ndarray) -> np.ndarray:
     used = np.unique(used)
     blocks = (array_source_blocks(raws, source) if msgtype == FLOAT64_MULTI_ARRAY
               else _array_source_by_message(raws, msgtype, source, used))
-    firsts = [(int(index[np.isin(index, used)].min(initial=len(raws))), values.shape[1]) for values, index in blocks]
-    first, width = min(firsts, default=(len(raws), 1))
-    width = width if first < len(raws) else 1
+    used_in = [(index[np.isin(index, used)], values.shape[1]) for values, index in blocks]  # indices ascend
+    width = min(((int(i[0]), w) for i, w in used_in if i.size), default=(0, 1))[1]
     out = np.full((len(raws), width), np.nan)
     for values, index in blocks:
         if values.shape[1] == width:

@@ -111,8 +111,9 @@ RAW_OBS_DIM = len(RAW_SOURCES) + 1  # the /contacts force segment has two values
 def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> dict:
     """A robot's own topics as `ros2 bag record` keeps them beside another controller, at 50 Hz:
     /joint_states (two joints), /imu, a Float64MultiArray of two contact forces (layout 'force'), a
-    joint_trajectory_controller's JointTrajectory commands, the reward and the episode, read through the planner's observation sources and command format
-    (bag -> aligned episodes -> ReplayBuffer.add_episode). Transitions per second."""
+    joint_trajectory_controller's JointTrajectory commands, the reward and the episode, read through
+    the planner's observation sources and command format (bag -> aligned episodes ->
+    ReplayBuffer.add_episode). Transitions per second."""
     from tdmpc2_ros.bags import BagWriter, encode_float64, encode_float64_multiarray, encode_int64
     from tdmpc2_ros.bags.reader import CommandFormat
     from tdmpc2_ros.bags.writer import typestore

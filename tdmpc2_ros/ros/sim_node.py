@@ -290,6 +290,8 @@ class SimNode(Node):
 
     def _command_values(self, msg) -> tuple[list | None, str]:
         """(the values a command message carries, one per actuator; or None and why not)."""
+        if self.command_type == "array":
+            return msg.data, ""
         try:  # the planner's own packing, read back (runtime/command_fields.py)
             return list(command_vector(msg, self.command_type, self.engine.actuator_joints, "effort")), ""
         except (ValueError, TypeError) as e:
@@ -298,7 +300,7 @@ class SimNode(Node):
     def _on_command(self, msg) -> None:
         if self.finished:
             return
-        values, reason = (msg.data, "") if self.command_type == "array" else self._command_values(msg)
+        values, reason = self._command_values(msg)
         ok, reason = (False, reason) if values is None else self.engine.validate_command(values)
         if not ok:
             self.malformed_commands += 1
