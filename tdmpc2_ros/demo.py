@@ -56,8 +56,13 @@ def _watch(domain_env: dict, episodes: int, timeout_s: float, log):
         obs.subscribe(JointState, topics.JOINT_STATES, on_joint_state, qos.SENSOR)
         obs.subscribe(Float64, topics.EPISODE_RETURN, on_return, qos.EVENTS)
         obs.subscribe(Int64, topics.EPISODE, on_episode, qos.EVENTS)
-        rec["diag"] = obs.status_table("tdmpc2_ros: planner")
-        obs.spin_until(lambda: len(rec["returns"]) >= episodes, timeout_s)
+        reports = []  # one entry per report of the planner's
+        rec["diag"] = obs.status_table("tdmpc2_ros: planner", on_update=lambda _table: reports.append(1))
+        if obs.spin_until(lambda: len(rec["returns"]) >= episodes, timeout_s):
+            # The planner reports every diagnostics_period_s: the table of the moment can be up to a
+            # period old and miss the last episode's final ticks. One report more covers them.
+            seen = len(reports)
+            obs.spin_until(lambda: len(reports) > seen, 5.0)
     return rec
 
 

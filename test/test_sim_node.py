@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = str(ROOT / "test" / "assets" / "pendulum.xml")
 # One DDS domain per test (localhost only), so tests and concurrent runs cannot hear each other.
 DOMAIN = {"lockstep": 61, "processes": 62, "realtime": 63, "malformed": 64, "bad_mode": 65, "episodes": 66,
-          "bad_params": 67, "effort": 68, "typed": 69}
+          "bad_params": 67, "effort": 68, "typed": 69, "paused": 59}
 
 
 @contextmanager
@@ -171,7 +171,7 @@ def test_lockstep_across_processes_full_episode():
 
 def test_realtime_rate():
     with ros_session(DOMAIN["realtime"]) as (ctx, ex):
-        sim = make_sim(ctx, mode="realtime")
+        sim = make_sim(ctx, mode="realtime", start_paused=False)
         driver = Driver(ctx)
         ex.add_node(sim), ex.add_node(driver)
         assert spin_until(ex, lambda: len(driver.obs) >= 1, 15.0)
@@ -189,6 +189,28 @@ def test_realtime_rate():
         assert sim.engine.last_command.tolist() == [0.0]
         driver.send([0.7])
         assert spin_until(ex, lambda: sim.engine.last_command.tolist() == [0.7], 5.0)
+
+
+def test_realtime_holds_the_first_episode_until_the_first_command():
+    """start_paused (the default): no control step before a controller is heard; the initial
+    observation is republished meanwhile (for a controller discovered late), and the first valid
+    command starts real-time stepping with that command. A malformed one does not."""
+    with ros_session(DOMAIN["paused"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="realtime", lockstep_republish_s=0.2)
+        driver = Driver(ctx)
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, lambda: driver.connected() and len(driver.obs) >= 3, 15.0)  # republished
+        assert sim.steps == 0 and driver.rewards == [] and sim.republished >= 2
+        assert all(o == driver.obs[0] for o in driver.obs) and {s["step"][0] for s in driver.steps} == {0.0}
+        driver.send([float("nan")])
+        spin_for(ex, 0.3)
+        assert sim.steps == 0 and sim.malformed_commands == 1
+        driver.send([0.5])
+        assert spin_until(ex, lambda: sim.steps >= 10 and len(driver.rewards) >= 10, 5.0)
+        assert sim.engine.last_command.tolist() == [0.5]
+        republished = sim.republished
+        spin_for(ex, 0.5)
+        assert sim.republished == republished  # stepping now: nothing is held
 
 
 def test_malformed_commands_are_ignored_and_counted():

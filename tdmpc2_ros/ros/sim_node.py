@@ -48,9 +48,13 @@ built-in sim first (``tdmpc2-ros bringup planner params_file:=planner_gazebo.yam
 topic would.
 
 Modes: ``realtime`` steps every ``control_dt`` of wall time (steady clock) with the last valid
-command (zero before any); ``lockstep`` steps once per valid command and republishes the last
-observation (same stamp) if no command came within ``lockstep_republish_s`` (0 disables), so a lost
-best-effort observation cannot deadlock the loop. The step message names its episode and step, so a
+command; ``lockstep`` steps once per valid command and republishes the last observation (same stamp)
+if no command came within ``lockstep_republish_s`` (0 disables), so a lost best-effort observation
+cannot deadlock the loop. In realtime, ``start_paused`` (the default) holds the first episode at its
+initial state, republished the same way, until the first valid command: a controller that is heard
+only after the sim's first messages (DDS discovery takes a while) then still controls the episode from
+its first step, instead of finding the cart already driven with zero force. With ``start_paused:
+false`` it steps from the start with a zero command. The step message names its episode and step, so a
 planner still busy with that step ignores the republished copy instead of answering it twice.
 
 Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p mode:=lockstep``.
@@ -102,8 +106,10 @@ PARAMETERS = {  # name: (default, description)
     "action_repeat": (2, "physics steps per control step"),
     "seed": (0, "random seed of the task (initial states)"),
     "publish_clock": (True, "publish sim time on clock_topic"),
-    "lockstep_republish_s": (0.5, "lockstep: republish the last observation after this long without a "
-                                  "command (0 disables)"),
+    "lockstep_republish_s": (0.5, "lockstep (and realtime while start_paused holds the first episode): republish "
+                                  "the last observation after this long without a command (0 disables)"),
+    "start_paused": (True, "realtime: hold the first episode at its initial state until the first valid command "
+                           "(false: step from the start with a zero command)"),
     "max_episodes": (0, "shut down after this many episodes (0 = unlimited)"),
     "joint_states_topic": (topics.JOINT_STATES, ""),
     "observation_topic": (topics.OBSERVATION, ""),
@@ -207,11 +213,22 @@ class SimNode(Node):
         # Timers run on the steady clock: never on /clock, which this node itself drives.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._timers = []
+        self._republish_timer = None
         self._start_episode()
-        if self.mode == "realtime":
-            self._timers.append(self.create_timer(self.engine.control_dt, self._on_tick, clock=steady))
+        self._paused = self.mode == "realtime" and bool(p["start_paused"])
+        if self.mode == "realtime" and not self._paused:
+            self._start_stepping()
         elif self.republish_s > 0:
-            self._timers.append(self.create_timer(self.republish_s / 4, self._on_republish_check, clock=steady))
+            self._republish_timer = self.create_timer(self.republish_s / 4, self._on_republish_check, clock=steady)
+            self._timers.append(self._republish_timer)
+        if self._paused:
+            log.info(f"start_paused: holding episode 0 at its initial state until the first command on "
+                     f"{self.command_topic}")
+
+    def _start_stepping(self) -> None:
+        """realtime: a control step every control_dt from now on."""
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._timers.append(self.create_timer(self.engine.control_dt, self._on_tick, clock=steady))
 
     def _make_engine(self, p) -> SimEngine:
         seed, repeat = int(p["seed"]), int(p["action_repeat"])
@@ -316,6 +333,12 @@ class SimNode(Node):
                                       throttle_duration_sec=1.0)
         if self.mode == "realtime":
             self._command = command
+            if self._paused:  # the controller is heard: the episode runs from here
+                self._paused = False
+                if self._republish_timer is not None:
+                    self._republish_timer.cancel()
+                self.get_logger().info("first command received: stepping in real time")
+                self._start_stepping()
         else:
             self._advance(command)
 
