@@ -211,7 +211,7 @@ class SimNode(Node):
             log.warning("use_sim_time is true, but this node is the clock source; its timers use steady time")
 
         # Timers run on the steady clock: never on /clock, which this node itself drives.
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._timers = []
         self._republish_timer = None
         self._start_episode()
@@ -219,7 +219,8 @@ class SimNode(Node):
         if self.mode == "realtime" and not self._paused:
             self._start_stepping()
         elif self.republish_s > 0:
-            self._republish_timer = self.create_timer(self.republish_s / 4, self._on_republish_check, clock=steady)
+            self._republish_timer = self.create_timer(self.republish_s / 4, self._on_republish_check,
+                                                      clock=self._steady)
             self._timers.append(self._republish_timer)
         if self._paused:
             log.info(f"start_paused: holding episode 0 at its initial state until the first command on "
@@ -227,8 +228,7 @@ class SimNode(Node):
 
     def _start_stepping(self) -> None:
         """realtime: a control step every control_dt from now on."""
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self._timers.append(self.create_timer(self.engine.control_dt, self._on_tick, clock=steady))
+        self._timers.append(self.create_timer(self.engine.control_dt, self._on_tick, clock=self._steady))
 
     def _make_engine(self, p) -> SimEngine:
         seed, repeat = int(p["seed"]), int(p["action_repeat"])
