@@ -192,25 +192,27 @@ ARRAY_LAYOUTS = [  # (dims, number of data values): what a robot's or the sim's 
 ]
 
 
-def array_message(rng):
+def array_message(rng, msgtype="std_msgs/msg/Float64MultiArray"):
     dims, n = ARRAY_LAYOUTS[int(rng.integers(len(ARRAY_LAYOUTS)))]
     layout = T["std_msgs/msg/MultiArrayLayout"](
         dim=[T["std_msgs/msg/MultiArrayDimension"](label=label, size=size, stride=size) for label, size in dims],
         data_offset=0)
-    return T["std_msgs/msg/Float64MultiArray"](layout=layout, data=floats(rng, n))
+    dtype = np.float32 if "Float32" in msgtype else np.float64
+    return T[msgtype](layout=layout, data=floats(rng, n).astype(dtype))
 
 
-@pytest.mark.parametrize("text", ["array:/a:obs", "array:/a:all", "array:/a:2", "array:/a:1-3", "array:/a:4-6",
-                                  "array:/a:joints", "array:/a:absent"])
-def test_array_sources_equal_the_planners_reading_of_each_used_message(text):
-    """The reader's Float64MultiArray sources (a layout at a time) against extract() on each message,
-    under the reader's rule: the first used message that has the elements sets the width; messages of
-    another width, undecodable ones and ones that lack the elements give NaN."""
-    from tdmpc2_ros.bags.reader import _array_source
+@pytest.mark.parametrize("kind", ["array", "array32"])
+@pytest.mark.parametrize("selector", ["obs", "all", "2", "1-3", "4-6", "joints", "absent"])
+def test_array_sources_equal_the_planners_reading_of_each_used_message(kind, selector):
+    """The reader's Float64/Float32MultiArray sources (a layout at a time) against extract() on each
+    message, under the reader's rule: the first used message that has the elements sets the width;
+    messages of another width, undecodable ones and ones that lack the elements give NaN."""
+    from tdmpc2_ros.bags.reader import SOURCE_MSGTYPES, _array_source
 
-    msgtype = "std_msgs/msg/Float64MultiArray"
+    text = f"{kind}:/a:{selector}"
+    msgtype = SOURCE_MSGTYPES[kind]
     rng = np.random.default_rng(zlib.crc32(text.encode()))
-    raws = serialised([array_message(rng) for _ in range(600)], msgtype, rng)
+    raws = serialised([array_message(rng, msgtype) for _ in range(600)], msgtype, rng)
     raws[11], raws[12] = raws[11][:-5], b"\x07\x07" + raws[12][2:]  # truncated, garbled
     source = parse_source(text)
     used = np.sort(rng.choice(600, 400, replace=False))
@@ -225,5 +227,5 @@ def test_array_sources_equal_the_planners_reading_of_each_used_message(text):
     assert got.shape == (600, width)
     want = np.stack([rows[i] if i in rows and rows[i].size == width else np.full(width, np.nan) for i in used])
     assert np.array_equal(got[used], want, equal_nan=True), text
-    if text != "array:/a:absent":
+    if selector != "absent":
         assert np.isfinite(want).all(axis=1).sum() > 20, text  # the comparison is not one of NaNs

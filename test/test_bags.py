@@ -89,6 +89,31 @@ def test_cdr_matches_rosbags_and_rclpy():
     assert serialize_message(Int64(data=-7)) == encode_int64(-7)
 
 
+def test_float32_multiarrays_decode_a_layout_at_a_time(monkeypatch):
+    """Float32MultiArray (a robot's array topic may carry it; the data are aligned to 4, not 8) as rclpy
+    writes it, with labels of every padding length: all little-endian messages take the block path
+    (the per-message parse is made to fail), and their values are the float32s exactly."""
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import Float32MultiArray, MultiArrayDimension
+
+    from tdmpc2_ros.bags import cdr
+
+    rng = np.random.default_rng(3)
+    raws, want = [], []
+    for i in range(64):
+        label, n = "x" * (i % 8), i % 5
+        msg = Float32MultiArray(data=rng.normal(size=n).astype(np.float32).tolist())
+        msg.layout.dim = [MultiArrayDimension(label=label, size=n, stride=n)]
+        raws.append(serialize_message(msg))
+        want.append(((((label, n),), n), np.asarray(msg.data, np.float32).astype(np.float64)))
+    monkeypatch.setattr(cdr, "decode_multiarray", lambda *a: (_ for _ in ()).throw(AssertionError("slow path")))
+    blocks, errors = cdr.decode_multiarrays(raws, cdr.FLOAT32_MULTI_ARRAY)
+    assert errors == [] and len(blocks) == 40
+    for i, (key, values) in enumerate(want):
+        block, index = blocks[key]
+        assert np.array_equal(block[index.tolist().index(i)], values)
+
+
 # --- writer + records round trip -----------------------------------------------------------------
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_round_trip_exact(tmp_path, storage):
@@ -268,7 +293,8 @@ def write_raw_bag(directory, rng, *, obs_label="obs", rewards=True, commands=Tru
     an episode is never published (as in sim_node). Irregularities (documented in the return):
     step 7's command arrives 19 ms late (outside the window), step 11's reward 8 ms early, and
     observation 15 of episode 0 is lost. odd_commands: in episode 1, a 3-value command (no layout, like
-    the 2-value ones) 1 ms after each observation, as a misconfigured teleop might send."""
+    the 2-value ones) or an empty one, by turns, 1 ms after each observation, as a misconfigured teleop
+    might send."""
     low, high = np.array([-10.0, 0.0]), np.array([10.0, 4.0])
     truth = []  # (episode, obs, action_normalised, reward, next_obs)
     w = BagWriter(directory)
@@ -295,7 +321,8 @@ def write_raw_bag(directory, rng, *, obs_label="obs", rewards=True, commands=Tru
             if commands:
                 w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], cmd), cmd_t)
             if odd_commands and episode == 1:
-                w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [1.0, 2.0, 3.0]), t + jitter + MS)
+                odd = [1.0, 2.0, 3.0] if k % 2 else []
+                w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], odd), t + jitter + MS)
             reward_t = t + DT - 200_000 - (8 * MS if (episode == 0 and k == 11) else 0)
             if rewards:
                 w.write("/reward", FLOAT64, encode_float64(rew[k]), reward_t)
@@ -459,8 +486,8 @@ def test_raw_alignment_without_obs_label_and_tighter_tolerance(tmp_path):
 
 
 def test_raw_commands_of_another_width_are_malformed_not_fatal(tmp_path):
-    """Arrays without a layout differ only in length: commands of another width are counted and
-    dropped, and every transition the bag holds is still rebuilt."""
+    """Arrays without a layout differ only in length: commands of another width, empty ones included,
+    are counted and dropped, and every transition the bag holds is still rebuilt."""
     bag, _, low, high = write_raw_bag(tmp_path, np.random.default_rng(9), odd_commands=True)
     result = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high)
     assert result.counts["malformed_commands"] == 12 and result.transitions == 26

@@ -1,4 +1,4 @@
-"""Fast CDR (de)serialisation of the three std_msgs types the package records, in numpy.
+"""Fast CDR (de)serialisation of the std_msgs types the package records or reads, in numpy.
 
 rosbag2 stores every message as its CDR bytes (the same bytes DDS carries and
 ``rclpy.serialization.serialize_message`` returns): a 4-byte encapsulation header (``00 01 00 00`` =
@@ -7,6 +7,8 @@ little endian) and the fields, each aligned to its size relative to the end of t
 std_msgs/msg/Float64MultiArray:
     uint32 n_dims, n x {uint32 len, label bytes + NUL, pad to 4, uint32 size, uint32 stride},
     uint32 data_offset, uint32 n_data, pad to 8, n_data x float64
+std_msgs/msg/Float32MultiArray: the same, the data padded to 4 and n_data x float32 (read, not written:
+    a robot's own array topics may carry it).
 std_msgs/msg/Float64: float64;  std_msgs/msg/Int64: int64 (12 bytes with the header; offset 0 is aligned).
 
 Decoding is vectorised: messages of one length whose layout bytes agree (padding bytes excluded:
@@ -24,6 +26,12 @@ from collections.abc import Sequence
 import numpy as np
 
 FLOAT64_MULTI_ARRAY = "std_msgs/msg/Float64MultiArray"
+FLOAT32_MULTI_ARRAY = "std_msgs/msg/Float32MultiArray"
+_ITEM = {FLOAT64_MULTI_ARRAY: "<f8", FLOAT32_MULTI_ARRAY: "<f4"}  # the data's element type
+# Layouts of one message length that each get a block; messages of any further ones (a topic whose
+# every message differs, say) are parsed one at a time, so a pathological bag costs no more than this
+# many passes over its messages.
+_LAYOUTS_PER_LENGTH = 16
 FLOAT64 = "std_msgs/msg/Float64"
 INT64 = "std_msgs/msg/Int64"
 
@@ -73,8 +81,9 @@ def encode_int64(value: int) -> bytes:
 
 
 # --- decoding ----------------------------------------------------------------------------------
-def _parse_f64ma(buf) -> tuple[tuple[tuple[str, int], ...], int, int, list[tuple[int, int]]]:
-    """-> (dims, data_start, n_data, padding ranges) of one little-endian Float64MultiArray."""
+def _parse_multiarray(buf, itemsize: int = 8) -> tuple[tuple[tuple[str, int], ...], int, int, list[tuple[int, int]]]:
+    """-> (dims, data_start, n_data, padding ranges) of one little-endian Float64MultiArray (itemsize 8)
+    or Float32MultiArray (itemsize 4)."""
     mv = memoryview(buf)
     size = len(mv)
     if size < 16 or mv[0] != 0 or mv[1] != 1:
@@ -112,30 +121,39 @@ def _parse_f64ma(buf) -> tuple[tuple[tuple[str, int], ...], int, int, list[tuple
     pos += 4  # data_offset
     n = u32(pos)
     pos += 4
-    pos = align(pos, 8)
-    if pos + 8 * n > size:
-        raise CdrError(f"message holds {size - pos} data bytes, its length field says {8 * n}")
+    pos = align(pos, itemsize)
+    if pos + itemsize * n > size:
+        raise CdrError(f"message holds {size - pos} data bytes, its length field says {itemsize * n}")
     return tuple(dims), pos, int(n), pads
 
 
-def decode_float64_multiarray(buf) -> tuple[tuple[tuple[str, int], ...], np.ndarray]:
-    """One message -> (dims, data float64). Big-endian messages go through the rosbags typestore."""
-    mv = memoryview(buf)
+def decode_multiarray(buf, msgtype: str = FLOAT64_MULTI_ARRAY) -> tuple[tuple[tuple[str, int], ...], np.ndarray]:
+    """One Float64/Float32MultiArray -> (dims, data as float64, which holds a float32 exactly).
+    Big-endian messages go through the rosbags typestore."""
+    mv, item = memoryview(buf), _ITEM[msgtype]
     if len(mv) >= 2 and mv[0] == 0 and mv[1] == 0:  # big endian: rare, let rosbags handle it
-        msg = _typestore().deserialize_cdr(bytes(mv), FLOAT64_MULTI_ARRAY)
+        msg = _typestore().deserialize_cdr(bytes(mv), msgtype)
         dims = tuple((d.label, int(d.size)) for d in msg.layout.dim)
         return dims, np.asarray(msg.data, np.float64)
-    dims, start, n, _ = _parse_f64ma(mv)
-    return dims, np.frombuffer(mv, "<f8", n, start).astype(np.float64)
+    dims, start, n, _ = _parse_multiarray(mv, int(item[-1]))
+    return dims, np.frombuffer(mv, item, n, start).astype(np.float64)
 
 
 def decode_float64_multiarrays(raws: Sequence[bytes]) -> tuple[dict, list[tuple[int, str]]]:
-    """Many messages -> ({(dims, n): (data [k, n] float64, indices [k] into raws)}, [(index, error)]).
+    """Float64MultiArray messages -> decode_multiarrays' blocks and errors."""
+    return decode_multiarrays(raws, FLOAT64_MULTI_ARRAY)
+
+
+def decode_multiarrays(raws: Sequence[bytes], msgtype: str = FLOAT64_MULTI_ARRAY) -> tuple[dict, list[tuple[int, str]]]:
+    """Many Float64/Float32MultiArray messages -> ({(dims, n): (data [k, n] float64, indices [k] into
+    raws)}, [(index, error)]).
 
     Messages with the same layout and the same number of values end up in one block, in their input
     order (n is part of the key: arrays without a layout, or whose layout does not add up, still
     differ in length).
     """
+    item = _ITEM[msgtype]
+    itemsize = int(item[-1])
     blocks: dict[tuple, list] = {}
     errors: list[tuple[int, str]] = []
     if not raws:
@@ -145,26 +163,28 @@ def decode_float64_multiarrays(raws: Sequence[bytes]) -> tuple[dict, list[tuple[
     bounds = np.flatnonzero(np.diff(lengths[order])) + 1
     slow: list[int] = []
     for idx in np.split(order, bounds):
-        first = raws[idx[0]]
-        try:
-            dims, start, n, pads = _parse_f64ma(first)
-        except CdrError:
-            slow.extend(idx.tolist())
-            continue
-        width = len(first)
-        mask = np.ones(width, bool)
-        for a, b in pads:
-            mask[a:b] = False
-        mask[start:] = False  # compare the layout only: not the data, nor trailing bytes if any
-        mat = np.frombuffer(b"".join([raws[i] for i in idx]), np.uint8).reshape(len(idx), width)
-        same = (mat[:, mask] == mat[0, mask]).all(axis=1)
-        if same.any():
-            data = np.ascontiguousarray(mat[same, start : start + 8 * n]).view("<f8").astype(np.float64)
-            blocks.setdefault((dims, n), []).append((data.reshape(-1, n), idx[same]))
-        slow.extend(idx[~same].tolist())
+        mat = np.frombuffer(b"".join([raws[i] for i in idx]), np.uint8).reshape(len(idx), len(raws[idx[0]]))
+        for _ in range(_LAYOUTS_PER_LENGTH):  # several layouts may share a length: one block each
+            if not idx.size:
+                break
+            try:
+                dims, start, n, pads = _parse_multiarray(mat[0].tobytes(), itemsize)
+            except CdrError:  # big endian or malformed: on its own, below
+                slow.append(int(idx[0]))
+                idx, mat = idx[1:], mat[1:]
+                continue
+            mask = np.ones(mat.shape[1], bool)
+            for a, b in pads:
+                mask[a:b] = False
+            mask[start:] = False  # compare the layout only: not the data, nor trailing bytes if any
+            same = (mat[:, mask] == mat[0, mask]).all(axis=1)
+            data = np.ascontiguousarray(mat[same, start : start + itemsize * n]).view(item).astype(np.float64)
+            blocks.setdefault((dims, n), []).append((data.reshape(int(same.sum()), n), idx[same]))
+            idx, mat = idx[~same], mat[~same]
+        slow.extend(idx.tolist())
     for i in slow:
         try:
-            dims, data = decode_float64_multiarray(raws[i])
+            dims, data = decode_multiarray(raws[i], msgtype)
         except Exception as e:  # noqa: BLE001 — a malformed message is reported, not fatal
             errors.append((i, f"{type(e).__name__}: {e}"))
             continue

@@ -10,8 +10,8 @@ float64 field lies, takes every other message of the same length whose layout by
 strings, counts and integers; not the floats, the stamps or the padding) as one uint8 matrix, and
 reads a field of all of them as one numpy column.
 
-Float64MultiArray sources (``array_source_blocks``) need no walker: bags/cdr.py already decodes such
-messages a layout at a time, and extract() itself, run once per layout on the element indices, says
+Float64MultiArray and Float32MultiArray sources (``array_source_blocks``) need no walker: bags/cdr.py
+already decodes such messages a layout at a time, and extract() itself, run once per layout on the element indices, says
 which columns a source takes.
 
 Little-endian CDR (what ROS 2 records) is walked directly. A message the walker cannot read (big
@@ -34,7 +34,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tdmpc2_ros.bags.cdr import CdrError, decode_float64_multiarrays
+from tdmpc2_ros.bags.cdr import FLOAT64_MULTI_ARRAY, CdrError, decode_multiarrays
 from tdmpc2_ros.runtime.command_fields import INTERFACES
 from tdmpc2_ros.runtime.observations import AdapterError, Source, extract
 
@@ -226,10 +226,11 @@ def command_columns(columns: MessageColumns, kind: str, joints: Sequence[str], i
                     axis=1).reshape(columns.n, len(joints))
 
 
-def array_source_blocks(raws: Sequence[bytes], source: Source) -> list[tuple[np.ndarray, np.ndarray]]:
-    """A Float64MultiArray source's elements, one block per layout: [(values [k, width], message
+def array_source_blocks(raws: Sequence[bytes], source: Source,
+                        msgtype: str = FLOAT64_MULTI_ARRAY) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A Float64/Float32MultiArray source's elements, one block per layout: [(values [k, width], message
     indices [k])]. Messages that cannot be decoded, or lack what the source asks for, are in no block."""
-    blocks, _ = decode_float64_multiarrays(raws)
+    blocks, _ = decode_multiarrays(raws, msgtype)
     out = []
     for (dims, n), (values, index) in blocks.items():
         columns = _array_columns(source, dims, n)

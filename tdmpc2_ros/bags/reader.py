@@ -63,6 +63,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from tdmpc2_ros.bags.cdr import (
+    FLOAT32_MULTI_ARRAY,
     FLOAT64,
     FLOAT64_MULTI_ARRAY,
     INT64,
@@ -71,15 +72,14 @@ from tdmpc2_ros.bags.cdr import (
     decode_int64s,
 )
 from tdmpc2_ros.bags.fields import MessageColumns, array_source_blocks, command_columns, source_column
-from tdmpc2_ros.bags.writer import typestore
-from tdmpc2_ros.runtime.observations import AdapterError, extract, parse_source
+from tdmpc2_ros.runtime.observations import AdapterError, parse_source
 from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, SegmentError, Transition
 from tdmpc2_ros.runtime.transition import offsets as layout_offsets
 
 TRANSITION_TOPIC = "/tdmpc2/transition"
 # The message type each observation source type (runtime/observations.py) and command type
 # (runtime/command_fields.py) reads in a raw bag.
-SOURCE_MSGTYPES = {"array": FLOAT64_MULTI_ARRAY, "array32": "std_msgs/msg/Float32MultiArray",
+SOURCE_MSGTYPES = {"array": FLOAT64_MULTI_ARRAY, "array32": FLOAT32_MULTI_ARRAY,
                    "joint_state": "sensor_msgs/msg/JointState", "imu": "sensor_msgs/msg/Imu",
                    "odometry": "nav_msgs/msg/Odometry"}
 ARRAY_SOURCES = ("array", "array32")
@@ -499,8 +499,7 @@ def _array_source(topic_data, source, used: np.ndarray) -> np.ndarray:
     differs in width from the first `used` message that has them (a robot's arrays keep their width)."""
     msgtype, _, raws = topic_data
     used = np.unique(used)
-    blocks = (array_source_blocks(raws, source) if msgtype == FLOAT64_MULTI_ARRAY
-              else _array_source_by_message(raws, msgtype, source, used))
+    blocks = array_source_blocks(raws, source, msgtype)
     used_in = [(index[np.isin(index, used)], values.shape[1]) for values, index in blocks]  # indices ascend
     width = min(((int(i[0]), w) for i, w in used_in if i.size), default=(0, 1))[1]
     out = np.full((len(raws), width), np.nan)
@@ -508,18 +507,6 @@ def _array_source(topic_data, source, used: np.ndarray) -> np.ndarray:
         if values.shape[1] == width:
             out[index] = values
     return out
-
-
-def _array_source_by_message(raws, msgtype: str, source, used: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """array_source_blocks for a Float32MultiArray, one message at a time: only the messages `used`."""
-    store, blocks = typestore(), []
-    for i in used:
-        try:
-            row = extract(source, store.deserialize_cdr(bytes(raws[i]), msgtype))
-        except (AdapterError, ValueError, TypeError, KeyError, IndexError):  # a field missing, or undecodable
-            continue
-        blocks.append((row.reshape(1, -1), np.array([i])))
-    return blocks
 
 
 def _typed_commands(raws, msgtype: str, command: CommandFormat) -> tuple[np.ndarray, np.ndarray, int]:
