@@ -446,31 +446,33 @@ def test_raw_bags_of_a_robots_joint_states_imu_and_trajectory_commands(tmp_path)
 
 
 def test_raw_observations_from_a_joint_state_and_an_array_topic(tmp_path):
-    """Sources of two kinds on two topics: a JointState read by byte offset (bags/fields.py) and a
-    Float64MultiArray read message by message. An array message of another width makes the one
-    observation that uses it malformed; the others are the values written, in order."""
+    """Sources of two kinds on two topics: a JointState read by byte offset and a Float64MultiArray
+    read a layout at a time (bags/fields.py). An array message of another width makes the one
+    observation that uses it malformed, and so does a reading beyond float32's range (1e39 would be
+    Inf in the replay buffer), as does such a reward; the others are the values written, in order."""
     rng = np.random.default_rng(13)
     w = BagWriter(tmp_path)
     steps, t, truth = 12, T0, []
     for k in range(steps + 1):
         extra = rng.normal(size=3 if k == 4 else 2)
         w.write("/extra", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], extra), t - MS)
-        slider = float(rng.normal())
+        slider = 1e39 if k == 8 else float(rng.normal())
         w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["slider"], position=np.array([slider]),
                                                              velocity=np.zeros(0), effort=np.zeros(0)), t)
         truth.append([slider, *extra])
         if k < steps:
             w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [0.5]), t + 3 * MS)
-            w.write("/reward", FLOAT64, encode_float64(float(k)), t + DT - 200_000)
+            w.write("/reward", FLOAT64, encode_float64(-1e39 if k == 10 else float(k)), t + DT - 200_000)
         t += DT
     bag = w.close()
     raw = RawTopics("", "/cmd", "/reward", observation_sources=("joint_state:/joint_states:position:slider",
                                                                  "array:/extra:all"))
     result = raw.read(bag, [-1.0], [1.0])
-    assert result.counts["malformed_observations"] == 1 and result.counts["observations"] == steps
-    # Observation 4 is gone: pairs 0-2 (3 -> 5 is a gap) and 5-11.
-    assert [e.action.shape[0] for e in result.episodes] == [3, 7]
-    for ep, first in zip(result.episodes, (0, 5)):
+    assert result.counts["malformed_observations"] == 2 and result.counts["observations"] == steps - 1
+    assert result.counts["malformed_rewards"] == 1 and result.counts["skipped_no_reward"] == 1
+    # Observations 4 and 8 are gone, and the reward of 10 -> 11: pairs 0-2, 5-6, 9, 11.
+    assert [e.action.shape[0] for e in result.episodes] == [3, 2, 1, 1]
+    for ep, first in zip(result.episodes, (0, 5, 9, 11)):
         for i in range(ep.obs.shape[0]):
             assert np.array_equal(ep.obs[i], np.float32(truth[first + i]))
 

@@ -87,6 +87,16 @@ COMMAND_MSGTYPES = {"array": FLOAT64_MULTI_ARRAY, "joint_trajectory": "trajector
                     "joint_state": "sensor_msgs/msg/JointState"}
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _finite32(values: np.ndarray) -> np.ndarray:
+    """Finite, and still finite in the replay buffer's float32 (NaN compares False): a reading of 1e39
+    is counted as malformed here rather than turning into Inf in the buffer (where the trainer's
+    check would drop its whole episode)."""
+    return np.abs(values) <= _FLOAT32_MAX
+
+
 @dataclass(frozen=True)
 class CommandFormat:
     """How a raw bag's commands are laid out: the planner's command_type / command_joints /
@@ -387,7 +397,7 @@ def _observation_columns(raws) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     obs, ep, st, index = (np.concatenate([p[i] for p in ps]) for i in range(4))
     order = np.argsort(index, kind="stable")
     obs, ep, st, index = obs[order], ep[order], st[order], index[order]
-    finite = np.isfinite(obs).all(axis=1)
+    finite = _finite32(obs).all(axis=1)
     bad += int((~finite).sum())
     return obs[finite], ep[finite], st[finite], index[finite], bad
 
@@ -489,7 +499,7 @@ def _source_observations(data, sources, counts: dict) -> tuple[np.ndarray, np.nd
                   else source_column(columns[s.topic], s).reshape(-1, 1))
         parts.append(values[np.maximum(latest[s.topic], 0)])
     rows = np.concatenate(parts, axis=1)
-    good = ~early & np.isfinite(rows).all(axis=1)
+    good = ~early & _finite32(rows).all(axis=1)
     counts["observations_before_all_topics"] = int(early.sum())
     return rows[good], times[good], int((~early).sum() - good.sum())
 
@@ -555,7 +565,7 @@ def _reward_columns(topic_data, counts: dict) -> tuple[np.ndarray, np.ndarray]:
     """Reward messages -> (rewards [R], times [R]); malformed or non-finite ones are counted and dropped."""
     _, t_rew_all, rew_raws = topic_data
     rew, ok = decode_float64s(rew_raws)
-    ok &= np.isfinite(rew)
+    ok &= _finite32(rew)
     counts["malformed_rewards"] = int((~ok).sum())
     return rew[ok], t_rew_all[ok]
 
