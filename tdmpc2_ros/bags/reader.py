@@ -244,8 +244,9 @@ def read_record_arrays(bag_path, topics: Sequence[str] | None = None) -> Records
     ``topics``: the record topics to read; None reads every Float64MultiArray topic whose messages
     have the record layout (other Float64MultiArray topics, e.g. observations, are ignored).
     Messages that do not decode are counted in ``Records.dropped``; records whose observation or
-    action size differs from the majority too (``"other_shape"``). Raises BagSkipped if the bag
-    holds no record at all.
+    action size differs from the majority too (``"other_shape"``), and records holding NaN, Inf or a
+    value beyond float32's range (``"non_finite"``: the replay buffer could not take them). Raises
+    BagSkipped if the bag holds no record at all.
     """
     path = Path(bag_path)
     wanted = None if topics is None else set(topics)
@@ -282,8 +283,12 @@ def read_record_arrays(bag_path, topics: Sequence[str] | None = None) -> Records
     if other:
         dropped["other_shape"] = other
     cols = {name: np.concatenate([c[name] for c in parts[best]]) for name in _COLUMNS}
-    order = np.argsort(cols["timestamp"], kind="stable")
-    return Records(**{name: cols[name][order] for name in _COLUMNS}, dropped=dropped)
+    finite = np.all([_finite32(cols[name].reshape(len(cols["episode"]), -1)).all(axis=1)
+                     for name in ("obs", "action", "reward", "next_obs")], axis=0)
+    if not finite.all():  # a chain breaks here instead of carrying NaN or Inf into an episode
+        dropped["non_finite"] = int((~finite).sum())
+    order = np.argsort(cols["timestamp"][finite], kind="stable")
+    return Records(**{name: cols[name][finite][order] for name in _COLUMNS}, dropped=dropped)
 
 
 def read_records(bag_path, topics: Sequence[str] | None = None) -> list[Transition]:
