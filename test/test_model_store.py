@@ -3,6 +3,8 @@ versioned model store and its announcements (no ROS, no torch in the code under 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import math
 
@@ -104,3 +106,42 @@ def test_announcements_by_path_and_inline_are_verified(tmp_path):
         materialise(escape, tmp_path / "cache3")
     with pytest.raises(StoreError, match="neither a path nor inline"):
         materialise({"version": v, "files": by_path["files"]}, tmp_path / "cache4")
+
+
+def test_a_bad_inline_announcement_writes_nothing_and_keeps_what_is_cached(tmp_path):
+    """An announcement comes over an unauthenticated topic: its names must not lead out of the cache,
+    its bytes are checked before they land, and a version already cached is never written over."""
+    store = ModelStore(tmp_path / "store")
+    v = store.add(_fake_ladder(tmp_path / "a")).version
+    good = json.loads(json.dumps(store.announcement(v, inline=True)))
+    cache = tmp_path / "robot" / "cache"
+    target = tmp_path / "robot" / "models" / "shipped"  # another model's folder, beside the cache
+    _fake_ladder(target, b"shipped graph")
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    for version in ["../models/shipped", str(target), "", ".hidden", "a/b", "..", "a\\b", "a\0b"]:
+        with pytest.raises(StoreError, match="not a plain file name"):
+            materialise(dict(good, version=version), cache)
+    for name in ["../ladder.json", "sub/planner_x.onnx", ".ladder.json"]:
+        files = {**good["files"], name: "0" * 64}
+        with pytest.raises(StoreError, match="not a plain file name"):
+            materialise(dict(good, files=files, inline={**good["inline"], name: "AAAA"}), cache)
+        with pytest.raises(StoreError, match="not a plain file name"):
+            materialise(dict(store.announcement(v), files=files), cache)
+    with pytest.raises(StoreError, match="not base64"):
+        materialise(dict(good, inline={**good["inline"], "planner_x.onnx": "not base64!"}), cache)
+    with pytest.raises(StoreError, match="inline is list"):
+        materialise(dict(good, inline=["planner_x.onnx"]), cache)
+    tampered = dict(good, inline={**good["inline"], "planner_x.onnx": base64.b64encode(b"evil").decode()})
+    with pytest.raises(StoreError, match="planner_x.onnx has sha256"):
+        materialise(tampered, cache)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert not cache.exists() or list(cache.iterdir()) == []  # no version folder, no hidden leftovers
+
+    folder = materialise(good, cache)  # the good one still lands after all that
+    assert folder == cache / v and (folder / "planner_x.onnx").read_bytes() == b"graph"
+    assert materialise(tampered, cache) == folder  # the cached files are the announced ones: the bytes are not needed
+    other = dict(tampered, files={**good["files"], "planner_x.onnx": hashlib.sha256(b"evil").hexdigest()})
+    with pytest.raises(StoreError, match="cached files are kept"):
+        materialise(other, cache)  # the same version with other files: refused, the cache untouched
+    assert (folder / "planner_x.onnx").read_bytes() == b"graph" and sorted(p.name for p in cache.iterdir()) == [v]
+    assert materialise(good, cache) == folder  # announced again (transient-local redelivery): reused

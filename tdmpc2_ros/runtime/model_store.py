@@ -141,26 +141,18 @@ def version_of_folder(folder: str | os.PathLike) -> str | None:
         return None
 
 
-def materialise(announcement: dict, cache_dir: str | os.PathLike) -> Path:
-    """The local model folder an announcement refers to, every file checked against its sha256.
-    Inline bytes are written under cache_dir/<version>/. Raises StoreError naming the problem."""
-    try:
-        version, files = str(announcement["version"]), dict(announcement["files"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise StoreError(f"announcement lacks version/files: {e}") from e
-    if LADDER_FILE not in files:
-        raise StoreError(f"announcement of {version} lists no {LADDER_FILE}")
-    if "inline" in announcement:
-        folder = Path(cache_dir) / version
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, b64 in announcement["inline"].items():
-            if name not in files or "/" in name or name.startswith("."):
-                raise StoreError(f"announcement of {version}: unexpected inline file {name!r}")
-            (folder / name).write_bytes(base64.b64decode(b64))
-    elif "path" in announcement:
-        folder = Path(announcement["path"])
-    else:
-        raise StoreError(f"announcement of {version} has neither a path nor inline files")
+def _plain_name(name, what: str) -> str:
+    """A version or file name that names one entry of a folder: an announcement comes over an
+    unauthenticated topic, and its names become paths under the cache (a version '../../x' or '/x'
+    would write elsewhere, over another model's files say)."""
+    text = str(name)
+    if (not text or text.startswith(".") or any(c in text for c in "/\\\0")
+            or Path(text).name != text):
+        raise StoreError(f"announcement names {what} {text!r}, which is not a plain file name")
+    return text
+
+
+def _verify(folder: Path, version: str, files: dict) -> None:
     for name, sha in files.items():
         p = folder / name
         if not p.is_file():
@@ -168,4 +160,58 @@ def materialise(announcement: dict, cache_dir: str | os.PathLike) -> Path:
         got = file_sha256(p)
         if got != sha:
             raise StoreError(f"version {version}: {name} has sha256 {got[:16]}..., the announcement says {str(sha)[:16]}...")
+
+
+def _write_inline(inline, files: dict, version: str, cache_dir: Path) -> Path:
+    """Inline bytes -> cache_dir/<version>/, decoded and checked in a hidden folder first and renamed
+    into place only when every file's sha256 holds: a bad announcement leaves nothing behind, and
+    never touches a version already cached (a version names its content, so another announcement of
+    it with other bytes is refused, not written over the one a planner may roll back to)."""
+    folder = cache_dir / version
+    if folder.exists():
+        try:
+            _verify(folder, version, files)
+        except StoreError as e:
+            raise StoreError(f"{e} (in {folder}, cached earlier; the cached files are kept)") from None
+        return folder
+    if not isinstance(inline, dict):
+        raise StoreError(f"announcement of {version}: inline is {type(inline).__name__}, expected file name -> base64")
+    tmp = cache_dir / f".{version}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        for name, b64 in inline.items():
+            if name not in files or _plain_name(name, "inline file") != name:
+                raise StoreError(f"announcement of {version}: unexpected inline file {name!r}")
+            try:
+                data = base64.b64decode(b64, validate=True)
+            except (TypeError, ValueError) as e:  # binascii.Error is a ValueError
+                raise StoreError(f"announcement of {version}: inline file {name} is not base64 ({e})") from None
+            (tmp / name).write_bytes(data)
+        _verify(tmp, version, files)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def materialise(announcement: dict, cache_dir: str | os.PathLike) -> Path:
+    """The local model folder an announcement refers to, every file checked against its sha256.
+    Inline bytes are written under cache_dir/<version>/ (only once they check out). Raises StoreError
+    naming the problem."""
+    try:
+        version, files = str(announcement["version"]), dict(announcement["files"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise StoreError(f"announcement lacks version/files: {e}") from e
+    _plain_name(version, "version")
+    for name in files:
+        _plain_name(name, "file")
+    if LADDER_FILE not in files:
+        raise StoreError(f"announcement of {version} lists no {LADDER_FILE}")
+    if "inline" in announcement:
+        return _write_inline(announcement["inline"], files, version, Path(cache_dir))
+    if "path" not in announcement:
+        raise StoreError(f"announcement of {version} has neither a path nor inline files")
+    folder = Path(str(announcement["path"]))
+    _verify(folder, version, files)
     return folder
