@@ -1,6 +1,8 @@
 """recorder_node over real DDS, in a subprocess on its own ROS domain: what a publisher sends is what
 the bags hold after SIGINT; a SIGKILL mid-run leaves every bag under a final name readable and loses
-at most the open (hidden) one; a restart reports that one; bad parameters name themselves."""
+at most the open (hidden) one; a restart reports that one; bad parameters name themselves. A low disk
+or a failed write pauses it (in process, with the disk's free space and the writer made to fail; and
+in a subprocess against the real disk), and it resumes in a new bag."""
 
 from __future__ import annotations
 
@@ -17,11 +19,14 @@ from rclpy.duration import Duration  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
 from rosbags.rosbag2 import Reader  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from std_msgs.msg import Float64, Float64MultiArray, MultiArrayDimension  # noqa: E402
 
 from ros_harness import Ros, cleaned_up, finish_process, start_node_process  # noqa: E402
 from tdmpc2_ros.bags import BagSkipped, closed_bags, partial_bags, read_records  # noqa: E402
 from tdmpc2_ros.bags.cdr import decode_float64s  # noqa: E402
+from tdmpc2_ros.ros import recorder_node  # noqa: E402
+from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN  # noqa: E402
 from tdmpc2_ros.ros.recorder_node import ParameterError, RecorderNode, parse_topic  # noqa: E402
 from tdmpc2_ros.runtime.transition import Transition  # noqa: E402
 
@@ -191,3 +196,126 @@ def test_bad_parameters_name_the_parameter(tmp_path):
                                                             "best_effort")
     assert parse_topic("/x:std_msgs/Int64").msgtype == "std_msgs/msg/Int64"
     assert parse_topic("/x").msgtype == "std_msgs/msg/Float64MultiArray"
+
+
+def record_bytes(i: int) -> bytes:
+    from rclpy.serialization import serialize_message
+
+    return serialize_message(to_msg(transition(i)))
+
+
+def in_process_recorder(ros: Ros, bag_dir, **params) -> RecorderNode:
+    overrides = [Parameter("bag_dir", value=str(bag_dir)), Parameter("split_duration_s", value=0.0)]
+    overrides += [Parameter(k, value=v) for k, v in params.items()]
+    return ros.add(RecorderNode(context=ros.context, parameter_overrides=overrides))
+
+
+def test_a_low_disk_pauses_recording_and_enough_room_resumes_it(tmp_path, monkeypatch):
+    """Below min_free_mb the open bag is closed (complete), messages are dropped and counted, and
+    /diagnostics warns; above min_free_mb + 10% a new bag starts. Every message written reads back."""
+    free = {"bytes": 10**12}
+    monkeypatch.setattr(recorder_node, "free_bytes", lambda directory: free["bytes"])
+    ros = Ros()
+    try:
+        node = in_process_recorder(ros, tmp_path / "bags", min_free_mb=100.0)
+        write = node._callback(node.specs[0])
+        for i in range(10):
+            write(record_bytes(i))
+        assert node.status()[0] == OK and node.writer.current is not None
+        free["bytes"] = 50 * 10**6
+        node._on_timer()
+        level, message, values = node.status()
+        assert (level, values["state"], values["open_bag"], values["bags_closed"]) == (WARN, "paused_disk_low", "", 1)
+        assert "50 MB free" in message and "min_free_mb 100" in message
+        for i in range(10, 15):
+            write(record_bytes(i))  # dropped
+        free["bytes"] = 105 * 10**6  # above min_free_mb, not above the margin: still paused
+        node._on_timer()
+        assert node.state == "paused_disk_low"
+        free["bytes"] = 120 * 10**6
+        node._on_timer()
+        assert node.state == "recording"
+        for i in range(15, 18):
+            write(record_bytes(i))
+        assert node.close() is not None
+        assert node.status()[2]["dropped"] == 5 and node.message_count == 13
+    finally:
+        ros.close()
+    bags = closed_bags(tmp_path / "bags")
+    assert [[t.episode * 50 + t.step for t in read_records(b)] for b in bags] == [list(range(10)), [15, 16, 17]]
+    assert partial_bags(tmp_path / "bags") == []
+
+
+def test_a_failed_write_pauses_recording_and_it_resumes_in_a_new_bag(tmp_path, monkeypatch):
+    """A write that raises (ENOSPC from a disk filled by someone else) pauses the recorder instead of
+    ending it: the open bag is closed, or left hidden if closing fails too, and after retry_s the next
+    message opens a new bag. The closed bags are untouched."""
+    ros = Ros()
+    try:
+        node = in_process_recorder(ros, tmp_path / "bags", retry_s=0.2, min_free_mb=0.0)
+        write = node._callback(node.specs[0])
+        for i in range(6):
+            write(record_bytes(i))
+        node.close()  # one closed bag, then a new one that will fail
+        for i in range(6, 9):
+            write(record_bytes(i))
+        writer_write, writer_close = node.writer.write, node.writer.close
+
+        def full(*args):
+            raise OSError(28, "No space left on device")
+
+        def broken_close():
+            node.writer._writer = None  # as BagWriter does first: the writer lets go of the bag
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(node.writer, "write", full)
+        monkeypatch.setattr(node.writer, "close", broken_close)
+        write(record_bytes(9))
+        level, message, values = node.status()
+        assert (level, values["state"]) == (ERROR, "paused_write_failed") and "No space left" in message
+        write(record_bytes(10))  # dropped while paused
+        node._on_timer()
+        assert node.state == "paused_write_failed"  # retry_s not over yet
+        monkeypatch.setattr(node.writer, "write", writer_write)
+        monkeypatch.setattr(node.writer, "close", writer_close)
+        time.sleep(0.25)
+        node._on_timer()
+        assert node.state == "recording"
+        for i in range(11, 14):
+            write(record_bytes(i))
+        node.close()
+        assert node.status()[2]["dropped"] == 2
+    finally:
+        ros.close()
+    bags = closed_bags(tmp_path / "bags")
+    assert [[t.episode * 50 + t.step for t in read_records(b)] for b in bags] == [list(range(6)), [11, 12, 13]]
+    assert len(partial_bags(tmp_path / "bags")) == 1  # the bag whose close failed: hidden, never ingested
+
+
+def test_a_recorder_on_a_full_disk_records_nothing_and_says_so(tmp_path):
+    """Against the real disk: a min_free_mb above what any disk has keeps it paused from the start; it
+    drops and counts what arrives, warns on /diagnostics, and still stops cleanly."""
+    ros = Ros()
+    bag_dir = tmp_path / "bags"
+    proc = start_recorder(ros.domain, tmp_path, bag_dir=str(bag_dir), min_free_mb=1e12)
+    statuses = []
+    with cleaned_up(proc, ros=ros):
+        node = ros.node("recorder_full_disk_publisher")
+        pub = node.create_publisher(Float64MultiArray, TOPIC, DEEP)
+        node.create_subscription(DiagnosticArray, "/diagnostics",
+                                 lambda m: statuses.extend(s for s in m.status if s.name == "tdmpc2_ros: recorder"), 10)
+        connect(ros, pub, proc)
+        for i in range(20):
+            pub.publish(to_msg(transition(i)))
+        assert pub.wait_for_all_acked(Duration(seconds=30))
+
+        def dropped_all():
+            return statuses and {kv.key: kv.value for kv in statuses[-1].values}["dropped"] == "20"
+
+        assert ros.spin_until(dropped_all, 30.0), [s.message for s in statuses[-3:]]
+        code, out = finish(proc, signal.SIGINT)
+    assert code == 0, out[-3000:]
+    values = {kv.key: kv.value for kv in statuses[-1].values}
+    assert statuses[-1].level == WARN and values["state"] == "paused_disk_low" and values["messages"] == "0"
+    assert "recording paused" in out and "below min_free_mb" in out
+    assert closed_bags(bag_dir) == [] and partial_bags(bag_dir) == []

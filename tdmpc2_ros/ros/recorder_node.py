@@ -24,7 +24,21 @@ split_duration_s   60.0                        start a new bag after this much t
 split_size_mb      0.0                         start a new bag at this payload size, 10^6 bytes (0 = never)
 prefix             tdmpc2                      bag names: ``<prefix>_<UTC start time>_<index>``
 qos_depth          1000                        subscription queue depth (keep last)
+min_free_mb        500.0                       pause below this much free space on bag_dir's disk
+                                               (10^6 bytes; 0 = never)
+retry_s            5.0                         after a failed write, how long to wait before a new bag
 =================  ==========================  ========================================================
+
+Disk full, and failed writes. A robot that records all day fills its disk, and a full disk takes down
+more than the recorder (logs, other nodes' files). So the recorder checks the free space of bag_dir's
+disk once a second and, below ``min_free_mb``, *pauses*: it closes the open bag (complete and readable,
+like any other), drops the messages that arrive meanwhile (counted per topic), and starts a new bag
+once the free space is back above ``min_free_mb`` plus 10%. A write that fails all the same (ENOSPC
+from a disk filled by someone else, EIO) pauses it too: the open bag is closed if it can be (if not, it
+stays hidden as ``.<name>.partial`` and is never ingested), and recording resumes in a new bag after
+``retry_s``. It never exits over it, and the bags already closed are not touched.
+``/diagnostics`` (``tdmpc2_ros: recorder``, 1 Hz) says which: state (recording, paused_disk_low,
+paused_write_failed), why, free MB, messages written and dropped, closed bags and the open one.
 
 Subscriptions are raw (``raw=True``): the node receives each message's CDR bytes, exactly what
 ``rclpy.serialization.serialize_message`` would return and what rosbag2 stores, and writes them
@@ -49,11 +63,14 @@ if __name__ == "__main__":  # a node process: a stop during the imports below is
     stop.take_signals()
 
 import importlib
+import shutil
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -61,6 +78,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, typestore
+from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 
@@ -68,6 +86,9 @@ SHORT_TYPES = {"Float64MultiArray": "std_msgs/msg/Float64MultiArray", "Float64":
                "Int64": "std_msgs/msg/Int64"}
 RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
 DRAIN_S = 2.0  # at shutdown: how long to keep taking already-received messages
+RESUME_MARGIN = 1.1  # a pause for disk space ends above min_free_mb x this (no flapping at the line)
+RECORDING, DISK_LOW, WRITE_FAILED = "recording", "paused_disk_low", "paused_write_failed"
+WRITE_ERRORS = (OSError, sqlite3.Error)  # a full or failing disk, from the mcap file or the sqlite3 database
 
 PARAMETERS = {  # name: (default, description)
     "bag_dir": ("tdmpc2_bags", "folder of the bags (created if missing)"),
@@ -78,7 +99,14 @@ PARAMETERS = {  # name: (default, description)
     "split_size_mb": (0.0, "start a new bag when the open one holds this many MB of messages (0 = never)"),
     "prefix": ("tdmpc2", "bag name prefix: <prefix>_<UTC start time>_<index>"),
     "qos_depth": (1000, "subscription queue depth (keep last)"),
+    "min_free_mb": (500.0, "pause recording below this much free space on bag_dir's disk, MB (0 = never)"),
+    "retry_s": (5.0, "after a failed write, seconds before recording resumes in a new bag"),
 }
+
+
+def free_bytes(directory) -> int:
+    """Free space of the disk that holds `directory`, for an unprivileged writer."""
+    return shutil.disk_usage(directory).free
 
 
 @dataclass
@@ -139,6 +167,10 @@ class RecorderNode(Node):
             raise ParameterError("split_size_mb", p["split_size_mb"], "must be >= 0 (0 = never)")
         if int(p["qos_depth"]) < 1:
             raise ParameterError("qos_depth", p["qos_depth"], "must be >= 1")
+        if not float(p["min_free_mb"]) >= 0:
+            raise ParameterError("min_free_mb", p["min_free_mb"], "must be >= 0 (0 = never pause)")
+        if not float(p["retry_s"]) > 0:
+            raise ParameterError("retry_s", p["retry_s"], "must be > 0")
         entries = list(p["topics"] or [])
         if not entries:
             raise ParameterError("topics", entries, "name at least one topic")
@@ -161,7 +193,11 @@ class RecorderNode(Node):
 
         self.specs = specs
         self.received = {s.topic: 0 for s in specs}
+        self.dropped = {s.topic: 0 for s in specs}  # while paused
         self.bags: list = []
+        self.state, self.why, self._retry_at = RECORDING, "", 0.0
+        self.min_free = int(float(p["min_free_mb"]) * 1e6)
+        self.free = free_bytes(self.writer.directory)
         log = self.get_logger()
         for old in partial_bags(self.writer.directory):
             log.warning(f"unfinished bag from an earlier run (killed while recording?): {old}; it is not ingested")
@@ -174,21 +210,84 @@ class RecorderNode(Node):
         limit = f"{size} bytes" if size else "no size limit"
         log.info(f"recording {', '.join(f'{s.topic} ({s.msgtype}, {s.reliability})' for s in specs)} into "
                  f"{self.writer.directory} as {storage} bags (new bag every {every}, at {limit})")
-        if duration:
-            steady = Clock(clock_type=ClockType.STEADY_TIME)
-            self._roll_timer = self.create_timer(min(1.0, duration / 4), self._on_roll, clock=steady)
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        steady = self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._check_disk()
+        self.create_timer(min(1.0, duration / 4) if duration else 1.0, self._on_timer, clock=steady)
+        self.create_timer(1.0, self._publish_diagnostics, clock=steady)
 
     def _callback(self, spec: TopicSpec):
         topic, msgtype, writer, clock, received = spec.topic, spec.msgtype, self.writer, self.get_clock(), self.received
 
         def on_message(data: bytes) -> None:
-            writer.write(topic, msgtype, data, clock.now().nanoseconds)
+            if self.state != RECORDING:
+                self.dropped[topic] += 1
+                return
+            try:
+                writer.write(topic, msgtype, data, clock.now().nanoseconds)
+            except WRITE_ERRORS as e:  # ENOSPC, EIO: pause, never exit (the closed bags stay as they are)
+                self.dropped[topic] += 1
+                self._pause(WRITE_FAILED, f"writing to {writer.current or writer.directory} failed: {e}")
+                return
             received[topic] += 1
 
         return on_message
 
-    def _on_roll(self) -> None:
-        self.writer.roll_if_due(self.get_clock().now().nanoseconds)
+    def _on_timer(self) -> None:
+        if self.state == RECORDING:
+            try:
+                self.writer.roll_if_due(self.get_clock().now().nanoseconds)
+            except WRITE_ERRORS as e:
+                self._pause(WRITE_FAILED, f"closing {self.writer.directory}'s open bag failed: {e}")
+        self._check_disk()
+        if self.state == WRITE_FAILED and self._steady.now().nanoseconds / 1e9 >= self._retry_at:
+            self._resume("retrying after a failed write")
+
+    def _check_disk(self) -> None:
+        """Pause below min_free_mb, resume above it plus a margin (min_free_mb 0: never)."""
+        try:
+            self.free = free_bytes(self.writer.directory)
+        except OSError as e:
+            self.get_logger().error(f"cannot read the free space of {self.writer.directory}: {e}")
+            return
+        if not self.min_free:
+            return
+        if self.state == RECORDING and self.free < self.min_free:
+            self._pause(DISK_LOW, f"{self.free / 1e6:.0f} MB free on {self.writer.directory}'s disk, below "
+                                  f"min_free_mb {self.min_free / 1e6:g}")
+        elif self.state == DISK_LOW and self.free >= self.min_free * RESUME_MARGIN:
+            self._resume(f"{self.free / 1e6:.0f} MB free again")
+
+    def _pause(self, state: str, why: str) -> None:
+        """Stop writing: close the open bag if there is one (if that fails too, it stays hidden and is
+        never ingested), and count what arrives until _resume."""
+        self.state, self.why = state, why
+        self._retry_at = self._steady.now().nanoseconds / 1e9 + float(self.params["retry_s"])
+        log = self.get_logger()
+        log.error(f"recording paused: {why}; messages are dropped (and counted) until it resumes; "
+                  f"the {len(self.bags)} closed bag(s) are intact")
+        try:
+            self.writer.close()
+        except Exception as e:  # noqa: BLE001 — the writer has let go of it either way; the bag stays hidden
+            log.error(f"could not close the open bag ({e}); it stays unfinished and hidden, and is not ingested")
+
+    def _resume(self, why: str) -> None:
+        self.get_logger().info(f"recording resumed ({why}) after dropping {sum(self.dropped.values())} "
+                               f"message(s) in all; the next message opens a new bag")
+        self.state, self.why = RECORDING, ""
+
+    def status(self) -> tuple[bytes, str, dict]:
+        """(level, message, values) of the /diagnostics status."""
+        level = {RECORDING: OK, DISK_LOW: WARN, WRITE_FAILED: ERROR}[self.state]
+        values = {"state": self.state, "why": self.why, "free_mb": round(self.free / 1e6, 1),
+                  "min_free_mb": self.min_free / 1e6, "messages": self.message_count,
+                  "dropped": sum(self.dropped.values()), "bags_closed": len(self.bags),
+                  "open_bag": str(self.writer.current or ""), "bag_dir": str(self.writer.directory)}
+        return level, "recording" if self.state == RECORDING else f"paused: {self.why}", values
+
+    def _publish_diagnostics(self) -> None:
+        self._diagnostics.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: recorder",
+                                               self.get_name(), *self.status()))
 
     def _on_bag_closed(self, path, count: int) -> None:
         self.bags.append(path)
