@@ -22,6 +22,7 @@ from tdmpc2_ros.bags import BagWriter, IngestLedger, episodes_from_raw
 from tdmpc2_ros.bags.cdr import FLOAT64, FLOAT64_MULTI_ARRAY, INT64, encode_float64, encode_float64_multiarray, encode_int64
 from tdmpc2_ros.runtime import OnnxPlanner, PlanBudget
 from tdmpc2_ros.runtime.ladder import read_ladder
+from tdmpc2_ros.runtime import model_store
 from tdmpc2_ros.runtime.model_store import ModelStore
 from tdmpc2_ros.runtime.transition import Transition
 from tdmpc2_ros.runtime.digest import file_sha256
@@ -284,7 +285,7 @@ def init_weights(tmp_path):
     return path
 
 
-def test_export_validate_resume_and_never_publish_a_bad_model(tmp_path, init_weights):
+def test_export_validate_resume_and_never_publish_a_bad_model(tmp_path, init_weights, monkeypatch):
     rng = np.random.default_rng(4)
     bags = write_bags(tmp_path / "bags", [episode(rng, 0, 50) + episode(rng, 1, 50), episode(rng, 2, 60)])
     run, store = tmp_path / "run", ModelStore(tmp_path / "store")
@@ -344,9 +345,20 @@ def test_export_validate_resume_and_never_publish_a_bad_model(tmp_path, init_wei
     assert "non-finite" in t.last_failure and "not publishing" in log.text("error")
     assert t.last_version == m.version and t.failed_exports == 1
 
-    # Repaired, trained on, exported again: the new version names its parent.
+    # Repaired, trained on; the store's disk is full: a failed version, nothing half-written, no crash.
     t.agent.model.load_state_dict(good)
     assert t.train(5)["updates"] == 5
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(model_store.shutil, "copyfile", disk_full)
+        assert t.export_and_validate(store) is None
+    assert "nothing was added" in t.last_failure and "No space left" in t.last_failure
+    assert store.versions() == [m.version] and not list((tmp_path / "store").glob(".*"))
+    assert t.last_version == m.version and t.failed_exports == 2
+
+    # With room again, exported: the new version names its parent.
     m2 = t.export_and_validate(store)
     assert m2 is not None, t.last_failure
     assert store.versions() == [m.version, m2.version] and m2.version.startswith("v0002-")

@@ -416,8 +416,20 @@ class TrainerNode(Node):
             self._announce(m.version)
         if not self.stop.is_set():  # shutting down: shutdown() writes the checkpoint
             t.plot()
-            t.save()
+            self._save(t)
         return m
+
+    def _save(self, t: OfflineTrainer) -> bool:
+        """Checkpoint; a full disk is logged, not fatal: training goes on in memory, the checkpoint is
+        tried again at the next export, and a restart before then ingests the newer bags again (the
+        ledger and the checkpoint are reconciled at start)."""
+        try:
+            t.save()
+            return True
+        except OSError as e:
+            self.get_logger().error(f"could not write the checkpoint in {t.run_dir} ({type(e).__name__}: {e}); "
+                                    f"training goes on, the bags since the last checkpoint would be ingested again")
+            return False
 
     def _announce(self, version: str):
         inline = bool(self.p["announce_inline"])
@@ -478,10 +490,11 @@ class TrainerNode(Node):
             if t is None:
                 self.get_logger().info(f"stopped ({why}): no data was ingested")
                 return
-            t.save()
+            saved = self._save(t)
             t.plot()
         s = t.summary()
-        self.get_logger().info(f"stopped ({why}): checkpoint {t.run_dir / 'checkpoint.pt'} at {s['updates']} updates, "
+        where = f"checkpoint {t.run_dir / 'checkpoint.pt'}" if saved else "NO new checkpoint (above)"
+        self.get_logger().info(f"stopped ({why}): {where} at {s['updates']} updates, "
                                f"{s['transitions']} transitions from {s['bags_ingested']} bags, last version "
                                f"{s['last_version'] or '-'}")
 

@@ -99,16 +99,21 @@ class ModelStore:
         version = f"v{len(self.versions()) + 1:04d}-{digest}"
         tmp = self.root / f".{version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for n in names:
-            shutil.copyfile(src / n, tmp / n)
-        m = Manifest(version, parent, int(env_steps), int(updates), list(bags or []), files, time.time(), dict(notes or {}))
-        (tmp / MANIFEST).write_text(m.to_json())
-        for n in names + [MANIFEST]:
-            with open(tmp / n, "rb+") as f:
-                os.fsync(f.fileno())
-        _fsync_dir(tmp)
-        os.replace(tmp, self.root / version)
+        try:
+            tmp.mkdir()
+            for n in names:
+                shutil.copyfile(src / n, tmp / n)
+            m = Manifest(version, parent, int(env_steps), int(updates), list(bags or []), files, time.time(),
+                         dict(notes or {}))
+            (tmp / MANIFEST).write_text(m.to_json())
+            for n in names + [MANIFEST]:
+                with open(tmp / n, "rb+") as f:
+                    os.fsync(f.fileno())
+            _fsync_dir(tmp)
+            os.replace(tmp, self.root / version)
+        except BaseException:  # a full disk, say: leave no half-written version behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         _fsync_dir(self.root)
         return m
 

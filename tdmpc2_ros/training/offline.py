@@ -514,7 +514,10 @@ class OfflineTrainer:
             self.last_export_updates = snap.updates
         weights = self._weights_bytes(snap)
         sha = hashlib.sha256(weights).hexdigest()
-        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=self.run_dir))
+        try:
+            tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=self.run_dir))
+        except OSError as e:  # a full disk: a failed version; training goes on
+            return self._failed(f"no room to export in {self.run_dir} ({type(e).__name__}: {e})")
         try:
             try:
                 export_ladder(snap.model, self.budgets, self.discount, tmp, task=self.task, train_step=snap.env_steps,
@@ -535,12 +538,19 @@ class OfflineTrainer:
                          "transitions": snap.transitions, "action_repeat": self.action_repeat, "discount": self.discount,
                          "task": self.task, "preset": self.model_cfg.preset, "weights_sha256": sha,
                          "export_s": round(time.monotonic() - t0, 1)}
-                manifest = store.add(tmp, parent=self.last_version if parent is None else parent,
-                                     env_steps=snap.env_steps, updates=snap.updates, bags=snap.bags, notes=notes)
-                write_atomically(self.run_dir / WEIGHTS, weights)
+                try:  # the version appears in the store by one rename, after every file: all or nothing
+                    manifest = store.add(tmp, parent=self.last_version if parent is None else parent,
+                                         env_steps=snap.env_steps, updates=snap.updates, bags=snap.bags, notes=notes)
+                except OSError as e:
+                    return self._failed(f"adding the version to the store failed ({type(e).__name__}: {e}); "
+                                        f"nothing was added")
                 self.last_version, self.last_failure = manifest.version, ""
                 self.exports += 1
                 self._exported_bags = list(snap.bags)
+                try:
+                    write_atomically(self.run_dir / WEIGHTS, weights)
+                except OSError as e:  # the version is stored and validated: it stands
+                    self.log.error(f"{WEIGHTS} in {self.run_dir} not updated to {manifest.version}: {e}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         chosen = report.notes.get("chosen_rung", "")
