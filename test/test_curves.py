@@ -4,12 +4,14 @@ results cannot be found at all (a run outside the checkout would otherwise lose 
 
 from __future__ import annotations
 
+import builtins
 import logging
 
 import numpy as np
 import pytest
 
 from tdmpc2_ros.training import curves
+from tdmpc2_ros.training.curves import CsvLog
 
 ROWS = [{"step": s, "episode_reward": r} for s, r in [(0, 10.0), (50_000, 400.0), (100_000, 780.0)]]
 
@@ -62,3 +64,26 @@ def test_missing_paper_results_are_named_once_and_the_plot_is_still_written(tmp_
         assert (tmp_path / name).stat().st_size > 0
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "without the paper's curve" in warnings[0].getMessage()
+
+
+def test_a_csv_row_that_cannot_be_written_is_kept_until_there_is_room(tmp_path, monkeypatch, caplog):
+    """A full disk does not end a run over its learning curve, and loses no row."""
+    log = CsvLog(tmp_path / "train.csv", ["step", "reward"])
+    log.append(step=1, reward=0.5)
+    real_open = builtins.open
+
+    def full_disk(path, mode="r", *args, **kwargs):
+        if str(path) == str(log.path) and "a" in mode:
+            raise OSError(28, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    with caplog.at_level(logging.WARNING):
+        log.append(step=2, reward=0.25)
+        log.append(step=3, reward=0.125)
+    assert [r["step"] for r in log.read()] == ["1"] and len(log.pending) == 2
+    assert sum("rows are kept" in r.getMessage() for r in caplog.records) == 1  # once per streak
+    monkeypatch.setattr(builtins, "open", real_open)
+    log.append(step=4, reward=1.0)
+    assert [(r["step"], r["reward"]) for r in log.read()] == [("1", "0.5"), ("2", "0.25"), ("3", "0.125"), ("4", "1.0")]
+    assert log.pending == []

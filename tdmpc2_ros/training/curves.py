@@ -38,18 +38,31 @@ def paper_curve(task: str, method: str = "tdmpc2", root: Path | None = None):
     return steps, np.array([v.mean() for v in vals]), np.array([v.min() for v in vals]), np.array([v.max() for v in vals])
 
 
+_log = logging.getLogger(__name__)
+
+
 class CsvLog:
-    """Append-only CSV that survives restarts (the header is written once)."""
+    """Append-only CSV that survives restarts (the header is written once). A row that cannot be
+    written (a full disk) is kept in memory and written before the next one: a learning curve is
+    never why training stops, and loses no row once there is room again."""
 
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = Path(path), fields
+        self.pending: list[list] = []  # rows not yet on disk
         if not self.path.exists():
             with open(self.path, "w", newline="") as f:
                 csv.writer(f).writerow(fields)
 
     def append(self, **row):
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([row.get(k, "") for k in self.fields])
+        self.pending.append([row.get(k, "") for k in self.fields])
+        try:
+            with open(self.path, "a", newline="") as f:
+                csv.writer(f).writerows(self.pending)
+        except OSError as e:
+            if len(self.pending) == 1:  # said once per streak of failures
+                _log.warning("could not write to %s (%s); its rows are kept until there is room", self.path, e)
+            return
+        self.pending = []
 
     def read(self) -> list[dict]:
         return list(csv.DictReader(open(self.path))) if self.path.exists() else []
@@ -63,7 +76,6 @@ class CsvLog:
             w.writerows(rows)
 
 
-_log = logging.getLogger(__name__)
 _warned_missing = False  # the missing results are named once per process, not on every redraw
 
 
