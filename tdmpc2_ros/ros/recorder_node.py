@@ -197,7 +197,7 @@ class RecorderNode(Node):
         self.bags: list = []
         self.state, self.why, self._retry_at = RECORDING, "", 0.0
         self.min_free = int(float(p["min_free_mb"]) * 1e6)
-        self.free = free_bytes(self.writer.directory)
+        self.free = 0  # bytes, as of the last check (_check_disk, below and once a second)
         log = self.get_logger()
         for old in partial_bags(self.writer.directory):
             log.warning(f"unfinished bag from an earlier run (killed while recording?): {old}; it is not ingested")
@@ -264,12 +264,13 @@ class RecorderNode(Node):
         self.state, self.why = state, why
         self._retry_at = self._steady.now().nanoseconds / 1e9 + float(self.params["retry_s"])
         log = self.get_logger()
-        log.error(f"recording paused: {why}; messages are dropped (and counted) until it resumes; "
-                  f"the {len(self.bags)} closed bag(s) are intact")
         try:
             self.writer.close()
         except Exception as e:  # noqa: BLE001 — the writer has let go of it either way; the bag stays hidden
             log.error(f"could not close the open bag ({e}); it stays unfinished and hidden, and is not ingested")
+        (log.warning if state == DISK_LOW else log.error)(
+            f"recording paused: {why}; messages are dropped (and counted) until it resumes; the "
+            f"{len(self.bags)} closed bag(s) are intact")
 
     def _resume(self, why: str) -> None:
         self.get_logger().info(f"recording resumed ({why}) after dropping {sum(self.dropped.values())} "

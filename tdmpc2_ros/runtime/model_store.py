@@ -194,7 +194,12 @@ def _write_inline(inline, files: dict, version: str, cache_dir: Path) -> Path:
                 raise StoreError(f"announcement of {version}: inline file {name} is not base64 ({e})") from None
             (tmp / name).write_bytes(data)
         _verify(tmp, version, files)
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.is_dir():
+                raise
+            _verify(folder, version, files)  # another planner sharing this cache put it there first
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
