@@ -527,6 +527,54 @@ def test_an_idle_loop_lets_the_background_check_and_nan_weights_are_refused(mode
         swapper.stop()
 
 
+def test_inline_versions_are_pruned_from_the_cache_but_never_one_in_use(models, tmp_path):
+    """Each inline announcement lands a whole ladder in the cache; the swapper keeps the cache_keep
+    newest and whatever the loop says is in use (running, or kept for rollback)."""
+    in_use = set()
+    swapper, _, logs = _swapper(models, tmp_path, cache_keep=1, in_use=lambda: in_use)
+    store, cache = models["store"], tmp_path / "cache"
+    try:
+        swapper.request(Request.update(store.announcement(models["v1"], inline=True)))
+        assert _wait(lambda: swapper._ready is not None)
+        in_use.add(swapper.take_ready().source)  # installed: the loop runs it
+        assert sorted(p.name for p in cache.iterdir()) == [models["v1"]]
+        swapper.request(Request.update(store.announcement(models["v2"], inline=True)))
+        assert _wait(lambda: swapper._ready is not None)
+        assert sorted(p.name for p in cache.iterdir()) == sorted([models["v1"], models["v2"]])  # v1 in use
+        in_use.clear()  # v1 neither runs nor is kept for rollback any more
+        nan_version = models["nan"]["version"]
+        swapper.request(Request.update(store.announcement(nan_version, inline=True)))
+        assert _wait(lambda: swapper.rejected == 1)
+        # The newest is kept (even one refused later), and v2, checked and waiting for the loop to take it.
+        assert sorted(p.name for p in cache.iterdir()) == sorted([models["v2"], nan_version])
+        assert any("removed" in text and models["v1"] in text for _, text in logs)
+        assert swapper.take_ready().version == models["v2"]
+    finally:
+        swapper.stop()
+
+
+def test_prune_cache_keeps_the_newest_and_those_in_use(tmp_path):
+    import os
+    import time
+
+    from tdmpc2_ros.runtime.model_store import prune_cache
+
+    cache = tmp_path / "cache"
+    now = time.time()
+    for i, name in enumerate(["v0001-a", "v0002-b", "v0003-c", "v0004-d"]):
+        (cache / name).mkdir(parents=True)
+        (cache / name / "ladder.json").write_text("{}")
+        os.utime(cache / name, (now - 100 + i, now - 100 + i))
+    (cache / ".v0005-e.1234.tmp").mkdir()
+    os.utime(cache / ".v0005-e.1234.tmp", (now - 7200, now - 7200))  # left by a crash two hours ago
+    (cache / ".v0006-f.1234.tmp").mkdir()  # being written now
+    assert prune_cache(cache, 0, []) == [] and len(list(cache.iterdir())) == 6  # 0: keep everything
+    removed = prune_cache(cache, 2, [str(cache / "v0001-a"), ""])
+    assert sorted(p.name for p in removed) == [".v0005-e.1234.tmp", "v0002-b"]
+    assert sorted(p.name for p in cache.iterdir()) == [".v0006-f.1234.tmp", "v0001-a", "v0003-c", "v0004-d"]
+    assert prune_cache(tmp_path / "absent", 2) == []
+
+
 def test_a_rung_request_names_a_budget_the_folder_lacks_and_is_refused(models, tmp_path):
     swapper, _, logs = _swapper(models, tmp_path)
     try:

@@ -50,6 +50,7 @@ class PlannerParams:
     model_update_topic: str = topics.MODEL_UPDATE
     model_wait_s: float = 0.0
     model_cache_dir: str = ""
+    model_cache_keep: int = 5
 
     def validate(self):
         problems = []
@@ -67,6 +68,8 @@ class PlannerParams:
             problems.append(f"swap_load_wait_s must be >= 0 (0 = load at once; got {self.swap_load_wait_s})")
         if self.swap_check_spacing < 1:
             problems.append(f"swap_check_spacing must be >= 1 (ticks per shadow plan; got {self.swap_check_spacing})")
+        if self.model_cache_keep < 0:
+            problems.append(f"model_cache_keep must be >= 0 (0 = keep every version; got {self.model_cache_keep})")
         if not 0 <= self.plan_thread_priority <= 99:
             problems.append(f"plan_thread_priority must be 0 (normal) or a SCHED_FIFO priority 1-99 (got {self.plan_thread_priority})")
         if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in self.plan_cpu_affinity):
@@ -126,6 +129,8 @@ DESCRIPTIONS = {
     "model_update_topic": "announcements of new model versions (hot swap; transient local)",
     "model_wait_s": "model_path is an empty model store: wait this long for a first version",
     "model_cache_dir": "where models announced inline are written; '' = ~/.cache/tdmpc2_ros/models",
+    "model_cache_keep": "versions kept in model_cache_dir: the newest this many, and those running or kept "
+                        "for rollback; 0 = keep all",
 }
 
 

@@ -162,7 +162,8 @@ class PlannerNode(Node):
                                   live_p50=lambda: self.plan_latency.recent_median(50),
                                   cpus=self.plan_cpus, running_version=lambda: self.model_version,
                                   spacing=self.p.swap_check_spacing, room=self._room_to_load,
-                                  room_wait_s=self.p.swap_load_wait_s)
+                                  room_wait_s=self.p.swap_load_wait_s, cache_keep=self.p.model_cache_keep,
+                                  in_use=self._sources_in_use)
         # The rung chosen at start-up is watched while running: one that overruns steps down, and one
         # that fits for budget_step_up_after_s tries the next larger rung (runtime/budget_steps.py).
         self.steps = BudgetSteps(limit, round(self.p.budget_step_up_after_s * self.p.control_rate_hz), self.swapper,
@@ -528,6 +529,10 @@ class PlannerNode(Node):
         self._pending_rollback = (planner, version, source)
         response.success, response.message = True, f"rolling back {self.model_version} -> {version} at the next tick"
         return response
+
+    def _sources_in_use(self) -> set[str]:
+        """The model folders the loop runs or may roll back to (for the swapper's cache pruning)."""
+        return {self.model_source, *(source for _, _, source in list(self.previous))}
 
     def _log(self, level: str, text: str):
         """For the swapper thread too: a rejected update is a warning on /diagnostics, not an error

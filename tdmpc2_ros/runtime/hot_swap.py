@@ -59,7 +59,6 @@ import collections
 import concurrent.futures as futures
 import contextlib
 import math
-import os
 import queue
 import threading
 import time
@@ -69,7 +68,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.runtime.ladder import next_smaller_rung
-from tdmpc2_ros.runtime.model_store import StoreError, materialise
+from tdmpc2_ros.runtime.model_store import StoreError, materialise, prune_cache
 from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, StopHandle
 from tdmpc2_ros.runtime.candidate import (Candidate, ShadowProbe, SwapRejected, checked_candidate, load_matching,
                                           quantile, warm_up)
@@ -139,8 +138,11 @@ class HotSwapper:
 
     def __init__(self, current, limit_s: float, warmup: int, runs: int, threads: int, seed: int, cache_dir, log,
                  live_p50=None, probe_timeout_s: float = 60.0, cpus: tuple[int, ...] = (), running_version=None,
-                 spacing: int = 1, room=None, room_wait_s: float = 0.0):
+                 spacing: int = 1, room=None, room_wait_s: float = 0.0, cache_keep: int = 0, in_use=None):
         self.current = current  # callable -> (running OnnxPlanner, latest observation or None)
+        # The cache of inline-announced versions keeps the cache_keep newest (0: all) and in_use()'s
+        # (the folders the loop runs or may roll back to), pruned after each new one lands.
+        self.cache_keep, self.in_use = int(cache_keep), in_use
         self.live_p50 = live_p50  # callable -> median of the running model's recent plans (s), or None
         self.running_version = running_version  # callable -> the version the loop runs now, or None
         # room: callable -> True while the loop has room for a load beside it; None: no gate
@@ -463,6 +465,8 @@ class HotSwapper:
                     source = str(materialise(what.announcement, self.cache_dir))
             except (StoreError, OSError, ValueError) as e:
                 raise SwapRejected(str(e)) from e
+            if Path(source).parent == self.cache_dir:
+                self._prune_cache(source)
         version = what.version
         if what.rung and not what.up:  # a step down the loop could not take from the standby itself
             held = self.standby.take(version, source, label=what.rung)  # (it was still being brought up)
@@ -480,6 +484,18 @@ class HotSwapper:
         except SwapRejected:
             self.retire(planner)  # its session is freed in a tick's slack, like any old model's
             raise
+
+    def _prune_cache(self, new: str):
+        ready = self._ready  # checked, waiting for the loop to take it
+        in_use = {new, *(self.in_use() if self.in_use is not None else ()), *([ready.source] if ready else [])}
+        try:
+            removed = prune_cache(self.cache_dir, self.cache_keep, in_use)
+        except OSError as e:  # a cache that cannot be pruned is no reason to refuse the model
+            self.log("error", f"could not prune the model cache {self.cache_dir}: {e}")
+            return
+        if removed:
+            self.log("info", f"model cache {self.cache_dir}: removed {', '.join(p.name for p in removed)} (keeping "
+                             f"the {self.cache_keep} newest and those the planner runs or may roll back to)")
 
     def _check(self, planner: OnnxPlanner, version: str, source: str, expected_s: float | None = None,
                step_up: bool = False) -> Candidate:

@@ -178,6 +178,7 @@ def _write_inline(inline, files: dict, version: str, cache_dir: Path) -> Path:
             _verify(folder, version, files)
         except StoreError as e:
             raise StoreError(f"{e} (in {folder}, cached earlier; the cached files are kept)") from None
+        os.utime(folder)  # announced again: as new as a fresh one to prune_cache
         return folder
     if not isinstance(inline, dict):
         raise StoreError(f"announcement of {version}: inline is {type(inline).__name__}, expected file name -> base64")
@@ -225,3 +226,26 @@ def materialise(announcement: dict, cache_dir: str | os.PathLike) -> Path:
     folder = Path(str(announcement["path"]))
     _verify(folder, version, files)
     return folder
+
+
+def prune_cache(cache_dir: str | os.PathLike, keep: int, in_use=()) -> list[Path]:
+    """Remove inline-announced versions from a planner's cache, all but the `keep` newest (by when
+    they were written) and those `in_use` (folders the planner runs or may roll back to), and hidden
+    folders a materialise left behind more than an hour ago. A robot that learns for days would
+    otherwise fill its disk with old versions (one is the whole ladder: about 32 MB for
+    models/cartpole_swingup). keep 0: remove nothing. Returns what was removed."""
+    root = Path(cache_dir)
+    if keep <= 0 or not root.is_dir():
+        return []
+    protected = {Path(p).resolve() for p in in_use if p}
+    entries = [p for p in root.iterdir() if p.is_dir()]
+    versions = sorted((p for p in entries if not p.name.startswith(".")), key=lambda p: p.stat().st_mtime, reverse=True)
+    stale = [p for p in entries if p.name.startswith(".") and time.time() - p.stat().st_mtime > 3600]
+    removed = []
+    for p in versions[keep:] + stale:
+        if p.resolve() in protected:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
