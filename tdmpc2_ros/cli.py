@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -466,6 +467,22 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:  # the command's own clean-up has run on the way here
         print(f"tdmpc2-ros {args.command}: interrupted ({e or 'SIGINT'})", file=sys.stderr)
         return 130
+    except _user_errors() as e:  # evaluated only when something was raised
+        if os.environ.get("TDMPC2_ROS_TRACEBACK"):
+            raise
+        print(f"tdmpc2-ros {args.command}: error: {e}\n(set TDMPC2_ROS_TRACEBACK=1 for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type, ...]:
+    """What a command raises for what it was given (a task, a path, a model, a bag, a checkpoint): one
+    line on stderr and exit status 2, as for a bad option, rather than a traceback."""
+    from tdmpc2_ros.bags.reader import BagSkipped
+    from tdmpc2_ros.runtime.contract import ModelLoadError
+    from tdmpc2_ros.runtime.model_store import StoreError
+    from tdmpc2_ros.training.checkpoint import CheckpointError
+
+    return ValueError, FileNotFoundError, PermissionError, ModelLoadError, StoreError, CheckpointError, BagSkipped
 
 
 if __name__ == "__main__":

@@ -41,3 +41,27 @@ def test_train_from_raw_bags_refuses_a_command_format_that_cannot_work(tmp_path,
     assert code == 2
     assert "raw mode: command_type joint_state needs command_joints" in capsys.readouterr().err
     assert not logging.getLogger("tdmpc2_ros.trainer").handlers
+
+
+def test_a_bad_argument_is_one_line_and_status_2_not_a_traceback(tmp_path, capsys, monkeypatch):
+    """A missing model, an unknown task (with the nearest names), a corrupt model: what the user gave
+    is named on one line. TDMPC2_ROS_TRACEBACK=1 brings the traceback back."""
+    import pytest
+
+    from tdmpc2_ros import cli
+    from tdmpc2_ros.runtime.contract import ModelLoadError
+
+    monkeypatch.delenv("TDMPC2_ROS_TRACEBACK", raising=False)
+    missing = tmp_path / "missing.onnx"
+    assert cli.main(["eval", "--model", str(missing), "--episodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"tdmpc2-ros eval: error: cannot read planner model {missing}" in err and "Traceback" not in err
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"not a graph")
+    assert cli.main(["eval", "--model", str(corrupt), "--episodes", "1"]) == 2
+    assert "tdmpc2-ros eval: error:" in capsys.readouterr().err
+    assert cli.main(["train", "--task", "cartpole-swingip", "--steps", "10", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "did you mean cartpole-swingup" in capsys.readouterr().err
+    monkeypatch.setenv("TDMPC2_ROS_TRACEBACK", "1")
+    with pytest.raises(ModelLoadError):
+        cli.main(["eval", "--model", str(missing), "--episodes", "1"])

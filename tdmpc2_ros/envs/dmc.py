@@ -6,6 +6,7 @@ task's observation dict flattened in its (stable) key order. Rewards are summed 
 
 from __future__ import annotations
 
+import difflib
 import os
 
 import numpy as np
@@ -31,7 +32,10 @@ class DMControlEnv:
 
         domain, name = parse_task(task)
         if (domain, name) not in suite.ALL_TASKS:
-            raise ValueError(f"unknown dm_control task {task!r} ({domain}, {name})")
+            known = [f"{d}-{t}" for d, t in suite.ALL_TASKS]
+            close = difflib.get_close_matches(task, known, n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else f"; known tasks: {', '.join(sorted(known))}"
+            raise ValueError(f"unknown dm_control task {task!r} ({domain}, {name}){hint}")
         self.task_name, self.action_repeat = task, action_repeat
         self._env = suite.load(domain, name, task_kwargs={"random": seed})
         spec = self._env.action_spec()
