@@ -62,6 +62,7 @@ def test_a_bad_argument_is_one_line_and_status_2_not_a_traceback(tmp_path, capsy
     assert "tdmpc2-ros eval: error:" in capsys.readouterr().err
     assert cli.main(["train", "--task", "cartpole-swingip", "--steps", "10", "--run-dir", str(tmp_path / "r")]) == 2
     assert "did you mean cartpole-swingup" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # nothing was started: no empty run folder left behind
     monkeypatch.setenv("TDMPC2_ROS_TRACEBACK", "1")
     with pytest.raises(ModelLoadError):
         cli.main(["eval", "--model", str(missing), "--episodes", "1"])

@@ -57,9 +57,9 @@ class RunConfig:
 class OnlineTrainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, show_progress: bool = True):
         self.cfg, self.run_dir, self.show_progress = cfg, Path(run_dir), show_progress
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(cfg.threads)
-        self.env = make_env(cfg.task, seed=cfg.seed, action_repeat=cfg.action_repeat)
+        self.env = make_env(cfg.task, seed=cfg.seed, action_repeat=cfg.action_repeat)  # an unknown task: no run folder
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         L = self.env.episode_length
         self.seed_steps = cfg.seed_steps if cfg.seed_steps is not None else seed_steps_for(L)
         if self.seed_steps < L:
