@@ -220,3 +220,23 @@ def test_a_stop_during_the_imports_is_a_clean_stop(tmp_path, via):
     assert code == 0, out[-4000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-4000:]
     assert "trainer_node]: stopped (SIGINT)" in out, out[-4000:]
+
+
+def test_a_checkpoint_that_cannot_be_written_is_logged_and_training_goes_on(tmp_path):
+    """A full disk at a checkpoint: the node logs it and returns False (its callers carry on training,
+    and the shutdown summary says no new checkpoint was written) instead of raising out of the
+    training thread."""
+    from types import SimpleNamespace
+
+    from tdmpc2_ros.ros.trainer_node import TrainerNode
+
+    errors = []
+    node = SimpleNamespace(get_logger=lambda: SimpleNamespace(error=errors.append))
+
+    def full_disk():
+        raise OSError(28, "No space left on device")
+
+    trainer = SimpleNamespace(save=full_disk, run_dir=tmp_path)
+    assert TrainerNode._save(node, trainer) is False
+    assert len(errors) == 1 and "No space left" in errors[0] and "training goes on" in errors[0]
+    assert TrainerNode._save(node, SimpleNamespace(save=lambda: "sha", run_dir=tmp_path)) is True
