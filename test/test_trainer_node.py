@@ -239,4 +239,6 @@ def test_a_checkpoint_that_cannot_be_written_is_logged_and_training_goes_on(tmp_
     trainer = SimpleNamespace(save=full_disk, run_dir=tmp_path)
     assert TrainerNode._save(node, trainer) is False
     assert len(errors) == 1 and "No space left" in errors[0] and "training goes on" in errors[0]
+    assert "No space left" in node.checkpoint_problem  # /diagnostics warns with it
     assert TrainerNode._save(node, SimpleNamespace(save=lambda: "sha", run_dir=tmp_path)) is True
+    assert node.checkpoint_problem == ""

@@ -189,6 +189,7 @@ class TrainerNode(Node):
         self.scan_lock = threading.Lock()
         self.state = "starting"
         self.rate = math.nan
+        self.checkpoint_problem = ""  # why the last checkpoint could not be written ("" when it was)
         self.thread = None
         self._read_parameters()
         log = self.get_logger()
@@ -425,11 +426,13 @@ class TrainerNode(Node):
         ledger and the checkpoint are reconciled at start)."""
         try:
             t.save()
-            return True
         except OSError as e:
-            self.get_logger().error(f"could not write the checkpoint in {t.run_dir} ({type(e).__name__}: {e}); "
-                                    f"training goes on, the bags since the last checkpoint would be ingested again")
+            self.checkpoint_problem = f"could not write the checkpoint in {t.run_dir} ({type(e).__name__}: {e})"
+            self.get_logger().error(f"{self.checkpoint_problem}; training goes on, the bags since the last "
+                                    f"checkpoint would be ingested again")
             return False
+        self.checkpoint_problem = ""
+        return True
 
     def _announce(self, version: str):
         inline = bool(self.p["announce_inline"])
@@ -470,6 +473,9 @@ class TrainerNode(Node):
             values.update({k: round(float(v), 6) for k, v in t.last_metrics.items() if k.endswith("_loss")})
             if t.last_failure:
                 level, message = WARN, f"last export failed: {t.last_failure}"
+        if self.checkpoint_problem:
+            values["checkpoint_problem"] = self.checkpoint_problem
+            level, message = WARN, self.checkpoint_problem
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: trainer", "trainer_node",
                                            level, message, values))
 
