@@ -605,6 +605,32 @@ def test_overrun_publishes_the_fallback_and_counts_the_miss(ros, ladder):
     assert all(np.all(np.isfinite(c)) and np.all(np.abs(c) <= 1.0) for c in out["commands"])
 
 
+def test_a_plan_that_raises_sends_the_safe_action_and_the_loop_goes_on(ros, ladder):
+    """An ONNX Runtime failure inside a plan (a broken graph, an allocation that fails) must not end
+    the node: that tick sends the safe action, /diagnostics names the failure, and the next good plan
+    is published as usual."""
+    node = start_planner(ros, ladder, safe_action="zero", diagnostics_period_s=0.2, max_observation_age_s=1.0,
+                         control_rate_hz=20.0)
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 3, 60)
+    plan = node.planner.plan
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : a failed allocation")
+
+    node.planner.plan = broken
+    assert ros.spin_until(lambda: node.plan_errors >= 3, 30)
+    failed_at = len(out["commands"])
+    node.planner.plan = plan
+    assert ros.spin_until(lambda: len(out["commands"]) >= failed_at + 5, 30)
+    assert node.published == node.ticks and node.safe_actions >= 3
+    errors = [d for d in out["diagnostics"] if d.level == DiagnosticStatus.ERROR]
+    assert errors and "the plan failed (RuntimeError" in errors[-1].message and "~/rollback" in errors[-1].message
+    assert {kv.key: kv.value for kv in errors[-1].values}["plan_errors"] != "0"
+    assert any(not np.allclose(c, 0.0) for c in out["commands"][failed_at:])  # planned again
+
+
 # -- adapters --------------------------------------------------------------------------------------
 def test_joint_state_adapter_by_name_and_transform():
     msg = JointState(name=["slider", "hinge_1"], position=[0.3, math.pi / 3], velocity=[1.5, -2.0])

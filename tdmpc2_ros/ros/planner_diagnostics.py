@@ -28,6 +28,7 @@ def planner_values(node) -> dict:
         "ros_overhead_p99_ms": round(node.ros_overhead.percentile(99) * 1e3, 3),
         "observation_age_ms": round(node.last_obs_age * 1e3, 3),
         "ticks": node.ticks, "missed_deadlines": node.missed_deadlines, "safe_actions": node.safe_actions,
+        "plan_errors": node.plan_errors,
         "ticks_over_limit": node.ticks_over_limit,  # plans over the rung's limit, and misses
         "duplicate_observations": node.duplicate_observations,
         "transitions_published": node.pairer.emitted, "transition_gaps": node.pairer.gaps,

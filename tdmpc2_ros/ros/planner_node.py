@@ -135,6 +135,7 @@ class PlannerNode(Node):
     def _init_statistics(self):
         """Counters and statistics for /diagnostics (and tests)."""
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
+        self.plan_errors = 0  # plans that raised (the safe action was sent instead)
         self.ticks_over_limit = 0  # ticks whose plan ran over the rung's limit (deadline_fraction), misses included
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
@@ -358,6 +359,11 @@ class PlannerNode(Node):
         except futures.TimeoutError:
             self._fallback(start, "plan missed its deadline", after)
             self.steps.missed()  # steps down at the next tick
+            return
+        except Exception as e:  # noqa: BLE001 — an ONNX Runtime failure must not end the control loop
+            self.plan_errors += 1
+            self._publish(self.shaper.safe(self.p.safe_action), start, safe=True)
+            self._flag(ERROR, f"the plan failed ({type(e).__name__}: {e}); ~/rollback returns to the previous model")
             return
         self.consecutive_misses = 0
         over = self.last_plan_s > self.swapper.limit_s
