@@ -210,3 +210,32 @@ def test_sim_modules_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_diverging_simulation_raises_and_needs_a_reset(tmp_path, cartpole):
+    """MuJoCo resets a state it finds bad inside the step (an MJCF model), dm_control raises its
+    PhysicsError: either way the step raises PhysicsDiverged, naming the command, and the episode is
+    over; a reset starts a sound one."""
+    from tdmpc2_ros.sim.engine import PhysicsDiverged
+
+    wild = tmp_path / "wild.xml"  # the test pendulum with its motor unlimited
+    wild.write_text(Path(PENDULUM).read_text().replace(' ctrlrange="-2 2"', ""))
+    engine = SimEngine.from_mjcf(str(wild), "cos(qpos[0])", episode_steps=50)
+    assert np.isinf(engine.action_high).all()
+    engine.reset()
+    engine.step([0.5])
+    with pytest.raises(PhysicsDiverged, match=r"diverged in episode 0, step 1 \(command \[1000000000.0\]\)"):
+        engine.step([1e9])
+    assert engine.done and engine.diverged == 1
+    with pytest.raises(RuntimeError, match="call reset"):
+        engine.step([0.5])
+    engine.reset()
+    obs, reward, done = engine.step([0.5])
+    assert np.isfinite(obs).all() and np.isfinite(reward) and not done
+
+    cartpole.reset()
+    cartpole._b.env.physics.data.qvel[:] = np.nan  # what a diverged integration leaves
+    with pytest.raises(PhysicsDiverged, match="Physics state is invalid"):
+        cartpole.step([0.0])
+    assert cartpole.done and cartpole.diverged == 1
+    assert np.isfinite(cartpole.reset()).all() and np.isfinite(cartpole.step([0.1])[0]).all()

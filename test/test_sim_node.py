@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = str(ROOT / "test" / "assets" / "pendulum.xml")
 # One DDS domain per test (localhost only), so tests and concurrent runs cannot hear each other.
 DOMAIN = {"lockstep": 61, "processes": 62, "realtime": 63, "malformed": 64, "bad_mode": 65, "episodes": 66,
-          "bad_params": 67, "effort": 68, "typed": 69, "paused": 59}
+          "bad_params": 67, "effort": 68, "typed": 69, "paused": 59, "diverged": 58}
 
 
 @contextmanager
@@ -304,6 +304,30 @@ def test_mjcf_episodes_and_max_episodes():
         driver.send([1.0])  # after max_episodes, commands no longer step anything
         spin_for(ex, 0.5)
         assert sim.steps == n_steps and len(driver.obs) == n_obs
+
+
+def test_a_diverging_simulation_ends_its_episode_and_the_sim_goes_on(tmp_path):
+    """A wild command to an unlimited actuator makes MuJoCo find the state bad (and reset it itself):
+    the episode ends there, with no final observation and no return that a learner could take for a
+    transition, and the next episode starts."""
+    wild = tmp_path / "wild.xml"  # the test pendulum with its motor unlimited
+    wild.write_text(Path(PENDULUM).read_text().replace(' ctrlrange="-2 2"', ""))
+    with ros_session(DOMAIN["diverged"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="lockstep", mjcf_path=str(wild), reward_expression="cos(qpos[0])",
+                       episode_steps=50, lockstep_republish_s=0.2)
+        driver = Driver(ctx)
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, lambda: driver.connected() and len(driver.obs) >= 1, 15.0)
+        driver.send([0.5])
+        assert spin_until(ex, lambda: sim.steps == 1, 5.0)
+        driver.send([1e9])
+        assert spin_until(ex, lambda: sim.engine.diverged == 1 and 1 in driver.episodes, 5.0)
+        assert sim.steps == 1 and sim.episodes == 1 and sim.engine.episode == 1 and driver.returns == []
+        assert all(m["episode"][0] == 0 and m["step"][0] <= 1 or m["episode"][0] == 1 for m in driver.steps)
+        assert not any(m["last"][0] for m in driver.steps)  # no final observation of the broken episode
+        driver.send([0.5])  # the new episode steps as usual
+        assert spin_until(ex, lambda: sim.steps == 2 and sim.engine.step_in_episode == 1, 5.0)
+        assert all(math.isfinite(v) for v in driver.obs[-1])
 
 
 def test_bad_parameters_name_the_parameter(tmp_path):

@@ -89,7 +89,7 @@ from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 from tdmpc2_ros.runtime.command_fields import command_vector
 from tdmpc2_ros.runtime.transition import pack
-from tdmpc2_ros.sim.engine import SimEngine, describe
+from tdmpc2_ros.sim.engine import PhysicsDiverged, SimEngine, describe
 
 MODES = ("realtime", "lockstep")
 # /clock: newest time only. Reliable matches both reliable and best-effort (rclpy/rclcpp) subscribers.
@@ -280,7 +280,11 @@ class SimNode(Node):
 
     # --- stepping -----------------------------------------------------------------------------
     def _advance(self, command: np.ndarray) -> None:
-        obs, reward, done = self.engine.step(command)
+        try:
+            obs, reward, done = self.engine.step(command)
+        except PhysicsDiverged as e:
+            self._diverged(e)
+            return
         self.steps += 1
         self._return += reward
         self._pub_reward.publish(Float64(data=float(reward)))
@@ -292,6 +296,17 @@ class SimNode(Node):
         self.episode_returns.append(self._return)
         self.get_logger().info(f"episode {self.engine.episode} return {self._return:.3f} "
                                f"({self.engine.step_in_episode} steps)")
+        if self.max_episodes and self.episodes >= self.max_episodes:
+            self._finish()
+        else:
+            self._start_episode()
+
+    def _diverged(self, e: PhysicsDiverged) -> None:
+        """The episode ends where the physics broke: no final observation (it would pair a command with a
+        state the step never reached) and no return (the episode did not finish); a new one starts."""
+        self.episodes += 1
+        self.get_logger().error(f"{e}; episode {self.engine.episode} ends here without a final observation or a "
+                                f"return ({self.engine.diverged} diverged so far); a new episode starts")
         if self.max_episodes and self.episodes >= self.max_episodes:
             self._finish()
         else:

@@ -46,6 +46,11 @@ Units and conventions
 * ``joint_names`` lists hinge and slide joints only, in model order; free and ball joints have no
   single position and are skipped (their state is still in the MJCF observation). Positions and
   velocities are in REP-103 units (rad, rad/s for hinges; m, m/s for slides).
+* A simulation that diverges (a position, velocity, acceleration or control MuJoCo calls bad: NaN,
+  Inf or huge; a wild command to an unlimited actuator, say) ends its episode: ``step`` raises ``PhysicsDiverged`` and the engine
+  needs a ``reset()``. MuJoCo itself would quietly reset the state inside the step (or dm_control
+  raise its PhysicsError), which would pass for a transition and teach a model a jump that never
+  happened.
 * ``physics_dt`` is one environment step (a dm_control control timestep, or the MJCF
   ``opt.timestep``); ``control_dt = physics_dt * action_repeat``. ``time`` is simulated seconds since
   the engine was built and keeps increasing across episodes (a monotonic clock for ``/clock``).
@@ -64,6 +69,20 @@ _JOINT_QPOS = {0: 7, 1: 4, 2: 1, 3: 1}  # free, ball, slide, hinge
 _JOINT_QVEL = {0: 6, 1: 3, 2: 1, 3: 1}
 _TRN_JOINT = 0  # mujoco.mjtTrn.mjTRN_JOINT
 _REWARD_KEYS = ("expression", "done")
+
+
+class PhysicsDiverged(RuntimeError):
+    """The simulation diverged during a step: the episode is over, and reset() comes next."""
+
+
+def _instability_count(data) -> int:
+    """How often MuJoCo found a bad (NaN, Inf or huge) position, velocity or acceleration and reset the
+    state itself, or a bad control and zeroed it: the warnings it raises for an unstable simulation."""
+    import mujoco
+
+    w = mujoco.mjtWarning
+    return sum(int(data.warning[k].number) for k in (w.mjWARN_BADQPOS, w.mjWARN_BADQVEL, w.mjWARN_BADQACC,
+                                                      w.mjWARN_BADCTRL))
 
 
 def _name(model, objtype: str, i: int, fallback: str) -> str:
@@ -115,7 +134,12 @@ class _DMCBackend:
         self._obs = self._flat(self.env.reset().observation)
 
     def substep(self, ctrl: np.ndarray) -> tuple[float, bool]:
-        ts = self.env.step(ctrl)
+        from dm_control.rl.control import PhysicsError
+
+        try:
+            ts = self.env.step(ctrl)
+        except PhysicsError as e:
+            raise PhysicsDiverged(str(e)) from e
         self._obs = self._flat(ts.observation)
         return float(ts.reward or 0.0), bool(ts.last())
 
@@ -235,7 +259,11 @@ class _MJCFBackend:
         import mujoco
 
         self.data.ctrl[:] = ctrl
+        bad = _instability_count(self.data)
         mujoco.mj_step(self.model, self.data)
+        if _instability_count(self.data) > bad:  # mujoco reset the state (or zeroed the control) itself
+            raise PhysicsDiverged(f"MuJoCo found the simulation unstable at t = {self.data.time:.3f} s and reset "
+                                  f"its state or zeroed its control")
         ns = self._namespace()
         reward = float(eval(self._reward, ns))
         done = bool(eval(self._done, ns)) if self._done is not None else False
@@ -303,6 +331,7 @@ class SimEngine:
         self.episode = -1  # index of the current episode; 0 after the first reset()
         self.step_in_episode = 0
         self.last_command = np.clip(np.zeros(self.action_dim), self.action_low, self.action_high)
+        self.diverged = 0  # episodes ended by PhysicsDiverged
         self._physics_steps = 0
         self._needs_reset = True
 
@@ -406,7 +435,15 @@ class SimEngine:
         self.last_command = ctrl
         total, done = 0.0, False
         for _ in range(self.action_repeat):
-            reward, done = self._b.substep(ctrl)
+            try:
+                reward, done = self._b.substep(ctrl)
+                if not np.all(np.isfinite(self._b.data.qpos)) or not np.all(np.isfinite(self._b.data.qvel)):
+                    raise PhysicsDiverged("NaN or Inf in the state")
+            except PhysicsDiverged as e:
+                self._needs_reset = True
+                self.diverged += 1
+                raise PhysicsDiverged(f"{self.name}: the simulation diverged in episode {self.episode}, step "
+                                      f"{self.step_in_episode} (command {ctrl.tolist()}): {e}") from None
             self._physics_steps += 1
             total += reward
             if done:
