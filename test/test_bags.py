@@ -589,3 +589,15 @@ def test_ledger_survives_restart(tmp_path):
     write_all(w2, make_episode(rng, 5, 2))
     shutil.move(str(w2.close()), str(bags[0]))
     assert not IngestLedger(tmp_path / "ledger.jsonl").is_ingested(bags[0])
+
+
+def test_closed_bags_are_listed_oldest_first_past_bag_9999(tmp_path):
+    """A recorder splitting every minute reaches bag _10000 in a week: it is listed after _9999, not
+    first (plain string order)."""
+    for name in ["tdmpc2_20261206T120000Z_10000", "tdmpc2_20261206T120000Z_9999", "tdmpc2_20261206T120000Z_0002",
+                 "tdmpc2_20261207T080000Z_0000", ".tdmpc2_20261207T080000Z_0001.partial"]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    assert [b.name for b in closed_bags(tmp_path)] == [
+        "tdmpc2_20261206T120000Z_0002", "tdmpc2_20261206T120000Z_9999", "tdmpc2_20261206T120000Z_10000",
+        "tdmpc2_20261207T080000Z_0000"]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
-from tdmpc2_ros.runtime.model_store import MANIFEST, ModelStore, StoreError, materialise
+from tdmpc2_ros.runtime.model_store import MANIFEST, Manifest, ModelStore, StoreError, materialise
 from tdmpc2_ros.runtime.transition import SegmentError, Transition, TransitionPairer, pack, unpack
 
 
@@ -84,6 +84,26 @@ def test_store_versions_are_complete_and_content_addressed(tmp_path):
     (tmp_path / "store" / ".v0004-deadbeef.tmp").mkdir()
     assert store.versions() == [a.version, b.version, c.version]
     assert (store.path(a.version) / MANIFEST).is_file()
+
+
+def test_versions_are_numbered_past_gaps_ordered_past_9999_and_pruned(tmp_path):
+    """A store pruned (or thinned by hand) numbers the next version after its newest, not after its
+    count (a number used again would sort a new version before the old ones, and latest() would never
+    see it); v10000 sorts after v9999; prune keeps the newest and the protected ones."""
+    store = ModelStore(tmp_path / "store")
+    made = [store.add(_fake_ladder(tmp_path / f"l{i}", f"graph {i}".encode())).version for i in range(5)]
+    assert [v[:5] for v in made] == ["v0001", "v0002", "v0003", "v0004", "v0005"]
+    assert store.prune(0) == [] and store.versions() == made  # 0: keep all
+    assert store.prune(2, protect={made[1]}) == [made[0], made[2]]
+    assert store.versions() == [made[1], made[3], made[4]] and not list(store.root.glob(".*"))
+    nxt = store.add(_fake_ladder(tmp_path / "l5", b"graph 5")).version
+    assert nxt.startswith("v0006-") and store.latest().version == nxt
+    # Past 9999 the names outgrow their padding: the order is still by number.
+    (store.root / "v9999-aaaaaaaaaaaa").mkdir()
+    (store.root / "v9999-aaaaaaaaaaaa" / MANIFEST).write_text(Manifest("v9999-aaaaaaaaaaaa").to_json())
+    big = store.add(_fake_ladder(tmp_path / "l6", b"graph 6")).version
+    assert big.startswith("v10000-") and store.versions()[-2:] == ["v9999-aaaaaaaaaaaa", big]
+    assert store.latest().version == big
 
 
 def test_announcements_by_path_and_inline_are_verified(tmp_path):

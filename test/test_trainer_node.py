@@ -242,3 +242,28 @@ def test_a_checkpoint_that_cannot_be_written_is_logged_and_training_goes_on(tmp_
     assert "No space left" in node.checkpoint_problem  # /diagnostics warns with it
     assert TrainerNode._save(node, SimpleNamespace(save=lambda: "sha", run_dir=tmp_path)) is True
     assert node.checkpoint_problem == ""
+
+
+def test_store_keep_prunes_the_store_after_an_export_but_never_the_new_version_or_its_parent(tmp_path):
+    from types import SimpleNamespace
+
+    from tdmpc2_ros.ros.trainer_node import TrainerNode
+    from tdmpc2_ros.runtime.ladder import LADDER_FILE
+
+    store, made = ModelStore(tmp_path / "store"), []
+    for i in range(4):
+        folder = tmp_path / f"l{i}"
+        folder.mkdir()
+        (folder / "planner_x.onnx").write_bytes(f"graph {i}".encode())
+        (folder / LADDER_FILE).write_text(json.dumps({"rungs": [{"file": "planner_x.onnx", "budget": {}, "sha256": ""}]}))
+        made.append(store.add(folder, parent=made[-1] if made else "").version)
+    versions = made
+    infos = []
+    node = SimpleNamespace(store=store, p={"store_keep": 1},
+                           get_logger=lambda: SimpleNamespace(info=infos.append, error=infos.append))
+    TrainerNode._prune_store(node, store.manifest(versions[-1]))
+    assert store.versions() == versions[-2:]  # the newest, and its parent
+    assert infos and versions[0] in infos[0] and versions[1] in infos[0]
+    node.p["store_keep"] = 0
+    TrainerNode._prune_store(node, store.manifest(versions[-1]))
+    assert store.versions() == versions[-2:]

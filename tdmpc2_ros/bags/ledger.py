@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -40,12 +41,18 @@ def is_closed_bag(path) -> bool:
             and (path / "metadata.yaml").is_file())
 
 
+def _name_order(path: Path) -> list:
+    """Names in order with their numbers read as numbers: a recorder's bag _10000 comes after _9999
+    (a week of one-minute bags), where plain string order would put it first."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name)]
+
+
 def closed_bags(directory) -> list[Path]:
-    """Complete bags directly under ``directory`` (sorted by name; ``BagWriter`` names sort by time)."""
+    """Complete bags directly under ``directory``, oldest first (``BagWriter`` names sort by time)."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    return sorted((p for p in directory.iterdir() if is_closed_bag(p)), key=lambda p: p.name)
+    return sorted((p for p in directory.iterdir() if is_closed_bag(p)), key=_name_order)
 
 
 def partial_bags(directory) -> list[Path]:

@@ -28,6 +28,9 @@ name                        default             meaning
 bag_dir                     tdmpc2_bags         where the recorder closes bags
 run_dir                     runs/trainer        checkpoint, ledger, CSV logs, learning curve
 store_dir                   tdmpc2_models       the versioned model store (planner: model_path)
+store_keep                  0                   keep the newest N versions after each export (0 = all;
+                                                a planner reading the store by path must find the
+                                                version it runs and those it may roll back to)
 preset / seed               1M / 1              model size (1M, 5M, 19M, 48M, 317M) and seed
 init_weights                ""                  weights.pt or checkpoint.pt to start from ("" = fresh)
 task                        cartpole-swingup    task name in the model contract (and the paper curve)
@@ -126,6 +129,8 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "bag_dir": ("tdmpc2_bags", "folder where the recorder closes bags"),
     "run_dir": ("runs/trainer", "run folder: checkpoint, ingest ledger, CSV logs, learning curve"),
     "store_dir": ("tdmpc2_models", "the versioned model store new versions are added to"),
+    "store_keep": (0, "after each export, keep only this many newest versions in store_dir (and the "
+                      "one just announced and its parent); 0 = keep all"),
     "preset": ("1M", "model size preset: 1M, 5M, 19M, 48M or 317M"),
     "seed": (1, "seed of the agent, the buffer sampling and validation"),
     "init_weights": ("", "weights.pt or checkpoint.pt to start from ('' = fresh weights)"),
@@ -227,7 +232,7 @@ class TrainerNode(Node):
                      "parity_observations"):
             if int(p[name]) < 1:
                 raise ParameterError(name, p[name], "must be >= 1")
-        for name in ("obs_dim", "action_dim", "export_every_updates", "min_transitions", "episode_length",
+        for name in ("obs_dim", "action_dim", "export_every_updates", "store_keep", "min_transitions", "episode_length",
                      "latency_warmup"):
             if int(p[name]) < 0:
                 raise ParameterError(name, p[name], "must be >= 0")
@@ -415,10 +420,22 @@ class TrainerNode(Node):
         m = t.export_and_validate(self.store, should_stop=self.stop.is_set)
         if m is not None and not self.stop.is_set():  # else announced again at the next start
             self._announce(m.version)
+            self._prune_store(m)
         if not self.stop.is_set():  # shutting down: shutdown() writes the checkpoint
             t.plot()
             self._save(t)
         return m
+
+    def _prune_store(self, m) -> None:
+        """store_keep: a trainer that exports every few minutes adds a whole ladder each time (about
+        32 MB for the shipped model), so the store would grow without end."""
+        try:
+            removed = self.store.prune(int(self.p["store_keep"]), protect={m.version, m.parent})
+        except OSError as e:
+            self.get_logger().error(f"could not prune the model store {self.store.root}: {e}")
+            return
+        if removed:
+            self.get_logger().info(f"model store: removed {', '.join(removed)} (store_keep {self.p['store_keep']})")
 
     def _save(self, t: OfflineTrainer) -> bool:
         """Checkpoint; a full disk is logged, not fatal: training goes on in memory, the checkpoint is

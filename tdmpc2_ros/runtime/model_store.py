@@ -71,8 +71,9 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def versions(self) -> list[str]:
-        """Complete versions, oldest first."""
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
+        """Complete versions, oldest first (by sequence number: v10000 comes after v9999)."""
+        names = [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file()]
+        return sorted(names, key=lambda name: (_sequence(name), name))
 
     def latest(self) -> Manifest | None:
         v = self.versions()
@@ -96,7 +97,9 @@ class ModelStore:
         names = [LADDER_FILE] + [r.path.name for r in rungs]
         files = {n: file_sha256(src / n) for n in names}
         digest = hashlib.sha256("".join(f"{n}={files[n]};" for n in sorted(files)).encode()).hexdigest()[:12]
-        version = f"v{len(self.versions()) + 1:04d}-{digest}"
+        # One more than the newest, not than the count: versions pruned or deleted leave gaps, and a
+        # number used again would sort a new version before the ones kept.
+        version = f"v{max(map(_sequence, self.versions()), default=0) + 1:04d}-{digest}"
         tmp = self.root / f".{version}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
@@ -117,6 +120,23 @@ class ModelStore:
         _fsync_dir(self.root)
         return m
 
+    def prune(self, keep: int, protect=()) -> list[str]:
+        """Remove all but the `keep` newest versions and those in `protect` (keep 0: remove nothing).
+        A version folder is renamed out of sight before it is deleted, so a reader never finds half of
+        one. Returns the removed versions. A planner reading this store by path may run or roll back to
+        an older version: keep enough for it."""
+        if keep <= 0:
+            return []
+        removed = []
+        for version in self.versions()[:-keep]:
+            if version in protect:
+                continue
+            hidden = self.root / f".{version}.removing"
+            os.replace(self.root / version, hidden)
+            shutil.rmtree(hidden, ignore_errors=True)
+            removed.append(version)
+        return removed
+
     def announcement(self, version: str, inline: bool = False) -> dict:
         """What the trainer publishes on the model-update topic."""
         m = self.manifest(version)
@@ -126,6 +146,12 @@ class ModelStore:
         else:
             msg["path"] = str(self.path(version).resolve())
         return msg
+
+
+def _sequence(version: str) -> int:
+    """The number of a version name 'v0042-<hash>' (-1 for a name that has none)."""
+    head = version[1:].partition("-")[0]
+    return int(head) if version.startswith("v") and head.isdigit() else -1
 
 
 def is_store(path: str | os.PathLike) -> bool:
