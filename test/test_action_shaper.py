@@ -21,6 +21,16 @@ def test_scales_clamps_and_rate_limits():
     assert shaper.safe("zero")[0] == pytest.approx(4.0)  # towards zero, rate-limited
 
 
+def test_the_stop_command_is_zero_at_once_or_the_last_command():
+    """A stopping planner's last command is not rate-limited: zero (within the limits) at once, or hold."""
+    shaper = ActionShaper([-10.0], [10.0], [-4.0], [6.0], max_rate=50.0, period_s=0.02)
+    for _ in range(8):
+        shaper.shape([6.0])
+    assert shaper.stop("hold")[0] == pytest.approx(6.0)
+    assert shaper.stop("zero")[0] == 0.0 and shaper.last[0] == 0.0  # not 5.0, one rate-limited step
+    assert ActionShaper([0.5], [1.5], [], [], max_rate=0.0, period_s=0.02).stop("zero")[0] == 0.5  # zero is outside
+
+
 def test_limits_default_to_the_model_spec_and_the_first_command_starts_inside_them():
     shaper = ActionShaper([0.5, -2.0], [1.5, 2.0], [], [], max_rate=0.0, period_s=0.02)
     assert np.array_equal(shaper.low, [0.5, -2.0]) and np.array_equal(shaper.high, [1.5, 2.0])

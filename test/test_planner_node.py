@@ -631,6 +631,29 @@ def test_a_plan_that_raises_sends_the_safe_action_and_the_loop_goes_on(ros, ladd
     assert any(not np.allclose(c, 0.0) for c in out["commands"][failed_at:])  # planned again
 
 
+@pytest.mark.parametrize("stop_action", ["safe_action", "hold", "none"])
+def test_a_stopping_planner_publishes_its_stop_command(ros, ladder, stop_action):
+    """A ros2_control forward command controller (or the sim) keeps applying the last command it got:
+    a planner that stops says zero (safe_action's default), or holds, or, with 'none', nothing."""
+    node = start_planner(ros, ladder, max_observation_age_s=1.0, stop_action=stop_action, control_rate_hz=20.0)
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 5 and node.safe_actions == 0 and
+                          not np.allclose(out["commands"][-1], 0.0), 60)
+    last = out["commands"][-1].copy()
+    ros.executor.remove_node(node)
+    ros.nodes.remove(node)
+    count = len(out["commands"])
+    node.destroy_node()
+    ros.spin_for(0.5)
+    got = out["commands"][count:]
+    if stop_action == "none":
+        assert got == []
+    else:
+        assert len(got) == 1
+        assert np.array_equal(got[0], last if stop_action == "hold" else np.zeros_like(last))
+
+
 # -- adapters --------------------------------------------------------------------------------------
 def test_joint_state_adapter_by_name_and_transform():
     msg = JointState(name=["slider", "hinge_1"], position=[0.3, math.pi / 3], velocity=[1.5, -2.0])

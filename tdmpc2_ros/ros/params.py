@@ -42,6 +42,7 @@ class PlannerParams:
     action_high: tuple[float, ...] = ()
     max_action_rate: float = 0.0
     safe_action: str = "zero"
+    stop_action: str = "safe_action"
     max_observation_age_s: float = 0.1
     duplicate_window_s: float = 1.0
     explore: bool = False
@@ -60,6 +61,8 @@ class PlannerParams:
             problems.append(f"trigger must be 'timer' or 'observation' (got {self.trigger!r})")
         if self.safe_action not in ("zero", "hold"):
             problems.append(f"safe_action must be 'zero' or 'hold' (got {self.safe_action!r})")
+        if self.stop_action not in ("safe_action", "zero", "hold", "none"):
+            problems.append(f"stop_action must be 'safe_action', 'zero', 'hold' or 'none' (got {self.stop_action!r})")
         if not 0 < self.deadline_fraction <= 1:
             problems.append(f"deadline_fraction must be in (0, 1] (got {self.deadline_fraction})")
         if self.budget_step_up_after_s < 0:
@@ -121,6 +124,7 @@ DESCRIPTIONS = {
     "action_high": "command limits, high (after scaling); [] = the model's action spec",
     "max_action_rate": "command rate limit in physical units per second; 0 = none",
     "safe_action": "on bad or stale input: zero, or hold the last command",
+    "stop_action": "the command published once when the node stops: safe_action's, zero, hold, or none",
     "max_observation_age_s": "an observation older than this is stale: the safe action is published",
     "duplicate_window_s": "the same step message again within this time is a republish: not answered",
     "explore": "add the planner's exploration noise (collecting data to learn from)",

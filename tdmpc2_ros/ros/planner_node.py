@@ -37,6 +37,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, String
@@ -610,7 +611,23 @@ class PlannerNode(Node):
         self.level, self.last_problem = OK, ""
         self.plan_queued_since_report = 0.0
 
+    def _publish_stop(self):
+        """A stopping planner's last command (stop_action): without it a ros2_control forward command
+        controller, or the sim, keeps applying the last command it got, an effort say, for ever."""
+        mode = self.p.safe_action if self.p.stop_action == "safe_action" else self.p.stop_action
+        if mode == "none" or getattr(self, "cmd_pub", None) is None or getattr(self, "shaper", None) is None \
+                or not self.context.ok():
+            return
+        try:
+            command = self.shaper.stop(mode)
+            self.cmd_pub.publish(self.commands.message(command))
+            self.cmd_pub.wait_for_all_acked(Duration(seconds=0.5))
+            self.get_logger().info(f"stopping: published the stop command ({mode}: {command.tolist()})")
+        except Exception as e:  # noqa: BLE001 — the node is going away either way
+            self.get_logger().error(f"stopping: could not publish the stop command: {e}")
+
     def destroy_node(self):
+        self._publish_stop()
         if getattr(self, "gc", None) is not None:
             self.gc.close()
         swapper = getattr(self, "swapper", None)

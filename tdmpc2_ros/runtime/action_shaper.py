@@ -47,3 +47,9 @@ class ActionShaper:
 
     def safe(self, mode: str) -> np.ndarray:
         return self.shape(self.last if mode == "hold" else np.zeros_like(self.low))
+
+    def stop(self, mode: str) -> np.ndarray:
+        """The last command of a planner that stops: zero (within the limits) at once, not rate-limited
+        (a robot's forward command controller would otherwise keep applying the last effort), or hold."""
+        self.last = self.last if mode == "hold" else np.clip(np.zeros_like(self.low), self.low, self.high)
+        return self.last
