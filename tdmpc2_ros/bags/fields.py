@@ -11,8 +11,8 @@ strings, counts and integers; not the floats, the stamps or the padding) as one 
 reads a field of all of them as one numpy column.
 
 Float64MultiArray and Float32MultiArray sources (``array_source_blocks``) need no walker: bags/cdr.py
-already decodes such messages a layout at a time, and extract() itself, run once per layout on the element indices, says
-which columns a source takes.
+already decodes such messages a layout at a time, and extract() itself, run once per layout on the
+element indices, says which columns a source takes.
 
 Little-endian CDR (what ROS 2 records) is walked directly. A message the walker cannot read (big
 endian, or one whose layout differs from every other) is handled on its own; one rosbags cannot

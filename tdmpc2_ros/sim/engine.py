@@ -47,10 +47,10 @@ Units and conventions
   single position and are skipped (their state is still in the MJCF observation). Positions and
   velocities are in REP-103 units (rad, rad/s for hinges; m, m/s for slides).
 * A simulation that diverges (a position, velocity, acceleration or control MuJoCo calls bad: NaN,
-  Inf or huge; a wild command to an unlimited actuator, say) ends its episode: ``step`` raises ``PhysicsDiverged`` and the engine
-  needs a ``reset()``. MuJoCo itself would quietly reset the state inside the step (or dm_control
-  raise its PhysicsError), which would pass for a transition and teach a model a jump that never
-  happened.
+  Inf or huge; a wild command to an unlimited actuator, say) ends its episode: ``step`` raises
+  ``PhysicsDiverged`` and the engine needs a ``reset()``. MuJoCo itself would quietly reset the state
+  inside the step (or dm_control raise its PhysicsError), which would pass for a transition and teach
+  a model a jump that never happened.
 * ``physics_dt`` is one environment step (a dm_control control timestep, or the MJCF
   ``opt.timestep``); ``control_dt = physics_dt * action_repeat``. ``time`` is simulated seconds since
   the engine was built and keeps increasing across episodes (a monotonic clock for ``/clock``).
