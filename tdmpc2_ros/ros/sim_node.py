@@ -292,21 +292,21 @@ class SimNode(Node):
         if not done:
             return
         self._pub_return.publish(Float64(data=float(self._return)))
-        self.episodes += 1
         self.episode_returns.append(self._return)
         self.get_logger().info(f"episode {self.engine.episode} return {self._return:.3f} "
                                f"({self.engine.step_in_episode} steps)")
-        if self.max_episodes and self.episodes >= self.max_episodes:
-            self._finish()
-        else:
-            self._start_episode()
+        self._next_episode()
 
     def _diverged(self, e: PhysicsDiverged) -> None:
         """The episode ends where the physics broke: no final observation (it would pair a command with a
         state the step never reached) and no return (the episode did not finish); a new one starts."""
-        self.episodes += 1
         self.get_logger().error(f"{e}; episode {self.engine.episode} ends here without a final observation or a "
                                 f"return ({self.engine.diverged} diverged so far); a new episode starts")
+        self._next_episode()
+
+    def _next_episode(self) -> None:
+        """An episode is over: the next one starts, or the node finishes after max_episodes."""
+        self.episodes += 1
         if self.max_episodes and self.episodes >= self.max_episodes:
             self._finish()
         else:
