@@ -130,12 +130,16 @@ def cmd_train_bags(args) -> int:
     bar.close()
     if info["updates"] < args.updates:
         log.info(f"{info['updates']} of {args.updates} updates: {info.get('reason', 'stopped')}")
-    manifest = trainer.export_and_validate(ModelStore(args.store))
+    store = ModelStore(args.store)
+    manifest = trainer.export_and_validate(store)
     trainer.save()
     trainer.plot()
     if manifest is None:
         print(f"no new version: {trainer.last_failure}", file=sys.stderr)
         return 1
+    removed = store.prune(args.store_keep, protect={manifest.version, manifest.parent})
+    if removed:
+        log.info(f"model store: removed {', '.join(removed)} (--store-keep {args.store_keep})")
     print(manifest.to_json())
     return 0
 
@@ -309,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--bags", help="folder of closed rosbag2 bags: ingest those not yet in RUN_DIR's ledger, train, "
                                   "export + validate into the store")
     o.add_argument("--store", default="tdmpc2_models", help="model store the validated version is added to")
+    o.add_argument("--store-keep", type=int, default=0,
+                   help="then keep only this many newest versions in the store, and the new one's parent (0 = all)")
     o.add_argument("--updates", type=int, default=1000, help="gradient updates after ingesting")
     o.add_argument("--init-weights", help="weights.pt or checkpoint.pt to start from (a fresh run only)")
     o.add_argument("--batch-size", type=int, default=256, help="update batch size")

@@ -396,6 +396,18 @@ def test_cli_train_from_bags(tmp_path, capsys):
     model, discount, task, env_step, _, updates = cli.load_weights(run / "checkpoint.pt", with_updates=True)
     assert (task, env_step, updates, discount) == ("cartpole-swingup", 100, 5, 0.99)
 
+    # Run on twice with --store-keep 1: the newest version and its parent stay, older ones go.
+    versions = [manifest["version"]]
+    for _ in range(2):
+        try:
+            assert cli.main(argv + ["--updates", "1", "--store-keep", "1"]) == 0  # the last --updates counts
+        finally:
+            for h in list(logging.getLogger("tdmpc2_ros.trainer").handlers):
+                logging.getLogger("tdmpc2_ros.trainer").removeHandler(h)
+        out, err = capsys.readouterr()
+        versions.append(json.loads(out)["version"])
+    assert ModelStore(store).versions() == versions[1:] and f"removed {versions[0]}" in err
+
 
 def test_parse_rung():
     assert parse_rung("6:512:64:24") == PlanBudget()
