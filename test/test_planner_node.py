@@ -654,6 +654,21 @@ def test_a_stopping_planner_publishes_its_stop_command(ros, ladder, stop_action)
         assert np.array_equal(got[0], last if stop_action == "hold" else np.zeros_like(last))
 
 
+def test_a_topic_published_with_another_type_is_named_not_just_silent(ros, ladder):
+    """A subscription of the wrong type is never matched and ROS says nothing: the planner's 'no
+    observation yet' names the type the topic is published as, and the parameter to check."""
+    node = start_planner(ros, ladder)
+    other = Ros(ros.domain)  # a second participant: one may not hold two types for one topic
+    try:
+        pub = other.node("joint_state_on_the_observation_topic").create_publisher(JointState, OBS_TOPIC, qos.SENSOR)
+        pub.publish(JointState(name=["slider"], position=[0.0]))
+        hint = "is published as sensor_msgs/msg/JointState, not std_msgs/msg/Float64MultiArray: check observation_sources"
+        assert ros.spin_until(lambda: hint in node.last_problem, 30), node.last_problem
+        assert node.last_problem.startswith(f"no observation yet on ['{OBS_TOPIC}']") and node.safe_actions > 0
+    finally:
+        other.close()
+
+
 # -- adapters --------------------------------------------------------------------------------------
 def test_joint_state_adapter_by_name_and_transform():
     msg = JointState(name=["slider", "hinge_1"], position=[0.3, math.pi / 3], velocity=[1.5, -2.0])

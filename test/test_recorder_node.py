@@ -319,3 +319,25 @@ def test_a_recorder_on_a_full_disk_records_nothing_and_says_so(tmp_path):
     assert statuses[-1].level == WARN and values["state"] == "paused_disk_low" and values["messages"] == "0"
     assert "recording paused" in out and "below min_free_mb" in out
     assert closed_bags(bag_dir) == [] and partial_bags(bag_dir) == []
+
+
+def test_a_topic_published_with_another_type_is_named_in_a_warning(tmp_path):
+    """The recorder subscribes /tdmpc2/transition as Float64MultiArray; a publisher of JointState there
+    is never matched (and ROS says nothing): the recorder names the type it is published as, once."""
+    from sensor_msgs.msg import JointState
+
+    from ros_harness import LineReader
+
+    ros = Ros()
+    proc = start_recorder(ros.domain, tmp_path, bag_dir=str(tmp_path / "bags"))
+    with cleaned_up(proc, ros=ros):
+        reader = LineReader(proc)
+        ros.node("recorder_wrong_type_publisher").create_publisher(JointState, TOPIC, DEEP)
+        assert reader.wait_for("nothing recorded from", 60), reader.text()[-3000:]
+        time.sleep(2.5)  # two more timer rounds: still named only once
+        proc.send_signal(signal.SIGINT)
+        code, out = reader.finish()
+    assert code == 0, out[-3000:]
+    assert (f"nothing recorded from {TOPIC} is published as sensor_msgs/msg/JointState, not "
+            f"std_msgs/msg/Float64MultiArray: check topics") in out
+    assert out.count("nothing recorded from") == 1

@@ -25,6 +25,9 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64, Float64MultiArray, Int64  # noqa: E402
 
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+
+from ros_harness import record_warnings  # noqa: E402
 from tdmpc2_ros.runtime.transition import unpack  # noqa: E402
 from tdmpc2_ros.ros import qos, topics  # noqa: E402
 from tdmpc2_ros.ros.sim_node import ParameterError, SimNode  # noqa: E402
@@ -33,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = str(ROOT / "test" / "assets" / "pendulum.xml")
 # One DDS domain per test (localhost only), so tests and concurrent runs cannot hear each other.
 DOMAIN = {"lockstep": 61, "processes": 62, "realtime": 63, "malformed": 64, "bad_mode": 65, "episodes": 66,
-          "bad_params": 67, "effort": 68, "typed": 69, "paused": 59, "diverged": 58}
+          "bad_params": 67, "effort": 68, "typed": 69, "paused": 59, "diverged": 58, "wrong_type": 57}
 
 
 @contextmanager
@@ -328,6 +331,24 @@ def test_a_diverging_simulation_ends_its_episode_and_the_sim_goes_on(tmp_path):
         driver.send([0.5])  # the new episode steps as usual
         assert spin_until(ex, lambda: sim.steps == 2 and sim.engine.step_in_episode == 1, 5.0)
         assert all(math.isfinite(v) for v in driver.obs[-1])
+
+
+def test_a_controller_publishing_another_command_type_is_named():
+    """A JointTrajectory controller on a sim that takes Float64MultiArray commands is never matched (DDS
+    delivers nothing, ROS says nothing): the waiting sim names the type the topic is published as."""
+    with ros_session(DOMAIN["wrong_type"]) as (ctx, ex), ros_session(DOMAIN["wrong_type"]) as (ctx2, ex2):
+        sim = make_sim(ctx, mode="lockstep", lockstep_republish_s=0.2)
+        warnings = record_warnings(sim)
+        ex.add_node(sim)
+        controller = Node("trajectory_controller_stand_in", context=ctx2)  # a second participant
+        ex2.add_node(controller)
+        controller.create_publisher(JointTrajectory, topics.COMMAND, qos.COMMAND)
+        assert spin_until(ex, lambda: any(w.startswith("no command heard") for w in warnings), 20.0), warnings
+        spin_for(ex, 1.0)
+        named = [w for w in warnings if w.startswith("no command heard")]
+        assert named == [f"no command heard: {topics.COMMAND} is published as trajectory_msgs/msg/JointTrajectory, "
+                         f"not std_msgs/msg/Float64MultiArray: check command_type"]  # once
+        assert sim.steps == 0
 
 
 def test_bad_parameters_name_the_parameter(tmp_path):

@@ -46,6 +46,7 @@ from std_srvs.srv import Trigger
 from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.messages import segmented_array
 from tdmpc2_ros.ros.commands import CommandWriter
+from tdmpc2_ros.ros.graph import mismatch_hint, type_name
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model, resolve_model_path, version_of
@@ -137,6 +138,7 @@ class PlannerNode(Node):
         """Counters and statistics for /diagnostics (and tests)."""
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
         self.plan_errors = 0  # plans that raised (the safe action was sent instead)
+        self._hints, self._hints_at = "", -math.inf  # _type_hints: the last answer, and when
         self.ticks_over_limit = 0  # ticks whose plan ran over the rung's limit (deadline_fraction), misses included
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
@@ -315,13 +317,23 @@ class PlannerNode(Node):
         age = self.assembler.oldest_age(now)
         self.last_obs_age = age
         if math.isinf(age):  # start-up, or a sensor that never spoke: the safe action holds meanwhile
-            return None, f"no observation yet on {[t for t in self.assembler.topics if t not in self.assembler.latest]}"
+            silent = [t for t in self.assembler.topics if t not in self.assembler.latest]
+            return None, f"no observation yet on {silent}{self._type_hints(silent, now)}"
         if age > self.p.max_observation_age_s:
             return None, f"observation is stale ({age * 1e3:.0f} ms old > {self.p.max_observation_age_s * 1e3:.0f} ms)"
         try:
             return self.planner.contract.validate_obs(self.assembler.assemble()), ""
         except (AdapterError, ValueError) as e:
             return None, str(e)
+
+    def _type_hints(self, silent: list[str], now: float) -> str:
+        """Why a topic may stay silent: its publishers use another message type (asked of the ROS
+        graph at most once a second, not every tick)."""
+        if now - self._hints_at >= 1.0:
+            kinds = self.assembler.topics
+            hints = [mismatch_hint(self, t, type_name(MESSAGE_TYPES[kinds[t]]), "observation_sources") for t in silent]
+            self._hints, self._hints_at = "".join(f"; {h}" for h in hints if h), now
+        return self._hints
 
     def tick(self):
         start = time.monotonic()

@@ -79,6 +79,7 @@ from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, typestore
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
+from tdmpc2_ros.ros.graph import mismatch_hint
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 
@@ -194,6 +195,7 @@ class RecorderNode(Node):
         self.specs = specs
         self.received = {s.topic: 0 for s in specs}
         self.dropped = {s.topic: 0 for s in specs}  # while paused
+        self._type_warned: set[str] = set()  # topics named for being published with another type
         self.bags: list = []
         self.state, self.why, self._retry_at = RECORDING, "", 0.0
         self.min_free = int(float(p["min_free_mb"]) * 1e6)
@@ -234,6 +236,7 @@ class RecorderNode(Node):
         return on_message
 
     def _on_timer(self) -> None:
+        self._warn_of_other_types()
         if self.state == RECORDING:
             try:
                 self.writer.roll_if_due(self.get_clock().now().nanoseconds)
@@ -242,6 +245,15 @@ class RecorderNode(Node):
         self._check_disk()
         if self.state == WRITE_FAILED and self._steady.now().nanoseconds / 1e9 >= self._retry_at:
             self._resume("retrying after a failed write")
+
+    def _warn_of_other_types(self) -> None:
+        """A topic that stays silent because its publishers use another type is named once."""
+        for spec in self.specs:
+            if self.received[spec.topic] == 0 and spec.topic not in self._type_warned:
+                hint = mismatch_hint(self, spec.topic, spec.msgtype, "topics")
+                if hint:
+                    self._type_warned.add(spec.topic)
+                    self.get_logger().warning(f"nothing recorded from {hint}")
 
     def _check_disk(self) -> None:
         """Pause below min_free_mb, resume above it plus a margin (min_free_mb 0: never)."""

@@ -85,6 +85,7 @@ from std_msgs.msg import Float64, Float64MultiArray, Int64
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.commands import COMMAND_TYPES
 from tdmpc2_ros.ros.messages import segmented_array
+from tdmpc2_ros.ros.graph import mismatch_hint, type_name
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 from tdmpc2_ros.runtime.command_fields import command_vector
@@ -177,6 +178,7 @@ class SimNode(Node):
         self.malformed_commands = 0
         self.clipped_commands = 0
         self.republished = 0
+        self._heard = self._type_warned = False  # a command heard yet; a controller on another type named
         self.episode_returns: list[float] = []
         self.finished = False  # max_episodes reached; main() then exits
         self._return = 0.0
@@ -332,6 +334,7 @@ class SimNode(Node):
     def _on_command(self, msg) -> None:
         if self.finished:
             return
+        self._heard = True
         values, reason = self._command_values(msg)
         ok, reason = (False, reason) if values is None else self.engine.validate_command(values)
         if not ok:
@@ -368,6 +371,11 @@ class SimNode(Node):
     def _on_republish_check(self) -> None:
         if self.finished or self._obs_msg is None or time.monotonic() - self._last_obs_wall < self.republish_s:
             return
+        if not self._heard and not self._type_warned:  # waiting for a controller: is it on another type?
+            hint = mismatch_hint(self, self.command_topic, type_name(COMMAND_TYPES[self.command_type]), "command_type")
+            if hint:
+                self._type_warned = True
+                self.get_logger().warning(f"no command heard: {hint}")
         self.republished += 1
         self._pub_joints.publish(self._joint_msg)
         self._pub_obs.publish(self._obs_msg)
