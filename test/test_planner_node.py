@@ -669,6 +669,26 @@ def test_a_topic_published_with_another_type_is_named_not_just_silent(ros, ladde
         other.close()
 
 
+def test_a_controller_subscribed_with_another_command_type_is_named_once(ros, ladder):
+    """The other side of the command topic: a joint_trajectory_controller subscribed where the planner
+    publishes Float64MultiArray never hears a command; the planner says so, once."""
+    from trajectory_msgs.msg import JointTrajectory
+
+    node = start_planner(ros, ladder, diagnostics_period_s=0.2)
+    warnings = record_warnings(node)
+    other = Ros(ros.domain)
+    try:
+        other.node("trajectory_controller_stand_in").create_subscription(JointTrajectory, CMD_TOPIC, lambda m: None,
+                                                                          qos.COMMAND)
+        hint = (f"commands reach no one there: {CMD_TOPIC} is subscribed as trajectory_msgs/msg/JointTrajectory, not "
+                f"std_msgs/msg/Float64MultiArray: check command_type")
+        assert ros.spin_until(lambda: hint in warnings, 30), warnings[-3:]
+        ros.spin_for(1.0)
+        assert warnings.count(hint) == 1
+    finally:
+        other.close()
+
+
 # -- adapters --------------------------------------------------------------------------------------
 def test_joint_state_adapter_by_name_and_transform():
     msg = JointState(name=["slider", "hinge_1"], position=[0.3, math.pi / 3], velocity=[1.5, -2.0])

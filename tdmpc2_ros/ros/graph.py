@@ -2,7 +2,9 @@
 
 A subscription whose message type differs from the publishers' is never matched: DDS delivers nothing
 and ROS logs nothing. A planner configured for a Float64MultiArray on a topic that carries JointState
-would only ever say "no observation yet". These helpers name the type the publishers use instead.
+would only ever say "no observation yet", and a controller waiting for JointTrajectory commands on the
+topic a planner fills with Float64MultiArray would never move. These helpers name the type the other
+side uses instead.
 """
 
 from __future__ import annotations
@@ -13,18 +15,21 @@ def type_name(msg_class) -> str:
     return f"{msg_class.__module__.split('.')[0]}/msg/{msg_class.__name__}"
 
 
-def other_types(node, topic: str, expected: str) -> list[str]:
-    """The message types of `topic`'s publishers other than `expected` ('pkg/msg/Type'), sorted."""
+def other_types(node, topic: str, expected: str, side: str = "published") -> list[str]:
+    """The message types of `topic`'s publishers (side 'published') or subscribers ('subscribed')
+    other than `expected` ('pkg/msg/Type'), sorted."""
+    query = node.get_publishers_info_by_topic if side == "published" else node.get_subscriptions_info_by_topic
     try:
-        infos = node.get_publishers_info_by_topic(topic)
+        infos = query(topic)
     except Exception:  # noqa: BLE001 — a graph query is a hint, never a reason to fail
         return []
     return sorted({info.topic_type for info in infos} - {expected})
 
 
-def mismatch_hint(node, topic: str, expected: str, parameter: str) -> str:
-    """'' or a sentence naming the type `topic` is published as, for a log line or /diagnostics."""
-    others = other_types(node, topic, expected)
+def mismatch_hint(node, topic: str, expected: str, parameter: str, side: str = "published") -> str:
+    """'' or a sentence naming the type `topic` is published (or subscribed) as, for a log line or
+    /diagnostics."""
+    others = other_types(node, topic, expected, side)
     if not others:
         return ""
-    return f"{topic} is published as {' and '.join(others)}, not {expected}: check {parameter}"
+    return f"{topic} is {side} as {' and '.join(others)}, not {expected}: check {parameter}"

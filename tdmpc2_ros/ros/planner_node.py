@@ -139,6 +139,7 @@ class PlannerNode(Node):
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
         self.plan_errors = 0  # plans that raised (the safe action was sent instead)
         self._hints, self._hints_at = "", -math.inf  # _type_hints: the last answer, and when
+        self._command_type_warned = False  # a subscriber of action_topic of another type was named
         self.ticks_over_limit = 0  # ticks whose plan ran over the rung's limit (deadline_fraction), misses included
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
@@ -614,7 +615,17 @@ class PlannerNode(Node):
             self.get_logger().warning(f"{problem}; published the fallback action", throttle_duration_sec=1.0)
 
     # -- diagnostics -------------------------------------------------------------------------------
+    def _check_command_subscribers(self):
+        """A controller subscribed to action_topic with another type hears nothing: named once."""
+        if self._command_type_warned:
+            return
+        hint = mismatch_hint(self, self.p.action_topic, type_name(self.commands.msg_type), "command_type", "subscribed")
+        if hint:
+            self._command_type_warned = True
+            self.get_logger().warning(f"commands reach no one there: {hint}")
+
     def publish_diagnostics(self):
+        self._check_command_subscribers()
         message = self.last_problem if self.level != OK else "planning"
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: planner", "planner_node",
                                            self.level, message, planner_values(self)))
