@@ -6,15 +6,19 @@ Layout:
     <store>/<version>/ladder.json, planner_*.onnx, manifest.json
     <store>/.<version>.tmp/          (being written; never read)
 
-A version is ``v<NNNN>-<sha12>``: a sequence number (so `ls` sorts by age) and the first 12 hex
-digits of the hash over the files' own sha256s, so the same weights get the same suffix. A version
+A version is ``v<NNNN>-<sha12>``: a sequence number, one more than the newest version's (so `ls` sorts
+by age up to v9999, and ``versions()`` by number beyond), and the first 12 hex digits of the hash over
+the files' own sha256s, so the same weights get the same suffix. ``prune(keep)`` removes all but the
+newest versions (trainer_node's ``store_keep``). A version
 folder is renamed into place only after every file is written and fsynced: a reader sees a
 complete version or none. The manifest records version, parent version, training steps, the bags
 that were used and each file's sha256.
 
 The announcement (JSON in a std_msgs/String, transient-local QoS) names the version and every
 file's sha256, and either the store path (robot shares the trainer's disk) or the files' bytes in
-base64 (it does not). Pure Python: no ROS, no torch.
+base64 (it does not). ``materialise`` turns one into a checked local folder, writing inline bytes into
+the planner's cache only once they check out; ``prune_cache`` keeps that cache from growing without
+end. Pure Python: no ROS, no torch.
 """
 
 from __future__ import annotations
