@@ -188,10 +188,19 @@ def test_realtime_rate():
         assert len(driver.rewards) >= 0.5 * expected
         stamps = [c.clock.sec + c.clock.nanosec * 1e-9 for c in driver.clock]
         assert len(stamps) >= 10 and all(b > a for a, b in zip(stamps, stamps[1:]))
-        # No command yet: the cart is driven with zero force; then the last command is held.
-        assert sim.engine.last_command.tolist() == [0.0]
+        # No command yet: the cart is driven with zero force; then the last command is held, until the
+        # controller has been silent for command_timeout_s (0.5 s): then zero, said once.
+        assert sim.engine.last_command.tolist() == [0.0] and sim.command_timeouts == 0
+        warnings = record_warnings(sim)
         driver.send([0.7])
         assert spin_until(ex, lambda: sim.engine.last_command.tolist() == [0.7], 5.0)
+        held_from = time.monotonic()
+        assert spin_until(ex, lambda: sim.engine.last_command.tolist() == [0.0], 5.0)
+        assert time.monotonic() - held_from >= 0.3 and sim.command_timeouts == 1
+        spin_for(ex, 0.7)
+        assert sim.command_timeouts == 1 and sum("no valid command" in w for w in warnings) == 1
+        driver.send([0.4])  # a controller heard again is obeyed again
+        assert spin_until(ex, lambda: sim.engine.last_command.tolist() == [0.4], 5.0)
 
 
 def test_realtime_holds_the_first_episode_until_the_first_command():

@@ -55,7 +55,10 @@ initial state, republished the same way, until the first valid command: a contro
 only after the sim's first messages (DDS discovery takes a while) then still controls the episode from
 its first step, instead of finding the cart already driven with zero force. With ``start_paused:
 false`` it steps from the start with a zero command. The step message names its episode and step, so a
-planner still busy with that step ignores the republished copy instead of answering it twice.
+planner still busy with that step ignores the republished copy instead of answering it twice. In
+realtime, ``command_timeout_s`` is the watchdog a robot's driver has: with no valid command for that
+long (a controller killed before it could send its stop command) the sim applies zero, and says so
+once per silence (``command_timeouts`` counts them).
 
 Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p mode:=lockstep``.
 """
@@ -111,6 +114,8 @@ PARAMETERS = {  # name: (default, description)
                                   "the last observation after this long without a command (0 disables)"),
     "start_paused": (True, "realtime: hold the first episode at its initial state until the first valid command "
                            "(false: step from the start with a zero command)"),
+    "command_timeout_s": (0.5, "realtime: with no valid command for this long, apply zero (a controller that "
+                               "died without a last command; 0 = apply the last command for ever)"),
     "max_episodes": (0, "shut down after this many episodes (0 = unlimited)"),
     "joint_states_topic": (topics.JOINT_STATES, ""),
     "observation_topic": (topics.OBSERVATION, ""),
@@ -157,6 +162,8 @@ class SimNode(Node):
                 raise ParameterError(name, p[name], "must be >= 1")
         if int(p["max_episodes"]) < 0:
             raise ParameterError("max_episodes", p["max_episodes"], "must be >= 0 (0 = unlimited)")
+        if not float(p["command_timeout_s"]) >= 0:
+            raise ParameterError("command_timeout_s", p["command_timeout_s"], "must be >= 0 (0 disables)")
         if not float(p["lockstep_republish_s"]) >= 0:
             raise ParameterError("lockstep_republish_s", p["lockstep_republish_s"], "must be >= 0 (0 disables)")
         self.engine = self._make_engine(p)
@@ -179,6 +186,9 @@ class SimNode(Node):
         self.clipped_commands = 0
         self.republished = 0
         self._heard = self._type_warned = False  # a command heard yet; a controller on another type named
+        self.command_timeout_s = float(p["command_timeout_s"])
+        self.command_timeouts = 0  # silences longer than command_timeout_s (realtime)
+        self._last_command_wall, self._timed_out = time.monotonic(), False
         self.episode_returns: list[float] = []
         self.finished = False  # max_episodes reached; main() then exits
         self._return = 0.0
@@ -351,6 +361,7 @@ class SimNode(Node):
                                       throttle_duration_sec=1.0)
         if self.mode == "realtime":
             self._command = command
+            self._last_command_wall, self._timed_out = time.monotonic(), False
             if self._paused:  # the controller is heard: the episode runs from here
                 self._paused = False
                 if self._republish_timer is not None:
@@ -365,8 +376,18 @@ class SimNode(Node):
         return self.engine.action_low * self._per_control, self.engine.action_high * self._per_control
 
     def _on_tick(self) -> None:
-        if not self.finished:
-            self._advance(self._command)
+        if self.finished:
+            return
+        silent = time.monotonic() - self._last_command_wall
+        if self.command_timeout_s and silent > self.command_timeout_s and not self._timed_out:
+            self._timed_out = True
+            zero = np.clip(np.zeros(self.engine.action_dim), self.engine.action_low, self.engine.action_high)
+            if not np.array_equal(self._command, zero):  # (a zero command needs no watchdog)
+                self.command_timeouts += 1
+                self._command = zero
+                self.get_logger().warning(f"no valid command on {self.command_topic} for {silent:.2f} s "
+                                          f"(command_timeout_s {self.command_timeout_s:g}): applying zero")
+        self._advance(self._command)
 
     def _on_republish_check(self) -> None:
         if self.finished or self._obs_msg is None or time.monotonic() - self._last_obs_wall < self.republish_s:
