@@ -115,7 +115,8 @@ PARAMETERS = {  # name: (default, description)
     "start_paused": (True, "realtime: hold the first episode at its initial state until the first valid command "
                            "(false: step from the start with a zero command)"),
     "command_timeout_s": (0.5, "realtime: with no valid command for this long, apply zero (a controller that "
-                               "died without a last command; 0 = apply the last command for ever)"),
+                               "died without a last command; keep it above the controller's command period; "
+                               "0 = apply the last command for ever)"),
     "max_episodes": (0, "shut down after this many episodes (0 = unlimited)"),
     "joint_states_topic": (topics.JOINT_STATES, ""),
     "observation_topic": (topics.OBSERVATION, ""),
