@@ -382,7 +382,7 @@ class SimNode(Node):
         silent = time.monotonic() - self._last_command_wall
         if self.command_timeout_s and silent > self.command_timeout_s and not self._timed_out:
             self._timed_out = True
-            zero = np.clip(np.zeros(self.engine.action_dim), self.engine.action_low, self.engine.action_high)
+            zero = self.engine.zero_command()
             if not np.array_equal(self._command, zero):  # (a zero command needs no watchdog)
                 self.command_timeouts += 1
                 self._command = zero

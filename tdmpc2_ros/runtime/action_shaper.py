@@ -26,7 +26,7 @@ class ActionShaper:
             raise SpecMismatch(f"action limits of length {self.low.shape[0]}/{self.high.shape[0]} or command_scale of length "
                                f"{scale.shape[0]} do not match the model's action dim {self.model_low.shape[0]}")
         self.max_step = max_rate * period_s if max_rate > 0 else math.inf
-        self.last = np.clip(np.zeros_like(self.low), self.low, self.high)
+        self.last = self._zero()
 
     def physical(self, normalised) -> np.ndarray:
         a = np.clip(np.asarray(normalised, float), -1.0, 1.0)
@@ -51,5 +51,9 @@ class ActionShaper:
     def stop(self, mode: str) -> np.ndarray:
         """The last command of a planner that stops: zero (within the limits) at once, not rate-limited
         (a robot's forward command controller would otherwise keep applying the last effort), or hold."""
-        self.last = self.last if mode == "hold" else np.clip(np.zeros_like(self.low), self.low, self.high)
+        self.last = self.last if mode == "hold" else self._zero()
         return self.last
+
+    def _zero(self) -> np.ndarray:
+        """Zero clipped into the limits: the first command, and a stop's."""
+        return np.clip(np.zeros_like(self.low), self.low, self.high)

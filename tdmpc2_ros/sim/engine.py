@@ -330,7 +330,7 @@ class SimEngine:
         self.control_dt: float = self.physics_dt * self.action_repeat
         self.episode = -1  # index of the current episode; 0 after the first reset()
         self.step_in_episode = 0
-        self.last_command = np.clip(np.zeros(self.action_dim), self.action_low, self.action_high)
+        self.last_command = self.zero_command()
         self.diverged = 0  # episodes ended by PhysicsDiverged
         self._physics_steps = 0
         self._needs_reset = True
@@ -405,6 +405,10 @@ class SimEngine:
     def _expected(self) -> str:
         return f"{self.action_dim} finite values for actuators {list(self.actuator_names)}"
 
+    def zero_command(self) -> np.ndarray:
+        """Zero for every actuator, clipped into its bounds: the command before any, and a watchdog's."""
+        return np.clip(np.zeros(self.action_dim), self.action_low, self.action_high)
+
     def clip_command(self, values) -> tuple[np.ndarray, bool]:
         """(command clipped to [action_low, action_high], whether anything was clipped)."""
         a = np.asarray(values, dtype=np.float64)
@@ -417,7 +421,7 @@ class SimEngine:
         self.episode += 1
         self.step_in_episode = 0
         self._needs_reset = False
-        self.last_command = np.clip(np.zeros(self.action_dim), self.action_low, self.action_high)
+        self.last_command = self.zero_command()
         return self.observation()
 
     def step(self, command) -> tuple[np.ndarray, float, bool]:
