@@ -137,9 +137,10 @@ def cmd_train_bags(args) -> int:
     if manifest is None:
         print(f"no new version: {trainer.last_failure}", file=sys.stderr)
         return 1
-    removed = store.prune(args.store_keep, protect={manifest.version, manifest.parent})
+    removed = store.prune(args.store_keep, protect={manifest.version, manifest.parent}, every_s=args.store_keep_every_s)
     if removed:
-        log.info(f"model store: removed {', '.join(removed)} (--store-keep {args.store_keep})")
+        log.info(f"model store: removed {', '.join(removed)} (--store-keep {args.store_keep}, "
+                 f"--store-keep-every-s {args.store_keep_every_s:g})")
     print(manifest.to_json())
     return 0
 
@@ -315,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--store", default="tdmpc2_models", help="model store the validated version is added to")
     o.add_argument("--store-keep", type=int, default=0,
                    help="then keep only this many newest versions in the store, and the new one's parent (0 = all)")
+    o.add_argument("--store-keep-every-s", type=float, default=0.0,
+                   help="with --store-keep: of the older versions, also keep one per this many seconds (0 = none)")
     o.add_argument("--updates", type=int, default=1000, help="gradient updates after ingesting")
     o.add_argument("--init-weights", help="weights.pt or checkpoint.pt to start from (a fresh run only)")
     o.add_argument("--batch-size", type=int, default=256, help="update batch size")

@@ -106,6 +106,38 @@ def test_versions_are_numbered_past_gaps_ordered_past_9999_and_pruned(tmp_path):
     assert store.latest().version == big
 
 
+def test_prune_keeps_one_version_per_interval_of_the_older_ones_and_the_choice_is_stable(tmp_path, monkeypatch):
+    """store_keep_every_s: beside the newest, one version per interval of the older ones (the oldest
+    first), decided from the manifests' creation times; a milestone kept once stays kept at the next
+    prune, so history thins at a bounded rate instead of vanishing or growing without end."""
+    from tdmpc2_ros.runtime import model_store
+
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(model_store.time, "time", lambda: clock["t"])
+    store, made = ModelStore(tmp_path / "store"), []
+
+    def export(minutes):  # one version every `minutes`
+        clock["t"] += 60.0 * minutes
+        made.append(store.add(_fake_ladder(tmp_path / f"l{len(made)}", f"graph {len(made)}".encode())).version)
+
+    for _ in range(10):
+        export(25)  # created at 25, 50, ..., 250 minutes past the first clock reading
+    removed = store.prune(2, every_s=3600.0)
+    # Older than the newest 2: made[0..7] at 25..200 min. Kept: 25 (the oldest), 85+ -> 100, 160+ -> 175.
+    assert store.versions() == [made[0], made[3], made[6], made[8], made[9]]
+    assert removed == [made[1], made[2], made[4], made[5], made[7]]
+    for _ in range(4):
+        export(25)  # 275 .. 350 min
+        store.prune(2, every_s=3600.0)
+    # The milestones chosen stay, 235+ -> 250 (made[9]) joins them; made[8], [10] and [11] went as they aged.
+    assert store.versions() == [made[0], made[3], made[6], made[9], made[12], made[13]]
+    # A version whose manifest cannot be read is never deleted on a guess.
+    (store.path(made[3]) / MANIFEST).write_text("{not json")
+    store.prune(1, every_s=0.0)
+    assert store.versions() == [made[3], made[13]]
+    assert store.size_bytes() == sum(f.stat().st_size for v in store.versions() for f in store.path(v).iterdir())
+
+
 def test_announcements_by_path_and_inline_are_verified(tmp_path):
     store = ModelStore(tmp_path / "store")
     v = store.add(_fake_ladder(tmp_path / "a")).version

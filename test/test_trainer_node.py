@@ -121,6 +121,8 @@ def test_trainer_node_ingests_once_announces_and_resumes(tmp_path):
         assert listener.versions() == [v1]
         assert ros.spin_until(lambda: listener.diag.get("updates") == "20", 30), listener.diag
         assert listener.diag["bags_ingested"] == "2" and listener.diag["transitions"] == "200"
+        # The store is what grows on a robot that learns for days: its size and the disk's room are shown.
+        assert float(listener.diag["store_mb"]) > 0 and float(listener.diag["disk_free_mb"]) > 0
         b3 = write_bag(bag_dir, episode(rng, 4), T0 + 2 * 10**10)
         assert ros.spin_until(lambda: listener.diag.get("bags_ingested") == "3", 30), listener.diag
         assert listener.export.wait_for_service(timeout_sec=10)
@@ -186,6 +188,7 @@ def test_bad_parameters_name_the_parameter(tmp_path):
         for params, name in (({"batch_size": 0}, "batch_size"), ({"ladder": ["6x512"]}, "ladder"),
                              ({"planner": "rrt"}, "planner"), ({"deadline_fraction": 1.5}, "deadline_fraction"),
                              ({"device": "tpu"}, "device"),
+                             ({"store_keep_every_s": -1.0}, "store_keep_every_s"),
                              ({"raw_obs_topic": "/obs"}, "raw_obs_topic"),
                              ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r"}, "action_low"),
                              ({"raw_observation_sources": ["joint_state:/joint_states:position:slider"],
@@ -259,10 +262,11 @@ def test_store_keep_prunes_the_store_after_an_export_but_never_the_new_version_o
         made.append(store.add(folder, parent=made[-1] if made else "").version)
     versions = made
     infos = []
-    node = SimpleNamespace(store=store, p={"store_keep": 1},
+    node = SimpleNamespace(store=store, p={"store_keep": 1, "store_keep_every_s": 0.0},
                            get_logger=lambda: SimpleNamespace(info=infos.append, error=infos.append))
     TrainerNode._prune_store(node, store.manifest(versions[-1]))
     assert store.versions() == versions[-2:]  # the newest, and its parent
+    assert node.store_mb == store.size_bytes() / 1e6 > 0  # /diagnostics' store_mb, after the prune
     assert infos and versions[0] in infos[0] and versions[1] in infos[0]
     node.p["store_keep"] = 0
     TrainerNode._prune_store(node, store.manifest(versions[-1]))

@@ -17,8 +17,11 @@ The learning half of the loop planner -> recorder -> trainer -> planner. All lea
   the newest version). A model that fails validation is never announced;
 - it checkpoints (``<run_dir>/checkpoint.pt``) on each export and on SIGINT/SIGTERM, resumes from it at
   start, and refreshes ``<run_dir>/learning_curve.png`` on each export;
+- after each export it prunes the store to the ``store_keep`` newest versions and, of the older ones,
+  one per ``store_keep_every_s`` (a robot that learns for days would otherwise fill its disk);
 - ``/diagnostics`` (``tdmpc2_ros: trainer``) every ``diagnostics_period_s``: state, transitions, bags
-  ingested/skipped, updates, updates/s, last version, last export result, last losses.
+  ingested/skipped, updates, updates/s, last version, last export result, last losses, the store's
+  size (``store_mb``) and the free space on its disk (``disk_free_mb``).
 
 Parameters (``config/trainer.yaml``)
 -------------------------------------
@@ -28,9 +31,12 @@ name                        default             meaning
 bag_dir                     tdmpc2_bags         where the recorder closes bags
 run_dir                     runs/trainer        checkpoint, ledger, CSV logs, learning curve
 store_dir                   tdmpc2_models       the versioned model store (planner: model_path)
-store_keep                  0                   keep the newest N versions after each export (0 = all;
+store_keep                  20                  keep the newest N versions after each export (0 = all;
                                                 a planner reading the store by path must find the
                                                 version it runs and those it may roll back to)
+store_keep_every_s          3600.0              and of the older ones, one per this many seconds (0 =
+                                                none): history at a bounded rate, as TensorFlow's
+                                                keep_checkpoint_every_n_hours
 preset / seed               1M / 1              model size (1M, 5M, 19M, 48M, 317M) and seed
 init_weights                ""                  weights.pt or checkpoint.pt to start from ("" = fresh)
 task                        cartpole-swingup    task name in the model contract (and the paper curve)
@@ -98,6 +104,7 @@ import json
 import math
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -129,8 +136,10 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "bag_dir": ("tdmpc2_bags", "folder where the recorder closes bags"),
     "run_dir": ("runs/trainer", "run folder: checkpoint, ingest ledger, CSV logs, learning curve"),
     "store_dir": ("tdmpc2_models", "the versioned model store new versions are added to"),
-    "store_keep": (0, "after each export, keep only this many newest versions in store_dir (and the "
-                      "one just announced and its parent); 0 = keep all"),
+    "store_keep": (20, "after each export, keep only this many newest versions in store_dir (and the "
+                       "one just announced and its parent); 0 = keep all"),
+    "store_keep_every_s": (3600.0, "of the versions older than the store_keep newest, keep one per this many "
+                                   "seconds (0 = none)"),
     "preset": ("1M", "model size preset: 1M, 5M, 19M, 48M or 317M"),
     "seed": (1, "seed of the agent, the buffer sampling and validation"),
     "init_weights": ("", "weights.pt or checkpoint.pt to start from ('' = fresh weights)"),
@@ -204,6 +213,7 @@ class TrainerNode(Node):
         if lower_process_priority(int(self.p["nice"])):  # 0 (or less) leaves it alone
             log.info(f"running at niceness {os.getpriority(os.PRIO_PROCESS, 0)} (nice parameter)")
         self.store = ModelStore(self.p["store_dir"])
+        self.store_mb = self.store.size_bytes() / 1e6  # refreshed after each export's prune
         self.ledger_path = Path(self.p["run_dir"]) / LEDGER
         dims = self._known_dims()
         if dims is not None:
@@ -241,6 +251,8 @@ class TrainerNode(Node):
                 raise ParameterError(name, p[name], "must be > 0")
         if not 0 < float(p["deadline_fraction"]) <= 1:
             raise ParameterError("deadline_fraction", p["deadline_fraction"], "must be in (0, 1]")
+        if float(p["store_keep_every_s"]) < 0:
+            raise ParameterError("store_keep_every_s", p["store_keep_every_s"], "must be >= 0")
         if float(p["max_updates_per_transition"]) < 0 or float(p["discount"]) < 0 or float(p["discount"]) >= 1:
             which = "discount" if not 0 <= float(p["discount"]) < 1 else "max_updates_per_transition"
             raise ParameterError(which, p[which], "must be >= 0 (discount < 1)")
@@ -427,15 +439,19 @@ class TrainerNode(Node):
         return m
 
     def _prune_store(self, m) -> None:
-        """store_keep: a trainer that exports every few minutes adds a whole ladder each time (about
-        32 MB for the shipped model), so the store would grow without end."""
+        """store_keep, store_keep_every_s: each export adds a whole ladder (about 33 MB for the shipped
+        model). At the default export_every_updates on a 25 Hz robot that is one every 80 s, up to 36 GB
+        a day: kept whole, the store would fill the disk within days and stall the recorder."""
         try:
-            removed = self.store.prune(int(self.p["store_keep"]), protect={m.version, m.parent})
+            removed = self.store.prune(int(self.p["store_keep"]), protect={m.version, m.parent},
+                                       every_s=float(self.p["store_keep_every_s"]))
+            self.store_mb = self.store.size_bytes() / 1e6
         except OSError as e:
             self.get_logger().error(f"could not prune the model store {self.store.root}: {e}")
             return
         if removed:
-            self.get_logger().info(f"model store: removed {', '.join(removed)} (store_keep {self.p['store_keep']})")
+            self.get_logger().info(f"model store: removed {', '.join(removed)} (store_keep {self.p['store_keep']}, "
+                                   f"store_keep_every_s {self.p['store_keep_every_s']:g})")
 
     def _save(self, t: OfflineTrainer) -> bool:
         """Checkpoint; a full disk is logged, not fatal: training goes on in memory, the checkpoint is
@@ -482,7 +498,8 @@ class TrainerNode(Node):
 
     def _publish_diagnostics(self):
         t = self.trainer
-        values = {"state": self.state, "updates_per_s": round(self.rate, 3) if math.isfinite(self.rate) else "nan"}
+        values = {"state": self.state, "updates_per_s": round(self.rate, 3) if math.isfinite(self.rate) else "nan",
+                  "store_mb": round(self.store_mb, 1), "disk_free_mb": _free_mb(self.store.root)}
         level, message = OK, self.state
         if t is not None:
             values.update(t.summary())
@@ -520,6 +537,15 @@ class TrainerNode(Node):
         self.get_logger().info(f"stopped ({why}): {where} at {s['updates']} updates, "
                                f"{s['transitions']} transitions from {s['bags_ingested']} bags, last version "
                                f"{s['last_version'] or '-'}")
+
+
+def _free_mb(directory) -> float:
+    """Free MB on the disk of `directory` (-1 if it cannot be read): the store, checkpoints and bags
+    share it on most robots."""
+    try:
+        return round(shutil.disk_usage(directory).free / 1e6, 1)
+    except OSError:
+        return -1.0
 
 
 def main(args=None) -> int:

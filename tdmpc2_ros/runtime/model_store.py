@@ -8,10 +8,10 @@ Layout:
 
 A version is ``v<NNNN>-<sha12>``: a sequence number, one more than the newest version's (so `ls` sorts
 by age up to v9999, and ``versions()`` by number beyond), and the first 12 hex digits of the hash over
-the files' own sha256s, so the same weights get the same suffix. ``prune(keep)`` removes all but the
-newest versions (trainer_node's ``store_keep``). A version
-folder is renamed into place only after every file is written and fsynced: a reader sees a
-complete version or none. The manifest records version, parent version, training steps, the bags
+the files' own sha256s, so the same weights get the same suffix. ``prune`` removes all but the newest
+versions and one per ``every_s`` seconds of the older ones (trainer_node's ``store_keep`` and
+``store_keep_every_s``). A version folder is renamed into place only after every file is written and
+fsynced: a reader sees a complete version or none. The manifest records version, parent version, training steps, the bags
 that were used and each file's sha256.
 
 The announcement (JSON in a std_msgs/String, transient-local QoS) names the version and every
@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -124,15 +125,30 @@ class ModelStore:
         _fsync_dir(self.root)
         return m
 
-    def prune(self, keep: int, protect=()) -> list[str]:
-        """Remove all but the `keep` newest versions and those in `protect` (keep 0: remove nothing).
+    def prune(self, keep: int, protect=(), every_s: float = 0.0) -> list[str]:
+        """Remove all but the `keep` newest versions, those in `protect` and, with `every_s` > 0, one
+        version per `every_s` seconds of the older ones (keep 0: remove nothing).
+
+        The milestones are TensorFlow's CheckpointManager's ``keep_checkpoint_every_n_hours``: walking
+        from the oldest, a version is kept if it was created at least `every_s` after the last one kept
+        (the oldest is always kept: where the lineage began). A version once kept stays kept at the next
+        prune, so a robot that learns for weeks keeps its history at a bounded rate. A version whose
+        manifest cannot be read is left alone (nothing is deleted on a guess).
+
         A version folder is renamed out of sight before it is deleted, so a reader never finds half of
         one. Returns the removed versions. A planner reading this store by path may run or roll back to
         an older version: keep enough for it."""
         if keep <= 0:
             return []
-        removed = []
+        removed, last_kept = [], -math.inf
         for version in self.versions()[:-keep]:
+            try:
+                created = float(self.manifest(version).created)
+            except StoreError:
+                continue
+            if every_s > 0 and created - last_kept >= every_s:
+                last_kept = created
+                continue
             if version in protect:
                 continue
             hidden = self.root / f".{version}.removing"
@@ -140,6 +156,16 @@ class ModelStore:
             shutil.rmtree(hidden, ignore_errors=True)
             removed.append(version)
         return removed
+
+    def size_bytes(self) -> int:
+        """Bytes held by the complete versions (for /diagnostics: the store is what grows)."""
+        total = 0
+        for v in self.versions():
+            try:
+                total += sum(f.stat().st_size for f in (self.root / v).iterdir() if f.is_file())
+            except OSError:  # removed by hand meanwhile
+                pass
+        return total
 
     def announcement(self, version: str, inline: bool = False) -> dict:
         """What the trainer publishes on the model-update topic."""
