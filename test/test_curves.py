@@ -87,3 +87,73 @@ def test_a_csv_row_that_cannot_be_written_is_kept_until_there_is_room(tmp_path, 
     log.append(step=4, reward=1.0)
     assert [(r["step"], r["reward"]) for r in log.read()] == [("1", "0.5"), ("2", "0.25"), ("3", "0.125"), ("4", "1.0")]
     assert log.pending == []
+
+
+def test_a_write_torn_part_way_is_cut_back_and_written_whole_later(tmp_path, monkeypatch):
+    """ENOSPC after part of a row reached the file: the part is cut off again, so the row is not
+    written twice (half, then whole) once there is room."""
+    log = CsvLog(tmp_path / "train.csv", ["step", "reward"])
+    log.append(step=1, reward=0.5)
+    real_open = builtins.open
+
+    class TornFile:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, text):
+            self.f.write(text[: len(text) // 2])
+            self.f.flush()
+            raise OSError(28, "No space left on device")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    def torn(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return TornFile(f) if str(path) == str(log.path) and "a" in mode else f
+
+    monkeypatch.setattr(builtins, "open", torn)
+    log.append(step=2, reward=0.25)
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert log.path.read_bytes() == b"step,reward\r\n1,0.5\r\n" and len(log.pending) == 1
+    log.append(step=3, reward=0.125)
+    assert [(r["step"], r["reward"]) for r in log.read()] == [("1", "0.5"), ("2", "0.25"), ("3", "0.125")]
+
+
+def test_a_row_torn_by_a_crash_is_cut_when_the_log_is_opened_again(tmp_path, caplog):
+    """A SIGKILL mid-write leaves half a row: the resumed run drops it (with a warning), reads whole
+    rows only (truncate_after parses every row) and starts its next row on a line of its own."""
+    path = tmp_path / "train.csv"
+    path.write_text("step,reward\r\n1,0.5\r\n2,0.2")
+    with caplog.at_level(logging.WARNING):
+        log = CsvLog(path, ["step", "reward"])
+    assert any("torn row" in r.getMessage() for r in caplog.records)
+    log.truncate_after(10)
+    log.append(step=2, reward=0.25)
+    assert [(r["step"], r["reward"]) for r in log.read()] == [("1", "0.5"), ("2", "0.25")]
+    # Torn inside the header, or a header never written (the disk was full at start): a whole header.
+    for text in ("ste", ""):
+        path.write_text(text)
+        log = CsvLog(path, ["step", "reward"])
+        log.append(step=1, reward=0.5)
+        assert log.read() == [{"step": "1", "reward": "0.5"}]
+
+
+def test_a_header_that_cannot_be_written_at_start_is_kept_with_the_rows(tmp_path, monkeypatch):
+    real_open = builtins.open
+    path = tmp_path / "train.csv"
+
+    def full_disk(p, mode="r", *args, **kwargs):
+        if str(p) == str(path) and ("a" in mode or "w" in mode):
+            raise OSError(28, "No space left on device")
+        return real_open(p, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", full_disk)
+    log = CsvLog(path, ["step", "reward"])  # starting on a full disk is no reason to stop a run
+    log.append(step=1, reward=0.5)
+    monkeypatch.setattr(builtins, "open", real_open)
+    log.append(step=2, reward=0.25)
+    assert [r["step"] for r in log.read()] == ["1", "2"]

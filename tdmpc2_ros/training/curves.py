@@ -44,25 +44,46 @@ _log = logging.getLogger(__name__)
 class CsvLog:
     """Append-only CSV that survives restarts (the header is written once). A row that cannot be
     written (a full disk) is kept in memory and written before the next one: a learning curve is
-    never why training stops, and loses no row once there is room again."""
+    never why training stops, and loses no row once there is room again. A write that fails part-way
+    is cut back to the last whole row, and so is a row torn by a crash (SIGKILL, power loss) when the
+    file is opened again: a resumed run never reads half a row, and never glues its next row to one."""
 
     def __init__(self, path: Path, fields: list[str]):
         self.path, self.fields = Path(path), fields
         self.pending: list[list] = []  # rows not yet on disk
-        if not self.path.exists():
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(fields)
+        self.failing = False
+        if self.path.exists():
+            self._cut_torn_row()
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self.pending.append(list(fields))  # the header: on a full disk, written with the first row
+            self._flush()
 
     def append(self, **row):
         self.pending.append([row.get(k, "") for k in self.fields])
+        self._flush()
+
+    def _flush(self):
+        size = self.path.stat().st_size if self.path.exists() else 0
         try:
             with open(self.path, "a", newline="") as f:
                 csv.writer(f).writerows(self.pending)
         except OSError as e:
-            if len(self.pending) == 1:  # said once per streak of failures
+            try:
+                os.truncate(self.path, size)  # frees what the torn write took; the rows stay pending
+            except OSError:
+                pass
+            if not self.failing:  # said once per streak of failures
                 _log.warning("could not write to %s (%s); its rows are kept until there is room", self.path, e)
+            self.failing = True
             return
-        self.pending = []
+        self.pending, self.failing = [], False
+
+    def _cut_torn_row(self):
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1  # 0: not even the header is whole
+            _log.warning("%s ended in a torn row (a crash while writing it): cut back to its last whole row", self.path)
+            os.truncate(self.path, keep)
 
     def read(self) -> list[dict]:
         return list(csv.DictReader(open(self.path))) if self.path.exists() else []
