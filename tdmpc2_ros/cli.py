@@ -446,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more launch arguments for the bringup, e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]")
     d.set_defaults(func=cmd_demo)
 
+    i = sub.add_parser("info", help="what a model path holds: an .onnx graph's contract, a model folder's rungs with "
+                                    "each file's sha256 checked, a model store's versions (exit 1 if damaged)")
+    i.add_argument("path", help="an .onnx planner graph, a model folder (ladder.json) or a model store")
+    i.add_argument("--json", action="store_true", help="print the description as JSON")
+    i.set_defaults(func=cmd_info)
+
     from tdmpc2_ros.ros.bringup import ARGUMENTS
 
     u = sub.add_parser("bringup", help="start a node set without the ros2 command (same description as launch/)",
@@ -458,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("arguments", nargs="*", help="launch arguments, name:=value (e.g. use_sim:=false mode:=lockstep)")
     u.set_defaults(func=cmd_bringup)
     return p
+
+
+def cmd_info(args) -> int:
+    from tdmpc2_ros.runtime.model_info import format_info, model_info
+
+    info = model_info(args.path)
+    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    return 1 if info["problems"] else 0
 
 
 def _interrupt(signum, _frame):
