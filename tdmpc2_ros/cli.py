@@ -446,9 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="more launch arguments for the bringup, e.g. plan_thread_priority:=50 plan_cpu_affinity:=[1]")
     d.set_defaults(func=cmd_demo)
 
-    i = sub.add_parser("info", help="what a model path holds: an .onnx graph's contract, a model folder's rungs with "
-                                    "each file's sha256 checked, a model store's versions (exit 1 if damaged)")
-    i.add_argument("path", help="an .onnx planner graph, a model folder (ladder.json) or a model store")
+    i = sub.add_parser("info", help="what a path holds: an .onnx graph's contract, a model folder's rungs with each "
+                                    "file's sha256 checked, a model store's versions, a bag or a folder of bags "
+                                    "(exit 1 if something is damaged)")
+    i.add_argument("path", help="an .onnx planner graph, a model folder (ladder.json), a model store, a bag or a "
+                                "folder of bags")
+    i.add_argument("--ledger", help="bags: the trainer's RUN_DIR/ingest_ledger.jsonl, to show what became of each bag")
     i.add_argument("--json", action="store_true", help="print the description as JSON")
     i.set_defaults(func=cmd_info)
 
@@ -467,10 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_info(args) -> int:
+    from tdmpc2_ros.bags.info import bags_info, format_bags_info, is_bag_folder
     from tdmpc2_ros.runtime.model_info import format_info, model_info
 
-    info = model_info(args.path)
-    print(json.dumps(info, indent=2) if args.json else format_info(info))
+    if is_bag_folder(args.path):
+        info, text = bags_info(args.path, args.ledger), format_bags_info
+    elif args.ledger:
+        raise ValueError(f"--ledger goes with a bag or a folder of bags; {args.path} holds none")
+    else:
+        info, text = model_info(args.path), format_info
+    print(json.dumps(info, indent=2) if args.json else text(info))
     return 1 if info["problems"] else 0
 
 

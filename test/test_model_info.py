@@ -100,3 +100,53 @@ def test_a_path_that_is_no_model_is_one_line_and_exit_2(tmp_path, capsys, what):
     assert cli.main(["info", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("tdmpc2-ros info: error: ") and str(path) in err
+
+
+def _bag(directory, episode: int, steps: int, start_ns: int, storage: str = "mcap"):
+    from tdmpc2_ros.bags import BagWriter, encode_float64, encode_int64
+
+    with BagWriter(directory, storage=storage, prefix=f"run{episode}") as w:
+        w.write("/tdmpc2/episode", "std_msgs/msg/Int64", encode_int64(episode), start_ns)
+        for k in range(steps):
+            w.write("/tdmpc2/reward", "std_msgs/msg/Float64", encode_float64(0.5), start_ns + (k + 1) * 20_000_000)
+    return w.closed[-1]
+
+
+def test_a_bag_folder_shows_each_bag_the_open_ones_and_what_the_trainer_made_of_them(tmp_path, capsys):
+    """As ros2 bag info per bag (read from metadata.yaml), plus the ingest ledger's verdict: the
+    question 'why does the trainer not learn from my bags' answered in one table."""
+    from tdmpc2_ros.bags import BagWriter, IngestLedger
+    from tdmpc2_ros.bags.info import bags_info, format_bags_info
+
+    folder = tmp_path / "bags"
+    a = _bag(folder, 0, 10, 10**18)
+    b = _bag(folder, 1, 5, 10**18 + 10**9, storage="sqlite3")
+    c = _bag(folder, 2, 3, 10**18 + 2 * 10**9)
+    opened = BagWriter(folder, prefix="run9")
+    opened.write("/tdmpc2/reward", "std_msgs/msg/Float64", b"\x00\x01\x00\x00" + bytes(8), 10**18 + 3 * 10**9)
+    ledger = IngestLedger(tmp_path / "run" / "ingest_ledger.jsonl")
+    ledger.mark(a, transitions=10, episodes=1)
+    ledger.mark(b, status="skipped", reason="no transitions and no raw topics")
+    try:
+        info = bags_info(folder, ledger.path)
+    finally:
+        opened.close()
+    rows = {r["bag"]: r for r in info["bags"]}
+    assert list(rows) == [a.name, b.name, c.name] and info["problems"] == []
+    assert (rows[a.name]["messages"], rows[b.name]["storage"], rows[c.name]["duration_s"]) == (11, "sqlite3", 0.06)
+    assert rows[a.name]["status"] == "ingested (10 transitions, 1 episodes)"
+    assert rows[b.name]["status"] == "skipped: no transitions and no raw topics"
+    assert rows[c.name]["status"] == "pending"
+    assert {(t["topic"], t["messages"]) for t in info["topics"]} == {("/tdmpc2/episode", 3), ("/tdmpc2/reward", 18)}
+    assert len(info["open"]) == 1 and info["open"][0].endswith(".partial")
+    assert "killed recorder" in format_bags_info(info)
+    # A bag rewritten under an ingested name is ingested again: the table says so.
+    (a / "metadata.yaml").write_text((a / "metadata.yaml").read_text() + "\n")
+    assert bags_info(folder, ledger.path)["bags"][0]["status"].startswith("changed since it was ingested")
+    # Through the CLI: one bag alone; a damaged metadata.yaml is a problem (exit 1); a missing ledger, exit 2.
+    assert cli.main(["info", str(c)]) == 0 and "/tdmpc2/reward (std_msgs/msg/Float64): 3 messages" in capsys.readouterr().out
+    (c / "metadata.yaml").write_text("rosbag2_bagfile_information: [")
+    assert cli.main(["info", str(folder), "--json"]) == 1
+    assert "unreadable metadata.yaml" in json.loads(capsys.readouterr().out)["problems"][0]
+    assert cli.main(["info", str(folder), "--ledger", str(tmp_path / "none.jsonl")]) == 2
+    assert "no ingest ledger" in capsys.readouterr().err

@@ -8,6 +8,7 @@
 - ``ledger``: ``IngestLedger`` (which bags were ingested, surviving restarts) and ``closed_bags``.
 - ``cdr``: vectorised CDR encode/decode of std_msgs Float64MultiArray, Float64 and Int64.
 - ``fields``: float64 fields of a robot's own messages (JointState, Imu, ...) as columns, by byte offset.
+- ``info``: what a bag or a folder of bags holds, and what the ingest ledger says of each (``tdmpc2-ros info``).
 
 The ROS side is ``tdmpc2_ros.ros.recorder_node``.
 """
