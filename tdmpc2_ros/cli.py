@@ -392,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=cmd_bench_train)
     bl = sub.add_parser("bench-loop", help="learning-loop benchmark: bag ingest throughput and hot-swap cost (JSON + table)")
     bl.add_argument("--transitions", type=int, default=50_000, help="transitions written to each MCAP bag that is ingested (transition records, and a robot's own topics)")
+    bl.add_argument("--compression", default="auto", choices=["auto", "chunk", "file", "message", "none"],
+                    help="how the ingested bags are compressed (the recorder's compression parameter)")
     bl.add_argument("--swaps", type=int, default=5, help="model swaps announced to the running planner")
     bl.add_argument("--model", default="", help="model folder to swap between (default: the shipped model)")
     bl.add_argument("--busy", type=float, default=0.0, metavar="CORES",

@@ -24,7 +24,7 @@ def test_raw_ingest_of_a_robots_topics_reaches_the_buffer_whole():
     raw = bench_ingest_raw(transitions=1000, episode_length=250)
     assert raw["transitions"] == 1000 and raw["bag_mb"] > 0
     lines = format_table({"ingest": bench_ingest(transitions=500), "ingest_raw": raw}).splitlines()
-    assert any(line.startswith("| the planner's transition records (mcap) | 500 |") for line in lines)
+    assert any(line.startswith("| the planner's transition records (mcap, chunk compression) | 500 |") for line in lines)
     assert any(line.startswith("| a robot's own topics: JointState + Imu + Float64MultiArray + JointTrajectory") and "| 1000 |" in line
                for line in lines)
 

@@ -94,6 +94,7 @@ def test_sigint_bags_hold_exactly_what_was_published(tmp_path):
         code, out = finish(proc, signal.SIGINT)
     assert code == 0, out[-3000:]
     assert "closed bag" in out and f"{n + 6} messages in 1 bag(s)" in out, out[-3000:]
+    assert "as mcap bags (chunk compression;" in out  # the default: MCAP's zstd chunks, read back below
     bags = closed_bags(bag_dir)
     assert len(bags) == 1 and partial_bags(bag_dir) == []
     assert (bags[0] / f"{bags[0].name}.mcap").is_file()
@@ -183,7 +184,9 @@ def test_bad_parameters_name_the_parameter(tmp_path):
         for params, name in (({"storage": "zip"}, "storage"), ({"topics": ["/a:Float32Thing"]}, "topics"),
                              ({"topics": ["/a", "/a:Float64"]}, "topics"),
                              ({"split_duration_s": -1.0}, "split_duration_s"),
-                             ({"prefix": ".hidden"}, "prefix"), ({"topics": ["/a:Float64:sometimes"]}, "topics")):
+                             ({"prefix": ".hidden"}, "prefix"), ({"topics": ["/a:Float64:sometimes"]}, "topics"),
+                             ({"storage": "sqlite3", "compression": "chunk"}, "compression"),
+                             ({"compression": "lz4"}, "compression")):
             overrides = [Parameter("bag_dir", value=str(tmp_path / "b"))] + \
                 [Parameter(k, value=v) for k, v in params.items()]
             with pytest.raises(ParameterError, match=f"'{name}'") as info:

@@ -23,6 +23,17 @@ Splitting (rosbag2's ``--max-bag-duration`` / ``--max-bag-size``):
   holds at most ``split_size_bytes`` plus one message, plus the storage's own overhead).
 A bag is opened lazily on the first message, so no empty bags are written.
 
+Compression (``compression``), all zstd, all read by ``rosbags`` and ``ros2 bag``:
+- ``auto`` (the default): ``chunk`` for MCAP, ``none`` for sqlite3;
+- ``chunk``: MCAP's own compressed chunks, what ``ros2 bag record -s mcap --storage-preset-profile
+  zstd_fast`` writes. The file stays a plain ``.mcap`` that Foxglove and the ``mcap`` tool open too.
+  On 50,000 transition records it is 5.6 times smaller (19.4 -> 3.4 MB) and reads at 115k-187k
+  records/s against 179k-212k (docs/benchmarks.md);
+- ``file``: rosbag2's file compression (``.mcap.zstd`` / ``.db3.zstd``, compressed when the bag closes);
+- ``message``: rosbag2's per-message compression (only 1.3 times smaller on records, 4 times slower
+  to read);
+- ``none``.
+
 Messages are given as CDR bytes (``rclpy.serialization.serialize_message``, a raw subscription, the
 rosbags typestore's ``serialize_cdr`` or ``tdmpc2_ros.bags.cdr``); message definitions and type hashes
 come from the rosbags typestore of ROS 2 Kilted (std_msgs types are identical in Jazzy).
@@ -38,10 +49,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 
 from tdmpc2_ros.bags.cdr import FLOAT64_MULTI_ARRAY, encode_float64_multiarray
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+COMPRESSIONS = {"none": CompressionMode.NONE, "chunk": CompressionMode.STORAGE, "file": CompressionMode.FILE,
+                "message": CompressionMode.MESSAGE}  # and "auto": chunk for MCAP, none for sqlite3
 PARTIAL_SUFFIX = ".partial"
 METADATA_VERSION = 8  # read by rosbag2 in Jazzy and Kilted, and by rosbags
 
@@ -52,6 +66,17 @@ def typestore():
     from rosbags.typesys import Stores, get_typestore
 
     return get_typestore(Stores.ROS2_KILTED)
+
+
+def resolve_compression(compression: str, storage: str) -> str:
+    """'auto' -> what suits the storage; a name the storage cannot do is refused, naming both."""
+    if compression not in (*COMPRESSIONS, "auto"):
+        raise ValueError(f"compression must be auto, {', '.join(COMPRESSIONS)} (got {compression!r})")
+    if compression == "auto":
+        return "chunk" if storage == "mcap" else "none"
+    if compression == "chunk" and storage != "mcap":
+        raise ValueError(f"compression 'chunk' is MCAP's own; {storage} has none (use file, message or none)")
+    return compression
 
 
 def partial_dir(directory: Path, name: str) -> Path:
@@ -76,9 +101,10 @@ class BagWriter:
 
     def __init__(self, directory, storage: str = "mcap", split_duration_s: float | None = None,
                  split_size_bytes: int | None = None, prefix: str = "tdmpc2", fsync: bool = True,
-                 on_close=None):
+                 on_close=None, compression: str = "auto"):
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {sorted(STORAGES)} (got {storage!r})")
+        self.compression = resolve_compression(compression, storage)
         if split_duration_s is not None and not split_duration_s > 0:
             raise ValueError(f"split_duration_s must be > 0 or None (got {split_duration_s})")
         if split_size_bytes is not None and not split_size_bytes > 0:
@@ -178,6 +204,7 @@ class BagWriter:
         hidden = partial_dir(self.directory, self._name)
         hidden.mkdir()
         writer = Writer(hidden / self._name, version=METADATA_VERSION, storage_plugin=STORAGES[self.storage])
+        writer.set_compression(COMPRESSIONS[self.compression], CompressionFormat.ZSTD)
         writer.open()
         # Every declared topic is listed in every bag (with a count of 0 if it stays silent), as
         # ros2 bag record does; topics first seen later are added when they are.

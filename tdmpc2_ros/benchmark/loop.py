@@ -63,14 +63,15 @@ from tdmpc2_ros.runtime.host_steal import host_cpu_jiffies, steal_pct
 from tdmpc2_ros.runtime.swap_cost import SWAP_WORK
 
 
-def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: int = 5, storage: str = "mcap") -> dict:
+def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: int = 5, storage: str = "mcap",
+                 compression: str = "auto") -> dict:
     from tdmpc2_ros.bags import BagWriter, episodes_from_bag
     from tdmpc2_ros.core.buffer import ReplayBuffer
     from tdmpc2_ros.runtime.transition import Transition
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        with BagWriter(tmp, storage=storage) as writer:
+        with BagWriter(tmp, storage=storage, compression=compression) as writer:
             obs = rng.standard_normal(obs_dim).astype(np.float32)
             for i in range(transitions):
                 ep, k = divmod(i, episode_length)
@@ -81,7 +82,8 @@ def bench_ingest(transitions: int = 50_000, episode_length: int = 500, obs_dim: 
                                                    next_obs, False, k == episode_length - 1, "bench"), timestamp_ns=i * 20_000_000)
                 obs = next_obs
         buffer = ReplayBuffer(transitions + transitions // episode_length + 10, obs_dim, 1, 3)
-        return {"storage": storage, **_timed_ingest(tmp, episodes_from_bag, buffer, transitions)}
+        return {"storage": storage, "compression": writer.compression,
+                **_timed_ingest(tmp, episodes_from_bag, buffer, transitions)}
 
 
 def _timed_ingest(directory, episodes_of, buffer, expected: int) -> dict:
@@ -108,7 +110,7 @@ RAW_SOURCES = ("joint_state:/joint_states:position:slider", "joint_state:/joint_
 RAW_OBS_DIM = len(RAW_SOURCES) + 1  # the /contacts force segment has two values
 
 
-def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> dict:
+def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500, compression: str = "auto") -> dict:
     """A robot's own topics as `ros2 bag record` keeps them beside another controller, at 50 Hz:
     /joint_states (two joints), /imu, a Float64MultiArray of two contact forces (layout 'force'), a
     joint_trajectory_controller's JointTrajectory commands, the reward and the episode, read through
@@ -133,7 +135,7 @@ def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> di
 
     episodes, dt, t = max(1, transitions // episode_length), 20_000_000, 10**18
     with tempfile.TemporaryDirectory() as tmp:
-        with BagWriter(tmp) as writer:
+        with BagWriter(tmp, compression=compression) as writer:
             for episode in range(episodes):
                 writer.write("/episode", "std_msgs/msg/Int64", encode_int64(episode), t - 100_000)
                 for k in range(episode_length + 1):
@@ -159,7 +161,8 @@ def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500) -> di
         raw = RawTopics("", "/trajectory", "/reward", "/episode", observation_sources=RAW_SOURCES,
                         command=CommandFormat("joint_trajectory", ("slider",), "position"))
         buffer = ReplayBuffer(episodes * (episode_length + 1) + 10, RAW_OBS_DIM, 1, 3)
-        return {"storage": "mcap", "topics": "JointState + Imu + Float64MultiArray + JointTrajectory + reward + episode",
+        return {"storage": "mcap", "compression": writer.compression,
+                "topics": "JointState + Imu + Float64MultiArray + JointTrajectory + reward + episode",
                 **_timed_ingest(tmp, lambda bag: raw.read(bag, [-1.0], [1.0]).episodes, buffer, episodes * episode_length)}
 
 
@@ -475,8 +478,11 @@ def format_table(r: dict) -> str:
 
 
 def _ingest_table(records: dict | None, raw: dict | None = None) -> list[str]:
-    rows = [(f"the planner's transition records ({i['storage']})", i) for i in (records,) if i]
-    rows += [(f"a robot's own topics: {i['topics']} ({i['storage']})", i) for i in (raw,) if i]
+    def how(i: dict) -> str:  # results written before compression existed were uncompressed
+        return f"({i['storage']}, {i.get('compression', 'none')} compression)"
+
+    rows = [(f"the planner's transition records {how(i)}", i) for i in (records,) if i]
+    rows += [(f"a robot's own topics: {i['topics']} {how(i)}", i) for i in (raw,) if i]
     return ["| ingest (bag -> buffer) | transitions | bag MB | seconds | transitions/s (bar >= 20,000) |", "|---|---|---|---|---|",
             *[f"| {what} | {i['transitions']} | {i['bag_mb']} | {i['seconds']} | {i['transitions_per_s']} |" for what, i in rows], ""]
 
@@ -598,8 +604,8 @@ def run_loop_benchmark(args) -> int:
         raise SystemExit(f"bench-loop: unknown --parts {sorted(parts - PARTS)} (choose from {sorted(PARTS)})")
     result = {}
     if "ingest" in parts:
-        result["ingest"] = bench_ingest(args.transitions)
-        result["ingest_raw"] = bench_ingest_raw(args.transitions)
+        result["ingest"] = bench_ingest(args.transitions, compression=args.compression)
+        result["ingest_raw"] = bench_ingest_raw(args.transitions, compression=args.compression)
     if "swap" in parts:
         result["swap"] = bench_swap(model, args.swaps, planner_args=tuple(args.planner_args),
                                     log_path=out.with_suffix(".log"), busy=args.busy)

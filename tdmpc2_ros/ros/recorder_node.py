@@ -20,6 +20,8 @@ topics             [/tdmpc2/transition]        entries ``topic[:type[:reliabilit
                                                typestore; reliability: reliable (default) or best_effort
                                                (needed for best-effort publishers, e.g. SENSOR QoS)
 storage            mcap                        mcap or sqlite3
+compression        auto                        zstd: auto (MCAP's compressed chunks on mcap, none on
+                                               sqlite3), chunk, file, message or none (bags/writer.py)
 split_duration_s   60.0                        start a new bag after this much time (0 = never)
 split_size_mb      0.0                         start a new bag at this payload size, 10^6 bytes (0 = never)
 prefix             tdmpc2                      bag names: ``<prefix>_<UTC start time>_<index>``
@@ -77,7 +79,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
-from tdmpc2_ros.bags.writer import STORAGES, BagWriter, typestore
+from tdmpc2_ros.bags.writer import STORAGES, BagWriter, resolve_compression, typestore
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.graph import mismatch_hint
 from tdmpc2_ros.ros.params import ParameterError, declare_table
@@ -96,8 +98,11 @@ PARAMETERS = {  # name: (default, description)
     "topics": ([TRANSITION_TOPIC], "topics to record: 'topic[:type[:reliability]]' (type Float64MultiArray "
                                    "by default; Float64, Int64 or pkg/msg/Type; reliable or best_effort)"),
     "storage": ("mcap", "rosbag2 storage: mcap or sqlite3"),
+    "compression": ("auto", "zstd compression: auto (MCAP's compressed chunks on mcap, none on sqlite3), chunk, "
+                            "file, message or none"),
     "split_duration_s": (60.0, "start a new bag after this many seconds (0 = never)"),
-    "split_size_mb": (0.0, "start a new bag when the open one holds this many MB of messages (0 = never)"),
+    "split_size_mb": (0.0, "start a new bag when the open one holds this many MB of messages, before compression "
+                           "(0 = never)"),
     "prefix": ("tdmpc2", "bag name prefix: <prefix>_<UTC start time>_<index>"),
     "qos_depth": (1000, "subscription queue depth (keep last)"),
     "min_free_mb": (500.0, "pause recording below this much free space on bag_dir's disk, MB (0 = never)"),
@@ -160,6 +165,10 @@ class RecorderNode(Node):
         storage = str(p["storage"]).strip().lower()
         if storage not in STORAGES:
             raise ParameterError("storage", p["storage"], f"expected one of {', '.join(sorted(STORAGES))}")
+        try:
+            compression = resolve_compression(str(p["compression"]).strip().lower(), storage)
+        except ValueError as e:
+            raise ParameterError("compression", p["compression"], str(e)) from e
         if not str(p["bag_dir"]).strip():
             raise ParameterError("bag_dir", p["bag_dir"], "must be a folder path")
         if not float(p["split_duration_s"]) >= 0:
@@ -187,7 +196,7 @@ class RecorderNode(Node):
         size = int(float(p["split_size_mb"]) * 1e6) or None
         try:
             self.writer = BagWriter(p["bag_dir"], storage=storage, split_duration_s=duration, split_size_bytes=size,
-                                    prefix=str(p["prefix"]), on_close=self._on_bag_closed)
+                                    prefix=str(p["prefix"]), on_close=self._on_bag_closed, compression=compression)
         except (ValueError, OSError) as e:
             which = "prefix" if "prefix" in str(e) else "bag_dir"
             raise ParameterError(which, p[which], str(e)) from e
@@ -211,7 +220,7 @@ class RecorderNode(Node):
         every = f"{duration:g} s" if duration else "never"
         limit = f"{size} bytes" if size else "no size limit"
         log.info(f"recording {', '.join(f'{s.topic} ({s.msgtype}, {s.reliability})' for s in specs)} into "
-                 f"{self.writer.directory} as {storage} bags (new bag every {every}, at {limit})")
+                 f"{self.writer.directory} as {storage} bags ({compression} compression; new bag every {every}, at {limit})")
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         steady = self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._check_disk()
