@@ -654,6 +654,53 @@ def test_a_stopping_planner_publishes_its_stop_command(ros, ladder, stop_action)
         assert np.array_equal(got[0], last if stop_action == "hold" else np.zeros_like(last))
 
 
+def _set_enabled(ros, n, value: bool):
+    from std_srvs.srv import SetBool
+
+    client = n.create_client(SetBool, "/planner_node/enable")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(SetBool.Request(data=value))
+    assert ros.spin_until(future.done, 10)
+    return future.result()
+
+
+def test_enable_false_sends_the_stop_command_then_nothing_and_true_plans_again(ros, ladder):
+    """~/enable (std_srvs/SetBool): an operator stills the robot without stopping the node. One stop
+    command goes out at once, then no command and no transition record while observations keep coming;
+    /diagnostics says so (OK: it was asked for); true plans again from a fresh warm start."""
+    node = start_planner(ros, ladder, max_observation_age_s=1.0, control_rate_hz=20.0, diagnostics_period_s=0.2)
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: len(out["commands"]) >= 5 and not np.allclose(out["commands"][-1], 0.0), 60)
+    count, ticks = len(out["commands"]), node.ticks
+    answer = _set_enabled(ros, n, False)
+    assert answer.success and "published the stop command (zero: [0.0])" in answer.message, answer.message
+    ros.spin_for(1.0)  # 20 periods of observations
+    got = out["commands"][count:]
+    assert len(got) == 1 and np.array_equal(got[0], np.zeros_like(got[0])), got
+    assert node.ticks == ticks and node.disabled_ticks >= 10
+    disabled = [d for d in out["diagnostics"] if {kv.key: kv.value for kv in d.values}.get("enabled") == "False"]
+    assert disabled and disabled[-1].level == DiagnosticStatus.OK and "disabled by ~/enable" in disabled[-1].message
+    node.pairer.prev = (0, 3, np.zeros(SMALL_OBS_DIM, np.float32), "v")
+    node._log_step(OBS_TOPIC, None, {})  # a step message while disabled: the chain breaks, nothing is logged
+    assert node.pairer.prev is None and node.pairer.emitted == 0
+    assert _set_enabled(ros, n, False).message == "already disabled"
+    answer = _set_enabled(ros, n, True)
+    assert answer.success and answer.message == "enabled: planning from the next tick"
+    assert ros.spin_until(lambda: len(out["commands"]) >= count + 6, 30)
+    assert node.ticks >= ticks + 5 and any(not np.allclose(c, 0.0) for c in out["commands"][count + 1:])
+
+
+def test_start_enabled_false_sends_nothing_until_enabled(ros, ladder):
+    node = start_planner(ros, ladder, max_observation_age_s=1.0, control_rate_hz=20.0, start_enabled=False)
+    n, pub, out = peer(ros)
+    n.create_timer(0.02, lambda: pub.publish(Float64MultiArray(data=[0.0, 1.0, 0.0, 0.0, 0.0])))
+    assert ros.spin_until(lambda: node.disabled_ticks >= 10, 30)
+    assert out["commands"] == [] and node.ticks == 0
+    assert _set_enabled(ros, n, True).success
+    assert ros.spin_until(lambda: len(out["commands"]) >= 3, 30)
+
+
 def test_a_topic_published_with_another_type_is_named_not_just_silent(ros, ladder):
     """A subscription of the wrong type is never matched and ROS says nothing: the planner's 'no
     observation yet' names the type the topic is published as, and the parameter to check."""

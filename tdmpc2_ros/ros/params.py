@@ -43,6 +43,7 @@ class PlannerParams:
     max_action_rate: float = 0.0
     safe_action: str = "zero"
     stop_action: str = "safe_action"
+    start_enabled: bool = True
     max_observation_age_s: float = 0.1
     duplicate_window_s: float = 1.0
     explore: bool = False
@@ -125,6 +126,7 @@ DESCRIPTIONS = {
     "max_action_rate": "command rate limit in physical units per second; 0 = none",
     "safe_action": "on bad or stale input: zero, or hold the last command",
     "stop_action": "the command published once when the node stops: safe_action's, zero, hold, or none",
+    "start_enabled": "plan from the start; false: wait for ~/enable (std_srvs/SetBool) before sending any command",
     "max_observation_age_s": "an observation older than this is stale: the safe action is published",
     "duplicate_window_s": "the same step message again within this time is a republish: not answered",
     "explore": "add the planner's exploration noise (collecting data to learn from)",

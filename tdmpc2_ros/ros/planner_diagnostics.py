@@ -27,6 +27,7 @@ def planner_values(node) -> dict:
         "obs_to_action_p99_ms": round(node.obs_to_action.percentile(99) * 1e3, 3),
         "ros_overhead_p99_ms": round(node.ros_overhead.percentile(99) * 1e3, 3),
         "observation_age_ms": round(node.last_obs_age * 1e3, 3),
+        "enabled": node.enabled, "disabled_ticks": node.disabled_ticks,  # ~/enable
         "ticks": node.ticks, "missed_deadlines": node.missed_deadlines, "safe_actions": node.safe_actions,
         "plan_errors": node.plan_errors,
         "ticks_over_limit": node.ticks_over_limit,  # plans over the rung's limit, and misses

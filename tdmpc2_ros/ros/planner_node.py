@@ -14,6 +14,8 @@ A thin adapter around tdmpc2_ros.runtime (numpy + onnxruntime; no torch):
 - a model-update announcement (or a model_path change) is checked beside the running model and
   swapped in between two ticks (runtime/hot_swap.py); ~/rollback returns to the previous version;
   what swaps cost the loop goes to /diagnostics (runtime/swap_cost.py);
+- ~/enable (std_srvs/SetBool) false sends the stop command and then nothing until it says true (the
+  node, its models and its ladder stay up); start_enabled false starts that way;
 - every diagnostics_period_s, /diagnostics reports the loop's health (ros/planner_diagnostics.py).
 """
 
@@ -41,7 +43,7 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, String
-from std_srvs.srv import Trigger
+from std_srvs.srv import SetBool, Trigger
 
 from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.messages import segmented_array
@@ -121,6 +123,7 @@ class PlannerNode(Node):
         self.last_mean = np.zeros((c.budget.horizon, c.action.dim), np.float32)
         self.consecutive_misses = 0
         self.reset_requested = True
+        self.enabled = self.p.start_enabled  # ~/enable: false sends the stop command, then nothing
         self._init_statistics()
         self.pairer = TransitionPairer(self.shaper.normalised)
         self.transition_pub = (self.create_publisher(Float64MultiArray, self.p.transition_topic, qos.EVENTS)
@@ -138,6 +141,7 @@ class PlannerNode(Node):
         """Counters and statistics for /diagnostics (and tests)."""
         self.ticks = self.missed_deadlines = self.safe_actions = self.published = 0
         self.plan_errors = 0  # plans that raised (the safe action was sent instead)
+        self.disabled_ticks = 0  # ticks skipped while ~/enable said false
         self._hints, self._hints_at = "", -math.inf  # _type_hints: the last answer, and when
         self._command_type_warned = False  # a subscriber of action_topic of another type was named
         self.ticks_over_limit = 0  # ticks whose plan ran over the rung's limit (deadline_fraction), misses included
@@ -179,6 +183,7 @@ class PlannerNode(Node):
         """Topics, the rollback service and the parameter callback: after everything they call exists."""
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
+        self.create_service(SetBool, "~/enable", self._on_enable)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.cmd_pub = self.create_publisher(self.commands.msg_type, self.p.action_topic, qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
@@ -299,7 +304,11 @@ class PlannerNode(Node):
 
     def _log_step(self, topic: str, msg, step: dict):
         """Publish the transition that this step message completes (exact pairing: the message
-        carries o_t+1 with r_t and a_t)."""
+        carries o_t+1 with r_t and a_t). Not while disabled: the robot's actions then are not the
+        planner's (a person moving it, say), and the chain starts again after ~/enable."""
+        if not self.enabled:
+            self.pairer.prev = None
+            return
         try:
             model_input = self.planner.contract.validate_obs(self.assembler.assemble({topic: msg}))
         except (AdapterError, ValueError):
@@ -337,6 +346,9 @@ class PlannerNode(Node):
         return self._hints
 
     def tick(self):
+        if not self.enabled:  # ~/enable false: no plan, no command (the stop command went out then)
+            self.disabled_ticks += 1
+            return
         start = time.monotonic()
         if self.ticks:
             self.tick_interval.add(start - self.last_tick_start)
@@ -550,6 +562,27 @@ class PlannerNode(Node):
         response.success, response.message = True, f"rolling back {self.model_version} -> {version} at the next tick"
         return response
 
+    def _on_enable(self, request, response):
+        """~/enable (std_srvs/SetBool), for an operator who needs the robot still without stopping
+        the node (its loaded models, ladder and standby stay). false: the stop command (stop_action)
+        goes out at once, then no command at all and no transition is logged. true: planning starts
+        again at the next tick, from a fresh warm start. Callbacks run one at a time (a single-threaded
+        executor), so the stop command comes after the last planned one."""
+        want = bool(request.data)
+        if want == self.enabled:
+            response.success, response.message = True, f"already {'enabled' if want else 'disabled'}"
+            return response
+        self.enabled = want
+        if want:
+            self.reset_requested = True
+            response.message = "enabled: planning from the next tick"
+        else:
+            stop = self._publish_stop("disabled")
+            response.message = f"disabled: {stop}; no command until ~/enable true"
+        self.get_logger().info(f"~/enable: {response.message}")
+        response.success = True
+        return response
+
     def _sources_in_use(self) -> set[str]:
         """The model folders the loop runs or may roll back to (for the swapper's cache pruning)."""
         return {self.model_source, *(source for _, _, source in list(self.previous))}
@@ -626,7 +659,8 @@ class PlannerNode(Node):
 
     def publish_diagnostics(self):
         self._check_command_subscribers()
-        message = self.last_problem if self.level != OK else "planning"
+        message = self.last_problem if self.level != OK else (
+            "planning" if self.enabled else "disabled by ~/enable: sending no commands")
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: planner", "planner_node",
                                            self.level, message, planner_values(self)))
         # Each report carries the worst level since the previous one; a problem that persists is
@@ -634,20 +668,26 @@ class PlannerNode(Node):
         self.level, self.last_problem = OK, ""
         self.plan_queued_since_report = 0.0
 
-    def _publish_stop(self):
-        """A stopping planner's last command (stop_action): without it a ros2_control forward command
-        controller, or the sim, keeps applying the last command it got, an effort say, for ever."""
+    def _publish_stop(self, why: str = "stopping") -> str:
+        """A stopping (or disabled) planner's last command (stop_action): without it a ros2_control
+        forward command controller, or the sim, keeps applying the last command it got, an effort say,
+        for ever. Returns what it did, in words."""
         mode = self.p.safe_action if self.p.stop_action == "safe_action" else self.p.stop_action
-        if mode == "none" or getattr(self, "cmd_pub", None) is None or getattr(self, "shaper", None) is None \
-                or not self.context.ok():
-            return
+        if mode == "none":
+            return "no stop command (stop_action none)"
+        if getattr(self, "cmd_pub", None) is None or getattr(self, "shaper", None) is None or not self.context.ok():
+            return "no stop command (the node is not up)"
         try:
             command = self.shaper.stop(mode)
             self.cmd_pub.publish(self.commands.message(command))
             self.cmd_pub.wait_for_all_acked(Duration(seconds=0.5))
-            self.get_logger().info(f"stopping: published the stop command ({mode}: {command.tolist()})")
+            done = f"published the stop command ({mode}: {command.tolist()})"
+            if why == "stopping":
+                self.get_logger().info(f"stopping: {done}")
+            return done
         except Exception as e:  # noqa: BLE001 — the node is going away either way
-            self.get_logger().error(f"stopping: could not publish the stop command: {e}")
+            self.get_logger().error(f"{why}: could not publish the stop command: {e}")
+            return f"could not publish the stop command ({e})"
 
     def destroy_node(self):
         self._publish_stop()
