@@ -575,6 +575,7 @@ class PlannerNode(Node):
         self.enabled = want
         if want:
             self.reset_requested = True
+            self._inflight_step = None  # a lockstep sim's republish of the step it waits on is answered at once
             response.message = "enabled: planning from the next tick"
         else:
             stop = self._publish_stop("disabled")
