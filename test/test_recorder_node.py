@@ -344,3 +344,38 @@ def test_a_topic_published_with_another_type_is_named_in_a_warning(tmp_path):
     assert (f"nothing recorded from {TOPIC} is published as sensor_msgs/msg/JointState, not "
             f"std_msgs/msg/Float64MultiArray: check topics") in out
     assert out.count("nothing recorded from") == 1
+
+
+def test_split_closes_the_open_bag_now_for_the_trainer(tmp_path):
+    """~/split (std_srvs/Trigger), over DDS: the open bag is closed at once (a trainer can ingest a
+    demonstration just recorded, not after split_duration_s), the next message opens a new bag, and
+    with no open bag the answer says so."""
+    from std_srvs.srv import Trigger
+
+    ros = Ros()
+    try:
+        node = in_process_recorder(ros, tmp_path / "bags", split_duration_s=3600.0, min_free_mb=0.0)
+        client = ros.node("split_client").create_client(Trigger, "/recorder_node/split")
+        assert client.wait_for_service(timeout_sec=10)
+
+        def split():
+            future = client.call_async(Trigger.Request())
+            assert ros.spin_until(future.done, 10)
+            return future.result()
+
+        write = node._callback(node.specs[0])
+        for i in range(5):
+            write(record_bytes(i))
+        assert closed_bags(tmp_path / "bags") == []  # an hour's bag: still open and hidden
+        answer = split()
+        bags = closed_bags(tmp_path / "bags")
+        assert answer.success and len(bags) == 1 and str(bags[0]) in answer.message
+        assert [t.step for t in read_records(bags[0])] == list(range(5))
+        again = split()
+        assert again.success and again.message.startswith("no open bag")
+        for i in range(5, 8):
+            write(record_bytes(i))
+        node.close()
+    finally:
+        ros.close()
+    assert [[t.step for t in read_records(b)] for b in closed_bags(tmp_path / "bags")] == [list(range(5)), [5, 6, 7]]

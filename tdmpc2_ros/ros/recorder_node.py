@@ -4,7 +4,8 @@ It is ``ros2 bag record`` for the few std_msgs types of the topic contract, with
 matters to a trainer reading while it records: a bag appears under its final name only once it is
 complete (``tdmpc2_ros.bags.writer.BagWriter``). The open bag lives in a hidden ``.<name>.partial``
 folder; ``split_duration_s`` / ``split_size_mb`` bound how much data waits there, and how much a
-SIGKILL can lose.
+SIGKILL can lose. ``~/split`` (std_srvs/Trigger) closes it at once, for a trainer that should learn
+from what was just recorded.
 
 Parameters (``config/recorder.yaml``)
 --------------------------------------
@@ -73,6 +74,7 @@ from dataclasses import dataclass
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from std_srvs.srv import Trigger
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -226,6 +228,23 @@ class RecorderNode(Node):
         self._check_disk()
         self.create_timer(min(1.0, duration / 4) if duration else 1.0, self._on_timer, clock=steady)
         self.create_timer(1.0, self._publish_diagnostics, clock=steady)
+        self.create_service(Trigger, "~/split", self._on_split)
+
+    def _on_split(self, request, response):
+        """~/split (std_srvs/Trigger): close the open bag now, as rosbag2's recorder's split_bagfile
+        service does, so that the trainer ingests what was just recorded (a teleop demonstration, say)
+        at its next scan instead of after split_duration_s. The next message opens a new bag."""
+        if self.writer.current is None:
+            response.success, response.message = True, "no open bag: nothing was recorded since the last one closed"
+            return response
+        try:
+            path = self.writer.close()
+        except WRITE_ERRORS as e:
+            self._pause(WRITE_FAILED, f"closing {self.writer.directory}'s open bag failed: {e}")
+            response.success, response.message = False, f"could not close the open bag: {e}"
+            return response
+        response.success, response.message = True, f"closed {path}; the next message opens a new bag"
+        return response
 
     def _callback(self, spec: TopicSpec):
         topic, msgtype, writer, clock, received = spec.topic, spec.msgtype, self.writer, self.get_clock(), self.received
