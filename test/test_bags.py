@@ -632,3 +632,25 @@ def test_closed_bags_are_listed_oldest_first_past_bag_9999(tmp_path):
     assert [b.name for b in closed_bags(tmp_path)] == [
         "tdmpc2_20261206T120000Z_0002", "tdmpc2_20261206T120000Z_9999", "tdmpc2_20261206T120000Z_10000",
         "tdmpc2_20261207T080000Z_0000"]
+
+
+def test_a_clock_that_goes_back_closes_the_open_bag(tmp_path):
+    """A sim restarted under use_sim_time starts its clock again: the bag begun before is closed
+    (complete, in time order) instead of staying open until the new clock catches up with it, with
+    or without a split duration. Messages a few ms out of order (header stamps) stay in one bag."""
+    rng = np.random.default_rng(7)
+    first, second = make_episode(rng, 0, 10), make_episode(rng, 1, 10)
+    for duration in (60.0, None):
+        folder = tmp_path / f"d{duration}"
+        w = BagWriter(folder, split_duration_s=duration)
+        write_all(w, first, start=5_000 * 10**9)
+        w.write("/late", FLOAT64, encode_float64(1.0), 5_000 * 10**9 - 3_000_000)  # 3 ms early: same bag
+        assert w.roll_if_due(5_000 * 10**9 + 10**9) is None  # on the same clock, a second on: still open
+        write_all(w, second, start=2 * 10**9)  # the clock restarted
+        assert len(closed_bags(folder)) == 1 and w.current is not None
+        assert w.roll_if_due(10**9 // 2) is not None  # and once more, past the new bag's first message
+        w.close()
+        bags = closed_bags(folder)
+        assert [len(read_records(b)) for b in bags] == [10, 10]
+        with Reader(bags[0]) as r:
+            assert r.message_count == 11

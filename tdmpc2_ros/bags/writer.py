@@ -21,6 +21,8 @@ Splitting (rosbag2's ``--max-bag-duration`` / ``--max-bag-size``):
   age has reached ``split_duration_s``, so a quiet topic does not keep its last data hidden.
 - ``split_size_bytes``: the open bag is closed as soon as its payload reaches this size (so a bag
   holds at most ``split_size_bytes`` plus one message, plus the storage's own overhead).
+- a clock that goes back more than a second before the open bag's first message (a sim restarted
+  under use_sim_time) closes it: a bag never holds two runs out of time order, nor stays open until the clock catches up.
 A bag is opened lazily on the first message, so no empty bags are written.
 
 Compression (``compression``), all zstd, all read by ``rosbags`` and ``ros2 bag``:
@@ -58,6 +60,9 @@ COMPRESSIONS = {"none": CompressionMode.NONE, "chunk": CompressionMode.STORAGE, 
                 "message": CompressionMode.MESSAGE}  # and "auto": chunk for MCAP, none for sqlite3
 PARTIAL_SUFFIX = ".partial"
 METADATA_VERSION = 8  # read by rosbag2 in Jazzy and Kilted, and by rosbags
+# A timestamp this far before the open bag's first message is the clock going back, not messages
+# written a little out of order (stamps taken from headers, a few ms apart): the bag is closed.
+CLOCK_JUMP_NS = 1_000_000_000
 
 
 @lru_cache(maxsize=1)
@@ -150,8 +155,7 @@ class BagWriter:
         if topic not in self._types or self._types[topic] != msgtype:
             self.add_topic(topic, msgtype)
         ts = int(timestamp_ns)
-        if (self._writer is not None and self.split_duration_ns is not None
-                and ts - self._bag_first_ns >= self.split_duration_ns):
+        if self._writer is not None and self._due(ts):
             self._close_bag()
         if self._writer is None:
             self._open_bag(ts)
@@ -172,13 +176,21 @@ class BagWriter:
 
     def roll_if_due(self, now_ns: int | None = None) -> Path | None:
         """Close the open bag if it is ``split_duration_s`` old (by its first message's timestamp,
-        ``now_ns`` on the same clock; default wall time). Returns the published bag or None."""
-        if self._writer is None or self.split_duration_ns is None:
+        ``now_ns`` on the same clock; default wall time), or the clock went back. Returns the
+        published bag or None."""
+        if self._writer is None:
             return None
         now = time.time_ns() if now_ns is None else int(now_ns)
-        if now - self._bag_first_ns >= self.split_duration_ns:
-            return self._close_bag()
-        return None
+        return self._close_bag() if self._due(now) else None
+
+    def _due(self, now_ns: int) -> bool:
+        """The open bag ends at `now_ns`: it is split_duration_s old, or the clock went back past its
+        first message (a sim restarted under use_sim_time, a looping replay). Without the second, a
+        bag begun at sim time 5,000 s would stay open, hidden and at risk, for 5,000 s after the
+        restart, and would hold two runs out of time order."""
+        if now_ns < self._bag_first_ns - CLOCK_JUMP_NS:
+            return True
+        return self.split_duration_ns is not None and now_ns - self._bag_first_ns >= self.split_duration_ns
 
     def close(self) -> Path | None:
         """Publish the open bag (if any). The writer can be used again afterwards (new bag)."""
