@@ -22,7 +22,8 @@ Splitting (rosbag2's ``--max-bag-duration`` / ``--max-bag-size``):
 - ``split_size_bytes``: the open bag is closed as soon as its payload reaches this size (so a bag
   holds at most ``split_size_bytes`` plus one message, plus the storage's own overhead).
 - a clock that goes back more than a second before the open bag's first message (a sim restarted
-  under use_sim_time) closes it: a bag never holds two runs out of time order, nor stays open until the clock catches up.
+  under use_sim_time) closes it: a bag never holds two runs out of time order, nor stays open until
+  the clock catches up.
 A bag is opened lazily on the first message, so no empty bags are written.
 
 Compression (``compression``), all zstd, all read by ``rosbags`` and ``ros2 bag``:
@@ -184,8 +185,8 @@ class BagWriter:
         return self._close_bag() if self._due(now) else None
 
     def _due(self, now_ns: int) -> bool:
-        """The open bag ends at `now_ns`: it is split_duration_s old, or the clock went back past its
-        first message (a sim restarted under use_sim_time, a looping replay). Without the second, a
+        """The open bag ends at `now_ns`: it is split_duration_s old, or the clock went back more than
+        CLOCK_JUMP_NS before its first message (a sim restarted under use_sim_time, a looping replay). Without the second, a
         bag begun at sim time 5,000 s would stay open, hidden and at risk, for 5,000 s after the
         restart, and would hold two runs out of time order."""
         if now_ns < self._bag_first_ns - CLOCK_JUMP_NS:

@@ -74,10 +74,10 @@ from dataclasses import dataclass
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from std_srvs.srv import Trigger
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_srvs.srv import Trigger
 
 from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
