@@ -457,6 +457,19 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the description as JSON")
     i.set_defaults(func=cmd_info)
 
+    from tdmpc2_ros.ros.call import SERVICES
+
+    c = sub.add_parser("call", help="call a running node's service without the ros2 command: rollback, enable true|false, "
+                                    "split, export (= ros2 service call)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="services (on ROS_DOMAIN_ID's domain):\n" + "\n".join(
+                           f"  {n}: {s.path} (std_srvs/{s.kind}): {s.what}" for n, s in SERVICES.items()))
+    c.add_argument("name", choices=list(SERVICES), help="which service")
+    c.add_argument("value", nargs="?", help="enable: true or false")
+    c.add_argument("--service", default="", help="the service's full name, where the node is remapped or namespaced")
+    c.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the service to appear")
+    c.set_defaults(func=cmd_call)
+
     from tdmpc2_ros.ros.bringup import ARGUMENTS
 
     u = sub.add_parser("bringup", help="start a node set without the ros2 command (same description as launch/)",
@@ -483,6 +496,14 @@ def cmd_info(args) -> int:
         info, text = model_info(args.path), format_info
     print(json.dumps(info, indent=2) if args.json else text(info))
     return 1 if info["problems"] else 0
+
+
+def cmd_call(args) -> int:
+    from tdmpc2_ros.ros.call import call, parse_value
+
+    success, message = call(args.name, parse_value(args.name, args.value), args.service, args.wait)
+    print(f"{'success' if success else 'refused'}: {message}")
+    return 0 if success else 1
 
 
 def _interrupt(signum, _frame):
@@ -512,11 +533,13 @@ def _user_errors() -> tuple[type, ...]:
     """What a command raises for what it was given (a task, a path, a model, a bag, a checkpoint): one
     line on stderr and exit status 2, as for a bad option, rather than a traceback."""
     from tdmpc2_ros.bags.reader import BagSkipped
+    from tdmpc2_ros.ros.call import CallError
     from tdmpc2_ros.runtime.contract import ModelLoadError
     from tdmpc2_ros.runtime.model_store import StoreError
     from tdmpc2_ros.training.checkpoint import CheckpointError
 
-    return ValueError, FileNotFoundError, PermissionError, ModelLoadError, StoreError, CheckpointError, BagSkipped
+    return (ValueError, FileNotFoundError, PermissionError, ModelLoadError, StoreError, CheckpointError, BagSkipped,
+            CallError)
 
 
 if __name__ == "__main__":

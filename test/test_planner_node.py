@@ -664,7 +664,7 @@ def _set_enabled(ros, n, value: bool):
     return future.result()
 
 
-def test_enable_false_sends_the_stop_command_then_nothing_and_true_plans_again(ros, ladder):
+def test_enable_false_sends_the_stop_command_then_nothing_and_true_plans_again(ros, ladder, monkeypatch):
     """~/enable (std_srvs/SetBool): an operator stills the robot without stopping the node. One stop
     command goes out at once, then no command and no transition record while observations keep coming;
     /diagnostics says so (OK: it was asked for); true plans again from a fresh warm start."""
@@ -685,6 +685,16 @@ def test_enable_false_sends_the_stop_command_then_nothing_and_true_plans_again(r
     node._log_step(OBS_TOPIC, None, {})  # a step message while disabled: the chain breaks, nothing is logged
     assert node.pairer.prev is None and node.pairer.emitted == 0
     assert _set_enabled(ros, n, False).message == "already disabled"
+    # The same through `tdmpc2-ros call enable off` (no ros2 command here): its own context, from
+    # another thread while this one spins the node.
+    import threading
+    from tdmpc2_ros.ros.call import call, parse_value
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros.domain))
+    result = {}
+    caller = threading.Thread(target=lambda: result.update(answer=call("enable", parse_value("enable", "off"), wait_s=20)))
+    caller.start()
+    assert ros.spin_until(lambda: not caller.is_alive(), 30) and result["answer"] == (True, "already disabled")
     answer = _set_enabled(ros, n, True)
     assert answer.success and answer.message == "enabled: planning from the next tick"
     assert ros.spin_until(lambda: len(out["commands"]) >= count + 6, 30)

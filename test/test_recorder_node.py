@@ -379,3 +379,29 @@ def test_split_closes_the_open_bag_now_for_the_trainer(tmp_path):
     finally:
         ros.close()
     assert [[t.step for t in read_records(b)] for b in closed_bags(tmp_path / "bags")] == [list(range(5)), [5, 6, 7]]
+
+
+def test_tdmpc2_ros_call_split_reaches_a_recorder_in_another_process(tmp_path, monkeypatch, capsys):
+    """`tdmpc2-ros call` is ros2 service call for machines without the ros2 command: over DDS, to a
+    recorder process, `call split` closes its open bag; a service nobody offers is one line, exit 2."""
+    from tdmpc2_ros import cli
+
+    ros = Ros()
+    bag_dir = tmp_path / "bags"
+    proc = start_recorder(ros.domain, tmp_path, bag_dir=str(bag_dir), split_duration_s=3600.0)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(ros.domain))
+    with cleaned_up(proc, ros=ros):
+        pub = ros.node("call_publisher").create_publisher(Float64MultiArray, TOPIC, DEEP)
+        connect(ros, pub, proc)
+        for i in range(5):
+            pub.publish(to_msg(transition(i)))
+        assert pub.wait_for_all_acked(Duration(seconds=30))
+        assert ros.spin_until(lambda: bool(partial_bags(bag_dir)), 10.0) and closed_bags(bag_dir) == []
+        assert cli.main(["call", "split", "--wait", "30"]) == 0
+        out = capsys.readouterr().out
+        bags = closed_bags(bag_dir)
+        assert out.startswith("success: closed ") and len(bags) == 1 and str(bags[0]) in out
+        assert [t.step for t in read_records(bags[0])] == list(range(5))
+        assert cli.main(["call", "enable", "false", "--wait", "1"]) == 2  # no planner on this domain
+        assert "no service /planner_node/enable (SetBool) answered within 1 s" in capsys.readouterr().err
+    assert cli.main(["call", "split", "now"]) == 2 and "split takes no value" in capsys.readouterr().err
