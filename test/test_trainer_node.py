@@ -189,6 +189,7 @@ def test_bad_parameters_name_the_parameter(tmp_path):
                              ({"planner": "rrt"}, "planner"), ({"deadline_fraction": 1.5}, "deadline_fraction"),
                              ({"device": "tpu"}, "device"),
                              ({"store_keep_every_s": -1.0}, "store_keep_every_s"),
+                             ({"min_free_mb": -5.0}, "min_free_mb"),
                              ({"raw_obs_topic": "/obs"}, "raw_obs_topic"),
                              ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r"}, "action_low"),
                              ({"raw_observation_sources": ["joint_state:/joint_states:position:slider"],
@@ -271,3 +272,44 @@ def test_store_keep_prunes_the_store_after_an_export_but_never_the_new_version_o
     node.p["store_keep"] = 0
     TrainerNode._prune_store(node, store.manifest(versions[-1]))
     assert store.versions() == versions[-2:]
+
+
+def test_a_disk_running_low_is_a_warning_before_an_export_fails(tmp_path, monkeypatch):
+    """min_free_mb: below it /diagnostics warns (and the log says so once per low spell), naming the
+    disk and what to do; training is not stopped. 0 turns it off."""
+    from types import SimpleNamespace
+
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from tdmpc2_ros.ros import trainer_node
+    from tdmpc2_ros.ros.trainer_node import TrainerNode
+
+    free, sent, warnings = {"mb": 5000.0}, [], []
+    monkeypatch.setattr(trainer_node, "_free_mb", lambda directory: free["mb"])
+    node = SimpleNamespace(trainer=None, state="training", rate=float("nan"), store_mb=12.0, checkpoint_problem="",
+                           store=SimpleNamespace(root=tmp_path / "store"), p={"min_free_mb": 1000.0},
+                           _disk_low_said=False, diag_pub=SimpleNamespace(publish=sent.append),
+                           get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)),
+                           get_logger=lambda: SimpleNamespace(warning=warnings.append))
+    node._low_disk = lambda mb: TrainerNode._low_disk(node, mb)
+
+    def report():
+        TrainerNode._publish_diagnostics(node)
+        status = sent[-1].status[0]
+        return status.level, status.message, {kv.key: kv.value for kv in status.values}
+
+    level, message, values = report()
+    assert (level, message, values["disk_free_mb"]) == (DiagnosticStatus.OK, "training", "5000.0")
+    free["mb"] = 640.0
+    for _ in range(3):
+        level, message, values = report()
+    assert level == DiagnosticStatus.WARN and "640 MB free" in message and "min_free_mb 1000" in message
+    assert "lower store_keep" in message and len(warnings) == 1  # logged once per low spell
+    free["mb"] = 2000.0
+    assert report()[0] == DiagnosticStatus.OK
+    free["mb"] = 600.0
+    report()
+    assert len(warnings) == 2  # a new low spell is said again
+    node.p["min_free_mb"] = 0.0
+    assert report()[0] == DiagnosticStatus.OK

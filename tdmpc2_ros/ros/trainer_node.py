@@ -37,6 +37,8 @@ store_keep                  20                  keep the newest N versions after
 store_keep_every_s          3600.0              and of the older ones, one per this many seconds (0 =
                                                 none): history at a bounded rate, as TensorFlow's
                                                 keep_checkpoint_every_n_hours
+min_free_mb                 1000.0              /diagnostics warns below this much free disk under
+                                                store_dir, MB (0 = never): before an export fails
 preset / seed               1M / 1              model size (1M, 5M, 19M, 48M, 317M) and seed
 init_weights                ""                  weights.pt or checkpoint.pt to start from ("" = fresh)
 task                        cartpole-swingup    task name in the model contract (and the paper curve)
@@ -140,6 +142,7 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
                        "one just announced and its parent); 0 = keep all"),
     "store_keep_every_s": (3600.0, "of the versions older than the store_keep newest, keep one per this many "
                                    "seconds (0 = none)"),
+    "min_free_mb": (1000.0, "/diagnostics warns below this much free space on store_dir's disk, MB (0 = never)"),
     "preset": ("1M", "model size preset: 1M, 5M, 19M, 48M or 317M"),
     "seed": (1, "seed of the agent, the buffer sampling and validation"),
     "init_weights": ("", "weights.pt or checkpoint.pt to start from ('' = fresh weights)"),
@@ -204,6 +207,7 @@ class TrainerNode(Node):
         self.state = "starting"
         self.rate = math.nan
         self.checkpoint_problem = ""  # why the last checkpoint could not be written ("" when it was)
+        self._disk_low_said = False  # the low-disk warning is logged once per low spell
         self.thread = None
         self._read_parameters()
         log = self.get_logger()
@@ -251,8 +255,9 @@ class TrainerNode(Node):
                 raise ParameterError(name, p[name], "must be > 0")
         if not 0 < float(p["deadline_fraction"]) <= 1:
             raise ParameterError("deadline_fraction", p["deadline_fraction"], "must be in (0, 1]")
-        if float(p["store_keep_every_s"]) < 0:
-            raise ParameterError("store_keep_every_s", p["store_keep_every_s"], "must be >= 0")
+        for name in ("store_keep_every_s", "min_free_mb"):
+            if float(p[name]) < 0:
+                raise ParameterError(name, p[name], "must be >= 0")
         if float(p["max_updates_per_transition"]) < 0 or float(p["discount"]) < 0 or float(p["discount"]) >= 1:
             which = "discount" if not 0 <= float(p["discount"]) < 1 else "max_updates_per_transition"
             raise ParameterError(which, p[which], "must be >= 0 (discount < 1)")
@@ -498,9 +503,13 @@ class TrainerNode(Node):
 
     def _publish_diagnostics(self):
         t = self.trainer
+        free = _free_mb(self.store.root)
         values = {"state": self.state, "updates_per_s": round(self.rate, 3) if math.isfinite(self.rate) else "nan",
-                  "store_mb": round(self.store_mb, 1), "disk_free_mb": _free_mb(self.store.root)}
+                  "store_mb": round(self.store_mb, 1), "disk_free_mb": free}
         level, message = OK, self.state
+        low = self._low_disk(free)
+        if low:
+            level, message = WARN, low
         if t is not None:
             values.update(t.summary())
             values["device"] = str(t.agent.device)
@@ -512,6 +521,21 @@ class TrainerNode(Node):
             level, message = WARN, self.checkpoint_problem
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: trainer", "trainer_node",
                                            level, message, values))
+
+    def _low_disk(self, free_mb: float) -> str:
+        """Why the store's disk is too full (min_free_mb), or "": said before an export or checkpoint
+        fails for want of room (each is ~33 MB of ladder and the checkpoint with its buffer), not after.
+        Logged once per low spell; training goes on either way."""
+        limit = float(self.p["min_free_mb"])
+        if not limit or not 0 <= free_mb < limit:
+            self._disk_low_said = False
+            return ""
+        why = (f"{free_mb:.0f} MB free on {self.store.root}'s disk, below min_free_mb {limit:g}: the next export "
+               f"or checkpoint may fail (lower store_keep, or free space)")
+        if not self._disk_low_said:
+            self._disk_low_said = True
+            self.get_logger().warning(why)
+        return why
 
     def shutdown(self, why: str = "shutdown"):
         """Stop training after the current update, answer waiting export requests, checkpoint. An
