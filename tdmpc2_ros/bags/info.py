@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from tdmpc2_ros.bags.ledger import IngestLedger, bag_identity, closed_bags, is_closed_bag, partial_bags
+from tdmpc2_ros.bags.ledger import IngestLedger, closed_bags, is_closed_bag, partial_bags
+from tdmpc2_ros.runtime.digest import folder_bytes
 
 
 def is_bag_folder(path: str | Path) -> bool:
@@ -30,7 +31,7 @@ def _utc(ns: int) -> str:
 
 def bag_summary(bag: Path) -> dict:
     """One bag's metadata.yaml, read; `problem` says why not where it cannot be."""
-    row = {"bag": bag.name, "mb": round(sum(f.stat().st_size for f in bag.iterdir() if f.is_file()) / 1e6, 2)}
+    row = {"bag": bag.name, "mb": round(folder_bytes(bag) / 1e6, 2)}
     try:
         meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
         row.update({
@@ -45,17 +46,15 @@ def bag_summary(bag: Path) -> dict:
 
 
 def ingest_status(bag: Path, ledger: IngestLedger) -> str:
-    entry = ledger.entry(bag)
-    if entry is None:
-        return "pending"
-    try:
-        if entry.get("identity") != bag_identity(bag):
-            return f"changed since it was {entry.get('status', 'marked')}: pending again"
-    except OSError as e:
-        return f"unreadable ({type(e).__name__})"
-    if entry.get("status") == "skipped":
+    """The ledger's state of `bag` (IngestLedger.state), in words."""
+    state, entry = ledger.state(bag), ledger.entry(bag) or {}
+    if state == "changed":
+        return f"changed since it was {entry.get('status', 'marked')}: pending again"
+    if state == "skipped":
         return f"skipped: {entry.get('reason', '')}"
-    return f"ingested ({entry.get('transitions', 0)} transitions, {entry.get('episodes', 0)} episodes)"
+    if state == "ingested":
+        return f"ingested ({entry.get('transitions', 0)} transitions, {entry.get('episodes', 0)} episodes)"
+    return state  # pending, unreadable
 
 
 def bags_info(path: str | Path, ledger_path: str | Path | None = None) -> dict:

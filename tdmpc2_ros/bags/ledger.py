@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from tdmpc2_ros.bags.writer import PARTIAL_SUFFIX
+from tdmpc2_ros.runtime.digest import folder_bytes
 
 STATUSES = ("ingested", "skipped")
 
@@ -67,7 +68,7 @@ def bag_identity(bag) -> str:
     """'sha256:<hex of metadata.yaml>:<total bytes of the bag's files>'. Raises OSError if unreadable."""
     bag = Path(bag)
     digest = hashlib.sha256((bag / "metadata.yaml").read_bytes()).hexdigest()
-    size = sum(f.stat().st_size for f in bag.iterdir() if f.is_file())
+    size = folder_bytes(bag)
     return f"sha256:{digest}:{size}"
 
 
@@ -96,15 +97,23 @@ class IngestLedger:
     def entry(self, bag) -> dict | None:
         return self.entries.get(Path(bag).name)
 
-    def is_ingested(self, bag) -> bool:
-        """True if this bag (same name and identity) was marked, ingested or skipped."""
+    def state(self, bag) -> str:
+        """'pending' (never marked), 'changed' (marked, but replaced since under the same name: to be
+        ingested again), 'unreadable' (marked, and gone or unreadable now: what was marked stands),
+        or the status it was marked with ('ingested' or 'skipped')."""
         entry = self.entry(bag)
         if entry is None:
-            return False
+            return "pending"
         try:
-            return entry.get("identity") == bag_identity(bag)
-        except OSError:  # the bag is gone or unreadable: what was marked stands
-            return True
+            if entry.get("identity") != bag_identity(bag):
+                return "changed"
+        except OSError:
+            return "unreadable"
+        return str(entry.get("status", "ingested"))
+
+    def is_ingested(self, bag) -> bool:
+        """True if this bag (same name and identity) was marked, ingested or skipped."""
+        return self.state(bag) not in ("pending", "changed")
 
     def mark(self, bag, transitions: int = 0, episodes: int = 0, status: str = "ingested", reason: str = "") -> dict:
         """Record a bag as ingested (or skipped, with a reason); durable when this returns."""

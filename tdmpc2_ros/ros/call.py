@@ -62,6 +62,7 @@ def call(name: str, value: bool | None = None, path: str = "", wait_s: float = 1
 
     service = SERVICES[name]
     path = path or service.path
+    answer_s = service.answer_s if answer_s is None else answer_s
     kind = SetBool if service.kind == "SetBool" else Trigger
     context = rclpy.Context()
     context.init()
@@ -75,9 +76,9 @@ def call(name: str, value: bool | None = None, path: str = "", wait_s: float = 1
                             f"{context.get_domain_id()}: is the node running, with this ROS_DOMAIN_ID?")
         request = kind.Request(data=value) if kind is SetBool else kind.Request()
         future = client.call_async(request)
-        executor.spin_until_future_complete(future, timeout_sec=service.answer_s if answer_s is None else answer_s)
+        executor.spin_until_future_complete(future, timeout_sec=answer_s)
         if not future.done():
-            raise CallError(f"{path} did not answer within {service.answer_s if answer_s is None else answer_s:g} s")
+            raise CallError(f"{path} did not answer within {answer_s:g} s")
         response = future.result()
         return bool(response.success), str(response.message)
     finally:

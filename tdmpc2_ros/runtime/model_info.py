@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from tdmpc2_ros.runtime.contract import METADATA_KEY, ModelContract, ModelLoadError
-from tdmpc2_ros.runtime.digest import file_sha256
+from tdmpc2_ros.runtime.digest import file_sha256, folder_bytes
 from tdmpc2_ros.runtime.ladder import LADDER_FILE, read_ladder
 from tdmpc2_ros.runtime.model_store import MANIFEST, Manifest, ModelStore, StoreError, is_store
 
@@ -61,10 +61,10 @@ def graph_info(path: Path) -> dict:
     return info
 
 
-def _recorded_sha256(folder: Path) -> dict[str, str]:
+def _recorded_sha256(folder: Path, rungs) -> dict[str, str]:
     """file name -> the sha256 written down for it: the manifest's or card's list, else ladder.json's."""
     recorded = {}
-    for rung in read_ladder(folder):
+    for rung in rungs:
         if rung.sha256:
             recorded[rung.path.name] = rung.sha256
     for doc in (CARD, MANIFEST):
@@ -87,7 +87,7 @@ def folder_info(folder: Path) -> dict:
     rungs = read_ladder(folder)
     info = {"kind": "model folder", "path": str(folder), "problems": [],
             "rungs": [r.budget.label() for r in rungs]}
-    recorded = _recorded_sha256(folder)
+    recorded = _recorded_sha256(folder, rungs)
     names = [r.path.name for r in rungs] + sorted(n for n in recorded if n not in {r.path.name for r in rungs})
     info["files"] = [_check_file(folder / n, recorded.get(n, "")) for n in names]
     info["problems"] += [f"{f['file']}: {f['check']}" for f in info["files"] if f["check"] not in ("ok", "not recorded")]
@@ -122,7 +122,7 @@ def _version_row(m: Manifest, folder: Path) -> dict:
     p99 = validation.get("latency", {}).get(chosen, {}).get("p99_ms")
     return {"version": m.version, "parent": m.parent, "env_steps": m.env_steps, "updates": m.updates,
             "created": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.created)) if m.created else "",
-            "mb": round(sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1e6, 1),
+            "mb": round(folder_bytes(folder) / 1e6, 1),
             "chosen_rung": chosen, "p99_ms": p99, "bags": len(m.bags)}
 
 

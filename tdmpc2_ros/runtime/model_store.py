@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tdmpc2_ros.runtime.digest import file_sha256
+from tdmpc2_ros.runtime.digest import file_sha256, folder_bytes
 from tdmpc2_ros.runtime.ladder import LADDER_FILE, read_ladder
 
 MANIFEST = "manifest.json"
@@ -162,7 +162,7 @@ class ModelStore:
         total = 0
         for v in self.versions():
             try:
-                total += sum(f.stat().st_size for f in (self.root / v).iterdir() if f.is_file())
+                total += folder_bytes(self.root / v)
             except OSError:  # removed by hand meanwhile
                 pass
         return total
