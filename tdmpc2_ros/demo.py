@@ -27,6 +27,7 @@ def _watch(domain_env: dict, episodes: int, timeout_s: float, log):
     from std_msgs.msg import Float64, Float64MultiArray, Int64
 
     from tdmpc2_ros.ros import qos, topics
+    from tdmpc2_ros.ros.diagnostics import PLANNER_STATUS
     from tdmpc2_ros.ros.observer import Observer
 
     rec = {"returns": [], "latency": [], "states": [], "episode": -1, "obs_t": None}
@@ -57,7 +58,7 @@ def _watch(domain_env: dict, episodes: int, timeout_s: float, log):
         obs.subscribe(Float64, topics.EPISODE_RETURN, on_return, qos.EVENTS)
         obs.subscribe(Int64, topics.EPISODE, on_episode, qos.EVENTS)
         reports = []  # one entry per report of the planner's
-        rec["diag"] = obs.status_table("tdmpc2_ros: planner", on_update=lambda _table: reports.append(1))
+        rec["diag"] = obs.status_table(PLANNER_STATUS, on_update=lambda _table: reports.append(1))
         if obs.spin_until(lambda: len(rec["returns"]) >= episodes, timeout_s):
             # The planner reports every diagnostics_period_s: the table of the moment can be up to a
             # period old and miss the last episode's final ticks. One report more covers them.
@@ -67,10 +68,11 @@ def _watch(domain_env: dict, episodes: int, timeout_s: float, log):
 
 
 def _wait_for_planner(env: dict, timeout_s: float) -> bool:
+    from tdmpc2_ros.ros.diagnostics import PLANNER_STATUS
     from tdmpc2_ros.ros.observer import Observer
 
     with Observer(int(env["ROS_DOMAIN_ID"]), "demo_wait") as obs:
-        diag = obs.status_table("tdmpc2_ros: planner")
+        diag = obs.status_table(PLANNER_STATUS)
         return obs.spin_until(lambda: bool(diag), timeout_s, step_s=0.1)
 
 

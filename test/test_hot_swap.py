@@ -187,6 +187,8 @@ def test_swap_reject_rollback_param_and_inline(planner, models):
     robot.ros.spin_until(lambda: robot.diag.get("ticks") == str(robot.k), 3)  # the next report
     assert robot.diag["swaps"] == "1" and robot.diag["missed_deadlines"] == "0", robot.diag
     assert float(robot.diag["last_swap_thread_cpu_ms"]) > 0, robot.diag  # v2 was loaded and hashed there
+    # The versions this planner runs or may roll back to, for the trainer's prune (newest first).
+    assert robot.diag["model_versions_in_use"] == f"{v2},{v1}", robot.diag
     assert robot.diag["ticks"] == str(robot.k) and len(robot.commands) == robot.k, (robot.diag, robot.k, len(robot.commands))
     # The swap tick is reported against the median tick of its moment (what bench-loop's bar reads).
     took, excess = float(robot.diag["swap_tick_latency_last_ms"]), float(robot.diag["swap_tick_excess_last_ms"])
@@ -213,6 +215,8 @@ def test_swap_reject_rollback_param_and_inline(planner, models):
     future = robot.rollback.call_async(Trigger.Request())
     assert robot.ros.spin_until(future.done, 10)
     assert not future.result().success  # nothing older than v1
+    robot.ros.spin_until(lambda: robot.diag.get("ticks") == str(robot.k), 3)
+    assert robot.diag["model_versions_in_use"] == v1, robot.diag  # v2 is no longer one to return to
 
     # 4. A model_path parameter change swaps the same way (to v2's folder).
     from rclpy.parameter_client import AsyncParameterClient

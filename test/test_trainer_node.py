@@ -15,14 +15,14 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before any rclpy co
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from ros_harness import Ros, cleaned_up, finish_process, start_node_process  # noqa: E402
 from tdmpc2_ros.bags import BagWriter, IngestLedger  # noqa: E402
 from tdmpc2_ros.ros import qos, topics  # noqa: E402
-from tdmpc2_ros.runtime.model_store import ModelStore  # noqa: E402
+from tdmpc2_ros.runtime.model_store import ModelStore, VersionsInUse  # noqa: E402
 from tdmpc2_ros.runtime.transition import Transition  # noqa: E402
 from tdmpc2_ros.training.offline import LEDGER  # noqa: E402
 
@@ -123,6 +123,12 @@ def test_trainer_node_ingests_once_announces_and_resumes(tmp_path):
         assert listener.diag["bags_ingested"] == "2" and listener.diag["transitions"] == "200"
         # The store is what grows on a robot that learns for days: its size and the disk's room are shown.
         assert float(listener.diag["store_mb"]) > 0 and float(listener.diag["disk_free_mb"]) > 0
+        # A planner's report of the versions it runs is what the prune keeps; the trainer shows them.
+        planner_diag = listener.node.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        report = DiagnosticArray(status=[DiagnosticStatus(name="tdmpc2_ros: planner", values=[
+            KeyValue(key="model_versions_in_use", value=f"{v1},v0000-0123456789ab")])])
+        assert ros.spin_until(lambda: planner_diag.publish(report) or
+                              listener.diag.get("versions_in_use") == f"v0000-0123456789ab,{v1}", 20), listener.diag
         b3 = write_bag(bag_dir, episode(rng, 4), T0 + 2 * 10**10)
         assert ros.spin_until(lambda: listener.diag.get("bags_ingested") == "3", 30), listener.diag
         assert listener.export.wait_for_service(timeout_sec=10)
@@ -263,15 +269,50 @@ def test_store_keep_prunes_the_store_after_an_export_but_never_the_new_version_o
         made.append(store.add(folder, parent=made[-1] if made else "").version)
     versions = made
     infos = []
-    node = SimpleNamespace(store=store, p={"store_keep": 1, "store_keep_every_s": 0.0},
+    node = SimpleNamespace(store=store, p={"store_keep": 1, "store_keep_every_s": 0.0}, in_use=VersionsInUse(600.0),
                            get_logger=lambda: SimpleNamespace(info=infos.append, error=infos.append))
+    node.in_use.saw([versions[0]])  # a planner runs the oldest (or may roll back to it)
+    TrainerNode._prune_store(node, store.manifest(versions[-1]))
+    assert store.versions() == [versions[0]] + versions[-2:]  # the newest, its parent, and the one in use
+    assert infos and versions[1] in infos[0] and versions[0] not in infos[0]
+    node.in_use = VersionsInUse(600.0)  # no planner reports it any more
     TrainerNode._prune_store(node, store.manifest(versions[-1]))
     assert store.versions() == versions[-2:]  # the newest, and its parent
     assert node.store_mb == store.size_bytes() / 1e6 > 0  # /diagnostics' store_mb, after the prune
-    assert infos and versions[0] in infos[0] and versions[1] in infos[0]
+    assert versions[0] in infos[1]
     node.p["store_keep"] = 0
     TrainerNode._prune_store(node, store.manifest(versions[-1]))
     assert store.versions() == versions[-2:]
+
+
+def test_the_versions_planners_report_in_use_are_read_from_their_diagnostics_only():
+    from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+    from tdmpc2_ros.ros.trainer_node import planner_versions_in_use
+
+    def status(name, value):
+        return DiagnosticStatus(name=name, values=[KeyValue(key="model_version", value="ignored"),
+                                                   KeyValue(key="model_versions_in_use", value=value)])
+
+    msg = DiagnosticArray(status=[status("tdmpc2_ros: planner", "v0007-aa, v0005-bb"), status("tdmpc2_ros: trainer", "v0001-cc"),
+                                  status("tdmpc2_ros: planner", ""), status("motor_driver", "v0002-dd")])
+    assert planner_versions_in_use(msg) == ["v0007-aa", "v0005-bb"]
+
+
+def test_a_version_in_use_is_held_for_a_while_after_its_last_report():
+    now = [100.0]
+    in_use = VersionsInUse(60.0, clock=lambda: now[0])
+    in_use.saw(["v1", "", "v2"])
+    now[0] += 30
+    in_use.saw(["v2"])
+    assert in_use.current() == {"v1", "v2"}
+    now[0] += 31  # v1 last seen 61 s ago: the planner left it (or stopped)
+    assert in_use.current() == {"v2"}
+    now[0] += 30
+    assert in_use.current() == set()
+    off = VersionsInUse(0.0, clock=lambda: now[0])
+    off.saw(["v1"])
+    assert off.current() == set()  # store_keep_in_use_s 0: planners are ignored
 
 
 def test_a_disk_running_low_is_a_warning_before_an_export_fails(tmp_path, monkeypatch):
@@ -289,7 +330,7 @@ def test_a_disk_running_low_is_a_warning_before_an_export_fails(tmp_path, monkey
     monkeypatch.setattr(trainer_node, "_free_mb", lambda directory: free["mb"])
     node = SimpleNamespace(trainer=None, state="training", rate=float("nan"), store_mb=12.0, checkpoint_problem="",
                            store=SimpleNamespace(root=tmp_path / "store"), p={"min_free_mb": 1000.0},
-                           _disk_low_said=False, diag_pub=SimpleNamespace(publish=sent.append),
+                           _disk_low_said=False, diag_pub=SimpleNamespace(publish=sent.append), in_use=VersionsInUse(600.0),
                            get_clock=lambda: SimpleNamespace(now=lambda: SimpleNamespace(to_msg=Time)),
                            get_logger=lambda: SimpleNamespace(warning=warnings.append))
     node._low_disk = lambda mb: TrainerNode._low_disk(node, mb)

@@ -253,6 +253,7 @@ def run_learn_benchmark(args) -> int:
 
     from tdmpc2_ros.envs import DMControlEnv
     from tdmpc2_ros.ros import qos, topics
+    from tdmpc2_ros.ros.diagnostics import PLANNER_STATUS
     from tdmpc2_ros.ros.observer import Observer
     from tdmpc2_ros.runtime.ladder import read_ladder
     from tdmpc2_ros.runtime.model_store import ModelStore
@@ -298,7 +299,7 @@ def run_learn_benchmark(args) -> int:
         obs = Observer(domain, "bench_learn")
         interrupted = False
         try:
-            watch.planner = obs.status_table("tdmpc2_ros: planner", watch.on_planner)
+            watch.planner = obs.status_table(PLANNER_STATUS, watch.on_planner)
             watch.trainer = obs.status_table("tdmpc2_ros: trainer", watch.on_trainer)
             obs.subscribe(Float64, topics.EPISODE_RETURN, watch.on_return, qos.EVENTS)
             obs.subscribe(String, topics.MODEL_UPDATE, watch.on_announcement, qos.LATCHED)

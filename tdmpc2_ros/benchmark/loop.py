@@ -203,6 +203,7 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, window_s: floa
     from std_msgs.msg import String
 
     from tdmpc2_ros.ros import bringup, qos, topics
+    from tdmpc2_ros.ros.diagnostics import PLANNER_STATUS
     from tdmpc2_ros.ros.observer import Observer
     from tdmpc2_ros.runtime.model_store import ModelStore
 
@@ -245,7 +246,7 @@ def bench_swap(model: str, swaps: int = 5, settle_s: float = 4.0, window_s: floa
             if sampling["phase"] and "plan_queued_since_report_max_ms" in table:
                 queued[sampling["phase"]].append(float(table["plan_queued_since_report_max_ms"]))
 
-        diag = obs.status_table("tdmpc2_ros: planner", on_update=sample)
+        diag = obs.status_table(PLANNER_STATUS, on_update=sample)
         pub = obs.publisher(String, topics.MODEL_UPDATE, qos.LATCHED)
         spin_until = obs.spin_until
 

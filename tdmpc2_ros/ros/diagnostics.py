@@ -5,6 +5,7 @@ from __future__ import annotations
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+PLANNER_STATUS = "tdmpc2_ros: planner"  # the name planner_node's status goes under (tools and the trainer read it)
 
 
 def status_array(stamp, name: str, hardware_id: str, level: bytes, message: str, values: dict) -> DiagnosticArray:

@@ -34,6 +34,9 @@ def planner_values(node) -> dict:
         "duplicate_observations": node.duplicate_observations,
         "transitions_published": node.pairer.emitted, "transition_gaps": node.pairer.gaps,
         "model_version": node.model_version, "swaps": node.swaps,
+        # The running version and those ~/rollback may return to: the trainer keeps them in its store
+        # (VersionsInUse), as their other rungs are loaded from there.
+        "model_versions_in_use": ",".join(dict.fromkeys([node.model_version, *(v for _, v, _ in list(node.previous))])),
         "swaps_rejected": node.swapper.rejected,
         "models_freed": node.swapper.freed, "models_waiting_to_free": node.swapper.waiting_to_free(),
         "last_swap_result": node.swapper.last_result,

@@ -49,7 +49,7 @@ from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.messages import segmented_array
 from tdmpc2_ros.ros.commands import CommandWriter
 from tdmpc2_ros.ros.graph import mismatch_hint, type_name
-from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
+from tdmpc2_ros.ros.diagnostics import ERROR, OK, PLANNER_STATUS, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model, resolve_model_path, version_of
 from tdmpc2_ros.ros.planner_diagnostics import planner_values, steal_words
@@ -662,7 +662,7 @@ class PlannerNode(Node):
         self._check_command_subscribers()
         message = self.last_problem if self.level != OK else (
             "planning" if self.enabled else "disabled by ~/enable: sending no commands")
-        self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: planner", "planner_node",
+        self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), PLANNER_STATUS, "planner_node",
                                            self.level, message, planner_values(self)))
         # Each report carries the worst level since the previous one; a problem that persists is
         # flagged again by the next tick, one that has cleared no longer shows.

@@ -18,10 +18,13 @@ The learning half of the loop planner -> recorder -> trainer -> planner. All lea
 - it checkpoints (``<run_dir>/checkpoint.pt``) on each export and on SIGINT/SIGTERM, resumes from it at
   start, and refreshes ``<run_dir>/learning_curve.png`` on each export;
 - after each export it prunes the store to the ``store_keep`` newest versions and, of the older ones,
-  one per ``store_keep_every_s`` (a robot that learns for days would otherwise fill its disk);
+  one per ``store_keep_every_s`` (a robot that learns for days would otherwise fill its disk), and
+  keeps those planners report on ``/diagnostics`` as running or as a rollback's
+  (``store_keep_in_use_s``);
 - ``/diagnostics`` (``tdmpc2_ros: trainer``) every ``diagnostics_period_s``: state, transitions, bags
   ingested/skipped, updates, updates/s, last version, last export result, last losses, the store's
-  size (``store_mb``) and the free space on its disk (``disk_free_mb``).
+  size (``store_mb``), the free space on its disk (``disk_free_mb``) and the versions planners use
+  (``versions_in_use``).
 
 Parameters (``config/trainer.yaml``)
 -------------------------------------
@@ -37,6 +40,9 @@ store_keep                  20                  keep the newest N versions after
 store_keep_every_s          3600.0              and of the older ones, one per this many seconds (0 =
                                                 none): history at a bounded rate, as TensorFlow's
                                                 keep_checkpoint_every_n_hours
+store_keep_in_use_s         600.0               and never one a planner reported on /diagnostics, within
+                                                this many seconds, as running or as its rollback (0 =
+                                                ignore planners): its other rungs load from there
 min_free_mb                 1000.0              /diagnostics warns below this much free disk under
                                                 store_dir, MB (0 = never): before an export fails
 preset / seed               1M / 1              model size (1M, 5M, 19M, 48M, 317M) and seed
@@ -124,10 +130,10 @@ from tdmpc2_ros.bags.ledger import IngestLedger
 from tdmpc2_ros.bags.reader import CommandFormat
 from tdmpc2_ros.core.device import resolve_device
 from tdmpc2_ros.ros import qos, topics
-from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
+from tdmpc2_ros.ros.diagnostics import OK, PLANNER_STATUS, WARN, status_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node
-from tdmpc2_ros.runtime.model_store import ModelStore
+from tdmpc2_ros.runtime.model_store import ModelStore, VersionsInUse
 from tdmpc2_ros.runtime.priority import lower_process_priority
 from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
 
@@ -142,6 +148,8 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
                        "one just announced and its parent); 0 = keep all"),
     "store_keep_every_s": (3600.0, "of the versions older than the store_keep newest, keep one per this many "
                                    "seconds (0 = none)"),
+    "store_keep_in_use_s": (600.0, "never prune a version a planner reported (model_versions_in_use on /diagnostics) "
+                                   "within this many seconds as running or able to roll back to (0 = ignore planners)"),
     "min_free_mb": (1000.0, "/diagnostics warns below this much free space on store_dir's disk, MB (0 = never)"),
     "preset": ("1M", "model size preset: 1M, 5M, 19M, 48M or 317M"),
     "seed": (1, "seed of the agent, the buffer sampling and validation"),
@@ -218,6 +226,7 @@ class TrainerNode(Node):
             log.info(f"running at niceness {os.getpriority(os.PRIO_PROCESS, 0)} (nice parameter)")
         self.store = ModelStore(self.p["store_dir"])
         self.store_mb = self.store.size_bytes() / 1e6  # refreshed after each export's prune
+        self.in_use = VersionsInUse(float(self.p["store_keep_in_use_s"]))
         self.ledger_path = Path(self.p["run_dir"]) / LEDGER
         dims = self._known_dims()
         if dims is not None:
@@ -226,6 +235,9 @@ class TrainerNode(Node):
             log.info(f"observation/action dims unknown: waiting for the first bag in {self.p['bag_dir']}")
         self.update_pub = self.create_publisher(String, self.p["model_update_topic"], qos.LATCHED)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        if self.in_use.hold_s > 0:
+            self.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self._on_diagnostics, 10,
+                                     callback_group=MutuallyExclusiveCallbackGroup())
         self.create_service(Trigger, "~/export", self._on_export, callback_group=ReentrantCallbackGroup())
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(float(self.p["scan_period_s"]), self._scan, clock=steady,
@@ -255,7 +267,7 @@ class TrainerNode(Node):
                 raise ParameterError(name, p[name], "must be > 0")
         if not 0 < float(p["deadline_fraction"]) <= 1:
             raise ParameterError("deadline_fraction", p["deadline_fraction"], "must be in (0, 1]")
-        for name in ("store_keep_every_s", "min_free_mb"):
+        for name in ("store_keep_every_s", "store_keep_in_use_s", "min_free_mb"):
             if float(p[name]) < 0:
                 raise ParameterError(name, p[name], "must be >= 0")
         if float(p["max_updates_per_transition"]) < 0 or float(p["discount"]) < 0 or float(p["discount"]) >= 1:
@@ -448,7 +460,7 @@ class TrainerNode(Node):
         model). At the default export_every_updates on a 25 Hz robot that is one every 80 s, up to 36 GB
         a day: kept whole, the store would fill the disk within days and stall the recorder."""
         try:
-            removed = self.store.prune(int(self.p["store_keep"]), protect={m.version, m.parent},
+            removed = self.store.prune(int(self.p["store_keep"]), protect={m.version, m.parent, *self.in_use.current()},
                                        every_s=float(self.p["store_keep_every_s"]))
             self.store_mb = self.store.size_bytes() / 1e6
         except OSError as e:
@@ -501,11 +513,16 @@ class TrainerNode(Node):
             response.success, response.message = False, f"the export did not finish within {EXPORT_TIMEOUT_S:g} s"
         return response
 
+    def _on_diagnostics(self, msg: DiagnosticArray):
+        """Planners' reports (planner_diagnostics: model_versions_in_use) -> versions the prune keeps."""
+        self.in_use.saw(planner_versions_in_use(msg))
+
     def _publish_diagnostics(self):
         t = self.trainer
         free = _free_mb(self.store.root)
         values = {"state": self.state, "updates_per_s": round(self.rate, 3) if math.isfinite(self.rate) else "nan",
-                  "store_mb": round(self.store_mb, 1), "disk_free_mb": free}
+                  "store_mb": round(self.store_mb, 1), "disk_free_mb": free,
+                  "versions_in_use": ",".join(sorted(self.in_use.current()))}
         level, message = OK, self.state
         low = self._low_disk(free)
         if low:
@@ -561,6 +578,18 @@ class TrainerNode(Node):
         self.get_logger().info(f"stopped ({why}): {where} at {s['updates']} updates, "
                                f"{s['transitions']} transitions from {s['bags_ingested']} bags, last version "
                                f"{s['last_version'] or '-'}")
+
+
+def planner_versions_in_use(msg: DiagnosticArray) -> list[str]:
+    """The versions planner_node statuses name as running or as a rollback's (any planner: several
+    robots, or namespaces, may share one trainer)."""
+    versions = []
+    for status in msg.status:
+        if status.name.startswith(PLANNER_STATUS):
+            for kv in status.values:
+                if kv.key == "model_versions_in_use":
+                    versions += [v.strip() for v in kv.value.split(",") if v.strip()]
+    return versions
 
 
 def _free_mb(directory) -> float:

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import shutil
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -176,6 +177,36 @@ class ModelStore:
         else:
             msg["path"] = str(self.path(version).resolve())
         return msg
+
+
+class VersionsInUse:
+    """The store versions that running planners report on /diagnostics (``model_versions_in_use``:
+    the version each runs and those it may roll back to), for the trainer's prune: a planner that
+    reads the store by path loads its other rungs (a step up, the standby) and a rollback's from the
+    version's folder, so pruning a version in use would make those loads fail. A version stays
+    protected for `hold_s` after the last report of it (a planner that stopped reporting no longer
+    holds anything). Thread-safe: reports come from the executor, prunes from the training thread."""
+
+    def __init__(self, hold_s: float, clock=time.monotonic):
+        self.hold_s, self._clock = float(hold_s), clock
+        self._seen: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def saw(self, versions) -> None:
+        now = self._clock()
+        with self._lock:
+            for v in versions:
+                if v:
+                    self._seen[v] = now
+
+    def current(self) -> set[str]:
+        if self.hold_s <= 0:
+            return set()
+        now = self._clock()
+        with self._lock:
+            for v in [v for v, t in self._seen.items() if now - t > self.hold_s]:
+                del self._seen[v]
+            return set(self._seen)
 
 
 def _sequence(version: str) -> int:
