@@ -50,6 +50,7 @@ setup(
             "sim_node = tdmpc2_ros.ros.entry:sim_node",
             "recorder_node = tdmpc2_ros.ros.entry:recorder_node",
             "trainer_node = tdmpc2_ros.ros.entry:trainer_node",
+            "reward_node = tdmpc2_ros.ros.entry:reward_node",
         ],
     },
 )

@@ -376,12 +376,12 @@ def test_every_parameter_the_bringup_or_a_yaml_sets_is_one_its_node_declares():
 
     import yaml
 
-    from tdmpc2_ros.ros import recorder_node, sim_node, trainer_node
+    from tdmpc2_ros.ros import recorder_node, reward_node, sim_node, trainer_node
     from tdmpc2_ros.ros.params import PlannerParams
 
     declared = {"planner_node": {f.name for f in dataclasses.fields(PlannerParams)},
                 "sim_node": set(sim_node.PARAMETERS), "recorder_node": set(recorder_node.PARAMETERS),
-                "trainer_node": set(trainer_node.PARAMETERS)}
+                "trainer_node": set(trainer_node.PARAMETERS), "reward_node": set(reward_node.PARAMETERS)}
     specs = {spec.name: spec for node_set in bringup.NODE_SETS.values() for spec in node_set}
     assert set(specs) == set(declared)
     for name, spec in specs.items():
@@ -401,12 +401,15 @@ def test_the_shipped_yamls_state_the_defaults_their_nodes_declare():
     They must agree, so that a node behaves the same either way (the planner's: test_planner_node)."""
     import yaml
 
-    from tdmpc2_ros.ros import recorder_node, sim_node, trainer_node
+    from tdmpc2_ros.ros import recorder_node, reward_node, sim_node, trainer_node
 
     # Deliberate: the shipped recorder also keeps the sim's episode returns (for learning curves);
-    # a robot has no such topic, so the node's default records transitions only.
-    differ_on_purpose = {("recorder_node", "topics")}
-    for name, module in (("sim_node", sim_node), ("recorder_node", recorder_node), ("trainer_node", trainer_node)):
+    # a robot has no such topic, so the node's default records transitions only. A reward is the
+    # robot's own: the node has none by default (it refuses to start), the shipped file is an example.
+    differ_on_purpose = {("recorder_node", "topics"), ("reward_node", "observation_sources"),
+                         ("reward_node", "reward_expression"), ("reward_node", "command_topic")}
+    for name, module in (("sim_node", sim_node), ("recorder_node", recorder_node), ("trainer_node", trainer_node),
+                         ("reward_node", reward_node)):
         shipped = yaml.safe_load((REPO / "config" / f"{name.removesuffix('_node')}.yaml").read_text())[name]
         for key, value in shipped["ros__parameters"].items():
             if (name, key) not in differ_on_purpose and key != "use_sim_time":

@@ -8,7 +8,8 @@ from __future__ import annotations
 import rclpy
 from rclpy.parameter import Parameter
 
-from tdmpc2_ros.ros import recorder_node, sim_node, trainer_node
+from ros_harness import REPO
+from tdmpc2_ros.ros import recorder_node, reward_node, sim_node, trainer_node
 from tdmpc2_ros.ros.params import RUNTIME, PlannerParams
 
 
@@ -49,6 +50,16 @@ def test_the_sim_and_the_recorder_refuse_every_change_while_running(ros, tmp_pat
         Parameter("bag_dir", value=str(tmp_path / "bags"))]))
     assert read_only_flags(recorder, recorder_node.PARAMETERS) == {n: True for n in recorder_node.PARAMETERS}
     assert_refused(recorder, "bag_dir", str(tmp_path / "elsewhere"))
+
+
+def test_the_reward_node_refuses_every_change_while_running(ros):
+    import yaml
+
+    shipped = yaml.safe_load((REPO / "config" / "reward.yaml").read_text())["reward_node"]["ros__parameters"]
+    node = ros.add(reward_node.RewardNode(context=ros.context, parameter_overrides=[
+        Parameter(k, value=v) for k, v in shipped.items()]))
+    assert read_only_flags(node, reward_node.PARAMETERS) == {n: True for n in reward_node.PARAMETERS}
+    assert_refused(node, "reward_expression", "1.0")
 
 
 def test_the_trainer_declares_every_parameter_read_only(ros, tmp_path):

@@ -134,7 +134,7 @@ def test_trainer_side_boundaries():
     mods = _imported_names(offline)
     assert not {m for m in mods if m.split(".")[0] in ros or m.startswith("tdmpc2_ros.ros")}, mods
     trainer_side = ("tdmpc2_ros.training", "tdmpc2_ros.ros.trainer_node", "tdmpc2_ros.core", "torch")
-    for name in ("planner_node", "sim_node", "recorder_node"):
+    for name in ("planner_node", "sim_node", "recorder_node", "reward_node"):
         mods = _imported_names(PACKAGE / "ros" / f"{name}.py")
         assert not {m for m in mods if m.startswith(trainer_side)}, (name, mods)
     assert "tdmpc2_ros.training.offline" in _imported_names(PACKAGE / "ros" / "trainer_node.py")
@@ -151,6 +151,7 @@ def test_trainer_side_boundaries():
         "import sys\n"
         "sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
         "import tdmpc2_ros.ros.planner_node, tdmpc2_ros.ros.recorder_node, tdmpc2_ros.ros.sim_node\n"
+        "import tdmpc2_ros.ros.reward_node\n"
         "bad = sorted(m for m in sys.modules if m.startswith('tdmpc2_ros.training') or m == 'tdmpc2_ros.ros.trainer_node')\n"
         "assert not bad, bad\n"
         "print('ok')\n"

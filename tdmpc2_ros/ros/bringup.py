@@ -44,6 +44,8 @@ ARGUMENTS = {
     a.name: a
     for a in [
         Argument("use_sim", "true", "start the MuJoCo sim node (false for Gazebo or a real robot)"),
+        Argument("use_reward", "false", "start reward_node: a robot's reward from its own topics (config/reward.yaml); "
+                                        "a sim publishes its own"),
         Argument("mode", "realtime", "sim mode: realtime (wall-clock paced) or lockstep (steps on each command)"),
         Argument("task", "cartpole-swingup", "dm_control domain-task the sim runs"),
         Argument("model_path", "", "planner .onnx file or model folder; empty = the shipped cartpole model"),
@@ -87,6 +89,7 @@ PLANNER = NodeSpec("planner_node", "planner_node", "planner.yaml",
                     "max_observation_age_s": "max_observation_age_s", "plan_thread_priority": "plan_thread_priority",
                     "plan_cpu_affinity": "plan_cpu_affinity", "execution_provider": "execution_provider",
                     "seed": "seed"})
+REWARD = NodeSpec("reward_node", "reward_node", "reward.yaml", {"use_sim_time": "use_sim_time"}, condition="use_reward")
 RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir": "bag_dir", "split_duration_s": "bag_split_s"})
 TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
                    {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir", "obs_dim": "obs_dim",
@@ -94,11 +97,11 @@ TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
                     "ladder": "ladder", "compile": "compile", "device": "device", "seed": "seed"})
 
 NODE_SETS = {
-    "planner": [SIM, PLANNER],
+    "planner": [SIM, PLANNER, REWARD],
     "sim": [SIM],
     "trainer": [TRAINER],
     # The whole loop: act (exploring), record, learn, hot-swap. Point model_path at store_dir.
-    "learn": [SIM, PLANNER, RECORDER, TRAINER],
+    "learn": [SIM, PLANNER, REWARD, RECORDER, TRAINER],
 }
 
 

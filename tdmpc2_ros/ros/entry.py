@@ -32,3 +32,7 @@ def recorder_node() -> None:
 
 def trainer_node() -> None:
     _run_as_main("trainer_node")
+
+
+def reward_node() -> None:
+    _run_as_main("reward_node")

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Float32MultiArray, Float64MultiArray, MultiArrayDimension
+
+# The message type of each observation source kind (runtime/observations.py), for the nodes that
+# subscribe to observation_sources: planner_node and reward_node.
+SOURCE_MESSAGES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
+                   "odometry": Odometry}
 
 
 def segmented_array(dims, data):

@@ -36,17 +36,15 @@ import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
-from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
-from sensor_msgs.msg import Imu, JointState
-from std_msgs.msg import Float32MultiArray, Float64MultiArray, Int64, String
+from std_msgs.msg import Float64MultiArray, Int64, String
 from std_srvs.srv import SetBool, Trigger
 
 from tdmpc2_ros.ros import qos, stop, topics
-from tdmpc2_ros.ros.messages import segmented_array
+from tdmpc2_ros.ros.messages import SOURCE_MESSAGES, segmented_array
 from tdmpc2_ros.ros.commands import CommandWriter
 from tdmpc2_ros.ros.graph import mismatch_hint, type_name
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, PLANNER_STATUS, WARN, status_array
@@ -70,9 +68,6 @@ from tdmpc2_ros.runtime.rolling import RollingStats
 from tdmpc2_ros.runtime.swap_cost import SwapCost, swap_work
 from tdmpc2_ros.runtime.tick_slack import TickSlack
 from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
-
-MESSAGE_TYPES = {"array": Float64MultiArray, "array32": Float32MultiArray, "joint_state": JointState, "imu": Imu,
-                 "odometry": Odometry}
 
 
 class PlannerNode(Node):
@@ -188,7 +183,7 @@ class PlannerNode(Node):
         self.cmd_pub = self.create_publisher(self.commands.msg_type, self.p.action_topic, qos.COMMAND)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         for topic, kind in self.assembler.topics.items():
-            self.create_subscription(MESSAGE_TYPES[kind], topic, self._make_callback(topic), qos.SENSOR)
+            self.create_subscription(SOURCE_MESSAGES[kind], topic, self._make_callback(topic), qos.SENSOR)
         self.create_subscription(Int64, self.p.episode_topic, self._on_episode, qos.EVENTS)
 
     def _start_loop(self):
@@ -341,7 +336,7 @@ class PlannerNode(Node):
         graph at most once a second, not every tick)."""
         if now - self._hints_at >= 1.0:
             kinds = self.assembler.topics
-            hints = [mismatch_hint(self, t, type_name(MESSAGE_TYPES[kinds[t]]), "observation_sources") for t in silent]
+            hints = [mismatch_hint(self, t, type_name(SOURCE_MESSAGES[kinds[t]]), "observation_sources") for t in silent]
             self._hints, self._hints_at = "".join(f"; {h}" for h in hints if h), now
         return self._hints
 

@@ -19,9 +19,9 @@ A dict (a bare string is shorthand for ``{"expression": <string>}``)::
     {"expression": "cos(qpos[0]) - 0.001 * ctrl[0] ** 2",  # required: reward of ONE physics step
      "done": "abs(joint['hinge'][1]) > 50"}                 # optional: ends the episode when true
 
-Both are Python/numpy expressions evaluated after every physics step (the reward of a control step
-is the sum over its ``action_repeat`` physics steps, as in dm_control) with ``{"__builtins__": {}}``
-and only these names:
+Both are Python/numpy expressions (runtime/expressions.py) evaluated after every physics step (the
+reward of a control step is the sum over its ``action_repeat`` physics steps, as in dm_control) with
+only these names besides that module's helpers (``np``, ``cos``, ..., ``tolerance``):
 
 =============  =================================================================================
 ``qpos``       copy of ``data.qpos`` (numpy float64 array)
@@ -29,13 +29,10 @@ and only these names:
 ``ctrl``       copy of ``data.ctrl`` (the clipped command being applied, physical units)
 ``joint``      dict: hinge/slide joint name -> ``(position, velocity)`` (rad, rad/s or m, m/s)
 ``time``       simulated seconds since the episode started
-``np``         numpy; also ``cos sin tanh exp sqrt abs clip minimum maximum square pi``
-``tolerance``  ``dm_control.utils.rewards.tolerance`` (only when dm_control is installed)
 =============  =================================================================================
 
 Unknown keys and expressions that fail on the initial state raise ``ValueError`` at construction.
-The restricted namespace keeps typos from reaching Python's builtins; it is NOT a security sandbox:
-a reward expression is trusted configuration, like the MJCF file itself.
+A reward expression is trusted configuration, like the MJCF file itself.
 
 Units and conventions
 ---------------------
@@ -63,6 +60,8 @@ import os
 from typing import Any, Sequence
 
 import numpy as np
+
+from tdmpc2_ros.runtime.expressions import Expression
 
 _HINGE_SLIDE = (2, 3)  # mujoco.mjtJoint.mjJNT_SLIDE, mjJNT_HINGE
 _JOINT_QPOS = {0: 7, 1: 4, 2: 1, 3: 1}  # free, ball, slide, hinge
@@ -188,22 +187,20 @@ class _MJCFBackend:
         self.obs_names = tuple(names)
         self._hs = [(j, _name(m, "joint", j, "joint")) for j in range(m.njnt) if int(m.jnt_type[j]) in _HINGE_SLIDE]
         self._qpos_hs = np.array([m.jnt_qposadr[j] for j, _ in self._hs], dtype=int)
-        self._reward, self._done, self._sources = self._compile(reward)
-        self._ns_extra = self._helpers()
+        self._reward, self._done = self._compile(reward)
         self.reset()
-        for key, code in (("expression", self._reward), ("done", self._done)):  # fail early, with the text
-            if code is None:
+        for e in (self._reward, self._done):  # fail early, with the text
+            if e is None:
                 continue
             try:
-                value = float(eval(code, self._namespace()))
-            except Exception as e:
-                raise ValueError(f"reward {key} {self._sources[key]!r} fails on the initial state: "
-                                 f"{type(e).__name__}: {e}") from e
-            if key == "expression" and not math.isfinite(value):
-                raise ValueError(f"reward expression {self._sources[key]!r} is not finite on the initial state")
+                value = e.value(**self._namespace())
+            except Exception as err:
+                raise ValueError(f"{e.what} {e.text!r} fails on the initial state: {type(err).__name__}: {err}") from err
+            if e is self._reward and not math.isfinite(value):
+                raise ValueError(f"reward expression {e.text!r} is not finite on the initial state")
 
     @staticmethod
-    def _compile(reward):
+    def _compile(reward) -> tuple[Expression, Expression | None]:
         if isinstance(reward, str):
             reward = {"expression": reward}
         if not isinstance(reward, dict) or not str(reward.get("expression") or "").strip():
@@ -212,37 +209,16 @@ class _MJCFBackend:
         unknown = sorted(set(reward) - set(_REWARD_KEYS))
         if unknown:
             raise ValueError(f"unknown reward config keys {unknown}; allowed: {list(_REWARD_KEYS)}")
-        codes, sources = {}, {}
-        for key in _REWARD_KEYS:
-            text = reward.get(key)
-            if text is None or not str(text).strip():
-                codes[key] = None
-                continue
-            sources[key] = str(text)
-            try:
-                codes[key] = compile(str(text), f"<reward {key}>", "eval")
-            except SyntaxError as e:
-                raise ValueError(f"reward {key} {text!r} is not a valid expression: {e.msg}") from e
-        return codes["expression"], codes["done"], sources
-
-    @staticmethod
-    def _helpers() -> dict[str, Any]:
-        ns = dict(np=np, cos=np.cos, sin=np.sin, tanh=np.tanh, exp=np.exp, sqrt=np.sqrt, abs=np.abs,
-                  clip=np.clip, minimum=np.minimum, maximum=np.maximum, square=np.square, pi=np.pi)
-        try:
-            from dm_control.utils.rewards import tolerance
-        except ImportError:  # dm_control is optional for MJCF models
-            pass
-        else:
-            ns["tolerance"] = tolerance
-        return ns
+        done = reward.get("done")
+        return (Expression(reward["expression"], "reward expression"),
+                Expression(done, "reward done") if done is not None and str(done).strip() else None)
 
     def _namespace(self) -> dict[str, Any]:
         d = self.data
         joint = {name: (float(d.qpos[self.model.jnt_qposadr[j]]), float(d.qvel[self.model.jnt_dofadr[j]]))
                  for j, name in self._hs}
-        return {"__builtins__": {}, **self._ns_extra, "qpos": d.qpos.copy(), "qvel": d.qvel.copy(),
-                "ctrl": d.ctrl.copy(), "joint": joint, "time": float(d.time)}
+        return {"qpos": d.qpos.copy(), "qvel": d.qvel.copy(), "ctrl": d.ctrl.copy(), "joint": joint,
+                "time": float(d.time)}
 
     def reset(self) -> None:
         import mujoco
@@ -265,8 +241,8 @@ class _MJCFBackend:
             raise PhysicsDiverged(f"MuJoCo found the simulation unstable at t = {self.data.time:.3f} s and reset "
                                   f"its state or zeroed its control")
         ns = self._namespace()
-        reward = float(eval(self._reward, ns))
-        done = bool(eval(self._done, ns)) if self._done is not None else False
+        reward = self._reward.value(**ns)
+        done = bool(self._done.value(**ns)) if self._done is not None else False
         return reward, done
 
     def observation(self) -> np.ndarray:

@@ -1,0 +1,173 @@
+"""``reward_node``: a robot's reward, computed from its own topics and published on ``/tdmpc2/reward``.
+
+The sim publishes the reward of each step; a real robot has no such topic, and learning needs one.
+This node reads the same ``observation_sources`` as the planner (runtime/observations.py: JointState
+by joint name, Imu, Odometry, arrays) and, optionally, the command topic, and at every message of
+the first source publishes one ``std_msgs/Float64``: the value of ``reward_expression`` on the
+observation just assembled. That is the reward of the step that led to this observation, published
+right after it, which is where the trainer's raw-bag alignment looks for it (bags/reader.py: "the
+reward nearest T_{k+1}, within tolerance_s"). Record it beside the observation and command topics
+(recorder_node's ``topics``) and the trainer learns from the robot's own bags in raw mode.
+
+The expression (runtime/expressions.py: numpy, ``cos``, ``tolerance``, ... and no builtins) sees:
+
+==========  ========================================================================================
+``obs``     the observation vector (float64), the sources concatenated in order, in their units
+``action``  the newest command (float64, physical units, in command_joints order); only with
+            ``command_topic``, and no reward is published before the first command arrives
+==========  ========================================================================================
+
+An expression that raises or is not finite publishes nothing for that step (a missing reward only
+drops one transition; a wrong one would teach the model) and is counted, logged (throttled) and put
+on ``/diagnostics`` (``tdmpc2_ros: reward``) as WARN. A syntax error refuses to start.
+
+Parameters (``config/reward.yaml``)
+------------------------------------
+=====================  ====================  ===========================================================
+name                   default               meaning
+=====================  ====================  ===========================================================
+observation_sources    []                    the planner's sources; the first one's topic paces rewards
+reward_expression      ""                    the reward of a step, from ``obs`` (and ``action``)
+command_topic          ""                    the command topic, for ``action`` ("" = none)
+command_type           array                 array, joint_trajectory or joint_state (runtime/command_fields.py)
+command_joints         []                    joint_trajectory / joint_state: the joint of each action element
+command_interface      effort                position, velocity or effort
+reward_topic           /tdmpc2/reward        where the reward goes (std_msgs/Float64, reliable, keep last 100)
+diagnostics_period_s   1.0
+=====================  ====================  ===========================================================
+
+Run: ``python -m tdmpc2_ros.ros.reward_node --ros-args --params-file config/reward.yaml`` (or
+``use_reward:=true`` in the bringup and launch files). No torch.
+"""
+
+from __future__ import annotations
+
+if __name__ == "__main__":  # a node process: a stop during the imports below is a clean stop too
+    from tdmpc2_ros.ros import stop
+
+    stop.take_signals()
+
+import math
+import sys
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from std_msgs.msg import Float64
+
+from tdmpc2_ros.ros import qos, topics
+from tdmpc2_ros.ros.commands import COMMAND_TYPES
+from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
+from tdmpc2_ros.ros.messages import SOURCE_MESSAGES
+from tdmpc2_ros.ros.params import ParameterError, declare_table
+from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
+from tdmpc2_ros.runtime.command_fields import check_command_parameters, command_vector
+from tdmpc2_ros.runtime.expressions import Expression
+from tdmpc2_ros.runtime.observations import AdapterError, ObservationAssembler
+
+PARAMETERS = {  # name: (default, description)
+    "observation_sources": ([], "observation sources '<type>:<topic>:<field>[:<joint>]', as the planner's; a reward "
+                                "is published at each message of the first one's topic"),
+    "reward_expression": ("", "the reward of a step: a numpy expression of obs (and action, with command_topic)"),
+    "command_topic": ("", "the robot's command topic, for the name action ('' = none)"),
+    "command_type": ("array", "the command topic's type: array, joint_trajectory or joint_state"),
+    "command_joints": ([], "joint_trajectory / joint_state commands: the joint of each action element"),
+    "command_interface": ("effort", "joint_trajectory / joint_state commands: position, velocity or effort"),
+    "reward_topic": (topics.REWARD, "where the reward is published (std_msgs/Float64)"),
+    "diagnostics_period_s": (1.0, "period of the /diagnostics status"),
+}
+
+
+class RewardNode(Node):
+    """Counters for tests and tools: ``published``, ``waiting``, ``bad``, ``last_reward``, ``problem``."""
+
+    def __init__(self, **kwargs):
+        super().__init__("reward_node", **kwargs)
+        self.published = self.waiting = self.bad = 0
+        self.last_reward, self.problem = math.nan, ""
+        self.action: np.ndarray | None = None
+        set_up_or_destroy(self, self._set_up)
+
+    def _set_up(self):
+        p = self.p = declare_table(self, PARAMETERS)
+        try:
+            self.assembler = ObservationAssembler(list(p["observation_sources"]))
+            kinds = self.assembler.topics
+        except AdapterError as e:
+            raise ParameterError("observation_sources", p["observation_sources"], str(e)) from None
+        try:
+            self.expression = Expression(p["reward_expression"], "reward_expression")
+        except ValueError as e:
+            raise ParameterError("reward_expression", p["reward_expression"], str(e)) from None
+        first = self.assembler.sources[0].topic
+        for topic, kind in kinds.items():
+            self.create_subscription(SOURCE_MESSAGES[kind], topic, self._on_source(topic, topic == first), qos.SENSOR)
+        if p["command_topic"]:
+            problems = check_command_parameters(p["command_type"], p["command_joints"], p["command_interface"])
+            if problems:
+                raise ParameterError("command_type", p["command_type"], "; ".join(problems))
+            # Best effort takes a reliable publisher's commands too: only the newest matters here.
+            self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command, qos.SENSOR)
+        self.pub = self.create_publisher(Float64, p["reward_topic"], qos.EVENTS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
+        self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(f"publishing {p['reward_expression']!r} on {p['reward_topic']} at each message of {first}")
+
+    def _on_command(self, msg):
+        p = self.p
+        try:
+            self.action = command_vector(msg, p["command_type"], p["command_joints"], p["command_interface"])
+        except ValueError as e:
+            self._refuse(f"command on {p['command_topic']} not read: {e}")
+
+    def _on_source(self, topic: str, paces: bool):
+        def callback(msg):
+            self.assembler.update(topic, msg, time.monotonic())
+            if paces:
+                self._publish_reward()
+
+        return callback
+
+    def _publish_reward(self):
+        names = {}
+        if self.p["command_topic"]:
+            if self.action is None:
+                self.waiting += 1  # no command yet: no step to reward
+                return
+            names["action"] = self.action
+        try:
+            names["obs"] = np.asarray(self.assembler.assemble(), np.float64)
+        except AdapterError:
+            self.waiting += 1  # a source topic has not spoken yet
+            return
+        try:
+            reward = self.expression.finite_value(**names)
+        except Exception as e:  # noqa: BLE001 — the expression is the user's: anything it raises is reported
+            self._refuse(f"no reward for this step: {type(e).__name__}: {e}")
+            return
+        self.pub.publish(Float64(data=reward))
+        self.published, self.last_reward, self.problem = self.published + 1, reward, ""
+
+    def _refuse(self, why: str):
+        self.bad += 1
+        self.problem = why
+        self.get_logger().error(why, throttle_duration_sec=1.0)
+
+    def _publish_diagnostics(self):
+        values = {"published": self.published, "waiting": self.waiting, "bad": self.bad,
+                  "last_reward": self.last_reward, "last_problem": self.problem,
+                  "reward_expression": self.p["reward_expression"]}
+        level, message = (WARN, self.problem) if self.problem else (OK, f"publishing on {self.p['reward_topic']}")
+        self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: reward", self.get_name(),
+                                           level, message, values))
+
+
+def main(args=None) -> int:
+    return run_node("reward_node", RewardNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

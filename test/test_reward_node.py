@@ -1,0 +1,132 @@
+"""reward_node: a robot's reward from its own topics. The shipped expression (config/reward.yaml) is
+dm_control's cartpole-swingup reward, checked against dm_control itself; over DDS, the node answers
+each JointState with that reward once a command has come, publishes nothing for a step whose reward
+is not finite, says so on /diagnostics, and refuses a bad configuration by name."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before any rclpy context exists
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+from std_msgs.msg import Float64, Float64MultiArray  # noqa: E402
+
+from ros_harness import REPO, Ros, cleaned_up, finish_process, start_node_process  # noqa: E402
+from tdmpc2_ros.ros import qos, topics  # noqa: E402
+from tdmpc2_ros.runtime.expressions import Expression  # noqa: E402
+
+SHIPPED = yaml.safe_load((REPO / "config" / "reward.yaml").read_text())["reward_node"]["ros__parameters"]
+
+
+def dm_control_reward(states):
+    """dm_control's own cartpole-swingup reward of one 0.01 s step, at each (x, theta, xdot, thetadot, newtons)."""
+    from dm_control import suite
+
+    env = suite.load("cartpole", "swingup")
+    physics, task = env.physics, env.task
+    out = []
+    for x, theta, xdot, thetadot, newtons in states:
+        with physics.reset_context():
+            physics.named.data.qpos["slider"], physics.named.data.qpos["hinge_1"] = x, theta
+            physics.named.data.qvel["slider"], physics.named.data.qvel["hinge_1"] = xdot, thetadot
+        physics.data.ctrl[:] = newtons / 10.0  # the motor's gear: control 1 = 10 N
+        out.append(float(task.get_reward(physics)))
+    return np.array(out)
+
+
+def random_states(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.uniform(-3, 3, n), rng.uniform(-np.pi, np.pi, n), rng.uniform(-4, 4, n),
+                     rng.uniform(-12, 12, n), rng.uniform(-14, 14, n)], axis=1)
+
+
+def test_the_shipped_expression_is_dm_controls_cartpole_swingup_reward_per_50_hz_step():
+    states = random_states(200)
+    states[:20, 1] = 0.0  # upright, centred, still: the reward's top
+    states[:20, [0, 2, 3, 4]] = 0.0
+    expression = Expression(SHIPPED["reward_expression"], "reward_expression")
+    mine = np.array([expression.finite_value(obs=np.array([x, np.cos(t), np.sin(t), xd, td]), action=np.array([u]))
+                     for x, t, xd, td, u in states])
+    # Two 0.01 s dm_control steps per 50 Hz step, as the sim's action repeat sums them.
+    np.testing.assert_allclose(mine, 2 * dm_control_reward(states), rtol=1e-9, atol=1e-12)
+    assert mine[:20] == pytest.approx(2.0) and mine.min() < 0.5  # the whole range is exercised
+
+
+def joint_state(x, theta, xdot, thetadot) -> JointState:
+    # The broadcaster's order need not be the model's: the sources read by joint name.
+    return JointState(name=["hinge_1", "slider"], position=[theta, x], velocity=[thetadot, xdot], effort=[0.0, 0.0])
+
+
+def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
+    ros = Ros()
+    proc = start_node_process("reward_node", ros.domain, tmp_path, **{**SHIPPED, "diagnostics_period_s": 0.2})
+    node = ros.node("robot")
+    states_pub = node.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
+    command_pub = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
+    rewards, diag = [], {}
+    node.create_subscription(Float64, topics.REWARD, lambda m: rewards.append(m.data), qos.EVENTS)
+
+    def on_diag(msg):
+        for s in msg.status:
+            if s.name == "tdmpc2_ros: reward":
+                diag.update({kv.key: kv.value for kv in s.values}, level=s.level)
+
+    node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, 10)
+    with cleaned_up(proc, ros=ros):
+        assert ros.spin_until(lambda: states_pub.get_subscription_count() > 0 and node.count_publishers(topics.REWARD) > 0
+                              or proc.poll() is not None, 60), "reward_node did not start"
+        assert proc.poll() is None, finish_process(proc)[1][-4000:]
+        # Before any command there is no step to reward: nothing is published, the wait is counted.
+        states_pub.publish(joint_state(0.1, 0.2, 0.0, 0.0))
+        assert ros.spin_until(lambda: diag.get("waiting", "0") != "0", 10), diag
+        assert rewards == []
+        states = random_states(20, seed=1)
+        for x, theta, xdot, thetadot, newtons in states:
+            command_pub.publish(Float64MultiArray(data=[newtons]))
+            ros.spin_for(0.03)  # the command arrives before the state it led to, as on a robot
+            before = len(rewards)
+            states_pub.publish(joint_state(x, theta, xdot, thetadot))
+            assert ros.spin_until(lambda: len(rewards) > before, 5), f"no reward for state {len(rewards)}"
+        np.testing.assert_allclose(rewards, 2 * dm_control_reward(states), rtol=1e-9)
+        # A state the expression cannot score (a NaN joint reading): no reward, counted, WARN.
+        states_pub.publish(joint_state(float("nan"), 0.0, 0.0, 0.0))
+        assert ros.spin_until(lambda: diag.get("bad") == "1", 10), diag
+        assert diag["level"] == b"\x01" and "nan" in diag["last_problem"], diag
+        ros.spin_for(0.3)
+        assert len(rewards) == len(states)
+        # The next good state is scored again, and the warning clears.
+        states_pub.publish(joint_state(0.0, 0.0, 0.0, 0.0))
+        assert ros.spin_until(lambda: len(rewards) == len(states) + 1, 5)
+        assert ros.spin_until(lambda: diag.get("level") == b"\x00" and diag.get("published") == str(len(states) + 1), 5), diag
+        code, out = finish_process(proc, signal.SIGINT, timeout=30, what="reward_node")
+    assert code == 0, out[-4000:]
+    assert "no reward for this step" in out and "nan" in out
+
+
+@pytest.mark.parametrize("params, name", [
+    ({"reward_expression": "obs[0] +"}, "reward_expression"),
+    ({"reward_expression": ""}, "reward_expression"),
+    ({"observation_sources": []}, "observation_sources"),
+    ({"observation_sources": ["joint_state:/joint_states:torque:slider"]}, "observation_sources"),
+    ({"command_type": "joint_trajectory"}, "command_type"),  # without command_joints
+])
+def test_a_bad_configuration_is_refused_naming_the_parameter(params, name):
+    from rclpy.parameter import Parameter
+
+    from tdmpc2_ros.ros.params import ParameterError
+    from tdmpc2_ros.ros.reward_node import RewardNode
+
+    ros = Ros()
+    try:
+        # An empty list is left out (it has no type to give): the node's default, none, stands.
+        overrides = [Parameter(k, value=v) for k, v in {**SHIPPED, **params}.items() if v != []]
+        with pytest.raises(ParameterError, match=f"'{name}'"):
+            RewardNode(context=ros.context, parameter_overrides=overrides)
+    finally:
+        ros.close()
