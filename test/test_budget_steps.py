@@ -3,7 +3,6 @@ running rung steps down or up, what it asks for, and how a failed step up waits 
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
