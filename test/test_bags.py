@@ -518,6 +518,19 @@ def test_raw_alignment_without_obs_label_and_tighter_tolerance(tmp_path):
     assert tight.transitions < wide.transitions and tight.counts["skipped_no_reward"] > 1
 
 
+def test_a_reward_tolerance_of_its_own_leaves_the_commands_window_alone(tmp_path):
+    """reward_tolerance_s: rewards matched within their own tolerance (reward_node's come a few ms
+    after the observation they score); the commands' windows keep tolerance_s."""
+    bag, _, low, high = write_raw_bag(tmp_path, np.random.default_rng(9))
+    wider = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high,
+                              tolerance_s=0.005, reward_tolerance_s=0.009)
+    # Step 11's reward, 8 ms early, is now its step's; step 7 still lacks its command.
+    assert wider.counts["skipped_no_reward"] == 0 and wider.counts["skipped_no_command"] == 1
+    assert wider.transitions == 27
+    with pytest.raises(ValueError, match="reward_tolerance_s"):
+        episodes_from_raw(bag, "/obs", "/cmd", "/reward", action_low=low, action_high=high, reward_tolerance_s=0.0)
+
+
 def test_raw_commands_of_another_width_are_malformed_not_fatal(tmp_path):
     """Arrays without a layout differ only in length: commands of another width, empty ones included,
     are counted and dropped, and every transition the bag holds is still rebuilt."""

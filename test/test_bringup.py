@@ -13,7 +13,7 @@ import time
 import pytest
 from std_msgs.msg import Float64, Float64MultiArray
 
-from ros_harness import REPO, Ros, next_domain, node_env
+from ros_harness import REPO, LineReader, Ros, next_domain, node_env
 from tdmpc2_ros.ros import bringup, qos
 
 
@@ -339,6 +339,67 @@ def test_learn_loop_from_a_random_start(tmp_path):
     assert "trainer_node]: stopped" in out and "recorder_node]: stopped" in out
 
 
+def test_learn_loop_on_a_robots_own_topics(tmp_path):
+    """`bringup learn use_reward:=true params_file:=learn_robot.yaml`: the loop with no transition
+    records, as on a robot. MuJoCo stands in behind /joint_states and effort commands; reward_node
+    scores each step from the joints; the recorder keeps the raw topics; the trainer aligns them (raw
+    mode) into transitions, learns, and ships a version the planner swaps in."""
+    import yaml
+
+    from tdmpc2_ros.bags import IngestLedger, closed_bags
+    from tdmpc2_ros.bags.reader import _read_topics
+    from tdmpc2_ros.runtime.model_store import ModelStore
+
+    store, bags, run = tmp_path / "store", tmp_path / "bags", tmp_path / "run"
+    config = yaml.safe_load((REPO / "config" / "learn_robot.yaml").read_text())
+    config["trainer_node"]["ros__parameters"].update(  # a short run: learn from the first bag, export soon
+        min_transitions=100, export_every_updates=30, max_updates_per_transition=0.2, updates_per_cycle=10,
+        batch_size=32, threads=1, latency_warmup=2, latency_runs=10)
+    params = tmp_path / "learn_robot_test.yaml"
+    params.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "tdmpc2_ros.cli", "bringup", "learn", "use_reward:=true", f"params_file:={params}",
+           "explore:=true", f"model_path:={store}", f"store_dir:={store}", f"bag_dir:={bags}", f"run_dir:={run}",
+           "model_wait_s:=300", "ladder:=['2:64:8:4']", "bag_split_s:=4"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=node_env(next_domain()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    out = LineReader(proc)
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None and len(ModelStore(store).versions()) < 2:
+            time.sleep(1.0)
+        assert proc.poll() is None, out.text()[-6000:]
+        versions = ModelStore(store).versions()
+        assert len(versions) >= 2, f"no version learnt from the robot's bags: {versions}"
+        learnt = ModelStore(store).manifest(versions[1])
+        assert learnt.parent == versions[0] and learnt.bags and learnt.updates >= 30
+        # A bag closed before the first command (the sim publishes its paused state) is skipped, with
+        # its reason; the version learnt from the next ones.
+        ledger = IngestLedger(run / "ingest_ledger.jsonl")
+        skipped = [ledger.entry(b) for b in closed_bags(bags) if ledger.state(b) == "skipped"]
+        assert all("no commands" in e["reason"] for e in skipped), skipped
+        counts = []
+        for name in learnt.bags:
+            entry = ledger.entry(bags / name)
+            assert entry["status"] == "ingested", entry
+            topics, data = _read_topics(bags / name, lambda t, m: True)
+            assert topics["/joint_states"] == "sensor_msgs/msg/JointState" and "/sim/reward" not in topics
+            counts.append((len(data["/joint_states"][2]), len(data["/tdmpc2/reward"][2]), entry["transitions"]))
+        # reward_node answered every observation once a command had come (a bag at 50 Hz for 4 s holds
+        # 200; the first with commands fewer, and some before the first command), and most steps became
+        # transitions.
+        observations, rewards, transitions = max(counts)
+        assert observations >= 50 and rewards >= 0.9 * observations, counts
+        assert transitions >= 0.7 * observations, counts
+        # The planner swaps the learnt version in: its spec (newtons) is the one it runs.
+        assert out.wait_for(f"swapped model {versions[0]} -> {versions[1]}", 120), out.text()[-6000:]
+    finally:
+        proc.send_signal(signal.SIGINT)
+    code, text = out.finish(timeout=60)
+    assert code == 0, text[-4000:]
+    assert "Traceback" not in text, text[-4000:]
+    assert "reward_node]: publishing" in text
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_command_is_interrupted_by_sigterm_and_by_an_ignored_sigint(sig):
     """The CLI's commands (demo, bench-learn, bringup) stop their node sets on the way out; that
@@ -389,11 +450,13 @@ def test_every_parameter_the_bringup_or_a_yaml_sets_is_one_its_node_declares():
         assert set(spec.arg_params) <= known, (name, set(spec.arg_params) - known)
         shipped = yaml.safe_load((REPO / "config" / spec.params_file).read_text())[name]["ros__parameters"]
         assert set(shipped) <= known, (name, set(shipped) - known)
-    # The Gazebo variant of the planner's YAML (README "Gazebo") too: its planner and sim sections.
-    gazebo = yaml.safe_load((REPO / "config" / "planner_gazebo.yaml").read_text())
-    assert set(gazebo) == {"planner_node", "sim_node"}
-    for name, section in gazebo.items():
-        assert set(section["ros__parameters"]) <= declared[name] | {"use_sim_time"}, (name, set(section["ros__parameters"]) - declared[name])
+    # The params_file variants too: Gazebo's (README "Gazebo") and the learning loop on a robot's topics.
+    for variant, sections in (("planner_gazebo.yaml", {"planner_node", "sim_node"}),
+                              ("learn_robot.yaml", {"planner_node", "sim_node", "recorder_node", "trainer_node"})):
+        text = yaml.safe_load((REPO / "config" / variant).read_text())
+        assert set(text) == sections, variant
+        for name, section in text.items():
+            assert set(section["ros__parameters"]) <= declared[name] | {"use_sim_time"}, (variant, name, set(section["ros__parameters"]) - declared[name])
 
 
 def test_the_shipped_yamls_state_the_defaults_their_nodes_declare():

@@ -29,9 +29,10 @@ Two sources:
      before o_{k+1} was measured; a robot that holds the newest command applies exactly that one.
      These windows tile the time axis, so no command is used twice. Commands are in physical units
      and are mapped to [-1, 1] with ``action_low/high`` (then clipped, as the robot clips them);
-   - its reward r_k is **the reward nearest T_{k+1}, within tol**: the sim publishes the reward of a
-     step just before the observation it produced. A reward that would serve two pairs is ambiguous
-     and both pairs are dropped;
+   - its reward r_k is **the reward nearest T_{k+1}, within tol** (or ``reward_tolerance_s``, when
+     given): the sim publishes the reward of a step just before the observation it produced, a robot's
+     reward_node just after. A reward that would serve two pairs is ambiguous and both pairs are
+     dropped;
    - a pair without such a command or reward is skipped and counted, as are commands and rewards
      that no transition used (``RawEpisodes.counts``). Consecutive kept pairs form a fragment.
    Episodes: the optional Int64 episode topic announces each episode just before its first
@@ -410,7 +411,8 @@ def _observation_columns(raws) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic: str,
                       episode_topic: str | None = None, *, action_low, action_high, tolerance_s: float = 0.005,
                       max_obs_gap_s: float | None = None, min_transitions: int = 1,
-                      observation_sources: Sequence[str] = (), command: CommandFormat = CommandFormat()) -> RawEpisodes:
+                      observation_sources: Sequence[str] = (), command: CommandFormat = CommandFormat(),
+                      reward_tolerance_s: float | None = None) -> RawEpisodes:
     """Rebuild transitions from raw observation / command / reward topics by bag timestamps.
 
     observations: std_msgs/Float64MultiArray on obs_topic ('obs' segment if labelled, else all data),
@@ -420,7 +422,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     one at a tick;
     commands: `command` (Float64MultiArray by default, or JointTrajectory / JointState by joint name)
     in physical units within [action_low, action_high];
-    rewards: std_msgs/Float64; episode_topic: std_msgs/Int64 (optional). Rule: module docstring.
+    rewards: std_msgs/Float64, matched within `reward_tolerance_s` (None = tolerance_s); episode_topic:
+    std_msgs/Int64 (optional). Rule: module docstring.
     Raises BagSkipped if a topic is missing or empty, or no transition can be aligned.
     """
     path = Path(bag_path)
@@ -429,8 +432,9 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     if low.shape != high.shape or low.size == 0 or not np.all(high > low):
         raise ValueError(f"action_low {low.tolist()} / action_high {high.tolist()} must be non-empty, of equal "
                          f"length, with high > low")
-    if not tolerance_s > 0:
-        raise ValueError(f"tolerance_s must be > 0 (got {tolerance_s})")
+    reward_tolerance_s = tolerance_s if reward_tolerance_s is None else reward_tolerance_s
+    if not tolerance_s > 0 or not reward_tolerance_s > 0:
+        raise ValueError(f"tolerance_s and reward_tolerance_s must be > 0 (got {tolerance_s}, {reward_tolerance_s})")
     try:
         sources = [parse_source(text) for text in observation_sources]
     except AdapterError as e:
@@ -466,7 +470,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     else:
         episode = np.zeros(obs.shape[0])
 
-    valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, max_obs_gap_s, counts)
+    valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, int(round(reward_tolerance_s * 1e9)),
+                                 max_obs_gap_s, counts)
     if not counts["transitions"]:
         detail = ", ".join(f"{key}={v}" for key, v in counts.items() if v)
         raise BagSkipped(path, f"no transition could be aligned within {tolerance_s:g} s ({detail})")
@@ -578,7 +583,8 @@ def _reward_columns(topic_data, counts: dict) -> tuple[np.ndarray, np.ndarray]:
 SKIP_REASONS = ("episode_boundary", "gap", "no_command", "no_reward", "ambiguous_reward")
 
 
-def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, max_obs_gap_s: float | None, counts: dict):
+def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int, max_obs_gap_s: float | None,
+                 counts: dict):
     """The alignment rule of the module docstring, over every pair of consecutive observations
     (o_j, o_j+1). Returns (valid [K-1] bool, command index, reward index per pair) and counts every
     pair skipped, by reason, and the commands and rewards no transition used. Times in ns."""
@@ -603,13 +609,13 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, max_obs_gap_s
         # command: the last one in [T_j - tol, T_{j+1} - tol)
         ci = np.searchsorted(t_cmd, t1 - tol, side="left") - 1
         has_cmd = (ci >= 0) & (t_cmd[np.maximum(ci, 0)] >= t0 - tol) if t_cmd.size else np.zeros(pairs, bool)
-        # reward: nearest to T_{j+1}, within tol
+        # reward: nearest to T_{j+1}, within tol_rew
         if t_rew.size:
             ri = np.searchsorted(t_rew, t1, side="left")
             lo_i, hi_i = np.clip(ri - 1, 0, t_rew.size - 1), np.clip(ri, 0, t_rew.size - 1)
             d_lo, d_hi = np.abs(t_rew[lo_i] - t1), np.abs(t_rew[hi_i] - t1)
             ri = np.where(d_hi < d_lo, hi_i, lo_i)
-            has_rew = np.minimum(d_lo, d_hi) <= tol
+            has_rew = np.minimum(d_lo, d_hi) <= tol_rew
         else:
             ri, has_rew = np.zeros(pairs, np.int64), np.zeros(pairs, bool)
 

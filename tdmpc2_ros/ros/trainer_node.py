@@ -95,6 +95,8 @@ raw_command_type ...        array / [] / effort raw mode: the command topic's co
 raw_command_joints                              command_interface, as the planner has them (e.g. a
 raw_command_interface                           joint_trajectory_controller's JointTrajectory)
 tolerance_s                 0.005               raw-mode timestamp tolerance
+raw_reward_tolerance_s      0.0                 of rewards (0 = tolerance_s): reward_node publishes after
+                                                the observation it scores, by its latency
 ==========================  ==================  =============================================================
 
 Run: ``python -m tdmpc2_ros.ros.trainer_node --ros-args --params-file config/trainer.yaml``.
@@ -199,6 +201,8 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "raw_command_joints": ([], "raw mode, joint_trajectory / joint_state commands: the joint of each action element"),
     "raw_command_interface": ("effort", "raw mode, joint_trajectory / joint_state commands: position, velocity or effort"),
     "tolerance_s": (0.005, "raw mode: timestamp tolerance in seconds"),
+    "raw_reward_tolerance_s": (0.0, "raw mode: timestamp tolerance of rewards (0 = tolerance_s); a reward computed from "
+                                    "the observation (reward_node) comes a few ms after it"),
 }
 
 
@@ -267,7 +271,7 @@ class TrainerNode(Node):
                 raise ParameterError(name, p[name], "must be > 0")
         if not 0 < float(p["deadline_fraction"]) <= 1:
             raise ParameterError("deadline_fraction", p["deadline_fraction"], "must be in (0, 1]")
-        for name in ("store_keep_every_s", "store_keep_in_use_s", "min_free_mb"):
+        for name in ("store_keep_every_s", "store_keep_in_use_s", "min_free_mb", "raw_reward_tolerance_s"):
             if float(p[name]) < 0:
                 raise ParameterError(name, p[name], "must be >= 0")
         if float(p["max_updates_per_transition"]) < 0 or float(p["discount"]) < 0 or float(p["discount"]) >= 1:
@@ -294,7 +298,8 @@ class TrainerNode(Node):
             self.raw = RawTopics(p["raw_obs_topic"], p["raw_command_topic"], p["raw_reward_topic"], p["raw_episode_topic"],
                                  float(p["tolerance_s"]), tuple(p["raw_observation_sources"]),
                                  CommandFormat(p["raw_command_type"], tuple(p["raw_command_joints"]),
-                                               p["raw_command_interface"])) if all(raw) else None
+                                               p["raw_command_interface"]),
+                                 float(p["raw_reward_tolerance_s"])) if all(raw) else None
         except ValueError as e:
             raise ParameterError("raw_command_type", p["raw_command_type"], str(e)) from None
         if self.raw is not None and not p["action_low"]:

@@ -94,6 +94,7 @@ class RawTopics:
     tolerance_s: float = 0.005
     observation_sources: tuple = ()  # the planner's sources (runtime/observations.py), e.g. from /joint_states
     command: CommandFormat = CommandFormat()  # the planner's command_type / joints / interface
+    reward_tolerance_s: float = 0.0  # 0 = tolerance_s; more for a reward computed after the observation (reward_node)
 
     def __post_init__(self):
         problems = check_command_parameters(self.command.kind, self.command.joints, self.command.interface)
@@ -106,7 +107,8 @@ class RawTopics:
     def read(self, bag, action_low, action_high) -> RawEpisodes:
         return episodes_from_raw(bag, self.obs_topic, self.command_topic, self.reward_topic, self.episode_topic or None,
                                  action_low=action_low, action_high=action_high, tolerance_s=self.tolerance_s,
-                                 observation_sources=self.observation_sources, command=self.command)
+                                 observation_sources=self.observation_sources, command=self.command,
+                                 reward_tolerance_s=self.reward_tolerance_s or None)
 
 
 @dataclass
