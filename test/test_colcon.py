@@ -43,9 +43,13 @@ def clean_env(domain: int) -> dict:
 def test_install_space_has_nodes_launch_config(workspace):
     share = workspace / "install/tdmpc2_ros/share/tdmpc2_ros"
     lib = workspace / "install/tdmpc2_ros/lib/tdmpc2_ros"
-    for exe in ("planner_node", "sim_node", "tdmpc2-ros"):
+    from tdmpc2_ros.ros.bringup import NODE_SETS
+
+    # Every node a launch file may start (`ros2 run` finds it there), and every launch and config file.
+    for exe in {spec.executable for specs in NODE_SETS.values() for spec in specs} | {"tdmpc2-ros"}:
         assert (lib / exe).is_file(), exe
-    for f in ("launch/planner.launch.py", "launch/sim.launch.py", "config/planner.yaml", "config/sim.yaml", "package.xml"):
+    shipped = [p.relative_to(REPO) for p in (*REPO.glob("launch/*.py"), *REPO.glob("config/*.yaml"))]
+    for f in [*shipped, "package.xml"]:
         assert (share / f).is_file(), f
     assert (workspace / "install/tdmpc2_ros/share/ament_index/resource_index/packages/tdmpc2_ros").is_file()
     # Run from the workspace: python -c puts the working directory (here: the checkout) first on sys.path.
