@@ -392,6 +392,12 @@ def test_learn_loop_on_a_robots_own_topics(tmp_path):
         assert transitions >= 0.7 * observations, counts
         # The planner swaps the learnt version in: its spec (newtons) is the one it runs.
         assert out.wait_for(f"swapped model {versions[0]} -> {versions[1]}", 120), out.text()[-6000:]
+        # reward_node ends each episode the sim announces with its return (the sim's own are elsewhere).
+        returns = [len(_read_topics(b, lambda t, m: t == "/tdmpc2/episode_return")[1].get("/tdmpc2/episode_return",
+                                                                                          (0, 0, []))[2])
+                   for b in closed_bags(bags)]
+        print("bags (observations, rewards, transitions):", counts, "episode returns per bag:", returns)
+        assert sum(returns) >= 1, returns
     finally:
         proc.send_signal(signal.SIGINT)
     code, text = out.finish(timeout=60)

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
-from std_msgs.msg import Float64, Float64MultiArray  # noqa: E402
+from std_msgs.msg import Float64, Float64MultiArray, Int64  # noqa: E402
 
 from ros_harness import REPO, Ros, cleaned_up, finish_process, start_node_process  # noqa: E402
 from tdmpc2_ros.ros import qos, topics  # noqa: E402
@@ -69,8 +69,10 @@ def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
     node = ros.node("robot")
     states_pub = node.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
     command_pub = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
-    rewards, diag = [], {}
+    episode_pub = node.create_publisher(Int64, topics.EPISODE, qos.EVENTS)
+    rewards, returns, diag = [], [], {}
     node.create_subscription(Float64, topics.REWARD, lambda m: rewards.append(m.data), qos.EVENTS)
+    node.create_subscription(Float64, topics.EPISODE_RETURN, lambda m: returns.append(m.data), qos.EVENTS)
 
     def on_diag(msg):
         for s in msg.status:
@@ -82,9 +84,11 @@ def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
         assert ros.spin_until(lambda: states_pub.get_subscription_count() > 0 and node.count_publishers(topics.REWARD) > 0
                               or proc.poll() is not None, 60), "reward_node did not start"
         assert proc.poll() is None, finish_process(proc)[1][-4000:]
+        # The first announcement ends no episode: nothing was scored before it.
+        episode_pub.publish(Int64(data=0))
         # Before any command there is no step to reward: nothing is published, the wait is counted.
-        states_pub.publish(joint_state(0.1, 0.2, 0.0, 0.0))
-        assert ros.spin_until(lambda: diag.get("waiting", "0") != "0", 10), diag
+        assert ros.spin_until(lambda: states_pub.publish(joint_state(0.1, 0.2, 0.0, 0.0)) or  # best effort: again
+                              diag.get("waiting", "0") != "0", 10), diag
         assert rewards == []
         states = random_states(20, seed=1)
         for x, theta, xdot, thetadot, newtons in states:
@@ -104,6 +108,11 @@ def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
         states_pub.publish(joint_state(0.0, 0.0, 0.0, 0.0))
         assert ros.spin_until(lambda: len(rewards) == len(states) + 1, 5)
         assert ros.spin_until(lambda: diag.get("level") == b"\x00" and diag.get("published") == str(len(states) + 1), 5), diag
+        # The next episode's announcement ends this one: its return is the sum of its rewards.
+        assert returns == []
+        episode_pub.publish(Int64(data=1))
+        assert ros.spin_until(lambda: returns, 5), "no episode return"
+        assert returns == [pytest.approx(sum(rewards))] and diag["published"] == str(len(rewards))
         code, out = finish_process(proc, signal.SIGINT, timeout=30, what="reward_node")
     assert code == 0, out[-4000:]
     assert "no reward for this step" in out and "nan" in out

@@ -17,6 +17,11 @@ The expression (runtime/expressions.py: numpy, ``cos``, ``tolerance``, ... and n
             ``command_topic``, and no reward is published before the first command arrives
 ==========  ========================================================================================
 
+Episodes: when the robot's episode topic (``episode_topic``, std_msgs/Int64: whoever resets the robot
+announces the episode that starts) announces a new episode, the sum of the rewards published since
+the previous announcement goes out on ``episode_return_topic`` (std_msgs/Float64), as the sim does at
+each episode's end: a learning curve to watch live, and one the recorder keeps.
+
 An expression that raises or is not finite publishes nothing for that step (a missing reward only
 drops one transition; a wrong one would teach the model) and is counted, logged (throttled) and put
 on ``/diagnostics`` (``tdmpc2_ros: reward``) as WARN. A syntax error refuses to start.
@@ -33,6 +38,8 @@ command_type           array                 array, joint_trajectory or joint_st
 command_joints         []                    joint_trajectory / joint_state: the joint of each action element
 command_interface      effort                position, velocity or effort
 reward_topic           /tdmpc2/reward        where the reward goes (std_msgs/Float64, reliable, keep last 100)
+episode_topic          /tdmpc2/episode       the robot's episode announcements (std_msgs/Int64; "" = none)
+episode_return_topic   /tdmpc2/episode_return  the finished episode's return, at the next announcement
 diagnostics_period_s   1.0
 =====================  ====================  ===========================================================
 
@@ -55,7 +62,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from std_msgs.msg import Float64
+from std_msgs.msg import Float64, Int64
 
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.commands import COMMAND_TYPES
@@ -76,6 +83,8 @@ PARAMETERS = {  # name: (default, description)
     "command_joints": ([], "joint_trajectory / joint_state commands: the joint of each action element"),
     "command_interface": ("effort", "joint_trajectory / joint_state commands: position, velocity or effort"),
     "reward_topic": (topics.REWARD, "where the reward is published (std_msgs/Float64)"),
+    "episode_topic": (topics.EPISODE, "episode announcements (std_msgs/Int64) that end the running episode ('' = none)"),
+    "episode_return_topic": (topics.EPISODE_RETURN, "where a finished episode's return is published (std_msgs/Float64)"),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status"),
 }
 
@@ -85,8 +94,9 @@ class RewardNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__("reward_node", **kwargs)
-        self.published = self.waiting = self.bad = 0
+        self.published = self.waiting = self.bad = self.episodes = 0
         self.last_reward, self.problem = math.nan, ""
+        self.episode_sum, self.episode_rewards, self.last_return = 0.0, 0, math.nan  # the running episode
         self.action: np.ndarray | None = None
         set_up_or_destroy(self, self._set_up)
 
@@ -111,6 +121,9 @@ class RewardNode(Node):
             # Best effort takes a reliable publisher's commands too: only the newest matters here.
             self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command, qos.SENSOR)
         self.pub = self.create_publisher(Float64, p["reward_topic"], qos.EVENTS)
+        if p["episode_topic"]:
+            self.return_pub = self.create_publisher(Float64, p["episode_return_topic"], qos.EVENTS)
+            self.create_subscription(Int64, p["episode_topic"], self._on_episode, qos.EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -150,6 +163,15 @@ class RewardNode(Node):
             return
         self.pub.publish(Float64(data=reward))
         self.published, self.last_reward, self.problem = self.published + 1, reward, ""
+        self.episode_sum, self.episode_rewards = self.episode_sum + reward, self.episode_rewards + 1
+
+    def _on_episode(self, msg: Int64):
+        """A new episode starts: the one that ran ends with the rewards published so far (none: no
+        episode to report, e.g. the first announcement)."""
+        if self.episode_rewards:
+            self.return_pub.publish(Float64(data=self.episode_sum))
+            self.episodes, self.last_return = self.episodes + 1, self.episode_sum
+        self.episode_sum, self.episode_rewards = 0.0, 0
 
     def _refuse(self, why: str):
         self.bad += 1
@@ -159,6 +181,7 @@ class RewardNode(Node):
     def _publish_diagnostics(self):
         values = {"published": self.published, "waiting": self.waiting, "bad": self.bad,
                   "last_reward": self.last_reward, "last_problem": self.problem,
+                  "episodes": self.episodes, "last_episode_return": self.last_return,
                   "reward_expression": self.p["reward_expression"]}
         level, message = (WARN, self.problem) if self.problem else (OK, f"publishing on {self.p['reward_topic']}")
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: reward", self.get_name(),
