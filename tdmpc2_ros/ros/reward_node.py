@@ -28,20 +28,20 @@ on ``/diagnostics`` (``tdmpc2_ros: reward``) as WARN. A syntax error refuses to 
 
 Parameters (``config/reward.yaml``)
 ------------------------------------
-=====================  ====================  ===========================================================
-name                   default               meaning
-=====================  ====================  ===========================================================
-observation_sources    []                    the planner's sources; the first one's topic paces rewards
-reward_expression      ""                    the reward of a step, from ``obs`` (and ``action``)
-command_topic          ""                    the command topic, for ``action`` ("" = none)
-command_type           array                 array, joint_trajectory or joint_state (runtime/command_fields.py)
-command_joints         []                    joint_trajectory / joint_state: the joint of each action element
-command_interface      effort                position, velocity or effort
-reward_topic           /tdmpc2/reward        where the reward goes (std_msgs/Float64, reliable, keep last 100)
-episode_topic          /tdmpc2/episode       the robot's episode announcements (std_msgs/Int64; "" = none)
-episode_return_topic   /tdmpc2/episode_return  the finished episode's return, at the next announcement
+=====================  ========================  ==================================================
+name                   default                   meaning
+=====================  ========================  ==================================================
+observation_sources    []                        the planner's sources; the first one's topic paces rewards
+reward_expression      ""                        the reward of a step, from ``obs`` (and ``action``)
+command_topic          ""                        the command topic, for ``action`` ("" = none)
+command_type           array                     array, joint_trajectory or joint_state (runtime/command_fields.py)
+command_joints         []                        joint_trajectory / joint_state: the joint of each action element
+command_interface      effort                    position, velocity or effort
+reward_topic           /tdmpc2/reward            where the reward goes (std_msgs/Float64, reliable, keep last 100)
+episode_topic          /tdmpc2/episode           the robot's episode announcements (std_msgs/Int64; "" = none)
+episode_return_topic   /tdmpc2/episode_return    the finished episode's return, at the next announcement
 diagnostics_period_s   1.0
-=====================  ====================  ===========================================================
+=====================  ========================  ==================================================
 
 Run: ``python -m tdmpc2_ros.ros.reward_node --ros-args --params-file config/reward.yaml`` (or
 ``use_reward:=true`` in the bringup and launch files). No torch.
