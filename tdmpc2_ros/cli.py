@@ -89,7 +89,8 @@ def cmd_train_bags(args) -> int:
         raw = RawTopics(args.raw_obs_topic or "", args.raw_command_topic, args.raw_reward_topic, args.raw_episode_topic or "",
                         args.tolerance_s, tuple(args.raw_observation_sources or ()),
                         CommandFormat(args.raw_command_type, tuple(args.raw_command_joints or ()),
-                                      args.raw_command_interface), args.raw_reward_tolerance_s) if all(raw_topics) else None
+                                      args.raw_command_interface), args.raw_reward_tolerance_s,
+                        args.raw_episode_return_topic or "") if all(raw_topics) else None
     except ValueError as e:
         print(f"raw mode: {e}", file=sys.stderr)
         return 2
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--raw-command-interface", default="effort", choices=("position", "velocity", "effort"),
                    help="raw mode, joint_trajectory / joint_state commands: the field that carries the command")
     o.add_argument("--tolerance-s", type=float, default=0.005, help="raw mode: timestamp tolerance")
+    o.add_argument("--raw-episode-return-topic", default="",
+                   help="raw mode: the robot's episode returns (std_msgs/Float64, reward_node's) for train.csv and "
+                        "the learning curve (default: a row per run of consecutive transitions)")
     o.add_argument("--raw-reward-tolerance-s", type=float, default=0.0,
                    help="raw mode: timestamp tolerance of rewards (0 = --tolerance-s); reward_node's come a few ms "
                         "after the observation they score")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import csv
 import re
 import signal
 import subprocess
@@ -398,6 +399,12 @@ def test_learn_loop_on_a_robots_own_topics(tmp_path):
                    for b in closed_bags(bags)]
         print("bags (observations, rewards, transitions):", counts, "episode returns per bag:", returns)
         assert sum(returns) >= 1, returns
+        # ... and the trainer's curve has a row per episode (raw_episode_return_topic), not per fragment.
+        curve = run / "train.csv"
+        while time.monotonic() < deadline and not (curve.exists() and len(curve.read_text().splitlines()) > 1):
+            time.sleep(1.0)
+        rows = list(csv.DictReader(open(curve)))
+        assert rows and all(int(r["length"]) > 100 for r in rows), rows
     finally:
         proc.send_signal(signal.SIGINT)
     code, text = out.finish(timeout=60)

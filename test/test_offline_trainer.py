@@ -246,6 +246,66 @@ def test_bad_bags_are_skipped_named_and_change_nothing(tmp_path):
     assert_same_state(before, buffer_state(raw_trainer))
 
 
+def write_robot_bag(directory, rng, episodes, steps: int = 20, ended: bool = True) -> tuple:
+    """Raw topics as a robot with reward_node publishes them: each reward just after the observation
+    it scores, and each episode's return when the next episode is announced (after the episode's last
+    observation; the last one at the end). -> (bag, returns)."""
+    w = BagWriter(directory)
+    for topic, msgtype in (("/obs", FLOAT64_MULTI_ARRAY), ("/cmd", FLOAT64_MULTI_ARRAY), ("/reward", FLOAT64),
+                           ("/episode", INT64), ("/return", FLOAT64)):
+        w.add_topic(topic, msgtype)
+    t, returns = T0, []
+    for e in episodes:
+        w.write("/episode", INT64, encode_int64(e), t - 100_000)
+        total = 0.0
+        for k in range(steps):
+            w.write("/obs", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([("obs", OBS)], rng.normal(size=OBS)), t)
+            if k:  # the reward of the step that led here
+                r = float(rng.normal())
+                total += r
+                w.write("/reward", FLOAT64, encode_float64(r), t + 2_000_000)
+            w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], rng.uniform(-2, 2, ACT)), t + 3_000_000)
+            t += DT
+        if ended:  # else the last episode goes on in the next bag
+            w.write("/return", FLOAT64, encode_float64(total), t - DT + 4_000_000)
+            returns.append(total)
+        t += DT  # the reset
+    return w.close(), returns
+
+
+def test_raw_topics_with_the_robots_episode_returns_give_one_curve_row_per_episode(tmp_path):
+    """RawTopics.episode_return_topic: train.csv holds the robot's own episode returns (reward_node's),
+    placed after the episode's transitions, with the transitions since the previous return as length,
+    across bags and a restart; without the topic, each fragment is a row."""
+    rng = np.random.default_rng(5)
+    raw = RawTopics("/obs", "/cmd", "/reward", "/episode", reward_tolerance_s=0.005, episode_return_topic="/return")
+    b1, returns1 = write_robot_bag(tmp_path / "bags", rng, [0, 1])
+    trainer = make_trainer(tmp_path / "run", raw=raw, action_low=[-2.0], action_high=[2.0], action_repeat=2)
+    trainer.ingest_pending(tmp_path / "bags")
+    assert trainer.transitions == 38  # 19 per episode
+    rows = [(float(r["episode_reward"]), int(r["length"]), int(r["step"])) for r in trainer.curve_log.read()]
+    assert rows == [(pytest.approx(returns1[0], abs=1e-4), 19, 38), (pytest.approx(returns1[1], abs=1e-4), 19, 76)]
+    trainer.save()
+    resumed = make_trainer(tmp_path / "run", raw=raw, action_low=[-2.0], action_high=[2.0], action_repeat=2)
+    b2, returns2 = write_robot_bag(tmp_path / "bags", rng, [2])
+    resumed.ingest_pending(tmp_path / "bags")
+    rows = [(int(r["length"]), int(r["step"])) for r in resumed.curve_log.read()]
+    assert rows == [(19, 38), (19, 76), (19, 114)] and resumed.transitions == 57
+    # A bag in which no episode ended (a robot's long episode) adds no row, and the next return's
+    # length counts its transitions too.
+    write_robot_bag(tmp_path / "bags", rng, [3], ended=False)
+    resumed.ingest_pending(tmp_path / "bags")
+    assert len(resumed.curve_log.read()) == 3
+    write_robot_bag(tmp_path / "bags", rng, [4])
+    resumed.ingest_pending(tmp_path / "bags")
+    assert [(int(r["length"]), int(r["step"])) for r in resumed.curve_log.read()][3:] == [(38, 190)]
+    # The same bags without the return topic: each run of transitions is a row (here, each episode).
+    plain = make_trainer(tmp_path / "plain", raw=RawTopics("/obs", "/cmd", "/reward", "/episode", reward_tolerance_s=0.005),
+                         action_low=[-2.0], action_high=[2.0])
+    plain.ingest(b1)
+    assert [int(r["length"]) for r in plain.curve_log.read()] == [19, 19]
+
+
 def test_restart_reconciles_ledger_and_checkpoint(tmp_path):
     """A crash after the ledger mark but before the checkpoint re-ingests that bag (its data died with
     the process); a crash after the checkpoint but before the mark does not ingest it twice."""

@@ -368,6 +368,9 @@ class RawEpisodes:
 
     episodes: list[Episode]
     counts: dict  # observations, pairs, transitions, skipped_*, unmatched_*, malformed_*, clipped_commands
+    # (position, return) of each message on the episode-return topic, when one was asked for: the
+    # number of this bag's transitions (in episode order) that ended at or before it, and its value.
+    returns: list = field(default_factory=list)
 
     @property
     def transitions(self) -> int:
@@ -412,7 +415,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
                       episode_topic: str | None = None, *, action_low, action_high, tolerance_s: float = 0.005,
                       max_obs_gap_s: float | None = None, min_transitions: int = 1,
                       observation_sources: Sequence[str] = (), command: CommandFormat = CommandFormat(),
-                      reward_tolerance_s: float | None = None) -> RawEpisodes:
+                      reward_tolerance_s: float | None = None, return_topic: str | None = None) -> RawEpisodes:
     """Rebuild transitions from raw observation / command / reward topics by bag timestamps.
 
     observations: std_msgs/Float64MultiArray on obs_topic ('obs' segment if labelled, else all data),
@@ -423,7 +426,9 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     commands: `command` (Float64MultiArray by default, or JointTrajectory / JointState by joint name)
     in physical units within [action_low, action_high];
     rewards: std_msgs/Float64, matched within `reward_tolerance_s` (None = tolerance_s); episode_topic:
-    std_msgs/Int64 (optional). Rule: module docstring.
+    std_msgs/Int64 (optional). Rule: module docstring. return_topic (optional, std_msgs/Float64): the
+    robot's episode returns (reward_node's), placed among the transitions for a learning curve
+    (RawEpisodes.returns); a bag without them is read all the same.
     Raises BagSkipped if a topic is missing or empty, or no transition can be aligned.
     """
     path = Path(bag_path)
@@ -446,7 +451,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     if episode_topic:
         expected[episode_topic] = INT64
         names[episode_topic] = "episodes"
-    data = _read_expected_topics(path, expected, names, optional=episode_topic)
+    data = _read_expected_topics(path, expected, names, optional=episode_topic, extra=return_topic)
     tol = int(round(tolerance_s * 1e9))
     counts: dict[str, int] = {}
 
@@ -475,13 +480,21 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     if not counts["transitions"]:
         detail = ", ".join(f"{key}={v}" for key, v in counts.items() if v)
         raise BagSkipped(path, f"no transition could be aligned within {tolerance_s:g} s ({detail})")
-    return RawEpisodes(_fragments(obs, actions, rew, valid, ci, ri, min_transitions), counts)
+    episodes, kept = _fragments(obs, actions, rew, valid, ci, ri, min_transitions)
+    returns = []
+    if return_topic and return_topic in data and data[return_topic][0] == FLOAT64:
+        values, t_ret = _reward_columns(data[return_topic], {})
+        ends = t_obs[1:][kept]  # when each kept transition's next observation came, in episode order
+        returns = list(zip(np.searchsorted(ends, t_ret, side="right").tolist(), values.astype(float).tolist()))
+    counts["episode_returns"] = len(returns)
+    return RawEpisodes(episodes, counts, returns)
 
 
-def _read_expected_topics(path: Path, expected: dict, names: dict, optional: str | None):
+def _read_expected_topics(path: Path, expected: dict, names: dict, optional: str | None, extra: str | None = None):
     """The bag's messages on the expected topics, each as (type, times, raw messages). A topic that is
-    missing, of another type, or empty (except `optional`) skips the bag, naming the topic."""
-    all_topics, data = _read_topics(path, lambda t, m: t in expected)
+    missing, of another type, or empty (except `optional`) skips the bag, naming the topic. `extra` is
+    read too, if the bag has it, unchecked."""
+    all_topics, data = _read_topics(path, lambda t, m: t in expected or t == extra)
     for topic, msgtype in expected.items():
         what = names[topic]
         if topic not in all_topics:
@@ -634,14 +647,16 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int,
     return valid, ci, ri
 
 
-def _fragments(obs, actions, rew, valid, ci, ri, min_transitions: int) -> list[Episode]:
-    """Runs of consecutive valid pairs, as episodes (a run shorter than min_transitions is dropped)."""
+def _fragments(obs, actions, rew, valid, ci, ri, min_transitions: int) -> tuple[list[Episode], np.ndarray]:
+    """Runs of consecutive valid pairs, as episodes (a run shorter than min_transitions is dropped),
+    and the pairs they hold, in order."""
     edges = np.diff(np.concatenate([[0], valid.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     obs32, act32, rew32 = obs.astype(np.float32), actions.astype(np.float32), rew.astype(np.float32)
-    episodes = []
+    episodes, kept = [], []
     for a, b in zip(starts.tolist(), ends.tolist()):
         if b - a < min_transitions:
             continue
         episodes.append(Episode(obs32[a : b + 1], act32[ci[a:b]], rew32[ri[a:b]], np.zeros(b - a, np.float32)))
-    return episodes
+        kept.append(np.arange(a, b))
+    return episodes, np.concatenate(kept) if kept else np.zeros(0, np.int64)

@@ -97,6 +97,8 @@ raw_command_interface                           joint_trajectory_controller's Jo
 tolerance_s                 0.005               raw-mode timestamp tolerance
 raw_reward_tolerance_s      0.0                 of rewards (0 = tolerance_s): reward_node publishes after
                                                 the observation it scores, by its latency
+raw_episode_return_topic    ""                  raw mode: episode returns (reward_node's) for train.csv and
+                                                the learning curve ("" = a row per run of transitions)
 ==========================  ==================  =============================================================
 
 Run: ``python -m tdmpc2_ros.ros.trainer_node --ros-args --params-file config/trainer.yaml``.
@@ -201,6 +203,8 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "raw_command_joints": ([], "raw mode, joint_trajectory / joint_state commands: the joint of each action element"),
     "raw_command_interface": ("effort", "raw mode, joint_trajectory / joint_state commands: position, velocity or effort"),
     "tolerance_s": (0.005, "raw mode: timestamp tolerance in seconds"),
+    "raw_episode_return_topic": ("", "raw mode: the robot's episode returns (std_msgs/Float64, reward_node's), for "
+                                     "train.csv and the learning curve ('' = each run of consecutive transitions)"),
     "raw_reward_tolerance_s": (0.0, "raw mode: timestamp tolerance of rewards (0 = tolerance_s); a reward computed from "
                                     "the observation (reward_node) comes a few ms after it"),
 }
@@ -299,7 +303,7 @@ class TrainerNode(Node):
                                  float(p["tolerance_s"]), tuple(p["raw_observation_sources"]),
                                  CommandFormat(p["raw_command_type"], tuple(p["raw_command_joints"]),
                                                p["raw_command_interface"]),
-                                 float(p["raw_reward_tolerance_s"])) if all(raw) else None
+                                 float(p["raw_reward_tolerance_s"]), p["raw_episode_return_topic"]) if all(raw) else None
         except ValueError as e:
             raise ParameterError("raw_command_type", p["raw_command_type"], str(e)) from None
         if self.raw is not None and not p["action_low"]:

@@ -6,7 +6,8 @@ Run folder (``run_dir``), the online trainer's conventions:
 - ``checkpoint.pt``: agent (weights, optimisers, scale), buffer, counters, the bags in the buffer
   (training/checkpoint.py: atomic, checksummed); a trainer started on the same folder resumes it;
 - ``ingest_ledger.jsonl``: every bag taken (``ingested``) or refused (``skipped``, with the reason);
-- ``train.csv`` (one row per complete episode ingested: return = sum of its rewards, env steps so far),
+- ``train.csv`` (one row per complete episode ingested: return = sum of its rewards, env steps so far;
+  from raw topics, one per message of the robot's episode-return topic, or else per fragment),
   ``metrics.csv`` (losses per ``train`` call) and ``learning_curve.png`` beside the paper's curve;
 - ``weights.pt`` of the last exported version (``tdmpc2-ros export/ship`` read it), ``config.json``.
 
@@ -95,6 +96,7 @@ class RawTopics:
     observation_sources: tuple = ()  # the planner's sources (runtime/observations.py), e.g. from /joint_states
     command: CommandFormat = CommandFormat()  # the planner's command_type / joints / interface
     reward_tolerance_s: float = 0.0  # 0 = tolerance_s; more for a reward computed after the observation (reward_node)
+    episode_return_topic: str = ""  # the robot's episode returns (reward_node's): train.csv's rows, else fragments
 
     def __post_init__(self):
         problems = check_command_parameters(self.command.kind, self.command.joints, self.command.interface)
@@ -108,7 +110,8 @@ class RawTopics:
         return episodes_from_raw(bag, self.obs_topic, self.command_topic, self.reward_topic, self.episode_topic or None,
                                  action_low=action_low, action_high=action_high, tolerance_s=self.tolerance_s,
                                  observation_sources=self.observation_sources, command=self.command,
-                                 reward_tolerance_s=self.reward_tolerance_s or None)
+                                 reward_tolerance_s=self.reward_tolerance_s or None,
+                                 return_topic=self.episode_return_topic or None)
 
 
 @dataclass
@@ -250,6 +253,7 @@ class OfflineTrainer:
         self.last_failure = ""
         self.last_metrics: dict = {}
         self._open: dict[int, dict] = {}  # episode id -> partial return, for episodes spanning bags
+        self._last_return_at = 0  # transitions ingested when the last raw-topic episode return came (train.csv length)
         self._exported_bags: list[str] = []  # bags of the last exported version
         self._updates = 0
         self._wall_offset, self._t0 = 0.0, time.monotonic()
@@ -390,11 +394,10 @@ class OfflineTrainer:
             self.episodes += len(episodes)
             self.longest_episode = max([self.longest_episode, *lengths])
             self.bags.append({"bag": bag.name, "identity": identity, "transitions": n, "episodes": len(episodes)})
-            if records is not None:
+            if isinstance(records, RawEpisodes):
+                complete = self._raw_curve(records, episodes, lengths, before)
+            else:
                 complete = self._complete_episodes(records)
-            else:  # raw topics: each fragment is an episode (episode topic + no gaps)
-                ends = np.cumsum(lengths)
-                complete = [(float(ep.reward.sum()), t, int(end)) for ep, t, end in zip(episodes, lengths, ends)]
             for ret, length, position in complete:
                 self.curve_episodes += 1
                 self.curve_log.append(step=(before + min(position, n)) * self.action_repeat, episode=self.curve_episodes,
@@ -403,10 +406,11 @@ class OfflineTrainer:
         return n, len(episodes)
 
     def _read(self, bag: Path) -> tuple[list[Episode], object]:
-        """Read and check a whole bag before anything is written (raises BagSkipped)."""
-        records = None
+        """Read and check a whole bag before anything is written (raises BagSkipped). -> (episodes,
+        what they came from: the transition records, or the raw topics' RawEpisodes)."""
         if self.raw is not None:
-            episodes = self.raw.read(bag, self.action_low, self.action_high).episodes
+            records = self.raw.read(bag, self.action_low, self.action_high)
+            episodes = records.episodes
         else:
             records = read_record_arrays(bag, list(self.record_topics) or None)
             if (records.obs_dim, records.action_dim) != (self.obs_dim, self.action_dim):
@@ -430,6 +434,20 @@ class OfflineTrainer:
         if not episodes:
             raise BagSkipped(bag, "no episode with finite observations, actions and rewards")
         return episodes, records
+
+    def _raw_curve(self, raw: RawEpisodes, episodes, lengths, before: int) -> list[tuple[float, int, int]]:
+        """(return, length, position in the bag) of train.csv's rows from raw topics: the robot's own
+        episode returns (RawTopics.episode_return_topic; length = transitions since the previous one;
+        a bag in which no episode ended adds none), else each fragment (a run of consecutive
+        transitions) as an episode."""
+        if not self.raw.episode_return_topic:
+            ends = np.cumsum(lengths)
+            return [(float(ep.reward.sum()), t, int(end)) for ep, t, end in zip(episodes, lengths, ends)]
+        out = []
+        for position, value in raw.returns:
+            out.append((float(value), before + position - self._last_return_at, position))
+            self._last_return_at = before + position
+        return out
 
     def _complete_episodes(self, rec) -> list[tuple[float, int, int]]:
         """(return, length, position in the bag) of each episode that ends in this bag and whose every
@@ -594,6 +612,7 @@ class OfflineTrainer:
                     "last_export_updates": self.last_export_updates, "exports": self.exports,
                     "failed_exports": self.failed_exports, "exported_bags": list(self._exported_bags),
                     "open_episodes": copy.deepcopy(self._open), "wall_s": self.wall_s(),
+                    "last_return_at": self._last_return_at,
                     "parity_rng": self.parity_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                 },
             }
@@ -618,6 +637,7 @@ class OfflineTrainer:
         self.exports, self.failed_exports = int(o["exports"]), int(o["failed_exports"])
         self._exported_bags = list(o["exported_bags"])
         self._open = {int(k): dict(v) for k, v in o["open_episodes"].items()}
+        self._last_return_at = int(o.get("last_return_at", self.transitions))  # absent before session 30
         self._wall_offset = float(o["wall_s"])
         self.parity_rng.bit_generator.state = o["parity_rng"]
         torch.set_rng_state(o["torch_rng"])
