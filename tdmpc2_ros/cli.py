@@ -90,7 +90,7 @@ def cmd_train_bags(args) -> int:
                         args.tolerance_s, tuple(args.raw_observation_sources or ()),
                         CommandFormat(args.raw_command_type, tuple(args.raw_command_joints or ()),
                                       args.raw_command_interface), args.raw_reward_tolerance_s,
-                        args.raw_episode_return_topic or "") if all(raw_topics) else None
+                        args.raw_episode_return_topic or "", tuple(args.raw_command_scale or ())) if all(raw_topics) else None
     except ValueError as e:
         print(f"raw mode: {e}", file=sys.stderr)
         return 2
@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--raw-command-interface", default="effort", choices=("position", "velocity", "effort"),
                    help="raw mode, joint_trajectory / joint_state commands: the field that carries the command")
     o.add_argument("--tolerance-s", type=float, default=0.005, help="raw mode: timestamp tolerance")
+    o.add_argument("--raw-command-scale", type=float, nargs="+",
+                   help="raw mode: command units per model action unit (the planner's command_scale); --action-low/"
+                        "--action-high are then the model's bounds")
     o.add_argument("--raw-episode-return-topic", default="",
                    help="raw mode: the robot's episode returns (std_msgs/Float64, reward_node's) for train.csv and "
                         "the learning curve (default: a row per run of consecutive transitions)")

@@ -341,10 +341,11 @@ def test_learn_loop_from_a_random_start(tmp_path):
 
 
 def test_learn_loop_on_a_robots_own_topics(tmp_path):
-    """`bringup learn use_reward:=true params_file:=learn_robot.yaml`: the loop with no transition
-    records, as on a robot. MuJoCo stands in behind /joint_states and effort commands; reward_node
-    scores each step from the joints; the recorder keeps the raw topics; the trainer aligns them (raw
-    mode) into transitions, learns, and ships a version the planner swaps in."""
+    """`bringup learn use_reward:=true params_file:=learn_robot.yaml init_weights:=<shipped>`: the
+    loop with no transition records, as on a robot, fine-tuning the model trained in simulation.
+    MuJoCo stands in behind /joint_states and effort commands; reward_node scores each step from the
+    joints; the recorder keeps the raw topics; the trainer aligns them (raw mode) into transitions,
+    learns, and ships a version the planner swaps in (the shipped model's spec)."""
     import yaml
 
     from tdmpc2_ros.bags import IngestLedger, closed_bags
@@ -360,7 +361,8 @@ def test_learn_loop_on_a_robots_own_topics(tmp_path):
     params.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "tdmpc2_ros.cli", "bringup", "learn", "use_reward:=true", f"params_file:={params}",
            "explore:=true", f"model_path:={store}", f"store_dir:={store}", f"bag_dir:={bags}", f"run_dir:={run}",
-           "model_wait_s:=300", "ladder:=['2:64:8:4']", "bag_split_s:=4"]
+           "model_wait_s:=300", "ladder:=['2:64:8:4']", "bag_split_s:=4",
+           f"init_weights:={REPO / 'models' / 'cartpole_swingup' / 'weights.pt'}"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=node_env(next_domain()), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     out = LineReader(proc)
@@ -405,6 +407,9 @@ def test_learn_loop_on_a_robots_own_topics(tmp_path):
             time.sleep(1.0)
         rows = list(csv.DictReader(open(curve)))
         assert rows and all(int(r["length"]) > 100 for r in rows), rows
+        # The first episode ran the shipped weights (v1): they swing the pole up through the robot's
+        # topics, scored by reward_node's dm_control reward (the sim's demo: about 867).
+        assert float(rows[0]["episode_reward"]) >= 600, rows
     finally:
         proc.send_signal(signal.SIGINT)
     code, text = out.finish(timeout=60)

@@ -306,6 +306,19 @@ def test_raw_topics_with_the_robots_episode_returns_give_one_curve_row_per_episo
     assert [int(r["length"]) for r in plain.curve_log.read()] == [19, 19]
 
 
+def test_raw_command_scale_reads_commands_in_the_models_units(tmp_path):
+    """RawTopics.command_scale (the planner's command_scale): commands in newtons, a model in [-1, 1]
+    as trained in simulation: the same normalised actions as bounds given in newtons."""
+    bag = write_raw_bag(tmp_path / "raw", np.random.default_rng(6))  # commands in [-2, 2]
+    in_command_units = RawTopics("/obs", "/cmd", "/reward", "/episode").read(bag, [-2.0], [2.0])
+    scaled = RawTopics("/obs", "/cmd", "/reward", "/episode", command_scale=(2.0,)).read(bag, [-1.0], [1.0])
+    assert in_command_units.transitions == scaled.transitions > 0
+    for a, b in zip(in_command_units.episodes, scaled.episodes):
+        np.testing.assert_array_equal(a.action, b.action)
+    with pytest.raises(ValueError, match="command_scale"):
+        RawTopics("/obs", "/cmd", "/reward", command_scale=(2.0, 3.0)).read(bag, [-1.0], [1.0])
+
+
 def test_restart_reconciles_ledger_and_checkpoint(tmp_path):
     """A crash after the ledger mark but before the checkpoint re-ingests that bag (its data died with
     the process); a crash after the checkpoint but before the mark does not ingest it twice."""

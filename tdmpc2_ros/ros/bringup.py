@@ -69,6 +69,8 @@ ARGUMENTS = {
         Argument("action_dim", "1", "trainer: action size of the task (1 for cartpole)"),
         Argument("ladder", "", "trainer: budgets to export, e.g. ['4:256:32:12','2:64:8:4'] (iterations:samples:"
                                "elites:policy trajectories); empty = the default ladder"),
+        Argument("init_weights", "", "trainer: weights.pt or checkpoint.pt to start from, e.g. the shipped model's "
+                                     "weights.pt for fine-tuning on a robot ('' = trainer.yaml's: fresh weights)"),
         Argument("compile", "false", "trainer: torch.compile the update (a minute once, then ~30% faster; long runs)"),
         Argument("device", "cpu", "trainer: where the world model trains: cpu, cuda, cuda:N or auto (a GPU where torch sees one)"),
         Argument("bag_split_s", "60.0", "recorder: close a bag (making it available to the trainer) every this many seconds"),
@@ -94,7 +96,8 @@ RECORDER = NodeSpec("recorder_node", "recorder_node", "recorder.yaml", {"bag_dir
 TRAINER = NodeSpec("trainer_node", "trainer_node", "trainer.yaml",
                    {"bag_dir": "bag_dir", "store_dir": "store_dir", "run_dir": "run_dir", "obs_dim": "obs_dim",
                     "action_dim": "action_dim", "control_rate_hz": "control_rate_hz",
-                    "ladder": "ladder", "compile": "compile", "device": "device", "seed": "seed"})
+                    "ladder": "ladder", "compile": "compile", "device": "device", "seed": "seed",
+                    "init_weights": "init_weights"})
 
 NODE_SETS = {
     "planner": [SIM, PLANNER, REWARD],

@@ -97,6 +97,8 @@ raw_command_interface                           joint_trajectory_controller's Jo
 tolerance_s                 0.005               raw-mode timestamp tolerance
 raw_reward_tolerance_s      0.0                 of rewards (0 = tolerance_s): reward_node publishes after
                                                 the observation it scores, by its latency
+raw_command_scale           []                  raw mode: the planner's command_scale (action_low/high are
+                                                then the model's bounds, e.g. -1 / 1, as a sim-trained model's)
 raw_episode_return_topic    ""                  raw mode: episode returns (reward_node's) for train.csv and
                                                 the learning curve ("" = a row per run of transitions)
 ==========================  ==================  =============================================================
@@ -161,7 +163,7 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "task": ("cartpole-swingup", "task name carried in the model contract (and the paper curve)"),
     "obs_dim": (0, "observation dim (0 = from the checkpoint, init_weights or the first bag)"),
     "action_dim": (0, "action dim (0 = from the checkpoint, init_weights or the first bag)"),
-    "action_low": ([], "model action bounds, low ([] = -1 each); raw mode: bounds of the command topic"),
+    "action_low": ([], "model action bounds, low ([] = -1 each); raw mode: bounds of the command topic, or of the model with raw_command_scale"),
     "action_high": ([], "model action bounds, high ([] = 1 each)"),
     "obs_names": ([], "observation names for the model contract (optional)"),
     "action_names": ([], "action names for the model contract (optional)"),
@@ -205,6 +207,8 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "tolerance_s": (0.005, "raw mode: timestamp tolerance in seconds"),
     "raw_episode_return_topic": ("", "raw mode: the robot's episode returns (std_msgs/Float64, reward_node's), for "
                                      "train.csv and the learning curve ('' = each run of consecutive transitions)"),
+    "raw_command_scale": ([], "raw mode: command units per model action unit, per element (the planner's command_scale); "
+                              "action_low/high are then the model's bounds ([] = commands in model units)"),
     "raw_reward_tolerance_s": (0.0, "raw mode: timestamp tolerance of rewards (0 = tolerance_s); a reward computed from "
                                     "the observation (reward_node) comes a few ms after it"),
 }
@@ -303,12 +307,18 @@ class TrainerNode(Node):
                                  float(p["tolerance_s"]), tuple(p["raw_observation_sources"]),
                                  CommandFormat(p["raw_command_type"], tuple(p["raw_command_joints"]),
                                                p["raw_command_interface"]),
-                                 float(p["raw_reward_tolerance_s"]), p["raw_episode_return_topic"]) if all(raw) else None
+                                 float(p["raw_reward_tolerance_s"]), p["raw_episode_return_topic"],
+                                 tuple(float(x) for x in p["raw_command_scale"])) if all(raw) else None
         except ValueError as e:
             raise ParameterError("raw_command_type", p["raw_command_type"], str(e)) from None
         if self.raw is not None and not p["action_low"]:
             raise ParameterError("action_low", p["action_low"], "raw mode maps commands to [-1, 1] with "
                                                                 "action_low/action_high: set both")
+        if self.raw is not None:
+            try:
+                self.raw.command_bounds(p["action_low"], p["action_high"])
+            except ValueError as e:
+                raise ParameterError("raw_command_scale", p["raw_command_scale"], str(e)) from None
         self.p = p
 
     def _known_dims(self):

@@ -97,6 +97,21 @@ class RawTopics:
     command: CommandFormat = CommandFormat()  # the planner's command_type / joints / interface
     reward_tolerance_s: float = 0.0  # 0 = tolerance_s; more for a reward computed after the observation (reward_node)
     episode_return_topic: str = ""  # the robot's episode returns (reward_node's): train.csv's rows, else fragments
+    # Per action element, command units per model unit (the planner's command_scale, e.g. a motor gear):
+    # action_low/high are then the model's bounds, and a command is read as command / scale. () = 1.
+    command_scale: tuple = ()
+
+    def command_bounds(self, action_low, action_high) -> tuple[np.ndarray, np.ndarray]:
+        """The model's action bounds in the command topic's units: times command_scale, as the planner
+        sends them (runtime/action_shaper.py)."""
+        low, high = np.asarray(action_low, np.float64), np.asarray(action_high, np.float64)
+        if not self.command_scale:
+            return low, high
+        scale = np.asarray(self.command_scale, np.float64)
+        if scale.shape != low.shape or not np.all(scale > 0):
+            raise ValueError(f"command_scale {list(self.command_scale)} must hold one positive factor per action "
+                             f"element ({low.size})")
+        return low * scale, high * scale
 
     def __post_init__(self):
         problems = check_command_parameters(self.command.kind, self.command.joints, self.command.interface)
@@ -107,8 +122,9 @@ class RawTopics:
             raise ValueError("; ".join(problems))
 
     def read(self, bag, action_low, action_high) -> RawEpisodes:
+        low, high = self.command_bounds(action_low, action_high)
         return episodes_from_raw(bag, self.obs_topic, self.command_topic, self.reward_topic, self.episode_topic or None,
-                                 action_low=action_low, action_high=action_high, tolerance_s=self.tolerance_s,
+                                 action_low=low, action_high=high, tolerance_s=self.tolerance_s,
                                  observation_sources=self.observation_sources, command=self.command,
                                  reward_tolerance_s=self.reward_tolerance_s or None,
                                  return_topic=self.episode_return_topic or None)
