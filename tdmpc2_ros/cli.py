@@ -459,10 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("info", help="what a path holds: an .onnx graph's contract, a model folder's rungs with each "
-                                    "file's sha256 checked, a model store's versions, a bag or a folder of bags "
-                                    "(exit 1 if something is damaged)")
+                                    "file's sha256 checked, a model store's versions, a bag or a folder of bags, "
+                                    "a training run folder's progress (exit 1 if something is damaged)")
     i.add_argument("path", help="an .onnx planner graph, a model folder (ladder.json), a model store, a bag or a "
-                                "folder of bags")
+                                "folder of bags, a training run folder (RUN_DIR: config.json, train.csv, ...)")
     i.add_argument("--ledger", help="bags: the trainer's RUN_DIR/ingest_ledger.jsonl, to show what became of each bag")
     i.add_argument("--json", action="store_true", help="print the description as JSON")
     i.set_defaults(func=cmd_info)
@@ -497,11 +497,14 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_info(args) -> int:
     from tdmpc2_ros.bags.info import bags_info, format_bags_info, is_bag_folder
     from tdmpc2_ros.runtime.model_info import format_info, model_info
+    from tdmpc2_ros.training.run_info import format_run_info, is_run_folder, run_info
 
     if is_bag_folder(args.path):
         info, text = bags_info(args.path, args.ledger), format_bags_info
     elif args.ledger:
         raise ValueError(f"--ledger goes with a bag or a folder of bags; {args.path} holds none")
+    elif is_run_folder(args.path):
+        info, text = run_info(args.path), format_run_info
     else:
         info, text = model_info(args.path), format_info
     print(json.dumps(info, indent=2) if args.json else text(info))

@@ -151,7 +151,8 @@ def model_info(path: str | Path) -> dict:
         return folder_info(p)
     if is_store(p):
         return store_info(p)
-    raise StoreError(f"{p} is neither an .onnx planner graph, a model folder ({LADDER_FILE}) nor a model store")
+    raise StoreError(f"{p} is neither an .onnx planner graph, a model folder ({LADDER_FILE}) nor a model store "
+                     f"(nor a bag or a training run folder)")
 
 
 def format_info(info: dict) -> str:
