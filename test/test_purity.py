@@ -116,6 +116,19 @@ def test_bags_and_recorder_never_import_torch():
     assert _python(code) == "ok"
 
 
+def test_info_readers_need_neither_torch_nor_ros():
+    """`tdmpc2-ros info` reads models, bags and run folders on any machine (a robot's too)."""
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
+        "import tdmpc2_ros.training.run_info, tdmpc2_ros.runtime.model_info, tdmpc2_ros.bags.info\n"
+        "bad = sorted(m for m in sys.modules if m.startswith(('rclpy', 'torch.', 'tdmpc2_ros.core')))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    assert _python(code) == "ok"
+
+
 def _imported_names(path: Path) -> set[str]:
     """Modules a file imports, with `from pkg import mod` also counted as pkg.mod."""
     names = _imported_modules(path)
