@@ -90,7 +90,8 @@ PARAMETERS = {  # name: (default, description)
 
 
 class RewardNode(Node):
-    """Counters for tests and tools: ``published``, ``waiting``, ``bad``, ``last_reward``, ``problem``."""
+    """Counters for tests and tools: ``published``, ``waiting``, ``bad``, ``last_reward``, ``problem``,
+    ``episodes``, ``last_return``."""
 
     def __init__(self, **kwargs):
         super().__init__("reward_node", **kwargs)
