@@ -393,7 +393,7 @@ def test_learn_loop_on_a_robots_own_topics(tmp_path):
         observations, rewards, transitions = max(counts)
         assert observations >= 50 and rewards >= 0.9 * observations, counts
         assert transitions >= 0.7 * observations, counts
-        # The planner swaps the learnt version in: its spec (newtons) is the one it runs.
+        # The planner swaps the learnt version in: it has the spec of the shipped model the planner runs.
         assert out.wait_for(f"swapped model {versions[0]} -> {versions[1]}", 120), out.text()[-6000:]
         # reward_node ends each episode the sim announces with its return (the sim's own are elsewhere).
         returns = [len(_read_topics(b, lambda t, m: t == "/tdmpc2/episode_return")[1].get("/tdmpc2/episode_return",
