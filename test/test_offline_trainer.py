@@ -319,6 +319,36 @@ def test_raw_command_scale_reads_commands_in_the_models_units(tmp_path):
         RawTopics("/obs", "/cmd", "/reward", command_scale=(2.0, 3.0)).read(bag, [-1.0], [1.0])
 
 
+def test_observations_faster_than_the_commands_are_warned_of(tmp_path):
+    """A first observation source at 500 Hz (a joint_state_broadcaster at the controller manager's
+    rate) and commands at 50 Hz: raw mode's pairs are 2 ms apart and most have no command. The bag is
+    read, and the trainer says why so little of it became transitions and what to change."""
+    rng = np.random.default_rng(8)
+    w = BagWriter(tmp_path / "bags")
+    for topic, msgtype in (("/obs", FLOAT64_MULTI_ARRAY), ("/cmd", FLOAT64_MULTI_ARRAY), ("/reward", FLOAT64)):
+        w.add_topic(topic, msgtype)
+    t, fast = T0, DT // 10
+    for k in range(300):
+        w.write("/obs", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([("obs", OBS)], rng.normal(size=OBS)), t)
+        w.write("/reward", FLOAT64, encode_float64(float(rng.normal())), t - 100_000)
+        if k % 10 == 0:
+            w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], rng.uniform(-2, 2, ACT)), t + 500_000)
+        t += fast
+    bag = w.close()
+    raw = RawTopics("/obs", "/cmd", "/reward", tolerance_s=0.0005)
+    assert raw.read(bag, [-2.0], [2.0]).counts["observations_per_command"] == 10.0
+    trainer = make_trainer(tmp_path / "run", raw=raw, action_low=[-2.0], action_high=[2.0], min_transitions=1)
+    trainer.ingest_pending(tmp_path / "bags")
+    warning = trainer.log.text("warning")
+    assert f"bag {bag}: the first observation source publishes 10 times per command" in warning
+    assert "at the control rate" in warning
+    # A bag at the control rate draws no such warning.
+    steady = make_trainer(tmp_path / "run2", raw=RawTopics("/obs", "/cmd", "/reward", "/episode"),
+                          action_low=[-2.0], action_high=[2.0])
+    steady.ingest(write_raw_bag(tmp_path / "steady", rng))
+    assert "times per command" not in steady.log.text("warning")
+
+
 def test_restart_reconciles_ledger_and_checkpoint(tmp_path):
     """A crash after the ledger mark but before the checkpoint re-ingests that bag (its data died with
     the process); a crash after the checkpoint but before the mark does not ingest it twice."""

@@ -465,6 +465,11 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     counts["observations"] = obs.shape[0]
     actions, t_cmd = _command_columns(data[command_topic], low, high, counts, command)
     rew, t_rew = _reward_columns(data[reward_topic], counts)
+    if t_obs.size > 2 and t_cmd.size > 2:
+        # A transition per observation assumes observations at the control rate. A first source that
+        # is faster (a joint_state_broadcaster at the controller manager's 500 Hz) gives pairs a few
+        # ms apart, most with no command: the trainer warns of it (training/offline.py).
+        counts["observations_per_command"] = round(float(np.median(np.diff(t_cmd)) / max(np.median(np.diff(t_obs)), 1)), 1)
     if episode_topic and episode_topic in data and data[episode_topic][2]:
         _, t_ep, ep_raws = data[episode_topic]
         _, ep_ok = decode_int64s(ep_raws)

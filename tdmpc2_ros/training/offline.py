@@ -76,6 +76,7 @@ from tdmpc2_ros.training.validation import LadderValidator, ValidationReport
 CHECKPOINT = "checkpoint.pt"
 LEDGER = "ingest_ledger.jsonl"
 CURVE = "train.csv"
+FAST_OBSERVATIONS = 3.0  # raw mode: observations per command above which the bag's pairs are too short
 METRICS = "metrics.csv"
 WEIGHTS = "weights.pt"
 PLOT = "learning_curve.png"
@@ -427,6 +428,12 @@ class OfflineTrainer:
         if self.raw is not None:
             records = self.raw.read(bag, self.action_low, self.action_high)
             episodes = records.episodes
+            ratio = records.counts.get("observations_per_command", 1.0)
+            if ratio >= FAST_OBSERVATIONS:
+                self.log.warning(f"bag {bag}: the first observation source publishes {ratio:g} times per command; raw "
+                                 f"mode makes a transition of each pair of its messages, so most have no command "
+                                 f"and are skipped: give observation sources whose first topic comes at the control "
+                                 f"rate")
         else:
             records = read_record_arrays(bag, list(self.record_topics) or None)
             if (records.obs_dim, records.action_dim) != (self.obs_dim, self.action_dim):
