@@ -75,27 +75,14 @@ def cmd_train_bags(args) -> int:
     from tqdm import tqdm
 
     from tdmpc2_ros.bags.ledger import IngestLedger
-    from tdmpc2_ros.bags.reader import CommandFormat
     from tdmpc2_ros.runtime.model_store import ModelStore
-    from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
+    from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawSettingError, RawTopics, parse_rung, resolve_dims
 
     run_dir = Path(args.run_dir or "runs/offline")
-    raw_topics = [args.raw_obs_topic or args.raw_observation_sources, args.raw_command_topic, args.raw_reward_topic]
-    if any(raw_topics) and not all(raw_topics):
-        print("raw mode needs --raw-obs-topic (or --raw-observation-sources), --raw-command-topic and "
-              "--raw-reward-topic", file=sys.stderr)
-        return 2
-    try:
-        raw = RawTopics(args.raw_obs_topic or "", args.raw_command_topic, args.raw_reward_topic, args.raw_episode_topic or "",
-                        args.tolerance_s, tuple(args.raw_observation_sources or ()),
-                        CommandFormat(args.raw_command_type, tuple(args.raw_command_joints or ()),
-                                      args.raw_command_interface), args.raw_reward_tolerance_s,
-                        args.raw_episode_return_topic or "", tuple(args.raw_command_scale or ())) if all(raw_topics) else None
-    except ValueError as e:
-        print(f"raw mode: {e}", file=sys.stderr)
-        return 2
-    if raw is not None and not args.action_low:
-        print("raw mode maps commands to [-1, 1] with --action-low/--action-high: give both", file=sys.stderr)
+    try:  # the options carry trainer_node's parameter names: one set of checks (RawTopics.from_settings)
+        raw = RawTopics.from_settings(vars(args), args.action_low, args.action_high)
+    except RawSettingError as e:
+        print(f"{e} (--{e.name.replace('_', '-')})", file=sys.stderr)
         return 2
     # After the argument checks: a refused run leaves no handler behind (cli.main may run in-process).
     log = logging.getLogger("tdmpc2_ros.trainer")

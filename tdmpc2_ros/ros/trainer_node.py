@@ -133,7 +133,6 @@ from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 from tdmpc2_ros.bags.ledger import IngestLedger
-from tdmpc2_ros.bags.reader import CommandFormat
 from tdmpc2_ros.core.device import resolve_device
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.diagnostics import OK, PLANNER_STATUS, WARN, status_array
@@ -141,7 +140,7 @@ from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node
 from tdmpc2_ros.runtime.model_store import ModelStore, VersionsInUse
 from tdmpc2_ros.runtime.priority import lower_process_priority
-from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawTopics, parse_rung, resolve_dims
+from tdmpc2_ros.training.offline import LEDGER, OfflineTrainer, RawSettingError, RawTopics, parse_rung, resolve_dims
 
 EXPORT_TIMEOUT_S = 1800.0  # how long ~/export waits for the export it asked for
 SHUTDOWN_JOIN_S = 2.0  # at shutdown: how long to wait for the training thread (one update, not an export)
@@ -297,28 +296,10 @@ class TrainerNode(Node):
             raise ParameterError("ladder", p["ladder"], str(e)) from e
         if len(p["action_low"]) != len(p["action_high"]):
             raise ParameterError("action_low", p["action_low"], "action_low and action_high need the same length")
-        raw = [p["raw_obs_topic"] or p["raw_observation_sources"], p["raw_command_topic"], p["raw_reward_topic"]]
-        if any(raw) and not all(raw):
-            raise ParameterError("raw_obs_topic", raw, "raw mode needs raw_obs_topic (or raw_observation_sources), "
-                                                      "raw_command_topic and raw_reward_topic (or none of them for "
-                                                      "record mode)")
         try:
-            self.raw = RawTopics(p["raw_obs_topic"], p["raw_command_topic"], p["raw_reward_topic"], p["raw_episode_topic"],
-                                 float(p["tolerance_s"]), tuple(p["raw_observation_sources"]),
-                                 CommandFormat(p["raw_command_type"], tuple(p["raw_command_joints"]),
-                                               p["raw_command_interface"]),
-                                 float(p["raw_reward_tolerance_s"]), p["raw_episode_return_topic"],
-                                 tuple(float(x) for x in p["raw_command_scale"])) if all(raw) else None
-        except ValueError as e:
-            raise ParameterError("raw_command_type", p["raw_command_type"], str(e)) from None
-        if self.raw is not None and not p["action_low"]:
-            raise ParameterError("action_low", p["action_low"], "raw mode maps commands to [-1, 1] with "
-                                                                "action_low/action_high: set both")
-        if self.raw is not None:
-            try:
-                self.raw.command_bounds(p["action_low"], p["action_high"])
-            except ValueError as e:
-                raise ParameterError("raw_command_scale", p["raw_command_scale"], str(e)) from None
+            self.raw = RawTopics.from_settings(p, p["action_low"], p["action_high"])
+        except RawSettingError as e:
+            raise ParameterError(e.name, e.value, str(e)) from None
         self.p = p
 
     def _known_dims(self):

@@ -84,6 +84,14 @@ MAX_OPEN_EPISODES = 64  # episodes whose first part was in an earlier bag, waiti
 LOSS_KEYS = ("consistency_loss", "reward_loss", "value_loss", "pi_loss", "total_loss", "grad_norm")
 
 
+class RawSettingError(ValueError):
+    """A raw-mode setting at fault: `name` (trainer_node's parameter, the CLI option of the same name)."""
+
+    def __init__(self, name: str, value, why: str):
+        super().__init__(why)
+        self.name, self.value = name, value
+
+
 @dataclass(frozen=True)
 class RawTopics:
     """Raw-topic mode (``episodes_from_raw``): bags of observations, commands and rewards recorded
@@ -101,6 +109,35 @@ class RawTopics:
     # Per action element, command units per model unit (the planner's command_scale, e.g. a motor gear):
     # action_low/high are then the model's bounds, and a command is read as command / scale. () = 1.
     command_scale: tuple = ()
+
+    @classmethod
+    def from_settings(cls, s, action_low, action_high) -> "RawTopics | None":
+        """trainer_node's raw-mode parameters, or `tdmpc2-ros train --bags`' options of the same names
+        (None or empty = unset) -> RawTopics, or None for record mode (none of the topics set). One set
+        of checks for both; RawSettingError names the setting at fault."""
+        topics = [s["raw_obs_topic"] or s["raw_observation_sources"], s["raw_command_topic"], s["raw_reward_topic"]]
+        if not any(topics):
+            return None
+        if not all(topics):
+            raise RawSettingError("raw_obs_topic", topics, "raw mode needs raw_obs_topic (or raw_observation_sources), "
+                                                           "raw_command_topic and raw_reward_topic (or none of them "
+                                                           "for record mode)")
+        try:
+            raw = cls(s["raw_obs_topic"] or "", s["raw_command_topic"], s["raw_reward_topic"], s["raw_episode_topic"] or "",
+                      float(s["tolerance_s"]), tuple(s["raw_observation_sources"] or ()),
+                      CommandFormat(s["raw_command_type"], tuple(s["raw_command_joints"] or ()), s["raw_command_interface"]),
+                      float(s["raw_reward_tolerance_s"]), s["raw_episode_return_topic"] or "",
+                      tuple(float(x) for x in s["raw_command_scale"] or ()))
+        except ValueError as e:
+            raise RawSettingError("raw_command_type", s["raw_command_type"], f"raw mode: {e}") from None
+        if not action_low:
+            raise RawSettingError("action_low", action_low, "raw mode maps commands to [-1, 1] with action_low/"
+                                                            "action_high: set both")
+        try:
+            raw.command_bounds(action_low, action_high)
+        except ValueError as e:
+            raise RawSettingError("raw_command_scale", s["raw_command_scale"], f"raw mode: {e}") from None
+        return raw
 
     def command_bounds(self, action_low, action_high) -> tuple[np.ndarray, np.ndarray]:
         """The model's action bounds in the command topic's units: times command_scale, as the planner
