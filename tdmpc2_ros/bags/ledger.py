@@ -77,16 +77,20 @@ class IngestLedger:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.entries: dict[str, dict] = {}  # bag name -> latest entry
-        self.torn_lines = 0
+        self.torn_at: list[int] = []  # numbers (from 1) of the lines a crash cut short
         if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            for n, line in enumerate(self.path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
                 if not line.strip():
                     continue
                 try:
                     entry = json.loads(line)
                     self.entries[str(entry["bag"])] = entry
                 except (ValueError, KeyError, TypeError):
-                    self.torn_lines += 1
+                    self.torn_at.append(n)
+
+    @property
+    def torn_lines(self) -> int:
+        return len(self.torn_at)
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -15,6 +15,8 @@ import math
 import time
 from pathlib import Path
 
+from tdmpc2_ros.bags.ledger import IngestLedger
+
 CONFIG, CHECKPOINT, WEIGHTS, PLOT = "config.json", "checkpoint.pt", "weights.pt", "learning_curve.png"
 LOGS = ("train.csv", "eval.csv", "metrics.csv")
 LEDGER = "ingest_ledger.jsonl"  # training/offline.py's LEDGER (not imported: that module imports torch)
@@ -65,16 +67,11 @@ def _curve(rows: list[dict], problems: list) -> dict | None:
 def _ledger(path: Path, problems: list) -> dict | None:
     if not path.is_file():
         return None
-    entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                entries.append(json.loads(line))
-            except ValueError:
-                problems.append(f"{LEDGER} line {n} is not JSON (a write cut short?)")
-    latest = {e.get("bag"): e for e in entries}  # a bag marked again: its last entry stands
-    ingested = [e for e in latest.values() if e.get("status", "ingested") == "ingested"]
-    skipped = [e for e in latest.values() if e.get("status") == "skipped"]
+    ledger = IngestLedger(path)  # each bag's latest entry, as the trainer reads them
+    problems += [f"{LEDGER} line {n} is not JSON (a write cut short?)" for n in ledger.torn_at]
+    entries = ledger.entries.values()
+    ingested = [e for e in entries if e.get("status", "ingested") == "ingested"]
+    skipped = [e for e in entries if e.get("status") == "skipped"]
     out = {"ingested": len(ingested), "transitions": sum(int(e.get("transitions", 0)) for e in ingested),
            "skipped": len(skipped)}
     if skipped:
