@@ -346,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--raw-reward-tolerance-s", type=float, default=0.0,
                    help="raw mode: timestamp tolerance of rewards (0 = --tolerance-s); reward_node's come a few ms "
                         "after the observation they score")
+    o.add_argument("--raw-pace", default="observation", choices=("observation", "command"),
+                   help="raw mode: a transition per pair of observations, or per pair of commands (from the newest "
+                        "observation at each: observations faster than the control rate)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="export weights.pt (or a checkpoint.pt) as an ONNX planner graph")

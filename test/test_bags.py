@@ -531,6 +531,72 @@ def test_a_reward_tolerance_of_its_own_leaves_the_commands_window_alone(tmp_path
         episodes_from_raw(bag, "/obs", "/cmd", "/reward", action_low=low, action_high=high, reward_tolerance_s=0.0)
 
 
+def test_raw_paced_by_commands_beside_a_500_hz_joint_state_broadcaster(tmp_path):
+    """pace="command": /joint_states at 500 Hz (a joint_state_broadcaster at the controller manager's
+    rate), a 50 Hz controller commanding 4.5 ms after each of its ticks, reward_node scoring each
+    /joint_states message 0.3 ms after it. A transition per command: the observation is the newest
+    /joint_states at or before the command, the reward the one of the next command's observation.
+    Irregularities: command 20 is lost (a gap), command 40 is resent 0.5 ms later with another value
+    (the second acted), and /joint_states stops for 32 ms (commands 50 and 51 have no fresh
+    observation). Paced by observations, the same bag gives pairs 2 ms apart, nine in ten without a
+    command."""
+    rng = np.random.default_rng(21)
+    fast, commands = 2 * MS, 60
+    sources = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:velocity:slider")
+    w = BagWriter(tmp_path)
+    w.write("/episode", INT64, encode_int64(0), T0 - MS)
+    state = rng.normal(size=(10 * commands + 10, 2))
+    for i in range(state.shape[0]):
+        if 500 <= i < 516:
+            continue  # the broadcaster stalls from 1000 ms to 1032 ms
+        t = T0 + i * fast
+        w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["slider"], position=state[i, :1],
+                                                             velocity=state[i, 1:], effort=np.zeros(0)), t)
+        w.write("/reward", FLOAT64, encode_float64(float(i)), t + 300_000)
+    action = rng.uniform(-1, 1, size=commands)
+    resent = rng.uniform(-1, 1)
+    for k in range(commands):
+        if k == 20:
+            continue
+        w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [10 * action[k]]), T0 + k * DT + 4 * MS + MS // 2)
+        # reward_node paced by commands: at each, the reward of the newest state (index 10k + 2, or 499 in the stall)
+        newest = 499 if k in (50, 51) else 10 * k + 2
+        w.write("/reward_at_commands", FLOAT64, encode_float64(float(newest)), T0 + k * DT + 4 * MS + 900_000)
+        if k == 40:
+            w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [10 * resent]), T0 + k * DT + 5 * MS)
+            w.write("/reward_at_commands", FLOAT64, encode_float64(float(newest)), T0 + k * DT + 5 * MS + 400_000)
+    bag = w.close()
+    acted = action.copy()
+    acted[40] = resent
+
+    raw = RawTopics("", "/cmd", "/reward", "/episode", tolerance_s=0.002, reward_tolerance_s=0.001,
+                    observation_sources=sources, pace="command")
+    result = raw.read(bag, [-10.0], [10.0])
+    assert result.counts["commands_without_observation"] == 2 and result.counts["observations_per_command"] == 10.0
+    # Commands 0-19, 21-49 and 52-59 each pair with the next: 19 + 28 + 7 transitions.
+    assert [e.action.shape[0] for e in result.episodes] == [19, 28, 7]
+    for ep, first in zip(result.episodes, (0, 21, 52)):
+        ks = np.arange(first, first + ep.action.shape[0] + 1)
+        np.testing.assert_array_equal(ep.obs, np.float32(state[10 * ks + 2]))  # newest at 4.5 ms past each tick
+        np.testing.assert_allclose(ep.action[:, 0], np.float32(acted[ks[:-1]]), atol=1e-6)
+        np.testing.assert_array_equal(ep.reward, np.float32(10 * ks[1:] + 2))  # the next observation's reward
+    # reward_node paced by commands: its rewards come at the commands, and make the same transitions.
+    at_commands = RawTopics("", "/cmd", "/reward_at_commands", "/episode", tolerance_s=0.002, reward_tolerance_s=0.009,
+                            observation_sources=sources, pace="command").read(bag, [-10.0], [10.0])
+    assert [e.action.shape[0] for e in at_commands.episodes] == [19, 28, 7]
+    for a, b in zip(result.episodes, at_commands.episodes):
+        np.testing.assert_array_equal(a.obs, b.obs), np.testing.assert_array_equal(a.action, b.action)
+        np.testing.assert_array_equal(a.reward, b.reward)
+
+    by_observation = RawTopics("", "/cmd", "/reward", "/episode", tolerance_s=0.002, reward_tolerance_s=0.001,
+                               observation_sources=sources).read(bag, [-10.0], [10.0])
+    # 2 ms pairs, one in ten with a command: fragments of one transition each, of 2 ms dynamics.
+    assert {e.action.shape[0] for e in by_observation.episodes} == {1}
+    assert by_observation.counts["skipped_no_command"] > 8 * by_observation.transitions
+    with pytest.raises(ValueError, match="pace 'tick' is not one of observation, command"):
+        RawTopics("", "/cmd", "/reward", observation_sources=sources, pace="tick")
+
+
 def test_raw_commands_of_another_width_are_malformed_not_fatal(tmp_path):
     """Arrays without a layout differ only in length: commands of another width, empty ones included,
     are counted and dropped, and every transition the bag holds is still rebuilt."""

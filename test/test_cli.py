@@ -66,3 +66,19 @@ def test_a_bad_argument_is_one_line_and_status_2_not_a_traceback(tmp_path, capsy
     monkeypatch.setenv("TDMPC2_ROS_TRACEBACK", "1")
     with pytest.raises(ModelLoadError):
         cli.main(["eval", "--model", str(missing), "--episodes", "1"])
+
+
+def test_train_from_raw_bags_reads_every_raw_option_as_the_trainer_nodes_parameter():
+    """`tdmpc2-ros train --bags` builds RawTopics from its options through the trainer node's own
+    check (RawTopics.from_settings): each option reaches the field of the same parameter."""
+    from tdmpc2_ros import cli
+    from tdmpc2_ros.training.offline import RawTopics
+
+    args = cli.build_parser().parse_args([
+        "train", "--bags", "b", "--raw-observation-sources", "joint_state:/joint_states:position:slider",
+        "--raw-command-topic", "/c", "--raw-reward-topic", "/r", "--raw-episode-topic", "/e", "--raw-pace", "command",
+        "--raw-command-scale", "10", "--raw-reward-tolerance-s", "0.009", "--tolerance-s", "0.002",
+        "--raw-episode-return-topic", "/ret", "--action-low", "-1", "--action-high", "1"])
+    raw = RawTopics.from_settings(vars(args), args.action_low, args.action_high)
+    assert raw == RawTopics("", "/c", "/r", "/e", 0.002, ("joint_state:/joint_states:position:slider",),
+                            reward_tolerance_s=0.009, episode_return_topic="/ret", command_scale=(10.0,), pace="command")

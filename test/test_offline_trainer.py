@@ -341,7 +341,13 @@ def test_observations_faster_than_the_commands_are_warned_of(tmp_path):
     trainer.ingest_pending(tmp_path / "bags")
     warning = trainer.log.text("warning")
     assert f"bag {bag}: the first observation source publishes 10 times per command" in warning
-    assert "at the control rate" in warning
+    assert "set raw_pace to 'command'" in warning and "at the control rate" in warning
+    # Paced by commands, the same bag makes a transition per command, and no warning.
+    paced = make_trainer(tmp_path / "run_paced", raw=RawTopics("/obs", "/cmd", "/reward", tolerance_s=0.0005,
+                                                               pace="command"),
+                         action_low=[-2.0], action_high=[2.0], min_transitions=1)
+    paced.ingest_pending(tmp_path / "bags")
+    assert "times per command" not in paced.log.text("warning") and paced.transitions == 29
     # A bag at the control rate draws no such warning.
     steady = make_trainer(tmp_path / "run2", raw=RawTopics("/obs", "/cmd", "/reward", "/episode"),
                           action_low=[-2.0], action_high=[2.0])

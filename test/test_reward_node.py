@@ -118,12 +118,60 @@ def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
     assert "no reward for this step" in out and "nan" in out
 
 
+def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path):
+    """pace: command, as beside a joint_state_broadcaster faster than the controller: several
+    /joint_states per command, a reward only at each command, of the newest state and the command
+    before it (the one that acted in the step that led to that state), and an episode's return
+    sums one reward per command."""
+    ros = Ros()
+    proc = start_node_process("reward_node", ros.domain, tmp_path, **{**SHIPPED, "pace": "command"})
+    node = ros.node("robot")
+    states_pub = node.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
+    command_pub = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
+    episode_pub = node.create_publisher(Int64, topics.EPISODE, qos.EVENTS)
+    rewards, returns = [], []
+    node.create_subscription(Float64, topics.REWARD, lambda m: rewards.append(m.data), qos.EVENTS)
+    node.create_subscription(Float64, topics.EPISODE_RETURN, lambda m: returns.append(m.data), qos.EVENTS)
+    with cleaned_up(proc, ros=ros):
+        assert ros.spin_until(lambda: command_pub.get_subscription_count() > 0 and states_pub.get_subscription_count() > 0
+                              and node.count_publishers(topics.REWARD) > 0 or proc.poll() is not None, 60), \
+            "reward_node did not start"
+        assert proc.poll() is None, finish_process(proc)[1][-4000:]
+        states = random_states(12, seed=2)
+        noise = random_states(12 * 4, seed=3)  # the broadcaster's other messages between two commands
+        # Until both subscriptions have matched: a state and a command at a time, until one is scored.
+        assert ros.spin_until(lambda: states_pub.publish(joint_state(*states[0, :4])) or ros.spin_for(0.05) or
+                              command_pub.publish(Float64MultiArray(data=[float(states[0, 4])])) or rewards, 20)
+        ros.spin_for(0.3)
+        episode_pub.publish(Int64(data=0))  # the warm-up's episode ends: its return, then a clean start
+        assert ros.spin_until(lambda: returns, 5), "no episode return"
+        rewards.clear(), returns.clear()
+        for k in range(1, len(states)):
+            for x, theta, xdot, thetadot, _ in noise[4 * k : 4 * k + 4]:
+                states_pub.publish(joint_state(x, theta, xdot, thetadot))
+            states_pub.publish(joint_state(*states[k, :4]))  # the newest when the command comes
+            ros.spin_for(0.05)
+            assert len(rewards) == k - 1, "a reward at a /joint_states message"
+            command_pub.publish(Float64MultiArray(data=[float(states[k, 4])]))
+            assert ros.spin_until(lambda: len(rewards) == k, 5), f"no reward at command {k}"
+        # Step k: the state newest at command k, under command k-1.
+        scored = np.concatenate([states[1:, :4], states[:-1, 4:]], axis=1)
+        np.testing.assert_allclose(rewards, 2 * dm_control_reward(scored), rtol=1e-9)
+        episode_pub.publish(Int64(data=1))
+        assert ros.spin_until(lambda: returns, 5), "no episode return"
+        assert returns == [pytest.approx(sum(rewards))]
+        code, out = finish_process(proc, signal.SIGINT, timeout=30, what="reward_node")
+    assert code == 0, out[-4000:]
+
+
 @pytest.mark.parametrize("params, name", [
     ({"reward_expression": "obs[0] +"}, "reward_expression"),
     ({"reward_expression": ""}, "reward_expression"),
     ({"observation_sources": []}, "observation_sources"),
     ({"observation_sources": ["joint_state:/joint_states:torque:slider"]}, "observation_sources"),
     ({"command_type": "joint_trajectory"}, "command_type"),  # without command_joints
+    ({"pace": "tick"}, "pace"),
+    ({"pace": "command", "command_topic": ""}, "pace"),  # paced by commands it never reads
 ])
 def test_a_bad_configuration_is_refused_naming_the_parameter(params, name):
     from rclpy.parameter import Parameter

@@ -40,6 +40,14 @@ Two sources:
    nothing tells a reset from a step, so pass the episode topic whenever the robot resets.
    ``terminated`` is always 0 here (raw topics do not say whether an episode ended by termination).
 
+   **Paced by commands** (``pace="command"``), for observations faster than the control rate (a
+   joint_state_broadcaster at the controller manager's 500 Hz beside a 50 Hz controller): there is an
+   observation at each command C_k instead, **the newest at or before C_k** (the state in which c_k
+   began to act), and T_k = C_k above. It must be fresh (at most 1.5 x the median observation
+   interval, or tol, old), else the command is counted in ``commands_without_observation``; of
+   commands that share one observation, the last is the one that acted. The reward r_k is the one
+   nearest the time o_{k+1} was measured.
+
    A robot's own topics are read the way the planner reads them live: ``observation_sources`` takes
    the planner's sources (``runtime/observations.py``: JointState by joint name, Imu, Odometry,
    arrays), and the observation times T_k are those of the first source's topic, each observation
@@ -73,7 +81,7 @@ from tdmpc2_ros.bags.cdr import (
     decode_int64s,
 )
 from tdmpc2_ros.bags.fields import MessageColumns, array_source_blocks, command_columns, source_column
-from tdmpc2_ros.runtime.observations import AdapterError, parse_source
+from tdmpc2_ros.runtime.observations import PACES, AdapterError, parse_source
 from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, SegmentError, Transition
 from tdmpc2_ros.runtime.transition import offsets as layout_offsets
 
@@ -415,7 +423,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
                       episode_topic: str | None = None, *, action_low, action_high, tolerance_s: float = 0.005,
                       max_obs_gap_s: float | None = None, min_transitions: int = 1,
                       observation_sources: Sequence[str] = (), command: CommandFormat = CommandFormat(),
-                      reward_tolerance_s: float | None = None, return_topic: str | None = None) -> RawEpisodes:
+                      reward_tolerance_s: float | None = None, return_topic: str | None = None,
+                      pace: str = "observation") -> RawEpisodes:
     """Rebuild transitions from raw observation / command / reward topics by bag timestamps.
 
     observations: std_msgs/Float64MultiArray on obs_topic ('obs' segment if labelled, else all data),
@@ -428,7 +437,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     rewards: std_msgs/Float64, matched within `reward_tolerance_s` (None = tolerance_s); episode_topic:
     std_msgs/Int64 (optional). Rule: module docstring. return_topic (optional, std_msgs/Float64): the
     robot's episode returns (reward_node's), placed among the transitions for a learning curve
-    (RawEpisodes.returns); a bag without them is read all the same.
+    (RawEpisodes.returns); a bag without them is read all the same. pace: "observation" (a transition
+    per pair of observations) or "command" (per pair of commands, for observations faster than them).
     Raises BagSkipped if a topic is missing or empty, or no transition can be aligned.
     """
     path = Path(bag_path)
@@ -438,6 +448,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
         raise ValueError(f"action_low {low.tolist()} / action_high {high.tolist()} must be non-empty, of equal "
                          f"length, with high > low")
     reward_tolerance_s = tolerance_s if reward_tolerance_s is None else reward_tolerance_s
+    if pace not in PACES:
+        raise ValueError(f"pace {pace!r} is not one of {', '.join(PACES)}")
     if not tolerance_s > 0 or not reward_tolerance_s > 0:
         raise ValueError(f"tolerance_s and reward_tolerance_s must be > 0 (got {tolerance_s}, {reward_tolerance_s})")
     try:
@@ -468,7 +480,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     if t_obs.size > 2 and t_cmd.size > 2:
         # A transition per observation assumes observations at the control rate. A first source that
         # is faster (a joint_state_broadcaster at the controller manager's 500 Hz) gives pairs a few
-        # ms apart, most with no command: the trainer warns of it (training/offline.py).
+        # ms apart, most with no command: the trainer warns of it unless paced by commands.
         counts["observations_per_command"] = round(float(np.median(np.diff(t_cmd)) / max(np.median(np.diff(t_obs)), 1)), 1)
     if episode_topic and episode_topic in data and data[episode_topic][2]:
         _, t_ep, ep_raws = data[episode_topic]
@@ -479,9 +491,13 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
         episode = obs_ep  # the sim's step messages carry their episode
     else:
         episode = np.zeros(obs.shape[0])
+    t_measured = t_obs  # when each observation was taken: its rewards are matched to it
+    if pace == "command":
+        obs, t_obs, t_measured, episode, obs_step = _observations_at_commands(obs, t_obs, episode, obs_step, t_cmd,
+                                                                              tol, counts)
 
     valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, int(round(reward_tolerance_s * 1e9)),
-                                 max_obs_gap_s, counts)
+                                 max_obs_gap_s, counts, t_measured)
     if not counts["transitions"]:
         detail = ", ".join(f"{key}={v}" for key, v in counts.items() if v)
         raise BagSkipped(path, f"no transition could be aligned within {tolerance_s:g} s ({detail})")
@@ -601,11 +617,27 @@ def _reward_columns(topic_data, counts: dict) -> tuple[np.ndarray, np.ndarray]:
 SKIP_REASONS = ("episode_boundary", "gap", "no_command", "no_reward", "ambiguous_reward")
 
 
+def _observations_at_commands(obs, t_obs, episode, obs_step, t_cmd, tol: int, counts: dict):
+    """Command pace (module docstring): an observation at each command, the newest at or before it.
+    -> (obs, times = the commands', times the observations were taken, episode, step), one row per
+    command kept; commands without a fresh observation are counted."""
+    newest = np.searchsorted(t_obs, t_cmd, side="right") - 1
+    period = float(np.median(np.diff(t_obs))) if t_obs.size > 1 else 0.0
+    age = t_cmd - t_obs[np.maximum(newest, 0)] if t_obs.size else np.zeros(t_cmd.size)
+    fresh = np.flatnonzero((newest >= 0) & (age <= max(1.5 * period, tol)))
+    counts["commands_without_observation"] = int(t_cmd.size - fresh.size)
+    shared = newest[fresh]
+    keep = fresh[np.append(shared[1:] != shared[:-1], True)]  # of commands sharing an observation, the last acted
+    j = newest[keep]
+    return obs[j], t_cmd[keep], t_obs[j], episode[j], obs_step[j]
+
+
 def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int, max_obs_gap_s: float | None,
-                 counts: dict):
+                 counts: dict, t_measured=None):
     """The alignment rule of the module docstring, over every pair of consecutive observations
     (o_j, o_j+1). Returns (valid [K-1] bool, command index, reward index per pair) and counts every
-    pair skipped, by reason, and the commands and rewards no transition used. Times in ns."""
+    pair skipped, by reason, and the commands and rewards no transition used. Times in ns; rewards
+    are matched to t_measured (default t_obs), when the observations were taken."""
     pairs = max(t_obs.size - 1, 0)
     counts["pairs"] = pairs
     if not pairs:
@@ -627,11 +659,12 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int,
         # command: the last one in [T_j - tol, T_{j+1} - tol)
         ci = np.searchsorted(t_cmd, t1 - tol, side="left") - 1
         has_cmd = (ci >= 0) & (t_cmd[np.maximum(ci, 0)] >= t0 - tol) if t_cmd.size else np.zeros(pairs, bool)
-        # reward: nearest to T_{j+1}, within tol_rew
+        # reward: nearest to when o_{j+1} was taken, within tol_rew
+        taken = t1 if t_measured is None else t_measured[1:]
         if t_rew.size:
-            ri = np.searchsorted(t_rew, t1, side="left")
+            ri = np.searchsorted(t_rew, taken, side="left")
             lo_i, hi_i = np.clip(ri - 1, 0, t_rew.size - 1), np.clip(ri, 0, t_rew.size - 1)
-            d_lo, d_hi = np.abs(t_rew[lo_i] - t1), np.abs(t_rew[hi_i] - t1)
+            d_lo, d_hi = np.abs(t_rew[lo_i] - taken), np.abs(t_rew[hi_i] - taken)
             ri = np.where(d_hi < d_lo, hi_i, lo_i)
             has_rew = np.minimum(d_lo, d_hi) <= tol_rew
         else:

@@ -9,12 +9,19 @@ right after it, which is where the trainer's raw-bag alignment looks for it (bag
 reward nearest T_{k+1}, within tolerance_s"). Record it beside the observation and command topics
 (recorder_node's ``topics``) and the trainer learns from the robot's own bags in raw mode.
 
+Paced by commands (``pace: command``), for a first source faster than the control rate (a
+joint_state_broadcaster at 500 Hz beside a 50 Hz controller): a reward at each command instead, of
+the newest observation and the command before this one (the one that acted in the step that led to
+it). That is the reward of the trainer's ``raw_pace: command`` transitions, one per step, so an
+episode's return sums one reward per step at either pace.
+
 The expression (runtime/expressions.py: numpy, ``cos``, ``tolerance``, ... and no builtins) sees:
 
 ==========  ========================================================================================
 ``obs``     the observation vector (float64), the sources concatenated in order, in their units
 ``action``  the newest command (float64, physical units, in command_joints order); only with
-            ``command_topic``, and no reward is published before the first command arrives
+            ``command_topic``, and no reward is published before the first command arrives (paced
+            by commands: the command before the one that paces)
 ==========  ========================================================================================
 
 Episodes: when the robot's episode topic (``episode_topic``, std_msgs/Int64: whoever resets the robot
@@ -32,6 +39,7 @@ Parameters (``config/reward.yaml``)
 name                   default                   meaning
 =====================  ========================  ==================================================
 observation_sources    []                        the planner's sources; the first one's topic paces rewards
+pace                   observation               observation (each message of the first source) or command
 reward_expression      ""                        the reward of a step, from ``obs`` (and ``action``)
 command_topic          ""                        the command topic, for ``action`` ("" = none)
 command_type           array                     array, joint_trajectory or joint_state (runtime/command_fields.py)
@@ -72,11 +80,14 @@ from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 from tdmpc2_ros.runtime.command_fields import check_command_parameters, command_vector
 from tdmpc2_ros.runtime.expressions import Expression
-from tdmpc2_ros.runtime.observations import AdapterError, ObservationAssembler
+from tdmpc2_ros.runtime.observations import PACES, AdapterError, ObservationAssembler
 
 PARAMETERS = {  # name: (default, description)
     "observation_sources": ([], "observation sources '<type>:<topic>:<field>[:<joint>]', as the planner's; a reward "
                                 "is published at each message of the first one's topic"),
+    "pace": ("observation", "'observation': a reward at each message of the first source; 'command': at each "
+                            "command, of the newest observation and the command before (observations faster than "
+                            "the control rate); needs command_topic"),
     "reward_expression": ("", "the reward of a step: a numpy expression of obs (and action, with command_topic)"),
     "command_topic": ("", "the robot's command topic, for the name action ('' = none)"),
     "command_type": ("array", "the command topic's type: array, joint_trajectory or joint_state"),
@@ -112,9 +123,14 @@ class RewardNode(Node):
             self.expression = Expression(p["reward_expression"], "reward_expression")
         except ValueError as e:
             raise ParameterError("reward_expression", p["reward_expression"], str(e)) from None
+        if p["pace"] not in PACES or (p["pace"] == "command" and not p["command_topic"]):
+            raise ParameterError("pace", p["pace"], f"pace must be one of {', '.join(PACES)}; command needs "
+                                                    f"command_topic")
         first = self.assembler.sources[0].topic
+        by_observation = p["pace"] == "observation"
         for topic, kind in kinds.items():
-            self.create_subscription(SOURCE_MESSAGES[kind], topic, self._on_source(topic, topic == first), qos.SENSOR)
+            self.create_subscription(SOURCE_MESSAGES[kind], topic, self._on_source(topic, by_observation and topic == first),
+                                     qos.SENSOR)
         if p["command_topic"]:
             problems = check_command_parameters(p["command_type"], p["command_joints"], p["command_interface"])
             if problems:
@@ -128,14 +144,19 @@ class RewardNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
-        self.get_logger().info(f"publishing {p['reward_expression']!r} on {p['reward_topic']} at each message of {first}")
+        pacer = first if by_observation else p["command_topic"]
+        self.get_logger().info(f"publishing {p['reward_expression']!r} on {p['reward_topic']} at each message of {pacer}")
 
     def _on_command(self, msg):
         p = self.p
         try:
-            self.action = command_vector(msg, p["command_type"], p["command_joints"], p["command_interface"])
+            action = command_vector(msg, p["command_type"], p["command_joints"], p["command_interface"])
         except ValueError as e:
             self._refuse(f"command on {p['command_topic']} not read: {e}")
+            return
+        if p["pace"] == "command":
+            self._publish_reward()  # the step that ends here: the command before this one acted in it
+        self.action = action
 
     def _on_source(self, topic: str, paces: bool):
         def callback(msg):

@@ -101,6 +101,9 @@ raw_command_scale           []                  raw mode: the planner's command_
                                                 then the model's bounds, e.g. -1 / 1, as a sim-trained model's)
 raw_episode_return_topic    ""                  raw mode: episode returns (reward_node's) for train.csv and
                                                 the learning curve ("" = a row per run of transitions)
+raw_pace                    observation         raw mode: a transition per pair of observations, or per
+                                                pair of commands ("command": observations faster than the
+                                                control rate, e.g. a 500 Hz joint_state_broadcaster)
 ==========================  ==================  =============================================================
 
 Run: ``python -m tdmpc2_ros.ros.trainer_node --ros-args --params-file config/trainer.yaml``.
@@ -210,6 +213,9 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
                               "action_low/high are then the model's bounds ([] = commands in model units)"),
     "raw_reward_tolerance_s": (0.0, "raw mode: timestamp tolerance of rewards (0 = tolerance_s); a reward computed from "
                                     "the observation (reward_node) comes a few ms after it"),
+    "raw_pace": ("observation", "raw mode: 'observation' (a transition per pair of observations) or 'command' (per pair "
+                                "of commands, from the newest observation at each: observations faster than the "
+                                "control rate)"),
 }
 
 

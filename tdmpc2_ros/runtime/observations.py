@@ -35,6 +35,9 @@ import numpy as np
 from tdmpc2_ros.runtime.transition import SegmentError, unpack
 
 SOURCE_TYPES = ("array", "array32", "joint_state", "imu", "odometry")
+# What a step is, where observations come faster than the control rate (a 500 Hz joint_state_broadcaster):
+# a message of the first source, or a command (the newest observation at it). reward_node and raw mode.
+PACES = ("observation", "command")
 _XYZ, _QUATERNION = ("x", "y", "z"), ("x", "y", "z", "w")
 # The scalar float64 fields a source may name: the same set the planner reads live (extract) and the
 # trainer reads from raw bags (bags/fields.py), so a bag can never train on what the robot cannot read.

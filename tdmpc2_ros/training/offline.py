@@ -69,6 +69,7 @@ from tdmpc2_ros.core.export import export_ladder, write_atomically
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.ladder import default_budgets
 from tdmpc2_ros.runtime.model_store import Manifest, ModelStore
+from tdmpc2_ros.runtime.observations import PACES
 from tdmpc2_ros.training.checkpoint import MAGIC, load_checkpoint, save_checkpoint
 from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
 from tdmpc2_ros.training.validation import LadderValidator, ValidationReport
@@ -109,6 +110,7 @@ class RawTopics:
     # Per action element, command units per model unit (the planner's command_scale, e.g. a motor gear):
     # action_low/high are then the model's bounds, and a command is read as command / scale. () = 1.
     command_scale: tuple = ()
+    pace: str = "observation"  # or "command": a transition per command, for observations faster than the commands
 
     @classmethod
     def from_settings(cls, s, action_low, action_high) -> "RawTopics | None":
@@ -122,12 +124,15 @@ class RawTopics:
             raise RawSettingError("raw_obs_topic", topics, "raw mode needs raw_obs_topic (or raw_observation_sources), "
                                                            "raw_command_topic and raw_reward_topic (or none of them "
                                                            "for record mode)")
+        if (s["raw_pace"] or "observation") not in PACES:
+            raise RawSettingError("raw_pace", s["raw_pace"], f"raw mode: raw_pace {s['raw_pace']!r} is not one of "
+                                                             f"{', '.join(PACES)}")
         try:
             raw = cls(s["raw_obs_topic"] or "", s["raw_command_topic"], s["raw_reward_topic"], s["raw_episode_topic"] or "",
                       float(s["tolerance_s"]), tuple(s["raw_observation_sources"] or ()),
                       CommandFormat(s["raw_command_type"], tuple(s["raw_command_joints"] or ()), s["raw_command_interface"]),
                       float(s["raw_reward_tolerance_s"]), s["raw_episode_return_topic"] or "",
-                      tuple(float(x) for x in s["raw_command_scale"] or ()))
+                      tuple(float(x) for x in s["raw_command_scale"] or ()), s["raw_pace"] or "observation")
         except ValueError as e:
             raise RawSettingError("raw_command_type", s["raw_command_type"], f"raw mode: {e}") from None
         if not action_low:
@@ -153,6 +158,8 @@ class RawTopics:
 
     def __post_init__(self):
         problems = check_command_parameters(self.command.kind, self.command.joints, self.command.interface)
+        if self.pace not in PACES:
+            problems.append(f"pace {self.pace!r} is not one of {', '.join(PACES)}")
         if not (self.obs_topic or self.observation_sources) or not self.command_topic or not self.reward_topic:
             problems.append("raw mode needs an observation topic (or observation sources), a command topic and a "
                             "reward topic")
@@ -165,7 +172,7 @@ class RawTopics:
                                  action_low=low, action_high=high, tolerance_s=self.tolerance_s,
                                  observation_sources=self.observation_sources, command=self.command,
                                  reward_tolerance_s=self.reward_tolerance_s or None,
-                                 return_topic=self.episode_return_topic or None)
+                                 return_topic=self.episode_return_topic or None, pace=self.pace)
 
 
 @dataclass
@@ -466,11 +473,11 @@ class OfflineTrainer:
             records = self.raw.read(bag, self.action_low, self.action_high)
             episodes = records.episodes
             ratio = records.counts.get("observations_per_command", 1.0)
-            if ratio >= FAST_OBSERVATIONS:
+            if ratio >= FAST_OBSERVATIONS and self.raw.pace == "observation":
                 self.log.warning(f"bag {bag}: the first observation source publishes {ratio:g} times per command; raw "
                                  f"mode makes a transition of each pair of its messages, so most have no command "
-                                 f"and are skipped: give observation sources whose first topic comes at the control "
-                                 f"rate")
+                                 f"and are skipped: set raw_pace to 'command' (a transition per command), or give "
+                                 f"observation sources whose first topic comes at the control rate")
         else:
             records = read_record_arrays(bag, list(self.record_topics) or None)
             if (records.obs_dim, records.action_dim) != (self.obs_dim, self.action_dim):
