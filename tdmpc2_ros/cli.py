@@ -110,7 +110,7 @@ def cmd_train_bags(args) -> int:
                              min_transitions=args.min_transitions, action_repeat=args.action_repeat, raw=raw,
                              record_topics=args.record_topics or (), control_rate_hz=args.control_rate_hz,
                              deadline_fraction=args.deadline_fraction, latency_runs=args.latency_runs, log=log,
-                             compile=args.compile, device=args.device)
+                             compile=args.compile, device=args.device, episodic=args.episodic)
     trainer.ingest_pending(args.bags)
     bar = tqdm(total=args.updates, unit="update", desc="training", dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 60.0)
@@ -346,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--raw-reward-tolerance-s", type=float, default=0.0,
                    help="raw mode: timestamp tolerance of rewards (0 = --tolerance-s); reward_node's come a few ms "
                         "after the observation they score")
+    o.add_argument("--episodic", action="store_true",
+                   help="a termination head, for episodes that end by termination (--init-weights may lack it)")
+    o.add_argument("--raw-termination-expression", default="",
+                   help="raw mode: a numpy expression of obs (the observation after a step), true where the step "
+                        "ended the episode by termination, e.g. 'abs(obs[2]) > 1.0' (needs --episodic)")
     o.add_argument("--raw-pace", default="observation", choices=("observation", "command"),
                    help="raw mode: a transition per pair of observations, or per pair of commands (from the newest "
                         "observation at each: observations faster than the control rate)")

@@ -391,6 +391,36 @@ def test_raw_alignment_with_jitter_and_skips(tmp_path):
         assert not ep.terminated.any()
 
 
+
+def test_raw_termination_from_an_expression_of_the_next_observation(tmp_path):
+    """A termination expression of obs (RawTopics.termination_expression): a pair whose next observation
+    makes it true is terminated and ends its fragment; the rest of the transitions are those of the
+    plain reading. An expression that fails on an observation skips that pair, counted."""
+    from tdmpc2_ros.runtime.expressions import Expression
+
+    bag, truth, low, high = write_raw_bag(tmp_path, np.random.default_rng(9))
+    plain = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high)
+    fell = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high,
+                             termination=Expression("obs[0] > 0.5", "termination"))
+    ends = [bool(e.obs[i + 1, 0] > 0.5) for e in plain.episodes for i in range(e.action.shape[0])]
+    assert 2 <= sum(ends) and fell.counts["terminations"] == sum(ends) and fell.transitions == plain.transitions
+    np.testing.assert_array_equal(np.concatenate([e.terminated for e in fell.episodes]), np.float32(ends))
+    np.testing.assert_array_equal(np.concatenate([e.action for e in fell.episodes]),
+                                  np.concatenate([e.action for e in plain.episodes]))
+    for e in fell.episodes:  # a termination only ever ends a fragment
+        assert not e.terminated[:-1].any() and (e.terminated[-1] == 1) == (e.obs[-1, 0] > 0.5)
+    assert len(fell.episodes) == len(plain.episodes) + sum(
+        int((e.obs[1:-1, 0] > 0.5).sum()) for e in plain.episodes)  # one more fragment per inner termination
+    # An expression that raises where obs[0] < -0.5 (no obs[7]): those pairs are skipped.
+    raising = episodes_from_raw(bag, "/obs", "/cmd", "/reward", "/episode", action_low=low, action_high=high,
+                                  termination=Expression("obs[0] > 0.5 if obs[0] > -0.5 else obs[7]", "termination"))
+    undecided = sum(int((e.obs[1:, 0] < -0.5).sum()) for e in plain.episodes)
+    assert undecided >= 2 and raising.counts["skipped_bad_termination"] == undecided
+    assert raising.transitions == plain.transitions - undecided and raising.counts["transitions"] == raising.transitions
+    with pytest.raises(ValueError, match="termination_expression 'obs\\[0\\] >' is not a valid expression"):
+        RawTopics("/obs", "/cmd", "/reward", termination_expression="obs[0] >")
+
+
 JOINT_STATE, TRAJECTORY = "sensor_msgs/msg/JointState", "trajectory_msgs/msg/JointTrajectory"
 
 

@@ -394,6 +394,34 @@ def init_weights(tmp_path):
     return path
 
 
+def test_an_episodic_trainer_learns_terminations_from_raw_topics(tmp_path, init_weights):
+    """episodic + RawTopics.termination_expression: a robot's falls become terminated transitions
+    in the buffer, an episodic model (its termination head) learns them, starting from weights without
+    that head (the shipped model, for sim-to-real), and its ladder exports and validates."""
+    raw = RawTopics("/obs", "/cmd", "/reward", "/episode", termination_expression="obs[0] > 1.0")
+    with pytest.raises(ValueError, match="raw_termination_expression needs episodic: true"):
+        make_trainer(tmp_path / "plain", raw=raw, action_low=[-2.0], action_high=[2.0])
+    t = make_trainer(tmp_path / "run", raw=raw, episodic=True, init_weights=str(init_weights), action_low=[-2.0],
+                     action_high=[2.0], min_transitions=10)
+    assert "(the termination head from its initialisation)" in t.log.text("info")
+    start = torch.load(init_weights, weights_only=False)["model"]
+    model = t.agent.model.state_dict()
+    assert all(torch.equal(model[k], v) for k, v in start.items()) and any(k.startswith("_termination") for k in model)
+    bag = write_raw_bag(tmp_path / "raw", np.random.default_rng(14), steps=80)
+    falls = sum(int((e.terminated == 1).sum()) for e in raw.read(bag, [-2.0], [2.0]).episodes)
+    t.ingest(bag)
+    assert falls >= 3 and int(t.buffer.state_dict()["terminated"].sum()) == falls
+    info = t.train(3)
+    assert info["updates"] == 3 and info["termination_loss"] > 0
+    m = t.export_and_validate(ModelStore(tmp_path / "store"))
+    assert m is not None, t.last_failure
+    # The other way round is refused: weights with a termination head do not start a model without one.
+    weights = tmp_path / "run" / "weights.pt"
+    t.save()
+    with pytest.raises(ValueError, match="hold a model"):
+        make_trainer(tmp_path / "back", init_weights=str(weights))
+
+
 def test_export_validate_resume_and_never_publish_a_bad_model(tmp_path, init_weights, monkeypatch):
     rng = np.random.default_rng(4)
     bags = write_bags(tmp_path / "bags", [episode(rng, 0, 50) + episode(rng, 1, 50), episode(rng, 2, 60)])

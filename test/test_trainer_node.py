@@ -203,6 +203,12 @@ def test_bad_parameters_name_the_parameter(tmp_path):
                               "raw_command_scale"),
                              ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r",
                                "action_low": [-1.0], "action_high": [1.0], "raw_pace": "tick"}, "raw_pace"),
+                             ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r",
+                               "action_low": [-1.0], "action_high": [1.0], "raw_termination_expression": "obs[0] >",
+                               "episodic": True}, "raw_termination_expression"),
+                             ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r",
+                               "action_low": [-1.0], "action_high": [1.0], "raw_termination_expression": "obs[0] > 1"},
+                              "episodic"),
                              ({"raw_observation_sources": ["joint_state:/joint_states:position:slider"],
                                "raw_command_topic": "/c", "raw_reward_topic": "/r", "raw_command_type": "joint_state",
                                "action_low": [-1.0], "action_high": [1.0]}, "raw_command_type")):

@@ -38,7 +38,11 @@ Two sources:
    Episodes: the optional Int64 episode topic announces each episode just before its first
    observation; o_k belongs to the episode announced last at or before ``T_k + tol``. Without it,
    nothing tells a reset from a step, so pass the episode topic whenever the robot resets.
-   ``terminated`` is always 0 here (raw topics do not say whether an episode ended by termination).
+   ``terminated``: raw topics do not say whether an episode ended by termination, so it is 0, unless
+   a ``termination`` expression (runtime/expressions.py) of ``obs``, the observation o_{k+1} after the
+   step, is given: a pair where it is true is terminated and ends its fragment (the robot's reset is
+   announced on the episode topic); one where it cannot be evaluated, or is NaN, is skipped and counted
+   (``skipped_bad_termination``).
 
    **Paced by commands** (``pace="command"``), for observations faster than the control rate (a
    joint_state_broadcaster at the controller manager's 500 Hz beside a 50 Hz controller): there is an
@@ -424,7 +428,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
                       max_obs_gap_s: float | None = None, min_transitions: int = 1,
                       observation_sources: Sequence[str] = (), command: CommandFormat = CommandFormat(),
                       reward_tolerance_s: float | None = None, return_topic: str | None = None,
-                      pace: str = "observation") -> RawEpisodes:
+                      pace: str = "observation", termination=None) -> RawEpisodes:
     """Rebuild transitions from raw observation / command / reward topics by bag timestamps.
 
     observations: std_msgs/Float64MultiArray on obs_topic ('obs' segment if labelled, else all data),
@@ -439,6 +443,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     robot's episode returns (reward_node's), placed among the transitions for a learning curve
     (RawEpisodes.returns); a bag without them is read all the same. pace: "observation" (a transition
     per pair of observations) or "command" (per pair of commands, for observations faster than them).
+    termination (an ``Expression`` of obs, optional): the rule of the module docstring.
     Raises BagSkipped if a topic is missing or empty, or no transition can be aligned.
     """
     path = Path(bag_path)
@@ -498,10 +503,11 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
 
     valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, int(round(reward_tolerance_s * 1e9)),
                                  max_obs_gap_s, counts, t_measured)
+    terminated = _terminations(termination, obs, valid, counts)
     if not counts["transitions"]:
         detail = ", ".join(f"{key}={v}" for key, v in counts.items() if v)
         raise BagSkipped(path, f"no transition could be aligned within {tolerance_s:g} s ({detail})")
-    episodes, kept = _fragments(obs, actions, rew, valid, ci, ri, min_transitions)
+    episodes, kept = _fragments(obs, actions, rew, valid, ci, ri, min_transitions, terminated)
     returns = []
     if return_topic and return_topic in data and data[return_topic][0] == FLOAT64:
         values, t_ret = _reward_columns(data[return_topic], {})
@@ -685,16 +691,38 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int,
     return valid, ci, ri
 
 
-def _fragments(obs, actions, rew, valid, ci, ri, min_transitions: int) -> tuple[list[Episode], np.ndarray]:
-    """Runs of consecutive valid pairs, as episodes (a run shorter than min_transitions is dropped),
-    and the pairs they hold, in order."""
+def _terminations(termination, obs, valid, counts: dict) -> np.ndarray:
+    """terminated [K-1] of each pair: the termination expression on o_{k+1} (module docstring). A
+    valid pair it cannot decide becomes invalid (in place) and is counted."""
+    terminated = np.zeros(valid.shape[0], bool)
+    if termination is None:
+        return terminated
+    bad = 0
+    for j in np.flatnonzero(valid).tolist():
+        try:
+            terminated[j] = termination.finite_value(obs=obs[j + 1]) != 0.0
+        except Exception:  # noqa: BLE001 — the expression is the user's: a step it cannot judge is not learned
+            valid[j] = False
+            bad += 1
+    counts["skipped_bad_termination"], counts["terminations"] = bad, int(terminated.sum())
+    counts["transitions"] -= bad
+    return terminated
+
+
+def _fragments(obs, actions, rew, valid, ci, ri, min_transitions: int,
+               terminated=None) -> tuple[list[Episode], np.ndarray]:
+    """Runs of consecutive valid pairs, each ended early by a terminated pair, as episodes (a run
+    shorter than min_transitions is dropped), and the pairs they hold, in order."""
+    terminated = np.zeros(valid.shape[0], bool) if terminated is None else terminated
     edges = np.diff(np.concatenate([[0], valid.astype(np.int8), [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     obs32, act32, rew32 = obs.astype(np.float32), actions.astype(np.float32), rew.astype(np.float32)
     episodes, kept = [], []
-    for a, b in zip(starts.tolist(), ends.tolist()):
-        if b - a < min_transitions:
-            continue
-        episodes.append(Episode(obs32[a : b + 1], act32[ci[a:b]], rew32[ri[a:b]], np.zeros(b - a, np.float32)))
-        kept.append(np.arange(a, b))
+    for run_a, run_b in zip(starts.tolist(), ends.tolist()):
+        cuts = (np.flatnonzero(terminated[run_a:run_b]) + run_a + 1).tolist()
+        for a, b in zip([run_a, *cuts], [*cuts, run_b]):
+            if b - a < max(min_transitions, 1):
+                continue
+            episodes.append(Episode(obs32[a : b + 1], act32[ci[a:b]], rew32[ri[a:b]], terminated[a:b].astype(np.float32)))
+            kept.append(np.arange(a, b))
     return episodes, np.concatenate(kept) if kept else np.zeros(0, np.int64)

@@ -46,6 +46,8 @@ store_keep_in_use_s         600.0               and never one a planner reported
 min_free_mb                 1000.0              /diagnostics warns below this much free disk under
                                                 store_dir, MB (0 = never): before an export fails
 preset / seed               1M / 1              model size (1M, 5M, 19M, 48M, 317M) and seed
+episodic                    false               a termination head (episodes that end by termination: a
+                                                robot that falls); init_weights may lack it
 init_weights                ""                  weights.pt or checkpoint.pt to start from ("" = fresh)
 task                        cartpole-swingup    task name in the model contract (and the paper curve)
 obs_dim / action_dim        0 / 0               0 = from the checkpoint, init_weights or the first bag
@@ -104,6 +106,8 @@ raw_episode_return_topic    ""                  raw mode: episode returns (rewar
 raw_pace                    observation         raw mode: a transition per pair of observations, or per
                                                 pair of commands ("command": observations faster than the
                                                 control rate, e.g. a 500 Hz joint_state_broadcaster)
+raw_termination_expression  ""                  raw mode: numpy expression of obs (after the step), true
+                                                where a step ended by termination (needs episodic)
 ==========================  ==================  =============================================================
 
 Run: ``python -m tdmpc2_ros.ros.trainer_node --ros-args --params-file config/trainer.yaml``.
@@ -161,6 +165,8 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "min_free_mb": (1000.0, "/diagnostics warns below this much free space on store_dir's disk, MB (0 = never)"),
     "preset": ("1M", "model size preset: 1M, 5M, 19M, 48M or 317M"),
     "seed": (1, "seed of the agent, the buffer sampling and validation"),
+    "episodic": (False, "a termination head, for episodes that end by termination (a robot that falls); init_weights "
+                        "without one start it from its initialisation"),
     "init_weights": ("", "weights.pt or checkpoint.pt to start from ('' = fresh weights)"),
     "task": ("cartpole-swingup", "task name carried in the model contract (and the paper curve)"),
     "obs_dim": (0, "observation dim (0 = from the checkpoint, init_weights or the first bag)"),
@@ -213,6 +219,8 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
                               "action_low/high are then the model's bounds ([] = commands in model units)"),
     "raw_reward_tolerance_s": (0.0, "raw mode: timestamp tolerance of rewards (0 = tolerance_s); a reward computed from "
                                     "the observation (reward_node) comes a few ms after it"),
+    "raw_termination_expression": ("", "raw mode: a numpy expression of obs (the observation after a step), true where "
+                                       "the step ended the episode by termination ('' = never); needs episodic"),
     "raw_pace": ("observation", "raw mode: 'observation' (a transition per pair of observations) or 'command' (per pair "
                                 "of commands, from the newest observation at each: observations faster than the "
                                 "control rate)"),
@@ -344,10 +352,10 @@ class TrainerNode(Node):
             latency_warmup=int(p["latency_warmup"]), latency_runs=int(p["latency_runs"]),
             parity_observations=int(p["parity_observations"]), parity_tolerance=float(p["parity_tolerance"]),
             obs_names=p["obs_names"], action_names=p["action_names"], compile=bool(p["compile"]), log=self.get_logger(),
-            device=p["device"])
+            device=p["device"], episodic=bool(p["episodic"]))
         t = self.trainer
         self.get_logger().info(
-            f"trainer: preset {t.model_cfg.preset} on {t.agent.device}, obs dim {obs_dim}, action dim {action_dim}, discount {t.discount:g}, "
+            f"trainer: preset {t.model_cfg.preset}{' (episodic)' if t.model_cfg.episodic else ''} on {t.agent.device}, obs dim {obs_dim}, action dim {action_dim}, discount {t.discount:g}, "
             f"ladder {[b.label() for b in t.budgets]}, min_transitions {t.min_transitions}, batch {t.batch_size}; "
             f"{t.transitions} transitions from {len(t.bags)} bags, {t.updates} updates so far; store {self.store.root}")
 

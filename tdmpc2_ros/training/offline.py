@@ -68,6 +68,7 @@ from tdmpc2_ros.core.config import ModelConfig, TrainConfig, heuristic_discount
 from tdmpc2_ros.core.export import export_ladder, write_atomically
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.ladder import default_budgets
+from tdmpc2_ros.runtime.expressions import Expression
 from tdmpc2_ros.runtime.model_store import Manifest, ModelStore
 from tdmpc2_ros.runtime.observations import PACES
 from tdmpc2_ros.training.checkpoint import MAGIC, load_checkpoint, save_checkpoint
@@ -81,6 +82,8 @@ FAST_OBSERVATIONS = 3.0  # raw mode: observations per command above which the ba
 METRICS = "metrics.csv"
 WEIGHTS = "weights.pt"
 PLOT = "learning_curve.png"
+TERMINATION_NEEDS_EPISODIC = ("raw_termination_expression needs episodic: true (a termination head to learn it, and "
+                              "planners that end a plan's value at a predicted termination)")
 MAX_OPEN_EPISODES = 64  # episodes whose first part was in an earlier bag, waiting for their end
 LOSS_KEYS = ("consistency_loss", "reward_loss", "value_loss", "pi_loss", "total_loss", "grad_norm")
 
@@ -111,6 +114,9 @@ class RawTopics:
     # action_low/high are then the model's bounds, and a command is read as command / scale. () = 1.
     command_scale: tuple = ()
     pace: str = "observation"  # or "command": a transition per command, for observations faster than the commands
+    # A numpy expression of obs (the observation after a step), true where the step ended the episode by
+    # termination (a robot that fell): terminated transitions, for an episodic model. "" = never.
+    termination_expression: str = ""
 
     @classmethod
     def from_settings(cls, s, action_low, action_high) -> "RawTopics | None":
@@ -127,12 +133,20 @@ class RawTopics:
         if (s["raw_pace"] or "observation") not in PACES:
             raise RawSettingError("raw_pace", s["raw_pace"], f"raw mode: raw_pace {s['raw_pace']!r} is not one of "
                                                              f"{', '.join(PACES)}")
+        if s["raw_termination_expression"]:
+            try:
+                Expression(s["raw_termination_expression"], "raw_termination_expression")
+            except ValueError as e:
+                raise RawSettingError("raw_termination_expression", s["raw_termination_expression"], str(e)) from None
+            if not s["episodic"]:
+                raise RawSettingError("episodic", s["episodic"], f"raw mode: {TERMINATION_NEEDS_EPISODIC}")
         try:
             raw = cls(s["raw_obs_topic"] or "", s["raw_command_topic"], s["raw_reward_topic"], s["raw_episode_topic"] or "",
                       float(s["tolerance_s"]), tuple(s["raw_observation_sources"] or ()),
                       CommandFormat(s["raw_command_type"], tuple(s["raw_command_joints"] or ()), s["raw_command_interface"]),
                       float(s["raw_reward_tolerance_s"]), s["raw_episode_return_topic"] or "",
-                      tuple(float(x) for x in s["raw_command_scale"] or ()), s["raw_pace"] or "observation")
+                      tuple(float(x) for x in s["raw_command_scale"] or ()), s["raw_pace"] or "observation",
+                      s["raw_termination_expression"] or "")
         except ValueError as e:
             raise RawSettingError("raw_command_type", s["raw_command_type"], f"raw mode: {e}") from None
         if not action_low:
@@ -165,6 +179,9 @@ class RawTopics:
                             "reward topic")
         if problems:
             raise ValueError("; ".join(problems))
+        termination = (Expression(self.termination_expression, "termination_expression")
+                       if self.termination_expression else None)  # a syntax error fails here, naming it
+        object.__setattr__(self, "_termination", termination)
 
     def read(self, bag, action_low, action_high) -> RawEpisodes:
         low, high = self.command_bounds(action_low, action_high)
@@ -172,7 +189,8 @@ class RawTopics:
                                  action_low=low, action_high=high, tolerance_s=self.tolerance_s,
                                  observation_sources=self.observation_sources, command=self.command,
                                  reward_tolerance_s=self.reward_tolerance_s or None,
-                                 return_topic=self.episode_return_topic or None, pace=self.pace)
+                                 return_topic=self.episode_return_topic or None, pace=self.pace,
+                                 termination=self._termination)
 
 
 @dataclass
@@ -260,7 +278,7 @@ class OfflineTrainer:
                  action_repeat: int = 1, raw: RawTopics | None = None, record_topics=(), control_rate_hz: float = 50.0,
                  deadline_fraction: float = 0.7, latency_warmup: int = 5, latency_runs: int = 30,
                  parity_observations: int = 3, parity_tolerance: float = 1e-3, obs_names=(), action_names=(),
-                 compile: bool = False, log=None, resume: bool = True, device: str = "cpu"):
+                 compile: bool = False, log=None, resume: bool = True, device: str = "cpu", episodic: bool = False):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log = log if log is not None else logging.getLogger("tdmpc2_ros.trainer")
@@ -274,18 +292,19 @@ class OfflineTrainer:
         self.obs_names, self.action_names = tuple(obs_names or ()), tuple(action_names or ())
         low = [-1.0] * self.action_dim if action_low is None or len(action_low) == 0 else [float(x) for x in action_low]
         high = [1.0] * self.action_dim if action_high is None or len(action_high) == 0 else [float(x) for x in action_high]
-        self._check_settings(low, high)
+        self._check_settings(low, high, bool(episodic))
         self.action_low, self.action_high = tuple(low), tuple(high)
         torch.set_num_threads(self.threads)
 
         ckpt = self.run_dir / CHECKPOINT
         state = load_checkpoint(ckpt, required=("agent", "buffer", "offline")) if resume and ckpt.is_file() else None
-        self.model_cfg = ModelConfig.from_preset(preset, self.obs_dim, self.action_dim)
+        self.model_cfg = ModelConfig.from_preset(preset, self.obs_dim, self.action_dim, episodic=bool(episodic))
         self.train_cfg = TrainConfig(batch_size=self.batch_size, buffer_size=int(buffer_size))
         init = None
         if state is None and init_weights:
             init = read_weights(init_weights)
-            if init[1] != self.model_cfg.to_dict():
+            # A model without a termination head may start an episodic one: the head starts from its initialisation.
+            if {**init[1], "episodic": self.model_cfg.episodic} != self.model_cfg.to_dict() or init[1]["episodic"] > episodic:
                 raise ValueError(f"init_weights {init_weights} hold a model {init[1]}, this trainer builds "
                                  f"{self.model_cfg.to_dict()} (preset {preset}, obs {obs_dim}, action {action_dim})")
         self.discount = self._choose_discount(state, discount, episode_length, init)
@@ -321,13 +340,19 @@ class OfflineTrainer:
         if state is not None:
             self._restore(state)
         elif init is not None:
-            self.agent.model.load_state_dict(init[0])
-            self.log.info(f"starting from the weights in {init_weights}")
+            missing, _ = self.agent.model.load_state_dict(init[0], strict=not self.model_cfg.episodic)
+            fresh = sorted({k.split(".")[0] for k in missing})
+            if fresh not in ([], ["_termination"]):
+                raise ValueError(f"init_weights {init_weights} lack {fresh}")
+            self.log.info(f"starting from the weights in {init_weights}" +
+                          (" (the termination head from its initialisation)" if fresh else ""))
         (self.run_dir / "config.json").write_text(json.dumps(self.config(), indent=2))
 
-    def _check_settings(self, low: list[float], high: list[float]):
+    def _check_settings(self, low: list[float], high: list[float], episodic: bool):
         """Every setting a run would fail on later, refused now, all at once."""
         problems = []
+        if self.raw is not None and self.raw.termination_expression and not episodic:
+            problems.append(TERMINATION_NEEDS_EPISODIC)
         if len(low) != self.action_dim or len(high) != self.action_dim:
             problems.append(f"action_low/high have {len(low)}/{len(high)} entries for action_dim {self.action_dim}")
         elif not all(h > lo for lo, h in zip(low, high)):
