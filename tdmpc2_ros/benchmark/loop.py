@@ -107,7 +107,8 @@ def _timed_ingest(directory, episodes_of, buffer, expected: int) -> dict:
 RAW_SOURCES = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:cos(position):hinge",
                "joint_state:/joint_states:sin(position):hinge", "joint_state:/joint_states:velocity:slider",
                "joint_state:/joint_states:velocity:hinge", "imu:/imu:angular_velocity.z", "array:/contacts:force")
-RAW_OBS_DIM = len(RAW_SOURCES) + 1  # the /contacts force segment has two values
+RAW_CONTACTS = 2  # values of the 'force' segment of each /contacts message: the last source reads them all
+RAW_OBS_DIM = len(RAW_SOURCES) - 1 + RAW_CONTACTS
 
 
 def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500, compression: str = "auto") -> dict:
@@ -148,7 +149,8 @@ def bench_ingest_raw(transitions: int = 50_000, episode_length: int = 500, compr
                         header=header(t), name=["slider", "hinge"], position=rng.normal(size=2), velocity=rng.normal(size=2),
                         effort=np.zeros(0)), joint_state), t)
                     writer.write("/contacts", "std_msgs/msg/Float64MultiArray",
-                                 encode_float64_multiarray([("force", 2)], rng.random(2)), t - 2 * 10**6)
+                                 encode_float64_multiarray([("force", RAW_CONTACTS)], rng.random(RAW_CONTACTS)),
+                                 t - 2 * 10**6)
                     if k < episode_length:
                         point = T["trajectory_msgs/msg/JointTrajectoryPoint"](
                             positions=rng.uniform(-1, 1, 1), velocities=np.zeros(0), accelerations=np.zeros(0),
