@@ -69,6 +69,26 @@ def test_a_single_graph_shows_its_contract_and_a_truncated_one_is_a_problem(tmp_
     assert "contract" not in info and "not a readable ONNX file" in info["problems"][0]
 
 
+def test_an_episodic_graph_says_so():
+    """A graph with a termination head (trainer_node's episodic) is told from one without."""
+    import tempfile
+
+    from core_helpers import make_model
+    from tdmpc2_ros.core.export import export_planner
+    from tdmpc2_ros.runtime.budget import PlanBudget
+
+    budget = PlanBudget(iterations=1, num_samples=8, num_elites=2, num_pi_trajs=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        texts = []
+        for episodic in (True, False):
+            path = f"{tmp}/{episodic}.onnx"
+            export_planner(make_model("1M", 4, 1, seed=1, episodic=episodic), budget, 0.99, path)
+            info = model_info(path)
+            assert info["contract"]["episodic"] is episodic
+            texts.append(format_info(info))
+    assert "preset 1M (episodic)," in texts[0] and "(episodic)" not in texts[1]
+
+
 def test_a_store_lists_its_versions_with_lineage_and_leftovers(tmp_path, capsys):
     store = ModelStore(tmp_path / "store")
     folder, rung = _smallest_rung_folder(tmp_path / "ladder")

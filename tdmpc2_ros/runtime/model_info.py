@@ -44,7 +44,8 @@ def graph_contract(path: str | Path) -> ModelContract:
 def _contract_summary(c: ModelContract) -> dict:
     return {"obs": c.obs.describe(), "action": c.action.describe(), "budget": c.budget.label(), "preset": c.preset,
             "task": c.task, "train_step": c.train_step, "checkpoint_sha256": c.checkpoint_sha256,
-            "discount": c.discount, "format_version": c.format_version}
+            "discount": c.discount, "format_version": c.format_version,
+            "episodic": bool(c.extra.get("model", {}).get("episodic", False))}
 
 
 def _mb(path: Path) -> float:
@@ -160,7 +161,7 @@ def format_info(info: dict) -> str:
     lines = [f"{info['kind']}: {info['path']}"]
     if "contract" in info:
         c = info["contract"]
-        lines += [f"  task {c['task']}, preset {c['preset']}, trained {c['train_step']} steps, discount {c['discount']:g}",
+        lines += [f"  task {c['task']}, preset {c['preset']}{' (episodic)' if c['episodic'] else ''}, trained {c['train_step']} steps, discount {c['discount']:g}",
                   f"  observation {c['obs']}", f"  action {c['action']}",
                   f"  {'largest rung' if 'rungs' in info else 'budget'} {c['budget']}; checkpoint "
                   f"{c['checkpoint_sha256'][:16]}; format {c['format_version']}"]

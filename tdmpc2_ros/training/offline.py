@@ -78,7 +78,9 @@ from tdmpc2_ros.training.validation import LadderValidator, ValidationReport
 CHECKPOINT = "checkpoint.pt"
 LEDGER = "ingest_ledger.jsonl"
 CURVE = "train.csv"
-FAST_OBSERVATIONS = 3.0  # raw mode: observations per command above which the bag's pairs are too short
+# Raw mode, paced by observations: observations per command from which the bag's pairs are too short. At
+# 2 per command, every other pair lacks a command, so no two kept transitions are consecutive.
+FAST_OBSERVATIONS = 1.5
 METRICS = "metrics.csv"
 WEIGHTS = "weights.pt"
 PLOT = "learning_curve.png"
