@@ -808,6 +808,39 @@ def test_error_diagnostic_clears_once_input_recovers(ros, ladder):
     assert 0.0 <= values["plan_queued_since_report_max_ms"] <= values["plan_queued_max_ms"]
 
 
+def test_planning_at_each_message_of_a_source_stamped_faster_than_the_control_rate_is_warned_of(ros, ladder):
+    """trigger: observation on /joint_states from a broadcaster faster than the control rate (500 Hz
+    beside a 50 Hz model) would plan at its pace. The stamps tell (a lockstep sim's advance by the
+    period, however fast it runs): WARN on /diagnostics, naming the topic and trigger 'timer'."""
+    sources = ["joint_state:/js:position:slider", "joint_state:/js:cos(position):hinge_1",
+               "joint_state:/js:sin(position):hinge_1", "joint_state:/js:velocity:slider",
+               "joint_state:/js:velocity:hinge_1"]
+    node = start_planner(ros, ladder, trigger="observation", control_rate_hz=50.0, observation_sources=sources,
+                         diagnostics_period_s=0.2)
+    n, _, out = peer(ros)
+    pub = n.create_publisher(JointState, "/js", qos.SENSOR)
+    assert ros.spin_until(lambda: pub.get_subscription_count() > 0, 10)
+
+    def publish(count: int, every_ns: int, start_ns: int):
+        for k in range(count):
+            t = start_ns + k * every_ns
+            msg = JointState(name=["slider", "hinge_1"], position=[0.0, 0.1], velocity=[0.0, 0.0])
+            msg.header.stamp.sec, msg.header.stamp.nanosec = t // 10**9, t % 10**9
+            pub.publish(msg)
+            ros.spin_for(0.02)
+
+    def warned():
+        return any("faster than control_rate_hz" in s.message for s in out["diagnostics"])
+
+    publish(30, 20_000_000, 10**9)  # at the control rate, as a lockstep sim stamps them
+    ros.spin_for(0.5)
+    assert len(node.source_interval) >= 20 and not warned()
+    publish(60, 2_000_000, 3 * 10**9)  # a 500 Hz broadcaster
+    assert ros.spin_until(warned, 5), [s.message for s in out["diagnostics"]][-3:]
+    status = next(s for s in out["diagnostics"] if "faster than control_rate_hz" in s.message)
+    assert status.level == b"\x01" and "/js is stamped every 2.0 ms" in status.message and "trigger 'timer'" in status.message
+
+
 def test_a_republished_step_is_not_answered_twice(ros, ladder):
     """A lockstep sim republishes an observation nobody answered yet; a planner still planning that
     step must not answer the copy (its fallback command would make the sim step twice)."""

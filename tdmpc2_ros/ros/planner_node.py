@@ -69,6 +69,8 @@ from tdmpc2_ros.runtime.swap_cost import SwapCost, swap_work
 from tdmpc2_ros.runtime.tick_slack import TickSlack
 from tdmpc2_ros.runtime.transition import SegmentError, TransitionPairer
 
+FAST_SOURCE = 1.5  # trigger observation: a first source stamped this many times per period is too fast to plan on
+
 
 class PlannerNode(Node):
     ROOM_S = 1.0  # the room gate: this long of plans well within the limit before a load beside the loop
@@ -148,6 +150,8 @@ class PlannerNode(Node):
         self.slack = TickSlack(self.period, self.deadline, timer=self.p.trigger == "timer")  # after each tick
         self.ros_overhead, self.last_plan_s = RollingStats(), 0.0  # tick latency minus its ONNX call, per tick
         self.tick_interval, self.last_tick_start = RollingStats(200), 0.0
+        # Stamp intervals of the first source's messages (its own clock: a lockstep sim's stays 1/rate).
+        self.source_interval, self._last_source_stamp = RollingStats(200), 0
         self.last_obs_age = math.nan
         self.last_problem = ""
         self.level = OK
@@ -272,6 +276,7 @@ class PlannerNode(Node):
             if step is not None and self.transition_pub is not None:
                 self._log_step(topic, msg, step)
             if self.p.trigger == "observation" and topic == first_topic and not last:
+                self._note_source_stamp(msg)
                 key = None if step is None else (int(step["episode"][0]), int(step["step"][0]))
                 now = time.monotonic()
                 if key is not None and key == self._inflight_step and (
@@ -286,6 +291,27 @@ class PlannerNode(Node):
                 self.tick()
 
         return callback
+
+    def _note_source_stamp(self, msg):
+        stamp = getattr(msg, "header", None)
+        ns = 0 if stamp is None else stamp.stamp.sec * 1_000_000_000 + stamp.stamp.nanosec
+        if ns and self._last_source_stamp and ns > self._last_source_stamp:
+            self.source_interval.add((ns - self._last_source_stamp) * 1e-9)
+        self._last_source_stamp = ns or self._last_source_stamp
+
+    def _check_source_rate(self):
+        """trigger: observation plans at each message of the first source. One stamped faster than the
+        control rate (a joint_state_broadcaster at 500 Hz) would send commands at its own pace, each from
+        a model of 1/control_rate_hz steps: named on /diagnostics (WARN) and in the log."""
+        if len(self.source_interval) < 20:
+            return
+        dt = self.source_interval.recent_median(50)
+        if dt * FAST_SOURCE < self.period:
+            problem = (f"{self.assembler.sources[0].topic} is stamped every {dt * 1e3:.1f} ms, faster than "
+                       f"control_rate_hz ({self.period * 1e3:.0f} ms), and trigger 'observation' plans at each "
+                       f"message: use trigger 'timer'")
+            self.level, self.last_problem = max(self.level, WARN), problem
+            self.get_logger().warning(problem, throttle_duration_sec=10.0)
 
     def _step_segments(self, topic: str, msg):
         """The segments of a step message (sim_node's observation), or None for a plain array."""
@@ -655,6 +681,7 @@ class PlannerNode(Node):
 
     def publish_diagnostics(self):
         self._check_command_subscribers()
+        self._check_source_rate()
         message = self.last_problem if self.level != OK else (
             "planning" if self.enabled else "disabled by ~/enable: sending no commands")
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), PLANNER_STATUS, "planner_node",
