@@ -40,6 +40,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
+from rclpy.time import Time
 from std_msgs.msg import Float64MultiArray, Int64, String
 from std_srvs.srv import SetBool, Trigger
 
@@ -293,8 +294,8 @@ class PlannerNode(Node):
         return callback
 
     def _note_source_stamp(self, msg):
-        stamp = getattr(msg, "header", None)
-        ns = 0 if stamp is None else stamp.stamp.sec * 1_000_000_000 + stamp.stamp.nanosec
+        header = getattr(msg, "header", None)  # arrays have none: nothing to tell their rate by
+        ns = 0 if header is None else Time.from_msg(header.stamp).nanoseconds
         if ns and self._last_source_stamp and ns > self._last_source_stamp:
             self.source_interval.add((ns - self._last_source_stamp) * 1e-9)
         self._last_source_stamp = ns or self._last_source_stamp

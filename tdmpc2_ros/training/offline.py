@@ -132,16 +132,8 @@ class RawTopics:
             raise RawSettingError("raw_obs_topic", topics, "raw mode needs raw_obs_topic (or raw_observation_sources), "
                                                            "raw_command_topic and raw_reward_topic (or none of them "
                                                            "for record mode)")
-        if (s["raw_pace"] or "observation") not in PACES:
-            raise RawSettingError("raw_pace", s["raw_pace"], f"raw mode: raw_pace {s['raw_pace']!r} is not one of "
-                                                             f"{', '.join(PACES)}")
-        if s["raw_termination_expression"]:
-            try:
-                Expression(s["raw_termination_expression"], "raw_termination_expression")
-            except ValueError as e:
-                raise RawSettingError("raw_termination_expression", s["raw_termination_expression"], str(e)) from None
-            if not s["episodic"]:
-                raise RawSettingError("episodic", s["episodic"], f"raw mode: {TERMINATION_NEEDS_EPISODIC}")
+        if s["raw_termination_expression"] and not s["episodic"]:
+            raise RawSettingError("episodic", s["episodic"], f"raw mode: {TERMINATION_NEEDS_EPISODIC}")
         try:
             raw = cls(s["raw_obs_topic"] or "", s["raw_command_topic"], s["raw_reward_topic"], s["raw_episode_topic"] or "",
                       float(s["tolerance_s"]), tuple(s["raw_observation_sources"] or ()),
@@ -149,6 +141,8 @@ class RawTopics:
                       float(s["raw_reward_tolerance_s"]), s["raw_episode_return_topic"] or "",
                       tuple(float(x) for x in s["raw_command_scale"] or ()), s["raw_pace"] or "observation",
                       s["raw_termination_expression"] or "")
+        except RawSettingError as e:  # a field's own check (__post_init__), already named
+            raise RawSettingError(e.name, e.value, f"raw mode: {e}") from None
         except ValueError as e:
             raise RawSettingError("raw_command_type", s["raw_command_type"], f"raw mode: {e}") from None
         if not action_low:
@@ -173,17 +167,21 @@ class RawTopics:
         return low * scale, high * scale
 
     def __post_init__(self):
-        problems = check_command_parameters(self.command.kind, self.command.joints, self.command.interface)
+        # The fields of a parameter of their own raise RawSettingError naming it (from_settings passes it on).
         if self.pace not in PACES:
-            problems.append(f"pace {self.pace!r} is not one of {', '.join(PACES)}")
+            raise RawSettingError("raw_pace", self.pace, f"pace {self.pace!r} is not one of {', '.join(PACES)}")
+        try:  # compiled once, here: a syntax error fails at start, not at the first bag
+            termination = (Expression(self.termination_expression, "termination_expression")
+                           if self.termination_expression else None)
+        except ValueError as e:
+            raise RawSettingError("raw_termination_expression", self.termination_expression, str(e)) from None
+        object.__setattr__(self, "_termination", termination)
+        problems = check_command_parameters(self.command.kind, self.command.joints, self.command.interface)
         if not (self.obs_topic or self.observation_sources) or not self.command_topic or not self.reward_topic:
             problems.append("raw mode needs an observation topic (or observation sources), a command topic and a "
                             "reward topic")
         if problems:
             raise ValueError("; ".join(problems))
-        termination = (Expression(self.termination_expression, "termination_expression")
-                       if self.termination_expression else None)  # a syntax error fails here, naming it
-        object.__setattr__(self, "_termination", termination)
 
     def read(self, bag, action_low, action_high) -> RawEpisodes:
         low, high = self.command_bounds(action_low, action_high)
@@ -342,12 +340,10 @@ class OfflineTrainer:
         if state is not None:
             self._restore(state)
         elif init is not None:
+            # The configs match but for episodic (checked above): only the termination head can be missing.
             missing, _ = self.agent.model.load_state_dict(init[0], strict=not self.model_cfg.episodic)
-            fresh = sorted({k.split(".")[0] for k in missing})
-            if fresh not in ([], ["_termination"]):
-                raise ValueError(f"init_weights {init_weights} lack {fresh}")
             self.log.info(f"starting from the weights in {init_weights}" +
-                          (" (the termination head from its initialisation)" if fresh else ""))
+                          (" (the termination head from its initialisation)" if missing else ""))
         (self.run_dir / "config.json").write_text(json.dumps(self.config(), indent=2))
 
     def _check_settings(self, low: list[float], high: list[float], episodic: bool):
