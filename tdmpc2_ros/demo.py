@@ -22,41 +22,61 @@ from pathlib import Path
 import numpy as np
 
 
+class FirstEpisodeFrames:
+    """The video's frames: the joint state of each step of episode 0, as a watcher hears them.
+
+    The step message names its episode and step, so a watcher that joined after the episode's
+    announcement (an Int64 on EVENTS QoS, not latched) still knows where it is. The sim publishes a
+    step's joint state just before its step message; a held start republishes step 0, so frames are
+    taken once per step."""
+
+    def __init__(self):
+        self.states: list[tuple[list, list, list]] = []  # (names, positions, velocities) per step
+        self._joint_state = None
+        self._step = None
+
+    def on_joint_state(self, msg) -> None:
+        self._joint_state = (list(msg.name), list(msg.position), list(msg.velocity))
+
+    def on_step(self, msg) -> None:
+        from tdmpc2_ros.runtime.transition import unpack
+
+        seg, _ = unpack([(d.label, d.size) for d in msg.layout.dim], msg.data)
+        episode, step = int(seg["episode"][0]), int(seg["step"][0])
+        if episode == 0 and step != self._step and self._joint_state is not None:
+            self.states.append(self._joint_state)
+            self._step = step
+
+
 def _watch(domain_env: dict, episodes: int, timeout_s: float, log):
     from sensor_msgs.msg import JointState
-    from std_msgs.msg import Float64, Float64MultiArray, Int64
+    from std_msgs.msg import Float64, Float64MultiArray
 
     from tdmpc2_ros.ros import qos, topics
     from tdmpc2_ros.ros.diagnostics import PLANNER_STATUS
     from tdmpc2_ros.ros.observer import Observer
 
-    rec = {"returns": [], "latency": [], "states": [], "episode": -1, "obs_t": None}
+    frames = FirstEpisodeFrames()
+    rec = {"returns": [], "latency": [], "states": frames.states, "obs_t": None}
 
-    def on_obs(_msg):
+    def on_obs(msg):
         rec["obs_t"] = time.monotonic()
+        frames.on_step(msg)
 
     def on_cmd(_msg):
         if rec["obs_t"] is not None:
             rec["latency"].append(time.monotonic() - rec["obs_t"])
             rec["obs_t"] = None  # one answer per observation
 
-    def on_joint_state(msg):
-        if rec["episode"] == 0:
-            rec["states"].append((list(msg.name), list(msg.position), list(msg.velocity)))
-
     def on_return(msg):
         rec["returns"].append(msg.data)
         log(f"episode {len(rec['returns']) - 1}: return {msg.data:.1f}")
 
-    def on_episode(msg):
-        rec["episode"] = msg.data
-
     with Observer(int(domain_env["ROS_DOMAIN_ID"]), "demo_observer") as obs:
         obs.subscribe(Float64MultiArray, topics.OBSERVATION, on_obs, qos.SENSOR)
         obs.subscribe(Float64MultiArray, topics.COMMAND, on_cmd, qos.COMMAND)
-        obs.subscribe(JointState, topics.JOINT_STATES, on_joint_state, qos.SENSOR)
+        obs.subscribe(JointState, topics.JOINT_STATES, frames.on_joint_state, qos.SENSOR)
         obs.subscribe(Float64, topics.EPISODE_RETURN, on_return, qos.EVENTS)
-        obs.subscribe(Int64, topics.EPISODE, on_episode, qos.EVENTS)
         reports = []  # one entry per report of the planner's
         rec["diag"] = obs.status_table(PLANNER_STATUS, on_update=lambda _table: reports.append(1))
         if obs.spin_until(lambda: len(rec["returns"]) >= episodes, timeout_s):
@@ -92,6 +112,7 @@ def _render(task: str, states, path: Path, fps: int):
         frames.append(physics.render(height=240, width=320, camera_id=0))
     if frames:
         imageio.mimsave(str(path), frames, fps=fps)
+    return len(frames)
 
 
 def _histogram(latency_ms: np.ndarray, path: Path, title: str):
@@ -172,8 +193,12 @@ def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None
             f"{d.get('tick_latency_p99_ms')} ms, ROS overhead p99 {d.get('ros_overhead_p99_ms')} ms (each tick minus its "
             f"ONNX call), missed deadlines {d.get('missed_deadlines')} of {d.get('ticks')} ticks, the host's steal at most "
             f"{d.get('host_steal_max_pct')}% of CPU time in a report window (a VM's cores held back by the hypervisor)")
-    _render(task, rec["states"], run / "rollout.mp4", fps=int(round(control_rate_hz)))
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    log(f"wrote {run / 'rollout.mp4'}, {run / 'latency_histogram.png'}, {run / 'summary.json'}")
+    written = [run / "summary.json"] + [run / "latency_histogram.png"] * bool(len(latency_ms))
+    if _render(task, rec["states"], run / "rollout.mp4", fps=int(round(control_rate_hz))):
+        written.insert(0, run / "rollout.mp4")
+    else:
+        log("no joint states of episode 0 were seen: no video (is joint_states_topic published?)")
+    log("wrote " + ", ".join(map(str, written)))
     log_file.close()
     return summary

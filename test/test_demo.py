@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import imageio.v3 as iio
+import pytest
 
 from ros_harness import next_domain
 from tdmpc2_ros.demo import run_demo
@@ -28,3 +29,29 @@ def test_one_demo_episode_swings_the_pole_up_and_leaves_its_files(tmp_path):
     frames = iio.imread(tmp_path / "rollout.mp4")
     assert frames.ndim == 4 and frames.shape[0] >= 100  # a video of the episode, frame by frame
     assert (tmp_path / "latency_histogram.png").stat().st_size > 1000
+
+
+def test_the_video_frames_follow_the_step_messages_when_the_episode_announcement_was_missed():
+    """A CI run's demo left no video: its watcher joined after the sim announced episode 0 (an Int64
+    that is not latched) and so took no frame. The step message names its episode and step."""
+    from sensor_msgs.msg import JointState
+
+    from tdmpc2_ros.demo import FirstEpisodeFrames
+    from tdmpc2_ros.ros.messages import segmented_array
+    from tdmpc2_ros.runtime.transition import pack
+
+    def publish(frames, episode, step):  # the sim's order: the joint state, then the step message
+        frames.on_joint_state(JointState(name=["slider", "hinge_1"], position=[0.1 * step, episode], velocity=[step, 0.0]))
+        dims, data = pack([("obs", [0.0] * 5), ("reward", [0.5]), ("applied_action", [0.0]), ("episode", [episode]),
+                           ("step", [step]), ("last", [0.0])])
+        frames.on_step(segmented_array(dims, data))
+
+    frames = FirstEpisodeFrames()
+    for _ in range(3):  # a held start republishes step 0
+        publish(frames, 0, 0)
+    for step in range(1, 4):
+        publish(frames, 0, step)
+    publish(frames, 1, 0)  # the next episode takes no frame
+    assert [s[1][0] for s in frames.states] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert all(s[0] == ["slider", "hinge_1"] and s[1][1] == 0 for s in frames.states)
+    assert [s[2][0] for s in frames.states] == [0, 1, 2, 3]
