@@ -351,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--raw-termination-expression", default="",
                    help="raw mode: a numpy expression of obs (the observation after a step), true where the step "
                         "ended the episode by termination, e.g. 'abs(obs[2]) > 1.0' (needs --episodic)")
+    # runtime/observations.py's PACES, spelt out: importing it would load onnxruntime for --help (test_cli checks)
     o.add_argument("--raw-pace", default="observation", choices=("observation", "command"),
                    help="raw mode: a transition per pair of observations, or per pair of commands (from the newest "
                         "observation at each: observations faster than the control rate)")

@@ -417,6 +417,8 @@ def test_raw_termination_from_an_expression_of_the_next_observation(tmp_path):
     undecided = sum(int((e.obs[1:, 0] < -0.5).sum()) for e in plain.episodes)
     assert undecided >= 2 and raising.counts["skipped_bad_termination"] == undecided
     assert raising.transitions == plain.transitions - undecided and raising.counts["transitions"] == raising.transitions
+    for unused in ("unmatched_commands", "unmatched_rewards"):  # a skipped pair's command and reward went unused
+        assert raising.counts[unused] == plain.counts[unused] + undecided, (unused, raising.counts, plain.counts)
     with pytest.raises(ValueError, match="termination_expression 'obs\\[0\\] >' is not a valid expression"):
         RawTopics("/obs", "/cmd", "/reward", termination_expression="obs[0] >")
 

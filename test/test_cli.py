@@ -82,3 +82,7 @@ def test_train_from_raw_bags_reads_every_raw_option_as_the_trainer_nodes_paramet
     raw = RawTopics.from_settings(vars(args), args.action_low, args.action_high)
     assert raw == RawTopics("", "/c", "/r", "/e", 0.002, ("joint_state:/joint_states:position:slider",),
                             reward_tolerance_s=0.009, episode_return_topic="/ret", command_scale=(10.0,), pace="command")
+    from tdmpc2_ros.runtime.observations import PACES
+
+    pace = next(a for a in _subcommands()["train"]._actions if a.dest == "raw_pace")
+    assert tuple(pace.choices) == PACES  # spelt out in the CLI, which does not import the runtime for --help

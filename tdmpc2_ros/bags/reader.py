@@ -504,6 +504,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, int(round(reward_tolerance_s * 1e9)),
                                  max_obs_gap_s, counts, t_measured)
     terminated = _terminations(termination, obs, valid, counts)
+    _count_unused(valid, ci, ri, t_cmd.size, t_rew.size, counts)
     if not counts["transitions"]:
         detail = ", ".join(f"{key}={v}" for key, v in counts.items() if v)
         raise BagSkipped(path, f"no transition could be aligned within {tolerance_s:g} s ({detail})")
@@ -642,7 +643,7 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int,
                  counts: dict, t_measured=None):
     """The alignment rule of the module docstring, over every pair of consecutive observations
     (o_j, o_j+1). Returns (valid [K-1] bool, command index, reward index per pair) and counts every
-    pair skipped, by reason, and the commands and rewards no transition used. Times in ns; rewards
+    pair skipped, by reason. Times in ns; rewards
     are matched to t_measured (default t_obs), when the observations were taken."""
     pairs = max(t_obs.size - 1, 0)
     counts["pairs"] = pairs
@@ -686,9 +687,13 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int,
         counts["skipped_no_reward"] = int((same & in_time & has_cmd & ~has_rew).sum())
         counts["skipped_ambiguous_reward"] = int(ambiguous.sum())
     counts["transitions"] = int(valid.sum())
-    counts["unmatched_commands"] = int(t_cmd.size - np.unique(ci[valid]).size)
-    counts["unmatched_rewards"] = int(t_rew.size - np.unique(ri[valid]).size)
     return valid, ci, ri
+
+
+def _count_unused(valid, ci, ri, n_commands: int, n_rewards: int, counts: dict) -> None:
+    """The commands and rewards no kept pair used, once every reason to skip a pair has been applied."""
+    counts["unmatched_commands"] = int(n_commands - np.unique(ci[valid]).size)
+    counts["unmatched_rewards"] = int(n_rewards - np.unique(ri[valid]).size)
 
 
 def _terminations(termination, obs, valid, counts: dict) -> np.ndarray:
