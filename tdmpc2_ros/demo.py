@@ -181,6 +181,7 @@ def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None
         "mean_return": round(float(np.mean(rec["returns"])), 2) if rec["returns"] else None,
         "obs_to_command_ms": {f"p{q}": round(float(np.percentile(latency_ms, q)), 2) for q in (50, 90, 99)} if len(latency_ms) else {},
         "planner_diagnostics": d,
+        "video_frames": len(rec["states"]),  # rollout.mp4: one frame per step of the first episode
     }
     log(f"returns: {summary['returns']} (mean {summary['mean_return']})")
     if len(latency_ms):
@@ -196,7 +197,7 @@ def run_demo(episodes: int = 5, model_path: str = "", run_dir: str | None = None
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     written = [run / "summary.json"] + [run / "latency_histogram.png"] * bool(len(latency_ms))
     if _render(task, rec["states"], run / "rollout.mp4", fps=int(round(control_rate_hz))):
-        written.insert(0, run / "rollout.mp4")
+        written.insert(0, f"{run / 'rollout.mp4'} ({len(rec['states'])} frames)")
     else:
         log("no joint states of episode 0 were seen: no video (is joint_states_topic published?)")
     log("wrote " + ", ".join(map(str, written)))

@@ -27,7 +27,8 @@ def test_one_demo_episode_swings_the_pole_up_and_leaves_its_files(tmp_path):
     assert summary["obs_to_command_ms"]["p99"] > 0
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     frames = iio.imread(tmp_path / "rollout.mp4")
-    assert frames.ndim == 4 and frames.shape[0] >= 100  # a video of the episode, frame by frame
+    # a video of the first episode (500 steps), a frame per step heard: best-effort QoS may lose a few
+    assert frames.ndim == 4 and frames.shape[0] == summary["video_frames"] >= 400
     assert (tmp_path / "latency_histogram.png").stat().st_size > 1000
 
 
