@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_msgs.msg import Float64, Float64MultiArray, Int64  # noqa: E402
 
@@ -124,7 +125,8 @@ def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path)
     before it (the one that acted in the step that led to that state), and an episode's return
     sums one reward per command."""
     ros = Ros()
-    proc = start_node_process("reward_node", ros.domain, tmp_path, **{**SHIPPED, "pace": "command"})
+    proc = start_node_process("reward_node", ros.domain, tmp_path,
+                              **{**SHIPPED, "pace": "command", "command_reliability": "reliable"})
     node = ros.node("robot")
     states_pub = node.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
     command_pub = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
@@ -137,6 +139,10 @@ def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path)
                               and node.count_publishers(topics.REWARD) > 0 or proc.poll() is not None, 60), \
             "reward_node did not start"
         assert proc.poll() is None, finish_process(proc)[1][-4000:]
+        # Each command ends a step: the node subscribes reliably, as asked, and a reliable controller's
+        # commands all arrive (best effort may lose some).
+        heard = [i.qos_profile.reliability for i in node.get_subscriptions_info_by_topic(topics.COMMAND)]
+        assert heard == [ReliabilityPolicy.RELIABLE], heard
         states = random_states(12, seed=2)
         noise = random_states(12 * 4, seed=3)  # the broadcaster's other messages between two commands
         # Until both subscriptions have matched: a state and a command at a time, until one is scored.
@@ -172,6 +178,7 @@ def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path)
     ({"command_type": "joint_trajectory"}, "command_type"),  # without command_joints
     ({"pace": "tick"}, "pace"),
     ({"pace": "command", "command_topic": ""}, "pace"),  # paced by commands it never reads
+    ({"command_reliability": "sometimes"}, "command_reliability"),
 ])
 def test_a_bad_configuration_is_refused_naming_the_parameter(params, name):
     from rclpy.parameter import Parameter

@@ -22,3 +22,7 @@ EVENTS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=Reli
 # Announcements a late joiner must still see (model updates): reliable, transient local.
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+# A subscription's reliability by name, as parameters give it (recorder topics, reward_node's commands).
+# A reliable subscription loses nothing of a reliable publisher but hears nothing of a best-effort one.
+RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}

@@ -76,7 +76,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import HistoryPolicy, QoSProfile
 from std_srvs.srv import Trigger
 
 from tdmpc2_ros.bags.ledger import partial_bags
@@ -84,12 +84,12 @@ from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, resolve_compression, typestore
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.graph import mismatch_hint
+from tdmpc2_ros.ros.qos import RELIABILITY
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 
 SHORT_TYPES = {"Float64MultiArray": "std_msgs/msg/Float64MultiArray", "Float64": "std_msgs/msg/Float64",
                "Int64": "std_msgs/msg/Int64"}
-RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
 DRAIN_S = 2.0  # at shutdown: how long to keep taking already-received messages
 RESUME_MARGIN = 1.1  # a pause for disk space ends above min_free_mb x this (no flapping at the line)
 RECORDING, DISK_LOW, WRITE_FAILED = "recording", "paused_disk_low", "paused_write_failed"

@@ -45,6 +45,7 @@ command_topic          ""                        the command topic, for ``action
 command_type           array                     array, joint_trajectory or joint_state (runtime/command_fields.py)
 command_joints         []                        joint_trajectory / joint_state: the joint of each action element
 command_interface      effort                    position, velocity or effort
+command_reliability    best_effort               the command subscription: best_effort or reliable (pace command)
 reward_topic           /tdmpc2/reward            where the reward goes (std_msgs/Float64, reliable, keep last 100)
 episode_topic          /tdmpc2/episode           the robot's episode announcements (std_msgs/Int64; "" = none)
 episode_return_topic   /tdmpc2/episode_return    the finished episode's return, at the next announcement
@@ -93,6 +94,9 @@ PARAMETERS = {  # name: (default, description)
     "command_type": ("array", "the command topic's type: array, joint_trajectory or joint_state"),
     "command_joints": ([], "joint_trajectory / joint_state commands: the joint of each action element"),
     "command_interface": ("effort", "joint_trajectory / joint_state commands: position, velocity or effort"),
+    "command_reliability": ("best_effort", "the command subscription: 'best_effort' hears any controller; "
+                                           "'reliable' misses none of a reliable one's (the planner's), as pace "
+                                           "'command' wants, but hears nothing of a best-effort one"),
     "reward_topic": (topics.REWARD, "where the reward is published (std_msgs/Float64)"),
     "episode_topic": (topics.EPISODE, "episode announcements (std_msgs/Int64) that end the running episode ('' = none)"),
     "episode_return_topic": (topics.EPISODE_RETURN, "where a finished episode's return is published (std_msgs/Float64)"),
@@ -135,8 +139,14 @@ class RewardNode(Node):
             problems = check_command_parameters(p["command_type"], p["command_joints"], p["command_interface"])
             if problems:
                 raise ParameterError("command_type", p["command_type"], "; ".join(problems))
-            # Best effort takes a reliable publisher's commands too: only the newest matters here.
-            self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command, qos.SENSOR)
+            if p["command_reliability"] not in qos.RELIABILITY:
+                raise ParameterError("command_reliability", p["command_reliability"],
+                                     f"must be one of {', '.join(qos.RELIABILITY)}")
+            # Best effort takes a reliable publisher's commands too, and paced by observations only the
+            # newest matters. Paced by commands each one ends a step: a lost one costs a reward.
+            reliable = p["command_reliability"] == "reliable"
+            self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command,
+                                     qos.EVENTS if reliable else qos.SENSOR)
         self.pub = self.create_publisher(Float64, p["reward_topic"], qos.EVENTS)
         if p["episode_topic"]:
             self.return_pub = self.create_publisher(Float64, p["episode_return_topic"], qos.EVENTS)
