@@ -64,16 +64,9 @@ def joint_state(x, theta, xdot, thetadot) -> JointState:
     return JointState(name=["hinge_1", "slider"], position=[theta, x], velocity=[thetadot, xdot], effort=[0.0, 0.0])
 
 
-def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
-    ros = Ros()
-    proc = start_node_process("reward_node", ros.domain, tmp_path, **{**SHIPPED, "diagnostics_period_s": 0.2})
-    node = ros.node("robot")
-    states_pub = node.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
-    command_pub = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
-    episode_pub = node.create_publisher(Int64, topics.EPISODE, qos.EVENTS)
-    rewards, returns, diag = [], [], {}
-    node.create_subscription(Float64, topics.REWARD, lambda m: rewards.append(m.data), qos.EVENTS)
-    node.create_subscription(Float64, topics.EPISODE_RETURN, lambda m: returns.append(m.data), qos.EVENTS)
+def reward_status(node) -> dict:
+    """reward_node's newest /diagnostics values (and 'level'), kept up to date as the node spins."""
+    diag = {}
 
     def on_diag(msg):
         for s in msg.status:
@@ -81,6 +74,19 @@ def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
                 diag.update({kv.key: kv.value for kv in s.values}, level=s.level)
 
     node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, on_diag, 10)
+    return diag
+
+
+def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
+    ros = Ros()
+    proc = start_node_process("reward_node", ros.domain, tmp_path, **{**SHIPPED, "diagnostics_period_s": 0.2})
+    node = ros.node("robot")
+    states_pub = node.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
+    command_pub = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
+    episode_pub = node.create_publisher(Int64, topics.EPISODE, qos.EVENTS)
+    rewards, returns, diag = [], [], reward_status(node)
+    node.create_subscription(Float64, topics.REWARD, lambda m: rewards.append(m.data), qos.EVENTS)
+    node.create_subscription(Float64, topics.EPISODE_RETURN, lambda m: returns.append(m.data), qos.EVENTS)
     with cleaned_up(proc, ros=ros):
         assert ros.spin_until(lambda: states_pub.get_subscription_count() > 0 and node.count_publishers(topics.REWARD) > 0
                               or proc.poll() is not None, 60), "reward_node did not start"
@@ -131,7 +137,7 @@ def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path)
     states_pub = node.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
     command_pub = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
     episode_pub = node.create_publisher(Int64, topics.EPISODE, qos.EVENTS)
-    rewards, returns = [], []
+    rewards, returns, diag = [], [], reward_status(node)
     node.create_subscription(Float64, topics.REWARD, lambda m: rewards.append(m.data), qos.EVENTS)
     node.create_subscription(Float64, topics.EPISODE_RETURN, lambda m: returns.append(m.data), qos.EVENTS)
     with cleaned_up(proc, ros=ros):
@@ -166,6 +172,11 @@ def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path)
         episode_pub.publish(Int64(data=1))
         assert ros.spin_until(lambda: returns, 5), "no episode return"
         assert returns == [pytest.approx(sum(rewards))]
+        # A best-effort controller beside it: DDS delivers none of its commands to a reliable
+        # subscription, and only an event says so. The node names the parameter on /diagnostics.
+        node.create_publisher(Float64MultiArray, topics.COMMAND, qos.SENSOR)
+        assert ros.spin_until(lambda: "command_reliability: best_effort" in diag.get("last_problem", ""), 10), diag
+        assert diag["level"] == b"\x01" and "(reliability)" in diag["last_problem"], diag
         code, out = finish_process(proc, signal.SIGINT, timeout=30, what="reward_node")
     assert code == 0, out[-4000:]
 

@@ -70,6 +70,7 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from std_msgs.msg import Float64, Int64
 
@@ -146,7 +147,8 @@ class RewardNode(Node):
             # newest matters. Paced by commands each one ends a step: a lost one costs a reward.
             reliable = p["command_reliability"] == "reliable"
             self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command,
-                                     qos.EVENTS if reliable else qos.SENSOR)
+                                     qos.EVENTS if reliable else qos.SENSOR,
+                                     event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_unmatched))
         self.pub = self.create_publisher(Float64, p["reward_topic"], qos.EVENTS)
         if p["episode_topic"]:
             self.return_pub = self.create_publisher(Float64, p["episode_return_topic"], qos.EVENTS)
@@ -204,6 +206,15 @@ class RewardNode(Node):
             self.return_pub.publish(Float64(data=self.episode_sum))
             self.episodes, self.last_return = self.episodes + 1, self.episode_sum
         self.episode_sum, self.episode_rewards = 0.0, 0
+
+    def _on_unmatched(self, info):
+        """A controller publishes commands with a QoS this subscription cannot match (a best-effort one,
+        with command_reliability reliable): DDS delivers none of them, and says so only here."""
+        policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
+        self.problem = (f"{info.total_count} publisher(s) on {self.p['command_topic']} offer a QoS this node's command "
+                        f"subscription cannot match ({policy}): none of their commands arrive; with a best-effort "
+                        f"controller, set command_reliability: best_effort (it is {self.p['command_reliability']})")
+        self.get_logger().error(self.problem)
 
     def _refuse(self, why: str):
         self.bad += 1
