@@ -346,6 +346,38 @@ def test_a_topic_published_with_another_type_is_named_in_a_warning(tmp_path):
     assert out.count("nothing recorded from") == 1
 
 
+def test_a_publisher_whose_qos_cannot_reach_the_subscription_is_named(tmp_path):
+    """/tdmpc2/transition is recorded reliably (the default); a best-effort publisher of the right type
+    there is never matched, and DDS says so only in an event: the recorder names the topic, the policy
+    and the parameter in its log and on /diagnostics (WARN), and still records a reliable publisher."""
+    from ros_harness import LineReader
+
+    ros = Ros()
+    proc = start_recorder(ros.domain, tmp_path, bag_dir=str(tmp_path / "bags"), topics=[TOPIC])
+    node = ros.node("recorder_best_effort_publisher")
+    status = {}
+    node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: status.update(
+        {s.name: (s.level, s.message, {kv.key: kv.value for kv in s.values}) for s in m.status}), 10)
+    with cleaned_up(proc, ros=ros):
+        reader = LineReader(proc)
+        node.create_publisher(Float64MultiArray, TOPIC, QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        assert ros.spin_until(lambda: "tdmpc2_ros: recorder" in status and status["tdmpc2_ros: recorder"][0] == WARN,
+                              60), (status, reader.text()[-3000:])
+        level, message, values = status["tdmpc2_ros: recorder"]
+        assert "see unmatched_qos" in message and TOPIC in values["unmatched_qos"], values
+        assert "(reliability)" in values["unmatched_qos"] and "check topics (it asks reliable" in values["unmatched_qos"]
+        good = node.create_publisher(Float64MultiArray, TOPIC, DEEP)
+        connect(ros, good, proc)
+        good.publish(to_msg(transition(0)))
+        ros.spin_for(1.0)
+        proc.send_signal(signal.SIGINT)
+        code, out = reader.finish()
+    assert code == 0, out[-3000:]
+    assert f"nothing recorded from them: 1 publisher(s) on {TOPIC}" in out
+    bags = closed_bags(tmp_path / "bags")
+    assert [len(read_records(b)) for b in bags] == [1]  # the reliable publisher's message
+
+
 def test_split_closes_the_open_bag_now_for_the_trainer(tmp_path):
     """~/split (std_srvs/Trigger), over DDS: the open bag is closed at once (a trainer can ingest a
     demonstration just recorded, not after split_duration_s), the next message opens a new bag, and

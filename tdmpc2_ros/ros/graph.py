@@ -5,9 +5,15 @@ and ROS logs nothing. A planner configured for a Float64MultiArray on a topic th
 would only ever say "no observation yet", and a controller waiting for JointTrajectory commands on the
 topic a planner fills with Float64MultiArray would never move. These helpers name the type the other
 side uses instead.
+
+A subscription whose QoS a publisher cannot serve (a reliable subscription, a best-effort publisher) is
+not matched either. DDS says so in an event only; `unmatched_qos_events` turns it into a sentence that
+names the parameter to check.
 """
 
 from __future__ import annotations
+
+from rclpy.event_handler import SubscriptionEventCallbacks
 
 
 def type_name(msg_class) -> str:
@@ -33,3 +39,14 @@ def mismatch_hint(node, topic: str, expected: str, parameter: str, side: str = "
     if not others:
         return ""
     return f"{topic} is {side} as {' and '.join(others)}, not {expected}: check {parameter}"
+
+
+def unmatched_qos_events(topic: str, parameter: str, report) -> SubscriptionEventCallbacks:
+    """Event callbacks for a subscription to `topic`: when publishers offer a QoS it cannot match,
+    `report` gets a sentence naming them, the policy and `parameter`."""
+    def on_incompatible(info):
+        policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
+        report(f"{info.total_count} publisher(s) on {topic} offer a QoS the subscription cannot match ({policy}): "
+               f"none of their messages arrive; check {parameter}")
+
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)

@@ -70,13 +70,13 @@ import time
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from std_msgs.msg import Float64, Int64
 
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.commands import COMMAND_TYPES
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
+from tdmpc2_ros.ros.graph import unmatched_qos_events
 from tdmpc2_ros.ros.messages import SOURCE_MESSAGES
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
@@ -106,13 +106,13 @@ PARAMETERS = {  # name: (default, description)
 
 
 class RewardNode(Node):
-    """Counters for tests and tools: ``published``, ``waiting``, ``bad``, ``last_reward``, ``problem``,
+    """Counters for tests and tools: ``published``, ``waiting``, ``bad``, ``last_reward``, ``problem``, ``unmatched``,
     ``episodes``, ``last_return``."""
 
     def __init__(self, **kwargs):
         super().__init__("reward_node", **kwargs)
         self.published = self.waiting = self.bad = self.episodes = 0
-        self.last_reward, self.problem = math.nan, ""
+        self.last_reward, self.problem, self.unmatched = math.nan, "", ""
         self.episode_sum, self.episode_rewards, self.last_return = 0.0, 0, math.nan  # the running episode
         self.action: np.ndarray | None = None
         set_up_or_destroy(self, self._set_up)
@@ -146,9 +146,10 @@ class RewardNode(Node):
             # Best effort takes a reliable publisher's commands too, and paced by observations only the
             # newest matters. Paced by commands each one ends a step: a lost one costs a reward.
             reliable = p["command_reliability"] == "reliable"
+            events = unmatched_qos_events(p["command_topic"], "command_reliability (best_effort hears any controller)",
+                                          self._on_unmatched)
             self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command,
-                                     qos.EVENTS if reliable else qos.SENSOR,
-                                     event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_unmatched))
+                                     qos.EVENTS if reliable else qos.SENSOR, event_callbacks=events)
         self.pub = self.create_publisher(Float64, p["reward_topic"], qos.EVENTS)
         if p["episode_topic"]:
             self.return_pub = self.create_publisher(Float64, p["episode_return_topic"], qos.EVENTS)
@@ -207,14 +208,11 @@ class RewardNode(Node):
             self.episodes, self.last_return = self.episodes + 1, self.episode_sum
         self.episode_sum, self.episode_rewards = 0.0, 0
 
-    def _on_unmatched(self, info):
-        """A controller publishes commands with a QoS this subscription cannot match (a best-effort one,
-        with command_reliability reliable): DDS delivers none of them, and says so only here."""
-        policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
-        self.problem = (f"{info.total_count} publisher(s) on {self.p['command_topic']} offer a QoS this node's command "
-                        f"subscription cannot match ({policy}): none of their commands arrive; with a best-effort "
-                        f"controller, set command_reliability: best_effort (it is {self.p['command_reliability']})")
-        self.get_logger().error(self.problem)
+    def _on_unmatched(self, why: str):
+        """A controller's commands cannot reach the command subscription (a best-effort one, with
+        command_reliability reliable): DDS delivers none, and says so only in an event."""
+        self.unmatched = why  # kept, unlike a step's problem: a reward published since does not clear it
+        self.get_logger().error(why)
 
     def _refuse(self, why: str):
         self.bad += 1
@@ -225,8 +223,9 @@ class RewardNode(Node):
         values = {"published": self.published, "waiting": self.waiting, "bad": self.bad,
                   "last_reward": self.last_reward, "last_problem": self.problem,
                   "episodes": self.episodes, "last_episode_return": self.last_return,
-                  "reward_expression": self.p["reward_expression"]}
-        level, message = (WARN, self.problem) if self.problem else (OK, f"publishing on {self.p['reward_topic']}")
+                  "reward_expression": self.p["reward_expression"], "unmatched_qos": self.unmatched}
+        problem = self.problem or self.unmatched
+        level, message = (WARN, problem) if problem else (OK, f"publishing on {self.p['reward_topic']}")
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: reward", self.get_name(),
                                            level, message, values))
 
