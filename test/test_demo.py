@@ -27,7 +27,7 @@ def test_one_demo_episode_swings_the_pole_up_and_leaves_its_files(tmp_path):
     assert summary["obs_to_command_ms"]["p99"] > 0
     assert json.loads((tmp_path / "summary.json").read_text()) == summary
     frames = iio.imread(tmp_path / "rollout.mp4")
-    # a video of the first episode (500 steps), a frame per step heard: best-effort QoS may lose a few
+    # a video of the first episode, a frame per step message heard (501 for 500 steps): best effort may lose a few
     assert frames.ndim == 4 and frames.shape[0] == summary["video_frames"] >= 400
     assert (tmp_path / "latency_histogram.png").stat().st_size > 1000
 

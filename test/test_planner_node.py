@@ -24,7 +24,7 @@ from std_msgs.msg import Float64MultiArray
 from core_helpers import SMALL_OBS_DIM
 from ros_harness import (LineReader, Ros, cleaned_up, next_domain, node_env, record_warnings,
                          start_node_process)
-from tdmpc2_ros.ros import qos
+from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.runtime.observations import AdapterError, ObservationAssembler, extract, parse_source
 from tdmpc2_ros.runtime import ModelLoadError, SpecMismatch
 from tdmpc2_ros.runtime.budget import PlanBudget
@@ -839,6 +839,48 @@ def test_planning_at_each_message_of_a_source_stamped_faster_than_the_control_ra
     assert ros.spin_until(warned, 5), [s.message for s in out["diagnostics"]][-3:]
     status = next(s for s in out["diagnostics"] if "faster than control_rate_hz" in s.message)
     assert status.level == b"\x01" and "/js is stamped every 2.0 ms" in status.message and "trigger 'timer'" in status.message
+
+
+def test_an_announcer_whose_qos_cannot_reach_the_planner_is_named(ros, ladder):
+    """The planner hears model updates transient local (a late starter still gets the newest). A
+    volatile announcer (`ros2 topic pub` by hand) is never matched, and DDS says so only in an event:
+    /diagnostics names the topic, the policy and what to publish with (unmatched_qos, at least WARN)
+    until an announcement arrives."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    node = start_planner(ros, ladder, diagnostics_period_s=0.2)
+    n, _, out = peer(ros)
+
+    def named(reports):
+        return [(s.level, v.value) for s in reports for v in s.values if v.key == "unmatched_qos" and v.value]
+
+    n.create_publisher(String, topics.MODEL_UPDATE, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    assert ros.spin_until(lambda: named(out["diagnostics"]), 10), [s.message for s in out["diagnostics"]][-3:]
+    level, why = named(out["diagnostics"])[-1]
+    assert level >= b"\x01" and f"on {topics.MODEL_UPDATE}" in why and "(durability)" in why and "transient local" in why
+    n.create_publisher(String, topics.MODEL_UPDATE, qos.LATCHED).publish(String(data="{}"))  # malformed, matched
+    assert ros.spin_until(lambda: not node.unmatched_update, 10)
+    seen = len(out["diagnostics"])
+    ros.spin_for(0.6)
+    assert len(out["diagnostics"]) > seen and not named(out["diagnostics"][seen:])
+
+
+def test_a_report_carries_its_worst_problems_message():
+    """A warning after an error in one report window (a rejected update while observations are
+    missing) raises nothing and must not replace the error's message: /diagnostics would show ERROR
+    with a warning's text."""
+    from types import SimpleNamespace
+
+    from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN
+    from tdmpc2_ros.ros.planner_node import PlannerNode
+
+    window = SimpleNamespace(level=OK, last_problem="")
+    for level, problem in ((WARN, "first warning"), (ERROR, "no observation"), (WARN, "a later warning")):
+        PlannerNode._report(window, level, problem)
+    assert (window.level, window.last_problem) == (ERROR, "no observation")
+    PlannerNode._report(window, ERROR, "a newer error")
+    assert (window.level, window.last_problem) == (ERROR, "a newer error")
 
 
 def test_a_republished_step_is_not_answered_twice(ros, ladder):

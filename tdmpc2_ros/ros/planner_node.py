@@ -47,7 +47,7 @@ from std_srvs.srv import SetBool, Trigger
 from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.messages import SOURCE_MESSAGES, segmented_array
 from tdmpc2_ros.ros.commands import CommandWriter
-from tdmpc2_ros.ros.graph import mismatch_hint, type_name
+from tdmpc2_ros.ros.graph import mismatch_hint, type_name, unmatched_qos_events
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, PLANNER_STATUS, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model, resolve_model_path, version_of
@@ -142,6 +142,7 @@ class PlannerNode(Node):
         self.disabled_ticks = 0  # ticks skipped while ~/enable said false
         self._hints, self._hints_at = "", -math.inf  # _type_hints: the last answer, and when
         self._command_type_warned = False  # a subscriber of action_topic of another type was named
+        self.unmatched_update = ""  # why an announcer's QoS cannot reach the model-update subscription
         self.ticks_over_limit = 0  # ticks whose plan ran over the rung's limit (deadline_fraction), misses included
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
@@ -181,7 +182,12 @@ class PlannerNode(Node):
 
     def _create_interfaces(self):
         """Topics, the rollback service and the parameter callback: after everything they call exists."""
-        self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED)
+        # Transient local, so a planner that starts late still hears the newest version; an announcer
+        # publishing volatile (`ros2 topic pub` by hand, say) cannot serve it, and is named.
+        events = unmatched_qos_events(self.p.model_update_topic, "the announcer: publish model updates reliable and "
+                                      "transient local, as trainer_node does", self._on_unmatched_update)
+        self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED,
+                                 event_callbacks=events)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -311,7 +317,7 @@ class PlannerNode(Node):
             problem = (f"{self.assembler.sources[0].topic} is stamped every {dt * 1e3:.1f} ms, faster than "
                        f"control_rate_hz ({self.period * 1e3:.0f} ms), and trigger 'observation' plans at each "
                        f"message: use trigger 'timer'")
-            self.level, self.last_problem = max(self.level, WARN), problem
+            self._report(WARN, problem)
             self.get_logger().warning(problem, throttle_duration_sec=10.0)
 
     def _step_segments(self, topic: str, msg):
@@ -484,7 +490,7 @@ class PlannerNode(Node):
         if decided.standby is not None:
             self._install(decided.standby)
         if decided.problem:
-            self.level, self.last_problem = max(self.level, WARN), decided.problem  # on /diagnostics while it lasts
+            self._report(WARN, decided.problem)  # on /diagnostics while it lasts
             if decided.log_problem:
                 self.get_logger().error(decided.problem)
 
@@ -548,6 +554,7 @@ class PlannerNode(Node):
                                                   self.model_version), warm, warmed)
 
     def _on_model_update(self, msg: String):
+        self.unmatched_update = ""  # an announcement arrived: an announcer is matched
         try:
             announcement = json.loads(msg.data)
             version = str(announcement["version"])
@@ -614,7 +621,7 @@ class PlannerNode(Node):
         """For the swapper thread too: a rejected update is a warning on /diagnostics, not an error
         (the running model is fine)."""
         if level == "error":
-            self.level, self.last_problem = max(self.level, WARN), text
+            self._report(WARN, text)
             self.get_logger().error(text)
         else:
             self.get_logger().info(text)
@@ -662,8 +669,15 @@ class PlannerNode(Node):
             newest = max(t for _, t in self.assembler.latest.values())
             self.obs_to_action.add(now - newest)
 
+    def _report(self, level, problem: str):
+        """The next /diagnostics report carries the worst level since the last one, with the message of
+        a problem of that level (the newest): a warning never hides an error's message."""
+        if level >= self.level:
+            self.last_problem = problem
+        self.level = max(self.level, level)
+
     def _flag(self, level, problem: str):
-        self.level, self.last_problem = max(self.level, level), problem
+        self._report(level, problem)
         # rclpy keys throttling by call site, so each severity needs its own line.
         if level == ERROR:
             self.get_logger().error(f"{problem}; published the safe action", throttle_duration_sec=1.0)
@@ -680,9 +694,15 @@ class PlannerNode(Node):
             self._command_type_warned = True
             self.get_logger().warning(f"commands reach no one there: {hint}")
 
+    def _on_unmatched_update(self, why: str):
+        self.unmatched_update = why
+        self.get_logger().warning(f"no model update can arrive from them: {why}")
+
     def publish_diagnostics(self):
         self._check_command_subscribers()
         self._check_source_rate()
+        if self.unmatched_update:  # until an announcement arrives: DDS tells no "now matched" for this case
+            self._report(WARN, self.unmatched_update)
         message = self.last_problem if self.level != OK else (
             "planning" if self.enabled else "disabled by ~/enable: sending no commands")
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), PLANNER_STATUS, "planner_node",
