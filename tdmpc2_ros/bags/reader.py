@@ -643,8 +643,8 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int,
                  counts: dict, t_measured=None):
     """The alignment rule of the module docstring, over every pair of consecutive observations
     (o_j, o_j+1). Returns (valid [K-1] bool, command index, reward index per pair) and counts every
-    pair skipped, by reason. Times in ns; rewards
-    are matched to t_measured (default t_obs), when the observations were taken."""
+    pair skipped, by reason (_count_unused counts the commands and rewards left over, once every reason
+    is in). Times in ns; rewards are matched to t_measured (default t_obs), when the observations were taken."""
     pairs = max(t_obs.size - 1, 0)
     counts["pairs"] = pairs
     if not pairs:

@@ -84,8 +84,8 @@ from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, resolve_compression, typestore
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
 from tdmpc2_ros.ros.graph import mismatch_hint, unmatched_qos_events
-from tdmpc2_ros.ros.qos import RELIABILITY
 from tdmpc2_ros.ros.params import ParameterError, declare_table
+from tdmpc2_ros.ros.qos import RELIABILITY
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 
 SHORT_TYPES = {"Float64MultiArray": "std_msgs/msg/Float64MultiArray", "Float64": "std_msgs/msg/Float64",
