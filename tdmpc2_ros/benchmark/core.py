@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from tdmpc2_ros.benchmark.machine import describe as describe_machine, machine
 
 OBS_DIM, ACTION_DIM = 24, 6
 THREADS = 2
@@ -244,8 +245,7 @@ def run_core_benchmark(args) -> int:
     planners = [p for p in args.planners.split(",") if p]
     providers = available_providers([p for p in getattr(args, "providers", "cpu").split(",") if p])
     peak, block_us = gemm_peak_gflops(), activation_block_us()
-    result = {"machine": {"cpu_count": os.cpu_count(), "threads": THREADS, "platform": platform.platform(),
-                          "python": platform.python_version(), "torch": torch.__version__},
+    result = {"machine": machine(THREADS),
               "gemm_peak_gflops": round(peak, 1), "activation_block_us": round(block_us, 1),
               "dims": {"obs": OBS_DIM, "action": ACTION_DIM}, "planning": [], "update": []}
     print(f"ONNX Runtime fp32 MatMul peak ({THREADS} threads, best of {len(GEMM_SHAPES)} shapes): {peak:.0f} GFLOP/s; "
@@ -292,7 +292,8 @@ def write_results(out: Path, result: dict, table: str):
 
 
 def format_table(r: dict) -> str:
-    lines = [f"GEMM peak (ONNX Runtime fp32 MatMul, {r['machine']['threads']} threads): {r['gemm_peak_gflops']} GFLOP/s", "",
+    lines = [f"Machine: {describe_machine(r['machine'])}", "",
+             f"GEMM peak (ONNX Runtime fp32 MatMul, {r['machine']['threads']} threads): {r['gemm_peak_gflops']} GFLOP/s", "",
              f"LayerNorm + Mish block on [{ACTIVATION_ROWS}, {ACTIVATION_WIDTH}] (the planner's elementwise work): "
              f"{r.get('activation_block_us', '-')} us", "",
              "| preset | planner | provider | median ms | p99 ms | GFLOP/plan | GFLOP/s | of peak | peak RSS MB |",

@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.benchmark.core import write_results
+from tdmpc2_ros.benchmark.machine import describe as describe_machine, machine
 from tdmpc2_ros.runtime.host_steal import host_cpu_jiffies, steal_pct
 from tdmpc2_ros.runtime.swap_cost import SWAP_WORK
 
@@ -470,7 +471,7 @@ def split_by_swap_work(ticks: int, events: int, ticks_with: int, events_with: in
 
 
 def format_table(r: dict) -> str:
-    lines = []
+    lines = [f"Machine: {describe_machine(r['machine'])}", ""] if "machine" in r else []
     if "ingest" in r or "ingest_raw" in r:
         lines += _ingest_table(r.get("ingest"), r.get("ingest_raw"))
     if "swap" in r:
@@ -605,7 +606,7 @@ def run_loop_benchmark(args) -> int:
     model, parts = args.model or str(default_model()), set(args.parts.split(","))
     if parts - PARTS:
         raise SystemExit(f"bench-loop: unknown --parts {sorted(parts - PARTS)} (choose from {sorted(PARTS)})")
-    result = {}
+    result = {"machine": machine()}
     if "ingest" in parts:
         result["ingest"] = bench_ingest(args.transitions, compression=args.compression)
         result["ingest_raw"] = bench_ingest_raw(args.transitions, compression=args.compression)

@@ -10,13 +10,13 @@ Walker-walk dimensions (obs 24, action 6), the default budget, batch 256, as `td
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
 from tdmpc2_ros.benchmark.core import ACTION_DIM, OBS_DIM, THREADS, _percentiles, bench_agent, bench_update, write_results
+from tdmpc2_ros.benchmark.machine import machine
 
 
 COMPILE_MODES = {"eager": None, "compiled": "default", "graphs": "graphs"}  # bench mode -> TDMPC2.compile mode
@@ -25,8 +25,7 @@ COMPILE_MODES = {"eager": None, "compiled": "default", "graphs": "graphs"}  # be
 def _machine(device) -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "device": str(device), "threads": THREADS}
+    info = {**machine(THREADS), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["tf32_matmul"] = bool(torch.backends.cuda.matmul.allow_tf32)
