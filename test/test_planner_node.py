@@ -845,7 +845,7 @@ def test_an_announcer_whose_qos_cannot_reach_the_planner_is_named(ros, ladder):
     """The planner hears model updates transient local (a late starter still gets the newest). A
     volatile announcer (`ros2 topic pub` by hand) is never matched, and DDS says so only in an event:
     /diagnostics names the topic, the policy and what to publish with (unmatched_qos, at least WARN)
-    until an announcement arrives."""
+    while that announcer is in the graph, even when another one is heard, and no longer once it left."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
@@ -855,12 +855,17 @@ def test_an_announcer_whose_qos_cannot_reach_the_planner_is_named(ros, ladder):
     def named(reports):
         return [(s.level, v.value) for s in reports for v in s.values if v.key == "unmatched_qos" and v.value]
 
-    n.create_publisher(String, topics.MODEL_UPDATE, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    volatile = n.create_publisher(String, topics.MODEL_UPDATE, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
     assert ros.spin_until(lambda: named(out["diagnostics"]), 10), [s.message for s in out["diagnostics"]][-3:]
     level, why = named(out["diagnostics"])[-1]
     assert level >= b"\x01" and f"on {topics.MODEL_UPDATE}" in why and "(durability)" in why and "transient local" in why
-    n.create_publisher(String, topics.MODEL_UPDATE, qos.LATCHED).publish(String(data="{}"))  # malformed, matched
-    assert ros.spin_until(lambda: not node.unmatched_update, 10)
+    latched = n.create_publisher(String, topics.MODEL_UPDATE, qos.LATCHED)  # as trainer_node announces
+    assert ros.spin_until(lambda: latched.get_subscription_count() > 0, 10)
+    latched.publish(String(data="{}"))  # malformed: heard and ignored
+    ros.spin_for(1.5)  # past UnmatchedPublishers.GRACE_S: the volatile announcer is still in the graph
+    assert node.unmatched_announcers.why and named(out["diagnostics"][-3:])
+    n.destroy_publisher(volatile)
+    assert ros.spin_until(lambda: not node.unmatched_announcers.why, 10)
     seen = len(out["diagnostics"])
     ros.spin_for(0.6)
     assert len(out["diagnostics"]) > seen and not named(out["diagnostics"][seen:])

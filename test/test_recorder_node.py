@@ -349,7 +349,8 @@ def test_a_topic_published_with_another_type_is_named_in_a_warning(tmp_path):
 def test_a_publisher_whose_qos_cannot_reach_the_subscription_is_named(tmp_path):
     """/tdmpc2/transition is recorded reliably (the default); a best-effort publisher of the right type
     there is never matched, and DDS says so only in an event: the recorder names the topic, the policy
-    and the parameter in its log and on /diagnostics (WARN), and still records a reliable publisher."""
+    and the parameter in its log and on /diagnostics (WARN), and still records a reliable publisher. Once
+    the best-effort publisher has left the graph, the warning clears."""
     from ros_harness import LineReader
 
     ros = Ros()
@@ -360,7 +361,8 @@ def test_a_publisher_whose_qos_cannot_reach_the_subscription_is_named(tmp_path):
         {s.name: (s.level, s.message, {kv.key: kv.value for kv in s.values}) for s in m.status}), 10)
     with cleaned_up(proc, ros=ros):
         reader = LineReader(proc)
-        node.create_publisher(Float64MultiArray, TOPIC, QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+        unmatched = node.create_publisher(Float64MultiArray, TOPIC,
+                                          QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
         assert ros.spin_until(lambda: "tdmpc2_ros: recorder" in status and status["tdmpc2_ros: recorder"][0] == WARN,
                               60), (status, reader.text()[-3000:])
         level, message, values = status["tdmpc2_ros: recorder"]
@@ -370,10 +372,15 @@ def test_a_publisher_whose_qos_cannot_reach_the_subscription_is_named(tmp_path):
         connect(ros, good, proc)
         good.publish(to_msg(transition(0)))
         ros.spin_for(1.0)
+        assert status["tdmpc2_ros: recorder"][0] == WARN  # the best-effort publisher is still there
+        node.destroy_publisher(unmatched)
+        assert ros.spin_until(lambda: status["tdmpc2_ros: recorder"][:2] == (OK, "recording"), 10), status
+        assert status["tdmpc2_ros: recorder"][2]["unmatched_qos"] == ""
         proc.send_signal(signal.SIGINT)
         code, out = reader.finish()
     assert code == 0, out[-3000:]
     assert f"nothing recorded from them: 1 publisher(s) on {TOPIC}" in out
+    assert f"no publisher on {TOPIC} offers a QoS its subscription cannot match any more" in out
     bags = closed_bags(tmp_path / "bags")
     assert [len(read_records(b)) for b in bags] == [1]  # the reliable publisher's message
 

@@ -175,9 +175,11 @@ def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path)
         assert returns == [pytest.approx(sum(rewards))]
         # A best-effort controller beside it: DDS delivers none of its commands to a reliable
         # subscription, and only an event says so. The node names the parameter on /diagnostics.
-        node.create_publisher(Float64MultiArray, topics.COMMAND, qos.SENSOR)
+        best_effort = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.SENSOR)
         assert ros.spin_until(lambda: "check command_reliability" in diag.get("unmatched_qos", ""), 10), diag
         assert diag["level"] == b"\x01" and "(reliability)" in diag["unmatched_qos"], diag
+        node.destroy_publisher(best_effort)  # once it has left, the warning clears
+        assert ros.spin_until(lambda: diag["level"] == b"\x00" and diag["unmatched_qos"] == "", 10), diag
         code, out = finish_process(proc, signal.SIGINT, timeout=30, what="reward_node")
     assert code == 0, out[-4000:]
 

@@ -7,13 +7,16 @@ topic a planner fills with Float64MultiArray would never move. These helpers nam
 side uses instead.
 
 A subscription whose QoS a publisher cannot serve (a reliable subscription, a best-effort publisher) is
-not matched either. DDS says so in an event only; `unmatched_qos_events` turns it into a sentence that
-names the parameter to check.
+not matched either. DDS says so in an event only; `UnmatchedPublishers` turns it into a sentence that
+names the parameter to check, and clears it when the graph shows that such publishers have left.
 """
 
 from __future__ import annotations
 
+import time
+
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import QoSCompatibility, qos_check_compatible
 
 
 def type_name(msg_class) -> str:
@@ -41,12 +44,45 @@ def mismatch_hint(node, topic: str, expected: str, parameter: str, side: str = "
     return f"{topic} is {side} as {' and '.join(others)}, not {expected}: check {parameter}"
 
 
-def unmatched_qos_events(topic: str, parameter: str, report) -> SubscriptionEventCallbacks:
-    """Event callbacks for a subscription to `topic`: when publishers offer a QoS it cannot match,
-    `report` gets a sentence naming them, the policy and `parameter`."""
-    def on_incompatible(info):
-        policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
-        report(f"{info.total_count} publisher(s) on {topic} offer a QoS the subscription cannot match ({policy}): "
-               f"none of their messages arrive; check {parameter}")
+def incompatible_publishers(node, topic: str, subscription_qos) -> int | None:
+    """How many of `topic`'s publishers offer a QoS that `subscription_qos` cannot match, as the graph
+    shows them; None where the graph cannot be asked."""
+    try:
+        infos = node.get_publishers_info_by_topic(topic)
+    except Exception:  # noqa: BLE001 — a graph query is a hint, never a reason to fail
+        return None
+    return sum(qos_check_compatible(i.qos_profile, subscription_qos)[0] == QoSCompatibility.ERROR for i in infos)
 
-    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+
+class UnmatchedPublishers:
+    """Publishers on one subscription's topic whose QoS it cannot match, as a sentence naming the topic,
+    the policy and the parameter to check ('' while there are none).
+
+    DDS delivers none of their messages and reports them only in an event, when they appear: pass
+    `events` to create_subscription. It sends nothing when they leave, so `check` (at each report) asks
+    the graph, and clears the sentence once none is left. It waits GRACE_S after the event first: the
+    graph may not list a publisher yet when its event comes.
+    """
+
+    GRACE_S = 1.0
+
+    def __init__(self, node, topic: str, subscription_qos, parameter: str, report):
+        self.node, self.topic, self.qos, self.parameter, self.report = node, topic, subscription_qos, parameter, report
+        self.why, self._since = "", 0.0
+        self.events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible)
+
+    def _on_incompatible(self, info) -> None:
+        policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
+        self.why = (f"{info.total_count} publisher(s) on {self.topic} offer a QoS the subscription cannot match "
+                    f"({policy}): none of their messages arrive; check {self.parameter}")
+        self._since = time.monotonic()
+        self.report(self.why)
+
+    def check(self) -> str:
+        """The sentence while such a publisher is still in the graph; '' (said once in the log) once none is."""
+        if self.why and time.monotonic() - self._since >= self.GRACE_S \
+                and incompatible_publishers(self.node, self.topic, self.qos) == 0:
+            self.node.get_logger().info(f"no publisher on {self.topic} offers a QoS its subscription cannot match "
+                                        f"any more (was: {self.why})")
+            self.why = ""
+        return self.why

@@ -47,7 +47,7 @@ from std_srvs.srv import SetBool, Trigger
 from tdmpc2_ros.ros import qos, stop, topics
 from tdmpc2_ros.ros.messages import SOURCE_MESSAGES, segmented_array
 from tdmpc2_ros.ros.commands import CommandWriter
-from tdmpc2_ros.ros.graph import mismatch_hint, type_name, unmatched_qos_events
+from tdmpc2_ros.ros.graph import UnmatchedPublishers, mismatch_hint, type_name
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, PLANNER_STATUS, WARN, status_array
 from tdmpc2_ros.ros.params import PlannerParams, declare_and_read
 from tdmpc2_ros.ros.paths import default_model, resolve_model_path, version_of
@@ -142,7 +142,6 @@ class PlannerNode(Node):
         self.disabled_ticks = 0  # ticks skipped while ~/enable said false
         self._hints, self._hints_at = "", -math.inf  # _type_hints: the last answer, and when
         self._command_type_warned = False  # a subscriber of action_topic of another type was named
-        self.unmatched_update = ""  # why an announcer's QoS cannot reach the model-update subscription
         self.ticks_over_limit = 0  # ticks whose plan ran over the rung's limit (deadline_fraction), misses included
         self.tick_latency, self.plan_latency, self.obs_to_action = RollingStats(), RollingStats(), RollingStats()
         self.plan_waited = RollingStats()  # per plan: wall time not spent running (a core or the GIL)
@@ -184,10 +183,11 @@ class PlannerNode(Node):
         """Topics, the rollback service and the parameter callback: after everything they call exists."""
         # Transient local, so a planner that starts late still hears the newest version; an announcer
         # publishing volatile (`ros2 topic pub` by hand, say) cannot serve it, and is named.
-        events = unmatched_qos_events(self.p.model_update_topic, "the announcer: publish model updates reliable and "
-                                      "transient local, as trainer_node does", self._on_unmatched_update)
+        self.unmatched_announcers = UnmatchedPublishers(
+            self, self.p.model_update_topic, qos.LATCHED, "the announcer: publish model updates reliable and "
+            "transient local, as trainer_node does", self._on_unmatched_update)
         self.create_subscription(String, self.p.model_update_topic, self._on_model_update, qos.LATCHED,
-                                 event_callbacks=events)
+                                 event_callbacks=self.unmatched_announcers.events)
         self.create_service(Trigger, "~/rollback", self._on_rollback)
         self.create_service(SetBool, "~/enable", self._on_enable)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -554,7 +554,6 @@ class PlannerNode(Node):
                                                   self.model_version), warm, warmed)
 
     def _on_model_update(self, msg: String):
-        self.unmatched_update = ""  # an announcement arrived: an announcer is matched
         try:
             announcement = json.loads(msg.data)
             version = str(announcement["version"])
@@ -695,14 +694,14 @@ class PlannerNode(Node):
             self.get_logger().warning(f"commands reach no one there: {hint}")
 
     def _on_unmatched_update(self, why: str):
-        self.unmatched_update = why
         self.get_logger().warning(f"no model update can arrive from them: {why}")
 
     def publish_diagnostics(self):
         self._check_command_subscribers()
         self._check_source_rate()
-        if self.unmatched_update:  # until an announcement arrives: DDS tells no "now matched" for this case
-            self._report(WARN, self.unmatched_update)
+        unmatched = self.unmatched_announcers.check()  # until such an announcer leaves the graph
+        if unmatched:
+            self._report(WARN, unmatched)
         message = self.last_problem if self.level != OK else (
             "planning" if self.enabled else "disabled by ~/enable: sending no commands")
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), PLANNER_STATUS, "planner_node",

@@ -83,7 +83,7 @@ from tdmpc2_ros.bags.ledger import partial_bags
 from tdmpc2_ros.bags.reader import TRANSITION_TOPIC
 from tdmpc2_ros.bags.writer import STORAGES, BagWriter, resolve_compression, typestore
 from tdmpc2_ros.ros.diagnostics import ERROR, OK, WARN, status_array
-from tdmpc2_ros.ros.graph import mismatch_hint, unmatched_qos_events
+from tdmpc2_ros.ros.graph import UnmatchedPublishers, mismatch_hint
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.qos import RELIABILITY
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
@@ -207,7 +207,7 @@ class RecorderNode(Node):
         self.received = {s.topic: 0 for s in specs}
         self.dropped = {s.topic: 0 for s in specs}  # while paused
         self._type_warned: set[str] = set()  # topics named for being published with another type
-        self.unmatched: dict[str, str] = {}  # topic: why a publisher's QoS cannot reach its subscription
+        self.unmatched: dict[str, UnmatchedPublishers] = {}  # topic: publishers its subscription cannot match
         self.bags: list = []
         self.state, self.why, self._retry_at = RECORDING, "", 0.0
         self.min_free = int(float(p["min_free_mb"]) * 1e6)
@@ -219,9 +219,11 @@ class RecorderNode(Node):
             self.writer.add_topic(s.topic, s.msgtype)
             q = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(p["qos_depth"]),
                            reliability=RELIABILITY[s.reliability])
-            events = unmatched_qos_events(s.topic, f"topics (it asks {s.reliability}: ':best_effort' records any "
-                                                   f"publisher)", lambda why, topic=s.topic: self._on_unmatched(topic, why))
-            self.create_subscription(s.msg_class, s.topic, self._callback(s), q, raw=True, event_callbacks=events)
+            unmatched = self.unmatched[s.topic] = UnmatchedPublishers(
+                self, s.topic, q, f"topics (it asks {s.reliability}: ':best_effort' records any publisher)",
+                self._on_unmatched)
+            self.create_subscription(s.msg_class, s.topic, self._callback(s), q, raw=True,
+                                     event_callbacks=unmatched.events)
         every = f"{duration:g} s" if duration else "never"
         limit = f"{size} bytes" if size else "no size limit"
         log.info(f"recording {', '.join(f'{s.topic} ({s.msgtype}, {s.reliability})' for s in specs)} into "
@@ -286,9 +288,8 @@ class RecorderNode(Node):
                     self._type_warned.add(spec.topic)
                     self.get_logger().warning(f"nothing recorded from {hint}")
 
-    def _on_unmatched(self, topic: str, why: str) -> None:
-        """Publishers whose QoS the topic's subscription cannot match: DDS delivers none of their messages."""
-        self.unmatched[topic] = why
+    def _on_unmatched(self, why: str) -> None:
+        """Publishers whose QoS a topic's subscription cannot match: DDS delivers none of their messages."""
         self.get_logger().warning(f"nothing recorded from them: {why}")
 
     def _check_disk(self) -> None:
@@ -328,15 +329,16 @@ class RecorderNode(Node):
     def status(self) -> tuple[bytes, str, dict]:
         """(level, message, values) of the /diagnostics status."""
         level = {RECORDING: OK, DISK_LOW: WARN, WRITE_FAILED: ERROR}[self.state]
+        unmatched = [why for why in (u.check() for u in self.unmatched.values()) if why]
         values = {"state": self.state, "why": self.why, "free_mb": round(self.free / 1e6, 1),
                   "min_free_mb": self.min_free / 1e6, "messages": self.message_count,
                   "dropped": sum(self.dropped.values()), "bags_closed": len(self.bags),
                   "open_bag": str(self.writer.current or ""), "bag_dir": str(self.writer.directory),
-                  "unmatched_qos": "; ".join(self.unmatched.values())}
+                  "unmatched_qos": "; ".join(unmatched)}
         if self.state != RECORDING:
             return level, f"paused: {self.why}", values
-        if self.unmatched:
-            return WARN, f"recording, but not from {len(self.unmatched)} topic(s): see unmatched_qos", values
+        if unmatched:
+            return WARN, f"recording, but not from {len(unmatched)} topic(s): see unmatched_qos", values
         return level, "recording", values
 
     def _publish_diagnostics(self) -> None:

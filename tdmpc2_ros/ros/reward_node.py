@@ -76,7 +76,7 @@ from std_msgs.msg import Float64, Int64
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.commands import COMMAND_TYPES
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
-from tdmpc2_ros.ros.graph import unmatched_qos_events
+from tdmpc2_ros.ros.graph import UnmatchedPublishers
 from tdmpc2_ros.ros.messages import SOURCE_MESSAGES
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
@@ -106,13 +106,14 @@ PARAMETERS = {  # name: (default, description)
 
 
 class RewardNode(Node):
-    """Counters for tests and tools: ``published``, ``waiting``, ``bad``, ``last_reward``, ``problem``, ``unmatched``,
+    """Counters for tests and tools: ``published``, ``waiting``, ``bad``, ``last_reward``, ``problem``,
     ``episodes``, ``last_return``."""
 
     def __init__(self, **kwargs):
         super().__init__("reward_node", **kwargs)
         self.published = self.waiting = self.bad = self.episodes = 0
-        self.last_reward, self.problem, self.unmatched = math.nan, "", ""
+        self.last_reward, self.problem = math.nan, ""
+        self.unmatched_commanders: UnmatchedPublishers | None = None  # with a command_topic
         self.episode_sum, self.episode_rewards, self.last_return = 0.0, 0, math.nan  # the running episode
         self.action: np.ndarray | None = None
         set_up_or_destroy(self, self._set_up)
@@ -146,10 +147,12 @@ class RewardNode(Node):
             # Best effort takes a reliable publisher's commands too, and paced by observations only the
             # newest matters. Paced by commands each one ends a step: a lost one costs a reward.
             reliable = p["command_reliability"] == "reliable"
-            events = unmatched_qos_events(p["command_topic"], "command_reliability (best_effort hears any controller)",
-                                          self._on_unmatched)
-            self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command,
-                                     qos.EVENTS if reliable else qos.SENSOR, event_callbacks=events)
+            heard = qos.EVENTS if reliable else qos.SENSOR
+            self.unmatched_commanders = UnmatchedPublishers(
+                self, p["command_topic"], heard, "command_reliability (best_effort hears any controller)",
+                self.get_logger().error)
+            self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command, heard,
+                                     event_callbacks=self.unmatched_commanders.events)
         self.pub = self.create_publisher(Float64, p["reward_topic"], qos.EVENTS)
         if p["episode_topic"]:
             self.return_pub = self.create_publisher(Float64, p["episode_return_topic"], qos.EVENTS)
@@ -208,23 +211,20 @@ class RewardNode(Node):
             self.episodes, self.last_return = self.episodes + 1, self.episode_sum
         self.episode_sum, self.episode_rewards = 0.0, 0
 
-    def _on_unmatched(self, why: str):
-        """A controller's commands cannot reach the command subscription (a best-effort one, with
-        command_reliability reliable): DDS delivers none, and says so only in an event."""
-        self.unmatched = why  # kept, unlike a step's problem: a reward published since does not clear it
-        self.get_logger().error(why)
-
     def _refuse(self, why: str):
         self.bad += 1
         self.problem = why
         self.get_logger().error(why, throttle_duration_sec=1.0)
 
     def _publish_diagnostics(self):
+        # A controller whose commands cannot reach the command subscription (a best-effort one, with
+        # command_reliability reliable), until it leaves: unlike a step's problem, a reward does not clear it.
+        unmatched = self.unmatched_commanders.check() if self.unmatched_commanders is not None else ""
         values = {"published": self.published, "waiting": self.waiting, "bad": self.bad,
                   "last_reward": self.last_reward, "last_problem": self.problem,
                   "episodes": self.episodes, "last_episode_return": self.last_return,
-                  "reward_expression": self.p["reward_expression"], "unmatched_qos": self.unmatched}
-        problem = self.problem or self.unmatched
+                  "reward_expression": self.p["reward_expression"], "unmatched_qos": unmatched}
+        problem = self.problem or unmatched
         level, message = (WARN, problem) if problem else (OK, f"publishing on {self.p['reward_topic']}")
         self.diag_pub.publish(status_array(self.get_clock().now().to_msg(), "tdmpc2_ros: reward", self.get_name(),
                                            level, message, values))
