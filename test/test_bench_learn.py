@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 from tdmpc2_ros.benchmark.learn import _Watch, first_reaching, format_table, merge_final, summarize
 from tdmpc2_ros.benchmark.loop import excess_p
+from tdmpc2_ros.benchmark.machine import describe, machine
 
 CFG = {"task": "cartpole-swingup", "rate_hz": 50, "ladder": "l", "preset": "1M", "compile": False}
 
@@ -49,6 +50,10 @@ def test_summary_counts_swap_misses_and_the_update_ratio():
     # The header names the seed: one for every node, or the nodes' YAML (runs from before --seed).
     assert "; seed 3 for every node." in format_table(s, {**CFG, "seed": 3}).splitlines()[0]
     assert "; seeds of the nodes' YAML (sim 0, planner 0, trainer 1)." in format_table(s, CFG).splitlines()[0]
+    # The last line names the CPU (runs from before session 33 did not record it).
+    assert not format_table(s, CFG).splitlines()[-1].startswith("Machine:")
+    here = machine()
+    assert format_table({**s, "machine": here}, CFG).splitlines()[-1] == f"Machine: {describe(here)}."
 
 
 def test_watch_records_episodes_and_swaps_and_resumes(tmp_path):

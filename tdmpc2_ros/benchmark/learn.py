@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from tdmpc2_ros.benchmark.loop import split_by_swap_work
+from tdmpc2_ros.benchmark.machine import describe as describe_machine, machine
 from tdmpc2_ros.runtime.swap_cost import SWAP_WORK
 from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
 
@@ -102,7 +103,8 @@ def format_table(s: dict, cfg: dict) -> str:
         f"| {s['swaps']} | {s['missed_deadlines_around_swaps']} | {s['missed_deadlines_total']} | {s['ticks']} | "
         f"{s.get('missed_with_swap_work', '-')} of {s.get('ticks_with_swap_work', '-')} | "
         f"{s.get('missed_without_swap_work', '-')} of {s.get('ticks_without_swap_work', '-')} | "
-        f"{s.get('swap_work_excess_p', '-')} |", "", *_by_kind_lines(s)])
+        f"{s.get('swap_work_excess_p', '-')} |", "", *_by_kind_lines(s),
+        *([f"Machine: {describe_machine(s['machine'])}."] if "machine" in s else [])])
 
 
 def _seeds(cfg: dict) -> str:
@@ -331,7 +333,8 @@ def run_learn_benchmark(args) -> int:
         eval_returns = evaluate_onnx(rung.path, args.task, args.eval_episodes, seed=args.eval_seed)
     episodes = watch.episodes.read()
     summary = summarize(episodes, watch.swaps.read(), final, args.env_steps, args.bar, eval_returns)
-    summary.update({"config": cfg, "last_version": latest.version if latest else None, "eval_returns": eval_returns})
+    summary.update({"config": cfg, "last_version": latest.version if latest else None, "eval_returns": eval_returns,
+                    "machine": machine()})
     (run / "learn.json").write_text(json.dumps(summary, indent=2))
     table = format_table(summary, cfg)
     (run / "learn.md").write_text(table)
