@@ -27,25 +27,38 @@ class FirstEpisodeFrames:
 
     The step message names its episode and step, so a watcher that joined after the episode's
     announcement (an Int64 on EVENTS QoS, not latched) still knows where it is. The sim publishes a
-    step's joint state just before its step message; a held start republishes step 0, so frames are
-    taken once per step."""
+    step's joint state just before its step message, but a watcher's two subscriptions are not
+    ordered: a step heard first waits for a joint state newer (by its stamp, the sim time) than the
+    last frame's. A held start republishes step 0 with the same stamp, so frames are taken once per
+    step."""
 
     def __init__(self):
         self.states: list[tuple[list, list, list]] = []  # (names, positions, velocities) per step
-        self._joint_state = None
+        self._joint_state = None  # (stamp in ns, state): the newest heard
+        self._used = -1  # the stamp of the newest joint state taken as a frame
         self._step = None
+        self._waiting = False  # a step of episode 0 heard before its joint state
 
     def on_joint_state(self, msg) -> None:
-        self._joint_state = (list(msg.name), list(msg.position), list(msg.velocity))
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self._joint_state = (stamp, (list(msg.name), list(msg.position), list(msg.velocity)))
+        if self._waiting:
+            self._take()
 
     def on_step(self, msg) -> None:
         from tdmpc2_ros.runtime.transition import unpack
 
         seg, _ = unpack([(d.label, d.size) for d in msg.layout.dim], msg.data)
         episode, step = int(seg["episode"][0]), int(seg["step"][0])
-        if episode == 0 and step != self._step and self._joint_state is not None:
-            self.states.append(self._joint_state)
-            self._step = step
+        if episode == 0 and step != self._step:
+            self._step, self._waiting = step, True
+            self._take()
+
+    def _take(self) -> None:
+        if self._joint_state is not None and self._joint_state[0] > self._used:
+            self._used, state = self._joint_state
+            self.states.append(state)
+            self._waiting = False
 
 
 def _watch(domain_env: dict, episodes: int, timeout_s: float, log):

@@ -34,25 +34,36 @@ def test_one_demo_episode_swings_the_pole_up_and_leaves_its_files(tmp_path):
 
 def test_the_video_frames_follow_the_step_messages_when_the_episode_announcement_was_missed():
     """A CI run's demo left no video: its watcher joined after the sim announced episode 0 (an Int64
-    that is not latched) and so took no frame. The step message names its episode and step."""
+    that is not latched) and so took no frame. The step message names its episode and step. The
+    watcher may hear a step message before its joint state (two topics are not ordered): that step
+    waits for a joint state newer than the last frame's, instead of taking the previous step's."""
     from sensor_msgs.msg import JointState
 
     from tdmpc2_ros.demo import FirstEpisodeFrames
     from tdmpc2_ros.ros.messages import segmented_array
     from tdmpc2_ros.runtime.transition import pack
 
-    def publish(frames, episode, step):  # the sim's order: the joint state, then the step message
-        frames.on_joint_state(JointState(name=["slider", "hinge_1"], position=[0.1 * step, episode], velocity=[step, 0.0]))
+    def joint_state(frames, episode, step):  # stamped with the sim time, as the sim does
+        msg = JointState(name=["slider", "hinge_1"], position=[0.1 * step, episode], velocity=[step, 0.0])
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod((1000 * episode + 20 * step) * 1_000_000, 1_000_000_000)
+        frames.on_joint_state(msg)
+
+    def step_message(frames, episode, step):
         dims, data = pack([("obs", [0.0] * 5), ("reward", [0.5]), ("applied_action", [0.0]), ("episode", [episode]),
                            ("step", [step]), ("last", [0.0])])
         frames.on_step(segmented_array(dims, data))
 
-    frames = FirstEpisodeFrames()
-    for _ in range(3):  # a held start republishes step 0
-        publish(frames, 0, 0)
-    for step in range(1, 4):
-        publish(frames, 0, step)
-    publish(frames, 1, 0)  # the next episode takes no frame
-    assert [s[1][0] for s in frames.states] == pytest.approx([0.0, 0.1, 0.2, 0.3])
-    assert all(s[0] == ["slider", "hinge_1"] and s[1][1] == 0 for s in frames.states)
-    assert [s[2][0] for s in frames.states] == [0, 1, 2, 3]
+    for heard_first in (joint_state, step_message):
+        frames = FirstEpisodeFrames()
+        then = step_message if heard_first is joint_state else joint_state
+        for _ in range(3):  # a held start republishes step 0 (the same stamp)
+            heard_first(frames, 0, 0)
+            then(frames, 0, 0)
+        for step in range(1, 4):
+            heard_first(frames, 0, step)
+            then(frames, 0, step)
+        heard_first(frames, 1, 0)  # the next episode takes no frame
+        then(frames, 1, 0)
+        assert [s[1][0] for s in frames.states] == pytest.approx([0.0, 0.1, 0.2, 0.3]), heard_first
+        assert all(s[0] == ["slider", "hinge_1"] and s[1][1] == 0 for s in frames.states)
+        assert [s[2][0] for s in frames.states] == [0, 1, 2, 3]
