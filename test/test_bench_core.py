@@ -32,3 +32,34 @@ def test_table_shows_both_yardsticks_and_older_results_still_render():
     assert "| 1M | mppi | cpu | 60.0 |" in table and "| 1M | mppi | openvino | 50.0 |" in table  # old rows: cpu
     old = json.loads((REPO / "benchmark" / "results" / "core_intel_s6_2026-11-29.json").read_text())
     assert "elementwise work): - us" in format_table(old)
+
+
+def test_each_bar_is_met_or_not_and_a_plan_whose_floor_is_over_its_bar_is_out_of_reach():
+    """The floor: the plan's multiply-adds at the MatMul peak of the same run. 12 GFLOP at 200 GFLOP/s
+    is 60 ms; at 150 GFLOP/s, 80 ms: over the 60 ms bar, which no fp32 graph then meets."""
+    from tdmpc2_ros.benchmark.core import bar_lines
+
+    def run(peak, plan_1m, update_1m, rss_5m):
+        plan = {"planner": "mppi", "provider": "cpu", "p99_ms": 0.0, "achieved_gflops": 0.0, "fraction_of_gemm_peak": 0.0}
+        return {"gemm_peak_gflops": peak, "planning": [
+            {**plan, "preset": "1M", "median_ms": plan_1m, "gflop_executed": 12.0, "peak_rss_mb": 100.0},
+            {**plan, "preset": "1M", "provider": "openvino", "median_ms": 1.0, "gflop_executed": 12.0, "peak_rss_mb": 999.0},
+            {**plan, "preset": "1M", "planner": "cem", "median_ms": 1.0, "gflop_executed": 12.0, "peak_rss_mb": 100.0},
+            {**plan, "preset": "5M", "median_ms": 150.0, "gflop_executed": 30.0, "peak_rss_mb": rss_5m}],
+            "update": [{"preset": "1M", "mode": "eager", "median_ms": update_1m + 20, "p99_ms": 0.0},
+                       {"preset": "1M", "mode": "compiled", "median_ms": update_1m, "p99_ms": 0.0}]}
+
+    fast = bar_lines(run(peak=300.0, plan_1m=59.0, update_1m=55.0, rss_5m=180.0))
+    assert fast == ["| bar | measured | |", "|---|---|---|",
+                    "| plan median, 1M, <= 60 ms | 59.0 ms (floor 40.0 ms) | met |",
+                    "| plan median, 5M, <= 165 ms | 150.0 ms (floor 100.0 ms) | met |",
+                    "| update, 1M, <= 60 ms | 55.0 ms (compiled) | met |",
+                    "| planner peak RSS, 5M, <= 300 MB | 180.0 MB | met |"]  # the openvino row's RSS is not the bar's
+    slow = bar_lines(run(peak=150.0, plan_1m=100.0, update_1m=61.0, rss_5m=301.0))
+    assert slow[2] == "| plan median, 1M, <= 60 ms | 100.0 ms (floor 80.0 ms) | not met; the floor is over the bar: out of reach on this CPU |"
+    assert slow[3] == "| plan median, 5M, <= 165 ms | 150.0 ms (floor 200.0 ms) | met |"  # met, whatever the floor says
+    assert slow[4:] == ["| update, 1M, <= 60 ms | 61.0 ms (compiled) | not met |",
+                        "| planner peak RSS, 5M, <= 300 MB | 301.0 MB | not met |"]
+    within = bar_lines(run(peak=250.0, plan_1m=70.0, update_1m=50.0, rss_5m=180.0))
+    assert within[2] == "| plan median, 1M, <= 60 ms | 70.0 ms (floor 48.0 ms) | not met |"
+    assert bar_lines({"gemm_peak_gflops": 1.0, "planning": [], "update": []}) == []

@@ -21,6 +21,11 @@ from tdmpc2_ros.benchmark.machine import describe as describe_machine, machine
 
 OBS_DIM, ACTION_DIM = 24, 6
 THREADS = 2
+# The core issue's bars, by preset: the plan median (MPPI at the reference budget, ONNX Runtime's own
+# CPU kernels), the update median (batch 256, eager or compiled) and the planner's peak RSS.
+PLAN_BARS_MS = {"1M": 60.0, "5M": 165.0}
+UPDATE_BARS_MS = {"1M": 60.0, "5M": 220.0}
+RSS_BARS_MB = {"5M": 300.0}
 
 
 GEMM_SHAPES = ((2048, 2048, 2048), (1024, 1024, 1024), (8192, 512, 512))  # (m, k, n); the last like the planner's
@@ -304,4 +309,30 @@ def format_table(r: dict) -> str:
     lines += ["", "| preset | update (batch 256) | median ms | p99 ms |", "|---|---|---|---|"]
     for u in r["update"]:
         lines.append(f"| {u['preset']} | {u.get('mode', 'eager')} | {u['median_ms']} | {u['p99_ms']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ["", *bar_lines(r)]) + "\n"
+
+
+def bar_lines(r: dict) -> list[str]:
+    """The bars this run measured, each met or not. A plan's floor is its time if every multiply-add
+    ran at the MatMul peak measured in the same run: where the floor is over the bar, no fp32 graph of
+    that budget meets it on this CPU, whatever its elementwise work costs."""
+    rows = []
+    for p in r["planning"]:
+        bar = PLAN_BARS_MS.get(p["preset"])
+        if bar is None or p["planner"] != "mppi" or p.get("provider", "cpu") != "cpu":
+            continue
+        floor = p["gflop_executed"] / r["gemm_peak_gflops"] * 1e3
+        verdict = "met" if p["median_ms"] <= bar else (
+            "not met; the floor is over the bar: out of reach on this CPU" if floor > bar else "not met")
+        rows.append(f"| plan median, {p['preset']}, <= {bar:g} ms | {p['median_ms']} ms (floor {floor:.1f} ms) | {verdict} |")
+    for preset, bar in UPDATE_BARS_MS.items():
+        runs = [u for u in r["update"] if u["preset"] == preset]
+        if runs:
+            best = min(runs, key=lambda u: u["median_ms"])
+            rows.append(f"| update, {preset}, <= {bar:g} ms | {best['median_ms']} ms ({best.get('mode', 'eager')}) | "
+                        f"{'met' if best['median_ms'] <= bar else 'not met'} |")
+    for preset, bar in RSS_BARS_MB.items():
+        rss = [p["peak_rss_mb"] for p in r["planning"] if p["preset"] == preset and p.get("provider", "cpu") == "cpu"]
+        if rss:
+            rows.append(f"| planner peak RSS, {preset}, <= {bar:g} MB | {max(rss)} MB | {'met' if max(rss) <= bar else 'not met'} |")
+    return ["| bar | measured | |", "|---|---|---|", *rows] if rows else []
