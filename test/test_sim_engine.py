@@ -90,6 +90,33 @@ def test_seed_determinism():
     assert not np.array_equal(a[0], rollout(4)[0])
 
 
+def test_physics_steps_make_the_control_step_and_a_new_command_acts_from_the_next_one():
+    """A driver at the physics rate (sim_node's joint_states_rate: physics) steps one physics step at
+    a time: action_repeat of them with one command are exactly step(); a command that changes between
+    them acts from the next physics step, and the control step reports the last one."""
+    commands = np.random.default_rng(2).uniform(-1, 1, size=(30, 1))
+    whole, split, changed = (SimEngine.from_task("cartpole-swingup", seed=5) for _ in range(3))
+    for engine in (whole, split, changed):
+        engine.reset()
+    for c in commands:
+        obs, reward, done = whole.step(c)
+        assert not split.physics_step(c) and split.physics_step(c)  # the second completes it
+        assert (obs.tolist(), reward, done) == tuple(x.tolist() if isinstance(x, np.ndarray) else x
+                                                    for x in split.finish_step())
+    assert split.time == whole.time and split.step_in_episode == whole.step_in_episode == 30
+    with pytest.raises(RuntimeError, match="has 1 of 2 physics steps"):
+        split.physics_step(commands[0])
+        split.finish_step()
+    changed.physics_step([1.0])
+    changed.physics_step([-1.0])  # arrived mid-step
+    obs, _, _ = changed.finish_step()
+    reference = SimEngine.from_task("cartpole-swingup", seed=5)
+    reference.reset()
+    assert not np.allclose(obs, reference.step([1.0])[0]) and changed.last_command.tolist() == [-1.0]
+    for engine in (whole, split, changed, reference):
+        engine.close()
+
+
 def test_out_of_range_commands_are_clipped(cartpole):
     other = SimEngine.from_task("cartpole-swingup", seed=0)
     cartpole.reset(), other.reset()

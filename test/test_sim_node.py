@@ -14,6 +14,7 @@ from pathlib import Path
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # before any rclpy context exists
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import rclpy  # noqa: E402
 from rclpy.context import Context  # noqa: E402
@@ -36,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PENDULUM = str(ROOT / "test" / "assets" / "pendulum.xml")
 # One DDS domain per test (localhost only), so tests and concurrent runs cannot hear each other.
 DOMAIN = {"lockstep": 61, "processes": 62, "realtime": 63, "malformed": 64, "bad_mode": 65, "episodes": 66,
-          "bad_params": 67, "effort": 68, "typed": 69, "paused": 59, "diverged": 58, "wrong_type": 57}
+          "bad_params": 67, "effort": 68, "typed": 69, "paused": 59, "diverged": 58, "wrong_type": 57,
+          "physics": 56}
 
 
 @contextmanager
@@ -201,6 +203,32 @@ def test_realtime_rate():
         assert sim.command_timeouts == 1 and sum("no valid command" in w for w in warnings) == 1
         driver.send([0.4])  # a controller heard again is obeyed again
         assert spin_until(ex, lambda: sim.engine.last_command.tolist() == [0.4], 5.0)
+
+
+def test_realtime_at_the_physics_rate_publishes_a_joint_state_per_physics_step():
+    """joint_states_rate physics, as a joint_state_broadcaster faster than the controller: a joint
+    state (and /clock) after every physics step, stamped physics_dt apart, action_repeat of them per
+    control step, whose step message comes with the last; a command is taken at the next physics step."""
+    with ros_session(DOMAIN["physics"]) as (ctx, ex):
+        sim = make_sim(ctx, mode="realtime", start_paused=False, joint_states_rate="physics")
+        driver = Driver(ctx)
+        ex.add_node(sim), ex.add_node(driver)
+        assert spin_until(ex, lambda: len(driver.obs) >= 30, 15.0)
+        assert (sim.engine.physics_dt, sim.engine.action_repeat) == (pytest.approx(0.01), 2)
+        ns = [j.header.stamp.sec * 1_000_000_000 + j.header.stamp.nanosec for j in driver.joints]
+        gaps = np.diff(ns)
+        # Consecutive physics steps, 10 ms of sim time apart (a lost best-effort message may leave one gap).
+        assert np.all(gaps % 10_000_000 == 0) and np.mean(gaps == 10_000_000) >= 0.9, gaps
+        assert np.sum(gaps == 10_000_000) >= 30
+        # Half of them end a control step (a multiple of 20 ms): the step messages' joint states.
+        ends = sum(n % 20_000_000 == 0 for n in ns)
+        assert 0.4 * len(ns) <= ends <= 0.6 * len(ns) + 1, (ends, len(ns))
+        assert len(driver.clock) >= len(ns) * 0.9
+        driver.send([0.7])
+        assert spin_until(ex, lambda: sim.engine.last_command.tolist() == [0.7], 5.0)
+        steps = sim.steps
+        assert spin_until(ex, lambda: sim.steps >= steps + 5, 5.0)
+        assert driver.steps[-1]["applied_action"].tolist() == [0.7]
 
 
 def test_realtime_holds_the_first_episode_until_the_first_command():
@@ -372,7 +400,9 @@ def test_bad_parameters_name_the_parameter(tmp_path):
                              ({"action_repeat": 0}, "action_repeat"), ({"command_units": "newtons"}, "command_units"),
                              ({"mjcf_path": str(servo), "reward_expression": "1.0", "command_units": "effort"},
                               "command_units"), ({"command_type": "twist"}, "command_type"),
-                             ({"command_type": "joint_state"}, "command_type")):  # without command_units: effort
+                             ({"command_type": "joint_state"}, "command_type"),  # without command_units: effort
+                             ({"joint_states_rate": "fast"}, "joint_states_rate"),
+                             ({"mode": "lockstep", "joint_states_rate": "physics"}, "joint_states_rate")):
             with pytest.raises(ParameterError, match=f"'{name}'") as info:
                 make_sim(ctx, **params)
             assert info.value.parameter == name

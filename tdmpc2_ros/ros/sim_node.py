@@ -8,7 +8,9 @@ Topics (names are parameters; defaults from ``tdmpc2_ros.ros.topics``)
 =====================  ==========================  ============  =========================================
 topic                  type                        QoS           when
 =====================  ==========================  ============  =========================================
-joint_states_topic     sensor_msgs/JointState      SENSOR        with every observation; stamp = sim time;
+joint_states_topic     sensor_msgs/JointState      SENSOR        with every observation (and after every
+                                                                 physics step with joint_states_rate:
+                                                                 physics); stamp = sim time;
                                                                  hinge/slide joints (rad, rad/s, m, m/s);
                                                                  effort = actuator force at the joint
                                                                  (N·m / N) if every actuator drives one
@@ -26,7 +28,7 @@ reward_topic           std_msgs/Float64            EVENTS        after each cont
 episode_topic          std_msgs/Int64              EVENTS        episode index (0, 1, ...) when an episode
                                                                  starts, before its first observation
 episode_return_topic   std_msgs/Float64            EVENTS        at each episode end, after its last reward
-clock_topic (/clock)   rosgraph_msgs/Clock         reliable, 1   each control step (publish_clock)
+clock_topic (/clock)   rosgraph_msgs/Clock         reliable, 1   with each /joint_states (publish_clock)
 command_topic (sub)    std_msgs/Float64MultiArray  COMMAND       one value per actuator, clipped to the
                        (command_type: array)                     bounds: its control input
                                                                  (command_units: control, the dm_control
@@ -59,6 +61,13 @@ planner still busy with that step ignores the republished copy instead of answer
 realtime, ``command_timeout_s`` is the watchdog a robot's driver has: with no valid command for that
 long (a controller killed before it could send its stop command) the sim applies zero, and says so
 once per silence (``command_timeouts`` counts them).
+
+``joint_states_rate: physics`` (realtime only) stands in for a robot whose controller manager and
+joint_state_broadcaster run faster than its controller: the sim steps one physics step per
+``physics_dt`` of wall time, publishes ``/joint_states`` after each, and applies a new command from the
+next physics step on. The step message still comes once per control step (``action_repeat`` physics
+steps); its applied_action is the command of the step's last physics step. Pair it with a planner on
+``trigger: timer`` and with ``pace: command`` / ``raw_pace: command`` (config/learn_robot.yaml).
 
 Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p mode:=lockstep``.
 """
@@ -96,6 +105,7 @@ from tdmpc2_ros.runtime.transition import pack
 from tdmpc2_ros.sim.engine import PhysicsDiverged, SimEngine, describe
 
 MODES = ("realtime", "lockstep")
+JOINT_STATES_RATES = ("control", "physics")
 # /clock: newest time only. Reliable matches both reliable and best-effort (rclpy/rclcpp) subscribers.
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -128,6 +138,9 @@ PARAMETERS = {  # name: (default, description)
     "command_units": ("control", "control: each actuator's control input (the dm_control action; a motor's gear "
                                  "turns it into force); effort: the force (N) or torque (N m) at the actuator's "
                                  "joint, as ros2_control's effort interface takes it"),
+    "joint_states_rate": ("control", "control: /joint_states with each control step; physics (realtime only): after "
+                                     "every physics step, each new command acting from the next one, as a "
+                                     "controller manager and joint_state_broadcaster faster than the controller"),
     "command_type": ("array", "array: std_msgs/Float64MultiArray, one value per actuator; joint_trajectory / "
                               "joint_state: trajectory_msgs/JointTrajectory (its first point) or sensor_msgs/JointState, "
                               "the effort of each actuator's joint by name (needs command_units: effort)"),
@@ -158,6 +171,10 @@ class SimNode(Node):
         p = declare_table(self, PARAMETERS)
         self.params = p
         self.mode = _choice(p, "mode", MODES)
+        self.joint_states_rate = _choice(p, "joint_states_rate", JOINT_STATES_RATES)
+        if self.joint_states_rate == "physics" and self.mode != "realtime":
+            raise ParameterError("joint_states_rate", p["joint_states_rate"], "physics needs mode realtime: lockstep "
+                                 "steps a whole control step per command")
         for name in ("action_repeat", "episode_steps"):
             if int(p[name]) < 1:
                 raise ParameterError(name, p[name], "must be >= 1")
@@ -213,6 +230,7 @@ class SimNode(Node):
         if self.engine.skipped_joints:
             log.info(f"not in joint_states (free/ball joints): {', '.join(self.engine.skipped_joints)}")
         log.info(f"mode={self.mode} control_dt={self.engine.control_dt:g}s action_repeat={self.engine.action_repeat} "
+                 f"joint_states_rate={self.joint_states_rate} (physics_dt={self.engine.physics_dt:g}s) "
                  f"episode_steps={self.engine.episode_steps} seed={p['seed']} commands on {self.command_topic}")
         if self.command_units == "effort":
             log.info("commands are efforts (N / N·m) at the actuators' joints: " + ", ".join(
@@ -240,8 +258,12 @@ class SimNode(Node):
                      f"{self.command_topic}")
 
     def _start_stepping(self) -> None:
-        """realtime: a control step every control_dt from now on."""
-        self._timers.append(self.create_timer(self.engine.control_dt, self._on_tick, clock=self._steady))
+        """realtime: a control step every control_dt from now on (a physics step every physics_dt with
+        joint_states_rate physics)."""
+        if self.joint_states_rate == "physics":
+            self._timers.append(self.create_timer(self.engine.physics_dt, self._on_physics_tick, clock=self._steady))
+        else:
+            self._timers.append(self.create_timer(self.engine.control_dt, self._on_tick, clock=self._steady))
 
     def _make_engine(self, p) -> SimEngine:
         seed, repeat = int(p["seed"]), int(p["action_repeat"])
@@ -271,7 +293,8 @@ class SimNode(Node):
         self._pub_episode.publish(Int64(data=self.engine.episode))
         self._publish_state(obs, math.nan)
 
-    def _publish_state(self, obs: np.ndarray, reward: float, last: bool = False) -> None:
+    def _publish_joints(self) -> JointState:
+        """/clock and /joint_states of the state now; returns the joint state."""
         e = self.engine
         stamp = _stamp(e.time)
         if self._pub_clock is not None:
@@ -282,12 +305,17 @@ class SimNode(Node):
         js.position = e.joint_positions().tolist()
         js.velocity = e.joint_velocities().tolist()
         js.effort = e.joint_efforts().tolist() if e.actuators_map_to_joints else []
+        self._pub_joints.publish(js)
+        return js
+
+    def _publish_state(self, obs: np.ndarray, reward: float, last: bool = False) -> None:
+        e = self.engine
+        js = self._publish_joints()
         # One message carries o_t+1 with the r_t and a_t that led to it: transitions pair exactly.
         dims, data = pack([("obs", obs), ("reward", [reward]), ("applied_action", e.last_command),
                            ("episode", [e.episode]), ("step", [e.step_in_episode]), ("last", [float(last)])])
         om = segmented_array(dims, data)
         self._joint_msg, self._obs_msg = js, om
-        self._pub_joints.publish(js)
         self._pub_obs.publish(om)
         self._last_obs_wall = time.monotonic()
 
@@ -298,6 +326,10 @@ class SimNode(Node):
         except PhysicsDiverged as e:
             self._diverged(e)
             return
+        self._after_step(obs, reward, done)
+
+    def _after_step(self, obs: np.ndarray, reward: float, done: bool) -> None:
+        """A control step is complete: its reward, its step message, and the episode's end if it ended."""
         self.steps += 1
         self._return += reward
         self._pub_reward.publish(Float64(data=float(reward)))
@@ -379,6 +411,27 @@ class SimNode(Node):
     def _on_tick(self) -> None:
         if self.finished:
             return
+        self._watchdog()
+        self._advance(self._command)
+
+    def _on_physics_tick(self) -> None:
+        """joint_states_rate physics: one physics step with the newest command, then the joint state (or
+        the whole step's messages, when it completes a control step)."""
+        if self.finished:
+            return
+        self._watchdog()
+        try:
+            complete = self.engine.physics_step(self._command)
+        except PhysicsDiverged as e:
+            self._diverged(e)
+            return
+        if complete:
+            self._after_step(*self.engine.finish_step())
+        else:
+            self._publish_joints()
+
+    def _watchdog(self) -> None:
+        """realtime: apply zero after command_timeout_s without a valid command."""
         silent = time.monotonic() - self._last_command_wall
         if self.command_timeout_s and silent > self.command_timeout_s and not self._timed_out:
             self._timed_out = True
@@ -388,7 +441,6 @@ class SimNode(Node):
                 self._command = zero
                 self.get_logger().warning(f"no valid command on {self.command_topic} for {silent:.2f} s "
                                           f"(command_timeout_s {self.command_timeout_s:g}): applying zero")
-        self._advance(self._command)
 
     def _on_republish_check(self) -> None:
         if self.finished or self._obs_msg is None or time.monotonic() - self._last_obs_wall < self.republish_s:

@@ -40,6 +40,10 @@ Units and conventions
   ros2_control forward command controller would receive (for a motor: ``ctrl``, the actuator input
   that the MJCF ``gear`` turns into force). They are clipped to ``[action_low, action_high]`` (the
   actuator ``ctrlrange``, or the dm_control action spec; +-inf where an actuator is unlimited).
+* ``step`` applies one command for a control step of ``action_repeat`` physics steps. A driver that
+  takes each new command at the next physics step (sim_node's ``joint_states_rate: physics``) calls
+  ``physics_step(command)`` until it returns True, then ``finish_step()``: the same step, its command
+  free to change between its physics steps.
 * ``joint_names`` lists hinge and slide joints only, in model order; free and ball joints have no
   single position and are skipped (their state is still in the MJCF observation). Positions and
   velocities are in REP-103 units (rad, rad/s for hinges; m, m/s for slides).
@@ -309,6 +313,7 @@ class SimEngine:
         self.last_command = self.zero_command()
         self.diverged = 0  # episodes ended by PhysicsDiverged
         self._physics_steps = 0
+        self._step_reward, self._step_substeps, self._step_done = 0.0, 0, False  # the running control step
         self._needs_reset = True
 
     # --- construction -------------------------------------------------------------------------
@@ -394,6 +399,7 @@ class SimEngine:
     # --- episode ------------------------------------------------------------------------------
     def reset(self) -> np.ndarray:
         self._b.reset()
+        self._step_reward, self._step_substeps, self._step_done = 0.0, 0, False
         self.episode += 1
         self.step_in_episode = 0
         self._needs_reset = False
@@ -406,6 +412,16 @@ class SimEngine:
         Returns (observation, reward summed over the repeats, episode over). After the episode is
         over, call reset() before stepping again.
         """
+        while not self.physics_step(command):
+            pass
+        return self.finish_step()
+
+    def physics_step(self, command) -> bool:
+        """One physics step of the running control step, with a PHYSICAL command (clipped), for a
+        driver that applies each new command at the next physics step (a controller manager running at
+        the physics rate). True when the control step is complete: action_repeat physics steps, or the
+        episode ended. Then finish_step() gives its observation and reward; last_command is the command
+        of its last physics step."""
         if self._needs_reset:
             raise RuntimeError("the episode is over (or never started): call reset() before step()")
         ok, reason = self.validate_command(command)
@@ -413,21 +429,27 @@ class SimEngine:
             raise ValueError(reason)
         ctrl, _ = self.clip_command(command)
         self.last_command = ctrl
-        total, done = 0.0, False
-        for _ in range(self.action_repeat):
-            try:
-                reward, done = self._b.substep(ctrl)
-                if not np.all(np.isfinite(self._b.data.qpos)) or not np.all(np.isfinite(self._b.data.qvel)):
-                    raise PhysicsDiverged("NaN or Inf in the state")
-            except PhysicsDiverged as e:
-                self._needs_reset = True
-                self.diverged += 1
-                raise PhysicsDiverged(f"{self.name}: the simulation diverged in episode {self.episode}, step "
-                                      f"{self.step_in_episode} (command {ctrl.tolist()}): {e}") from None
-            self._physics_steps += 1
-            total += reward
-            if done:
-                break
+        try:
+            reward, done = self._b.substep(ctrl)
+            if not np.all(np.isfinite(self._b.data.qpos)) or not np.all(np.isfinite(self._b.data.qvel)):
+                raise PhysicsDiverged("NaN or Inf in the state")
+        except PhysicsDiverged as e:
+            self._needs_reset = True
+            self.diverged += 1
+            raise PhysicsDiverged(f"{self.name}: the simulation diverged in episode {self.episode}, step "
+                                  f"{self.step_in_episode} (command {ctrl.tolist()}): {e}") from None
+        self._physics_steps += 1
+        self._step_reward += reward
+        self._step_substeps += 1
+        self._step_done = bool(done)
+        return self._step_done or self._step_substeps >= self.action_repeat
+
+    def finish_step(self) -> tuple[np.ndarray, float, bool]:
+        """(observation, reward summed over its physics steps, episode over) of a complete control step."""
+        if not (self._step_done or self._step_substeps >= self.action_repeat):
+            raise RuntimeError(f"the control step has {self._step_substeps} of {self.action_repeat} physics steps")
+        total, done = self._step_reward, self._step_done
+        self._step_reward, self._step_substeps, self._step_done = 0.0, 0, False
         self.step_in_episode += 1
         if self._end_by_count and self.step_in_episode >= self.episode_steps:
             done = True
