@@ -355,6 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--raw-pace", default="observation", choices=("observation", "command"),
                    help="raw mode: a transition per pair of observations, or per pair of commands (from the newest "
                         "observation at each: observations faster than the control rate)")
+    # runtime/observations.py's REWARD_TIMES, spelt out for the same reason
+    o.add_argument("--raw-reward-at", default="observation", choices=("observation", "command"),
+                   help="--raw-pace command: match a reward to its observation's time, or to the command that ends "
+                        "the step ('command': reward_node with pace command publishes there)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("export", help="export weights.pt (or a checkpoint.pt) as an ONNX planner graph")

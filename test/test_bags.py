@@ -28,7 +28,7 @@ from tdmpc2_ros.bags import (
 from tdmpc2_ros.bags.cdr import FLOAT64, FLOAT64_MULTI_ARRAY, INT64, decode_float64_multiarrays
 from tdmpc2_ros.bags.writer import typestore
 from tdmpc2_ros.core.buffer import ReplayBuffer
-from tdmpc2_ros.training.offline import RawTopics, dims_of_bag
+from tdmpc2_ros.training.offline import RawSettingError, RawTopics, dims_of_bag
 from tdmpc2_ros.runtime.transition import Transition
 
 T0 = 1_700_000_000_000_000_000  # ns
@@ -616,9 +616,14 @@ def test_raw_paced_by_commands_beside_a_500_hz_joint_state_broadcaster(tmp_path)
     at_commands = RawTopics("", "/cmd", "/reward_at_commands", "/episode", tolerance_s=0.002, reward_tolerance_s=0.009,
                             observation_sources=sources, pace="command").read(bag, [-10.0], [10.0])
     assert [e.action.shape[0] for e in at_commands.episodes] == [19, 28, 7]
-    for a, b in zip(result.episodes, at_commands.episodes):
-        np.testing.assert_array_equal(a.obs, b.obs), np.testing.assert_array_equal(a.action, b.action)
-        np.testing.assert_array_equal(a.reward, b.reward)
+    matched_at_commands = RawTopics("", "/cmd", "/reward_at_commands", "/episode", tolerance_s=0.002,
+                                    reward_tolerance_s=0.009, observation_sources=sources, pace="command",
+                                    reward_at="command").read(bag, [-10.0], [10.0])
+    for other in (at_commands, matched_at_commands):
+        assert [e.action.shape[0] for e in other.episodes] == [19, 28, 7]
+        for a, b in zip(result.episodes, other.episodes):
+            np.testing.assert_array_equal(a.obs, b.obs), np.testing.assert_array_equal(a.action, b.action)
+            np.testing.assert_array_equal(a.reward, b.reward)
 
     by_observation = RawTopics("", "/cmd", "/reward", "/episode", tolerance_s=0.002, reward_tolerance_s=0.001,
                                observation_sources=sources).read(bag, [-10.0], [10.0])
@@ -627,6 +632,53 @@ def test_raw_paced_by_commands_beside_a_500_hz_joint_state_broadcaster(tmp_path)
     assert by_observation.counts["skipped_no_command"] > 8 * by_observation.transitions
     with pytest.raises(ValueError, match="pace 'tick' is not one of observation, command"):
         RawTopics("", "/cmd", "/reward", observation_sources=sources, pace="tick")
+
+
+def test_paced_by_commands_reward_nodes_rewards_are_matched_at_the_commands_beside_a_100_hz_broadcaster(tmp_path):
+    """ros2_control's default controller manager rate, 100 Hz, beside a 50 Hz controller: the newest
+    /joint_states at a command is 0-10 ms old, and reward_node (pace command) publishes its reward
+    1.5 ms after the command. Matched to the observation's time (within 9 ms), a fifth of those rewards
+    are too late or claimed twice; matched to the command that ends the step (reward_at "command"),
+    every step has its own reward."""
+    rng = np.random.default_rng(33)
+    commands = 80
+    sources = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:velocity:slider")
+    w = BagWriter(tmp_path)
+    w.write("/episode", INT64, encode_int64(0), T0 - MS)
+    state = rng.normal(size=(2 * commands + 4, 2))
+    for i in range(state.shape[0]):
+        t = T0 + i * 10 * MS
+        w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["slider"], position=state[i, :1],
+                                                             velocity=state[i, 1:], effort=np.zeros(0)), t)
+    action = rng.uniform(-1, 1, size=commands)
+    phase = np.linspace(MS, 19 * MS, commands).astype(np.int64)  # the planner's timer drifts against the broadcaster
+    newest = (np.arange(commands) * DT + phase) // (10 * MS)  # index of the newest /joint_states at each command
+    for k in range(commands):
+        t = T0 + k * DT + int(phase[k])
+        w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [10 * action[k]]), t)
+        w.write("/reward", FLOAT64, encode_float64(float(newest[k])), t + 3 * MS // 2)
+    bag = w.close()
+
+    def read(reward_at):
+        return RawTopics("", "/cmd", "/reward", "/episode", tolerance_s=0.002, reward_tolerance_s=0.009,
+                         observation_sources=sources, pace="command", reward_at=reward_at).read(bag, [-10.0], [10.0])
+
+    at_commands = read("command")
+    assert at_commands.counts["observations_per_command"] == 2.0
+    assert [e.action.shape[0] for e in at_commands.episodes] == [commands - 1]
+    (ep,) = at_commands.episodes
+    np.testing.assert_array_equal(ep.obs, np.float32(state[newest]))
+    np.testing.assert_allclose(ep.action[:, 0], np.float32(action[:-1]), atol=1e-6)
+    np.testing.assert_array_equal(ep.reward, np.float32(newest[1:]))  # the step's own reward, every one
+    at_observations = read("observation")
+    lost = at_observations.counts["skipped_no_reward"] + at_observations.counts["skipped_ambiguous_reward"]
+    assert lost >= (commands - 1) // 5 and at_observations.transitions == commands - 1 - lost, at_observations.counts
+    with pytest.raises(RawSettingError, match="needs raw_pace 'command'") as refused:
+        RawTopics("", "/cmd", "/reward", observation_sources=sources, reward_at="command")  # paced by observations
+    assert refused.value.name == "raw_reward_at"
+    with pytest.raises(ValueError, match="reward_at 'command'"):
+        episodes_from_raw(bag, "", "/cmd", "/reward", observation_sources=sources, action_low=[-10.0],
+                          action_high=[10.0], reward_at="command")
 
 
 def test_raw_commands_of_another_width_are_malformed_not_fatal(tmp_path):

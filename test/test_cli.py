@@ -77,12 +77,15 @@ def test_train_from_raw_bags_reads_every_raw_option_as_the_trainer_nodes_paramet
     args = cli.build_parser().parse_args([
         "train", "--bags", "b", "--raw-observation-sources", "joint_state:/joint_states:position:slider",
         "--raw-command-topic", "/c", "--raw-reward-topic", "/r", "--raw-episode-topic", "/e", "--raw-pace", "command",
+        "--raw-reward-at", "command",
         "--raw-command-scale", "10", "--raw-reward-tolerance-s", "0.009", "--tolerance-s", "0.002",
         "--raw-episode-return-topic", "/ret", "--action-low", "-1", "--action-high", "1"])
     raw = RawTopics.from_settings(vars(args), args.action_low, args.action_high)
     assert raw == RawTopics("", "/c", "/r", "/e", 0.002, ("joint_state:/joint_states:position:slider",),
-                            reward_tolerance_s=0.009, episode_return_topic="/ret", command_scale=(10.0,), pace="command")
-    from tdmpc2_ros.runtime.observations import PACES
+                            reward_tolerance_s=0.009, episode_return_topic="/ret", command_scale=(10.0,), pace="command",
+                            reward_at="command")
+    from tdmpc2_ros.runtime.observations import PACES, REWARD_TIMES
 
-    pace = next(a for a in _subcommands()["train"]._actions if a.dest == "raw_pace")
-    assert tuple(pace.choices) == PACES  # spelt out in the CLI, which does not import the runtime for --help
+    options = {a.dest: a for a in _subcommands()["train"]._actions}
+    assert tuple(options["raw_pace"].choices) == PACES  # spelt out in the CLI, which does not import the runtime
+    assert tuple(options["raw_reward_at"].choices) == REWARD_TIMES  # for --help

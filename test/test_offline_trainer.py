@@ -355,6 +355,42 @@ def test_observations_faster_than_the_commands_are_warned_of(tmp_path):
     assert "times per command" not in steady.log.text("warning")
 
 
+def test_rewards_at_the_commands_matched_by_observation_time_are_warned_of(tmp_path):
+    """Paced by commands beside a broadcaster at twice the control rate, reward_node (pace command)
+    publishes at each command, up to a broadcast period after the observation it scores: matched to
+    the observations' times (within 9 ms), the steps whose reward came later find none. The trainer
+    names raw_reward_at; with 'command' the same bag makes a transition per step and draws no warning."""
+    rng = np.random.default_rng(12)
+    w = BagWriter(tmp_path / "bags")
+    for topic, msgtype in (("/obs", FLOAT64_MULTI_ARRAY), ("/cmd", FLOAT64_MULTI_ARRAY), ("/reward", FLOAT64)):
+        w.add_topic(topic, msgtype)
+    for i in range(200):  # observations every half step; a command after every second one, its reward 1.5 ms later
+        t = T0 + i * DT // 2
+        w.write("/obs", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([("obs", OBS)], rng.normal(size=OBS)), t)
+        if i % 2:
+            late = 1_000_000 + 8_000_000 * i // 200  # the controller's timer drifts: 1 to 9 ms after the observation
+            w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], rng.uniform(-2, 2, ACT)), t + late)
+            w.write("/reward", FLOAT64, encode_float64(float(rng.normal())), t + late + 1_500_000)
+    bag = w.close()
+
+    def trainer(run, reward_at):
+        raw = RawTopics("/obs", "/cmd", "/reward", tolerance_s=0.002, reward_tolerance_s=0.009, pace="command",
+                        reward_at=reward_at)
+        t = make_trainer(tmp_path / run, raw=raw, action_low=[-2.0], action_high=[2.0], min_transitions=1)
+        t.ingest_pending(tmp_path / "bags")
+        return t
+
+    by_observation = trainer("run", "observation")
+    warning = by_observation.log.text("warning")
+    assert f"bag {bag}: a reward per command (reward_node's pace 'command'?)" in warning, warning
+    assert "set raw_reward_at to 'command'" in warning and 0 < by_observation.transitions < 90
+    at_commands = trainer("run2", "command")
+    assert at_commands.transitions == 99 and "raw_reward_at" not in at_commands.log.text("warning")
+    # Rewards at the observation rate (a reward with each observation) are not reward_node's: no warning.
+    by_observation._check_reward_times(bag, {"pairs": 99, "skipped_no_reward": 50, "rewards_per_command": 2.0})
+    assert by_observation.log.text("warning").count("raw_reward_at") == 1
+
+
 def test_restart_reconciles_ledger_and_checkpoint(tmp_path):
     """A crash after the ledger mark but before the checkpoint re-ingests that bag (its data died with
     the process); a crash after the checkpoint but before the mark does not ingest it twice."""

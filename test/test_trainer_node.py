@@ -204,6 +204,9 @@ def test_bad_parameters_name_the_parameter(tmp_path):
                              ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r",
                                "action_low": [-1.0], "action_high": [1.0], "raw_pace": "tick"}, "raw_pace"),
                              ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r",
+                               "action_low": [-1.0], "action_high": [1.0], "raw_reward_at": "command"},  # paced by
+                              "raw_reward_at"),                                                        # observations
+                             ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r",
                                "action_low": [-1.0], "action_high": [1.0], "raw_termination_expression": "obs[0] >",
                                "episodic": True}, "raw_termination_expression"),
                              ({"raw_obs_topic": "/o", "raw_command_topic": "/c", "raw_reward_topic": "/r",

@@ -50,7 +50,11 @@ Two sources:
    began to act), and T_k = C_k above. It must be fresh (at most 1.5 x the median observation
    interval, or tol, old), else the command is counted in ``commands_without_observation``; of
    commands that share one observation, the last is the one that acted. The reward r_k is the one
-   nearest the time o_{k+1} was measured.
+   nearest the time o_{k+1} was measured (``reward_at="observation"``: a reward published with each
+   observation), or nearest C_{k+1}, the command that ends the step (``reward_at="command"``:
+   reward_node's ``pace: command`` scores o_{k+1} when that command arrives). With a broadcaster at
+   twice the control rate o_{k+1} can be up to a whole broadcast period older than C_{k+1}, too far
+   from reward_node's reward to match it by the observation's time.
 
    A robot's own topics are read the way the planner reads them live: ``observation_sources`` takes
    the planner's sources (``runtime/observations.py``: JointState by joint name, Imu, Odometry,
@@ -85,7 +89,7 @@ from tdmpc2_ros.bags.cdr import (
     decode_int64s,
 )
 from tdmpc2_ros.bags.fields import MessageColumns, array_source_blocks, command_columns, source_column
-from tdmpc2_ros.runtime.observations import PACES, AdapterError, parse_source
+from tdmpc2_ros.runtime.observations import PACES, REWARD_TIMES, AdapterError, parse_source
 from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, SegmentError, Transition
 from tdmpc2_ros.runtime.transition import offsets as layout_offsets
 
@@ -428,7 +432,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
                       max_obs_gap_s: float | None = None, min_transitions: int = 1,
                       observation_sources: Sequence[str] = (), command: CommandFormat = CommandFormat(),
                       reward_tolerance_s: float | None = None, return_topic: str | None = None,
-                      pace: str = "observation", termination=None) -> RawEpisodes:
+                      pace: str = "observation", termination=None, reward_at: str = "observation") -> RawEpisodes:
     """Rebuild transitions from raw observation / command / reward topics by bag timestamps.
 
     observations: std_msgs/Float64MultiArray on obs_topic ('obs' segment if labelled, else all data),
@@ -443,6 +447,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     robot's episode returns (reward_node's), placed among the transitions for a learning curve
     (RawEpisodes.returns); a bag without them is read all the same. pace: "observation" (a transition
     per pair of observations) or "command" (per pair of commands, for observations faster than them).
+    reward_at (pace "command" only): "observation" or "command", the time a reward is matched to.
     termination (an ``Expression`` of obs, optional): the rule of the module docstring.
     Raises BagSkipped if a topic is missing or empty, or no transition can be aligned.
     """
@@ -455,6 +460,9 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     reward_tolerance_s = tolerance_s if reward_tolerance_s is None else reward_tolerance_s
     if pace not in PACES:
         raise ValueError(f"pace {pace!r} is not one of {', '.join(PACES)}")
+    if reward_at not in REWARD_TIMES or (reward_at == "command" and pace != "command"):
+        raise ValueError(f"reward_at {reward_at!r}: expected one of {', '.join(REWARD_TIMES)}, and 'command' only "
+                         f"with pace 'command'")
     if not tolerance_s > 0 or not reward_tolerance_s > 0:
         raise ValueError(f"tolerance_s and reward_tolerance_s must be > 0 (got {tolerance_s}, {reward_tolerance_s})")
     try:
@@ -487,6 +495,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
         # is faster (a joint_state_broadcaster at the controller manager's 500 Hz) gives pairs a few
         # ms apart, most with no command: the trainer warns of it unless paced by commands.
         counts["observations_per_command"] = round(float(np.median(np.diff(t_cmd)) / max(np.median(np.diff(t_obs)), 1)), 1)
+        # About 1 where a reward comes at each command (reward_node's pace "command"): see reward_at.
+        counts["rewards_per_command"] = round(t_rew.size / t_cmd.size, 2)
     if episode_topic and episode_topic in data and data[episode_topic][2]:
         _, t_ep, ep_raws = data[episode_topic]
         _, ep_ok = decode_int64s(ep_raws)
@@ -500,6 +510,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     if pace == "command":
         obs, t_obs, t_measured, episode, obs_step = _observations_at_commands(obs, t_obs, episode, obs_step, t_cmd,
                                                                               tol, counts)
+        if reward_at == "command":
+            t_measured = t_obs  # each pair's end: the command that ends the step, when reward_node scored it
 
     valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, int(round(reward_tolerance_s * 1e9)),
                                  max_obs_gap_s, counts, t_measured)

@@ -106,6 +106,9 @@ raw_episode_return_topic    ""                  raw mode: episode returns (rewar
 raw_pace                    observation         raw mode: a transition per pair of observations, or per
                                                 pair of commands ("command": observations faster than the
                                                 control rate, e.g. a 500 Hz joint_state_broadcaster)
+raw_reward_at               observation         raw_pace command: match a reward to its observation's time,
+                                                or to the command that ends the step ("command": reward_node
+                                                with pace command publishes there)
 raw_termination_expression  ""                  raw mode: numpy expression of obs (after the step), true
                                                 where a step ended by termination (needs episodic)
 ==========================  ==================  =============================================================
@@ -224,6 +227,9 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "raw_pace": ("observation", "raw mode: 'observation' (a transition per pair of observations) or 'command' (per pair "
                                 "of commands, from the newest observation at each: observations faster than the "
                                 "control rate)"),
+    "raw_reward_at": ("observation", "raw_pace command: 'observation' (a reward published with each observation, matched "
+                                     "to its time) or 'command' (matched to the command that ends the step, where "
+                                     "reward_node with pace 'command' publishes it)"),
 }
 
 

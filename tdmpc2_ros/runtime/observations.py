@@ -38,6 +38,9 @@ SOURCE_TYPES = ("array", "array32", "joint_state", "imu", "odometry")
 # What a step is, where observations come faster than the control rate (a 500 Hz joint_state_broadcaster):
 # a message of the first source, or a command (the newest observation at it). reward_node and raw mode.
 PACES = ("observation", "command")
+# Paced by commands, where a step's reward comes: with the observation it scores (a reward published
+# with each observation), or at the command that ends the step (reward_node's pace "command").
+REWARD_TIMES = ("observation", "command")
 _XYZ, _QUATERNION = ("x", "y", "z"), ("x", "y", "z", "w")
 # The scalar float64 fields a source may name: the same set the planner reads live (extract) and the
 # trainer reads from raw bags (bags/fields.py), so a bag can never train on what the robot cannot read.

@@ -70,7 +70,7 @@ from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.ladder import default_budgets
 from tdmpc2_ros.runtime.expressions import Expression
 from tdmpc2_ros.runtime.model_store import Manifest, ModelStore
-from tdmpc2_ros.runtime.observations import PACES
+from tdmpc2_ros.runtime.observations import PACES, REWARD_TIMES
 from tdmpc2_ros.training.checkpoint import MAGIC, load_checkpoint, save_checkpoint
 from tdmpc2_ros.training.curves import CsvLog, plot_learning_curve
 from tdmpc2_ros.training.validation import LadderValidator, ValidationReport
@@ -116,6 +116,9 @@ class RawTopics:
     # action_low/high are then the model's bounds, and a command is read as command / scale. () = 1.
     command_scale: tuple = ()
     pace: str = "observation"  # or "command": a transition per command, for observations faster than the commands
+    # Paced by commands: a reward matched to its observation's time, or to the command that ends the step
+    # (reward_node's pace "command" publishes there).
+    reward_at: str = "observation"
     # A numpy expression of obs (the observation after a step), true where the step ended the episode by
     # termination (a robot that fell): terminated transitions, for an episodic model. "" = never.
     termination_expression: str = ""
@@ -140,7 +143,7 @@ class RawTopics:
                       CommandFormat(s["raw_command_type"], tuple(s["raw_command_joints"] or ()), s["raw_command_interface"]),
                       float(s["raw_reward_tolerance_s"]), s["raw_episode_return_topic"] or "",
                       tuple(float(x) for x in s["raw_command_scale"] or ()), s["raw_pace"] or "observation",
-                      s["raw_termination_expression"] or "")
+                      s["raw_reward_at"] or "observation", s["raw_termination_expression"] or "")
         except RawSettingError as e:  # a field's own check (__post_init__), already named
             raise RawSettingError(e.name, e.value, f"raw mode: {e}") from None
         except ValueError as e:
@@ -170,6 +173,9 @@ class RawTopics:
         # The fields of a parameter of their own raise RawSettingError naming it (from_settings passes it on).
         if self.pace not in PACES:
             raise RawSettingError("raw_pace", self.pace, f"pace {self.pace!r} is not one of {', '.join(PACES)}")
+        if self.reward_at not in REWARD_TIMES or (self.reward_at == "command" and self.pace != "command"):
+            raise RawSettingError("raw_reward_at", self.reward_at, f"expected one of {', '.join(REWARD_TIMES)}; "
+                                  f"'command' (rewards at the commands that end the steps) needs raw_pace 'command'")
         try:  # compiled once, here: a syntax error fails at start, not at the first bag
             termination = (Expression(self.termination_expression, "termination_expression")
                            if self.termination_expression else None)
@@ -190,7 +196,7 @@ class RawTopics:
                                  observation_sources=self.observation_sources, command=self.command,
                                  reward_tolerance_s=self.reward_tolerance_s or None,
                                  return_topic=self.episode_return_topic or None, pace=self.pace,
-                                 termination=self._termination)
+                                 termination=self._termination, reward_at=self.reward_at)
 
 
 @dataclass
@@ -489,6 +495,16 @@ class OfflineTrainer:
                                       wall_s=round(self.wall_s(), 1))
         return n, len(episodes)
 
+    def _check_reward_times(self, bag: Path, counts: dict) -> None:
+        """Paced by commands, rewards matched to their observations' times, but a reward at each command
+        (reward_node's pace "command"): where that costs steps, say what to set."""
+        lost = counts.get("skipped_no_reward", 0) + counts.get("skipped_ambiguous_reward", 0)
+        if (self.raw.pace == "command" and self.raw.reward_at == "observation" and lost > 0.05 * counts.get("pairs", 0)
+                and abs(counts.get("rewards_per_command", 0.0) - 1.0) <= 0.2):
+            self.log.warning(f"bag {bag}: a reward per command (reward_node's pace 'command'?), but {lost} of "
+                             f"{counts['pairs']} steps found none near their observation's time, or one claimed twice: "
+                             f"set raw_reward_at to 'command' to match each reward to the command that ends its step")
+
     def _read(self, bag: Path) -> tuple[list[Episode], object]:
         """Read and check a whole bag before anything is written (raises BagSkipped). -> (episodes,
         what they came from: the transition records, or the raw topics' RawEpisodes)."""
@@ -501,6 +517,7 @@ class OfflineTrainer:
                                  f"mode makes a transition of each pair of its messages, so most have no command "
                                  f"and are skipped: set raw_pace to 'command' (a transition per command), or give "
                                  f"observation sources whose first topic comes at the control rate")
+            self._check_reward_times(bag, records.counts)
         else:
             records = read_record_arrays(bag, list(self.record_topics) or None)
             if (records.obs_dim, records.action_dim) != (self.obs_dim, self.action_dim):
