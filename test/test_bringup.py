@@ -411,7 +411,7 @@ def test_learn_loop_on_a_robots_own_topics(pace, tmp_path):
             assert transitions >= 0.7 * observations, counts
         else:
             # Two joint states per command; a reward and a transition per command, not per joint state.
-            assert commands >= 50 and observations >= 1.8 * commands, counts
+            assert commands >= 50 and observations >= 1.6 * commands, counts  # 2 per command, if the sim keeps up
             assert 0.9 * commands <= rewards <= commands + 1, counts
             assert 0.8 * commands <= transitions <= commands, counts
             # Each step's reward is reward_node's score of the transition's own next observation and action

@@ -210,7 +210,8 @@ def test_realtime_at_the_physics_rate_publishes_a_joint_state_per_physics_step()
     state (and /clock) after every physics step, stamped physics_dt apart, action_repeat of them per
     control step, whose step message comes with the last; a command is taken at the next physics step."""
     with ros_session(DOMAIN["physics"]) as (ctx, ex):
-        sim = make_sim(ctx, mode="realtime", start_paused=False, joint_states_rate="physics")
+        sim = make_sim(ctx, mode="realtime", start_paused=False, joint_states_rate="physics",
+                       command_timeout_s=0.0)  # (no watchdog: the command below must still act 5 steps later)
         driver = Driver(ctx)
         ex.add_node(sim), ex.add_node(driver)
         assert spin_until(ex, lambda: len(driver.obs) >= 30, 15.0)
