@@ -55,7 +55,8 @@ def machine(threads: int | None = None) -> dict:
     """What every benchmark writes as its "machine": the CPU, its core count, the platform and the
     versions that change the kernels (read from the installed packages: nothing is imported)."""
     info = {"cpu": cpu(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": _version("torch"), "onnxruntime": _version("onnxruntime")}
+            "python": platform.python_version(), "torch": _version("torch"),
+            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu")}
     if threads is not None:
         info["threads"] = threads
     return info
