@@ -47,20 +47,23 @@ def test_the_sentence_stays_while_such_a_publisher_is_listed_and_clears_once_non
     node, reports = StandInNode(), []
     unmatched = UnmatchedPublishers(node, "/cmd", qos.EVENTS, "command_reliability", reports.append)
     assert unmatched.check() == "" and unmatched.events.incompatible_qos is not None
-    unmatched.events.incompatible_qos(event(1, "RELIABILITY"))
-    why = "1 publisher(s) on /cmd offer a QoS the subscription cannot match (reliability): none of their " \
-          "messages arrive; check command_reliability"
-    assert reports == [why] and unmatched.why == why
+    unmatched.events.incompatible_qos(event(3, "RELIABILITY"))  # DDS's running total: 3 so far
+
+    def why(count):
+        return (f"{count} publisher(s) on /cmd offer a QoS the subscription cannot match (reliability): none of "
+                f"their messages arrive; check command_reliability")
+
+    assert reports == [why(3)] and unmatched.why == why(3)
     # Right after the event the graph may not list the publisher yet: nothing clears in GRACE_S.
-    assert unmatched.check() == why
+    assert unmatched.check() == why(3)
     unmatched._since -= UnmatchedPublishers.GRACE_S
     node.publishers = [BEST_EFFORT, qos.EVENTS]
-    assert unmatched.check() == why
+    assert unmatched.check() == why(1)  # the one still listed
     node.fail = True  # a graph that cannot be asked clears nothing
     node.publishers = []
-    assert unmatched.check() == why and node.infos == []
+    assert unmatched.check() == why(1) and node.infos == []
     node.fail = False
     node.publishers = [qos.EVENTS]  # the best-effort one left; a reliable one stays
     assert unmatched.check() == "" and unmatched.why == ""
-    assert node.infos == [f"no publisher on /cmd offers a QoS its subscription cannot match any more (was: {why})"]
+    assert node.infos == [f"no publisher on /cmd offers a QoS its subscription cannot match any more (was: {why(1)})"]
     assert unmatched.check() == "" and len(node.infos) == 1  # said once

@@ -60,29 +60,37 @@ class UnmatchedPublishers:
 
     DDS delivers none of their messages and reports them only in an event, when they appear: pass
     `events` to create_subscription. It sends nothing when they leave, so `check` (at each report) asks
-    the graph, and clears the sentence once none is left. It waits GRACE_S after the event first: the
-    graph may not list a publisher yet when its event comes.
+    the graph: the sentence counts those still listed (the event's count is a running total), and clears
+    once none is left. It waits GRACE_S after the event first: the graph may not list a publisher yet
+    when its event comes.
     """
 
     GRACE_S = 1.0
 
     def __init__(self, node, topic: str, subscription_qos, parameter: str, report):
         self.node, self.topic, self.qos, self.parameter, self.report = node, topic, subscription_qos, parameter, report
-        self.why, self._since = "", 0.0
+        self.why, self._since, self._policy = "", 0.0, ""
         self.events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible)
 
+    def _sentence(self, count: int) -> str:
+        return (f"{count} publisher(s) on {self.topic} offer a QoS the subscription cannot match ({self._policy}): "
+                f"none of their messages arrive; check {self.parameter}")
+
     def _on_incompatible(self, info) -> None:
-        policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
-        self.why = (f"{info.total_count} publisher(s) on {self.topic} offer a QoS the subscription cannot match "
-                    f"({policy}): none of their messages arrive; check {self.parameter}")
+        self._policy = info.last_policy_kind.name.removeprefix("RMW_QOS_POLICY_").lower()
+        self.why = self._sentence(info.total_count)
         self._since = time.monotonic()
         self.report(self.why)
 
     def check(self) -> str:
         """The sentence while such a publisher is still in the graph; '' (said once in the log) once none is."""
-        if self.why and time.monotonic() - self._since >= self.GRACE_S \
-                and incompatible_publishers(self.node, self.topic, self.qos) == 0:
+        if not self.why or time.monotonic() - self._since < self.GRACE_S:
+            return self.why
+        listed = incompatible_publishers(self.node, self.topic, self.qos)
+        if listed == 0:
             self.node.get_logger().info(f"no publisher on {self.topic} offers a QoS its subscription cannot match "
                                         f"any more (was: {self.why})")
             self.why = ""
+        elif listed is not None:
+            self.why = self._sentence(listed)
         return self.why
