@@ -66,8 +66,10 @@ once per silence (``command_timeouts`` counts them).
 joint_state_broadcaster run faster than its controller: the sim steps one physics step per
 ``physics_dt`` of wall time, publishes ``/joint_states`` after each, and applies a new command from the
 next physics step on. The step message still comes once per control step (``action_repeat`` physics
-steps); its applied_action is the command of the step's last physics step. Pair it with a planner on
-``trigger: timer`` and with ``pace: command`` / ``raw_pace: command`` (config/learn_robot.yaml).
+steps); its applied_action is the command of the step's last physics step, so where a command came
+mid-step, a transition record built from step messages names only the second half's command: learn
+from the robot's topics in this mode (config/learn_robot.yaml), with a planner on ``trigger: timer``,
+``pace: command`` in reward_node and ``raw_pace: command`` in the trainer.
 
 Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p mode:=lockstep``.
 """
