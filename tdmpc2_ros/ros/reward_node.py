@@ -13,7 +13,8 @@ Paced by commands (``pace: command``), for a first source faster than the contro
 joint_state_broadcaster at 500 Hz beside a 50 Hz controller): a reward at each command instead, of
 the newest observation and the command before this one (the one that acted in the step that led to
 it). That is the reward of the trainer's ``raw_pace: command`` transitions, one per step, so an
-episode's return sums one reward per step at either pace.
+episode's return sums one reward per step at either pace. It is published at the command, so the
+trainer matches it there: ``raw_reward_at: command``.
 
 The expression (runtime/expressions.py: numpy, ``cos``, ``tolerance``, ... and no builtins) sees:
 
