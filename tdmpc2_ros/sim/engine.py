@@ -313,7 +313,7 @@ class SimEngine:
         self.last_command = self.zero_command()
         self.diverged = 0  # episodes ended by PhysicsDiverged
         self._physics_steps = 0
-        self._step_reward, self._step_substeps, self._step_done = 0.0, 0, False  # the running control step
+        self._begin_control_step()
         self._needs_reset = True
 
     # --- construction -------------------------------------------------------------------------
@@ -399,7 +399,7 @@ class SimEngine:
     # --- episode ------------------------------------------------------------------------------
     def reset(self) -> np.ndarray:
         self._b.reset()
-        self._step_reward, self._step_substeps, self._step_done = 0.0, 0, False
+        self._begin_control_step()
         self.episode += 1
         self.step_in_episode = 0
         self._needs_reset = False
@@ -442,14 +442,21 @@ class SimEngine:
         self._step_reward += reward
         self._step_substeps += 1
         self._step_done = bool(done)
+        return self._step_complete()
+
+    def _begin_control_step(self) -> None:
+        """The running control step's reward so far, its physics steps, and whether the episode ended in it."""
+        self._step_reward, self._step_substeps, self._step_done = 0.0, 0, False
+
+    def _step_complete(self) -> bool:
         return self._step_done or self._step_substeps >= self.action_repeat
 
     def finish_step(self) -> tuple[np.ndarray, float, bool]:
         """(observation, reward summed over its physics steps, episode over) of a complete control step."""
-        if not (self._step_done or self._step_substeps >= self.action_repeat):
+        if not self._step_complete():
             raise RuntimeError(f"the control step has {self._step_substeps} of {self.action_repeat} physics steps")
         total, done = self._step_reward, self._step_done
-        self._step_reward, self._step_substeps, self._step_done = 0.0, 0, False
+        self._begin_control_step()
         self.step_in_episode += 1
         if self._end_by_count and self.step_in_episode >= self.episode_steps:
             done = True
