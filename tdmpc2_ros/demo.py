@@ -40,7 +40,9 @@ class FirstEpisodeFrames:
         self._waiting = False  # a step of episode 0 heard before its joint state
 
     def on_joint_state(self, msg) -> None:
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        from rclpy.time import Time
+
+        stamp = Time.from_msg(msg.header.stamp).nanoseconds
         self._joint_state = (stamp, (list(msg.name), list(msg.position), list(msg.velocity)))
         if self._waiting:
             self._take()
