@@ -47,7 +47,7 @@ def test_each_bar_is_met_or_not_and_a_plan_whose_floor_is_over_its_bar_is_out_of
             {**plan, "preset": "1M", "planner": "cem", "median_ms": 1.0, "gflop_executed": 12.0, "peak_rss_mb": 100.0},
             {**plan, "preset": "5M", "median_ms": 150.0, "gflop_executed": 30.0, "peak_rss_mb": rss_5m}],
             "update": [{"preset": "1M", "mode": "eager", "median_ms": update_1m + 20, "p99_ms": 0.0},
-                       {"preset": "1M", "mode": "compiled", "median_ms": update_1m, "p99_ms": 0.0}]}
+                       {"preset": "1M", "mode": "compiled", "median_ms": update_1m, "p99_ms": 0.0}]}  # no floor before session 34
 
     fast = bar_lines(run(peak=300.0, plan_1m=59.0, update_1m=55.0, rss_5m=180.0))
     assert fast == ["| bar | measured | |", "|---|---|---|",
@@ -63,3 +63,36 @@ def test_each_bar_is_met_or_not_and_a_plan_whose_floor_is_over_its_bar_is_out_of
     within = bar_lines(run(peak=250.0, plan_1m=70.0, update_1m=50.0, rss_5m=180.0))
     assert within[2] == "| plan median, 1M, <= 60 ms | 70.0 ms (floor 48.0 ms) | not met |"
     assert bar_lines({"gemm_peak_gflops": 1.0, "planning": [], "update": []}) == []
+
+
+def test_an_update_whose_floor_is_over_its_bar_is_out_of_reach_and_the_table_shows_its_work():
+    """The update's floor: its matrix products (FlopCounterMode's count) at torch's own GEMM peak.
+    9 GFLOP at 180 GFLOP/s is 50 ms, under the 60 ms bar; at 120 GFLOP/s, 75 ms, over it."""
+    from tdmpc2_ros.benchmark.core import bar_lines
+
+    def run(torch_peak, update_1m):
+        upd = {"preset": "1M", "p99_ms": 0.0, "gflop": 9.0, "achieved_gflops": 0.0, "fraction_of_torch_gemm_peak": 0.5}
+        return {"machine": {"threads": 2}, "gemm_peak_gflops": 300.0, "activation_block_us": 1.0, "torch_gemm_peak_gflops": torch_peak,
+                "planning": [], "update": [{**upd, "mode": "eager", "median_ms": update_1m + 20},
+                                           {**upd, "mode": "compiled", "median_ms": update_1m}]}
+
+    assert bar_lines(run(180.0, 55.0))[2] == "| update, 1M, <= 60 ms | 55.0 ms (compiled; floor 50.0 ms) | met |"
+    assert bar_lines(run(180.0, 70.0))[2] == "| update, 1M, <= 60 ms | 70.0 ms (compiled; floor 50.0 ms) | not met |"
+    assert bar_lines(run(120.0, 80.0))[2] == ("| update, 1M, <= 60 ms | 80.0 ms (compiled; floor 75.0 ms) | "
+                                              "not met; the floor is over the bar: out of reach on this CPU |")
+    table = format_table(run(180.0, 55.0))
+    assert "GEMM peak of the update (torch fp32 matrix product, 2 threads): 180.0 GFLOP/s" in table
+    assert "| 1M | compiled | 55.0 | 0.0 | 9.0 | 0.0 | 50% |" in table
+    old = json.loads((REPO / "benchmark" / "results" / "core_amd_zen3_s33_2026-12-07.json").read_text())
+    assert "| 1M | compiled | 86.54 |" in format_table(old) and "GEMM peak of the update" not in format_table(old)
+
+
+def test_the_update_work_counted_is_its_matrix_products_and_grows_with_the_batch():
+    """FlopCounterMode must see the update's products (forward and backward): every one of them is
+    per sample, so a batch 4 times larger is exactly 4 times the work."""
+    from tdmpc2_ros.benchmark.core import torch_gemm_peak_gflops, update_gflop
+
+    small, large = update_gflop("1M", batch_size=16), update_gflop("1M", batch_size=64)
+    assert small > 0 and large == 4 * small, (small, large)
+    peak = torch_gemm_peak_gflops(shapes=((256, 256, 256),), repeats=2)
+    assert np.isfinite(peak) and peak > 0

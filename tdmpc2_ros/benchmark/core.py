@@ -110,6 +110,40 @@ def gemm_peak_gflops(shapes=GEMM_SHAPES, repeats: int = 10) -> float:
     return best
 
 
+def torch_gemm_peak_gflops(shapes=GEMM_SHAPES, repeats: int = 10) -> float:
+    """fp32 matrix-product throughput of torch on THREADS threads, as the best of the same shapes: the
+    ceiling for the update, which runs in torch (its own BLAS), not in ONNX Runtime."""
+    import torch
+
+    torch.set_num_threads(THREADS)
+    gen = torch.Generator().manual_seed(0)
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, generator=gen), torch.randn(k, n, generator=gen)
+        for _ in range(2):
+            a @ b
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        best = max(best, 2 * m * k * n / float(np.median(times)) / 1e9)
+    return best
+
+
+def update_gflop(preset: str, batch_size: int = 256) -> float:
+    """The floating-point work of one update at `batch_size`, as torch's FlopCounterMode counts it
+    (matrix products, forward and backward; the elementwise work is not counted): its time at the
+    torch GEMM peak is the update's floor. Counted on an eager update of a fresh agent."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    agent = bench_agent(preset)
+    obs, action, reward, terminated = random_buffer(episodes=1).sample(batch_size)
+    with FlopCounterMode(display=False) as counter:
+        agent.update(obs, action, reward, terminated)
+    return counter.get_total_flops() / 1e9
+
+
 def _percentiles(samples_s: list[float]) -> dict:
     ms = np.asarray(samples_s) * 1e3
     return {"median_ms": round(float(np.median(ms)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2),
@@ -249,12 +283,14 @@ def run_core_benchmark(args) -> int:
     presets = [p for p in args.presets.split(",") if p]
     planners = [p for p in args.planners.split(",") if p]
     providers = available_providers([p for p in getattr(args, "providers", "cpu").split(",") if p])
-    peak, block_us = gemm_peak_gflops(), activation_block_us()
+    peak, block_us, torch_peak = gemm_peak_gflops(), activation_block_us(), torch_gemm_peak_gflops()
     result = {"machine": machine(THREADS),
               "gemm_peak_gflops": round(peak, 1), "activation_block_us": round(block_us, 1),
+              "torch_gemm_peak_gflops": round(torch_peak, 1),
               "dims": {"obs": OBS_DIM, "action": ACTION_DIM}, "planning": [], "update": []}
     print(f"ONNX Runtime fp32 MatMul peak ({THREADS} threads, best of {len(GEMM_SHAPES)} shapes): {peak:.0f} GFLOP/s; "
-          f"one LayerNorm + Mish block on [{ACTIVATION_ROWS}, {ACTIVATION_WIDTH}]: {block_us:.0f} us", flush=True)
+          f"one LayerNorm + Mish block on [{ACTIVATION_ROWS}, {ACTIVATION_WIDTH}]: {block_us:.0f} us; "
+          f"torch fp32 matrix-product peak: {torch_peak:.0f} GFLOP/s", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         for preset in presets:
             cfg = ModelConfig.from_preset(preset, OBS_DIM, ACTION_DIM)
@@ -278,11 +314,15 @@ def run_core_benchmark(args) -> int:
                     print(f"plan {preset:4s} {kind:8s} {provider:8s} median {lat['median_ms']:7.1f} ms  p99 {lat['p99_ms']:7.1f} ms  "
                           f"{gflops:6.1f} GFLOP/s ({gflops / peak:.0%} of peak)  RSS {row['peak_rss_mb']:.0f} MB", flush=True)
                 set_execution_provider("auto")
+            gflop = update_gflop(preset)
             for compiled in (False, True):
                 upd = bench_update(preset, max(10, args.repeats // 2), "auto" if compiled else None)
                 mode = "compiled" if compiled else "eager"
-                result["update"].append({"preset": preset, "mode": mode, "batch_size": 256, **upd})
-                print(f"update {preset:4s} {mode:8s} batch 256: median {upd['median_ms']:.1f} ms", flush=True)
+                gflops = gflop / (upd["median_ms"] / 1e3)
+                result["update"].append({"preset": preset, "mode": mode, "batch_size": 256, **upd, "gflop": round(gflop, 2),
+                                         "achieved_gflops": round(gflops, 1), "fraction_of_torch_gemm_peak": round(gflops / torch_peak, 3)})
+                print(f"update {preset:4s} {mode:8s} batch 256: median {upd['median_ms']:.1f} ms  "
+                      f"{gflops:6.1f} GFLOP/s ({gflops / torch_peak:.0%} of torch's peak)", flush=True)
     write_results(Path(args.out), result, format_table(result))
     return 0
 
@@ -306,31 +346,46 @@ def format_table(r: dict) -> str:
     for p in r["planning"]:
         lines.append(f"| {p['preset']} | {p['planner']} | {p.get('provider', 'cpu')} | {p['median_ms']} | {p['p99_ms']} | {p['gflop_executed']} | "
                      f"{p['achieved_gflops']} | {p['fraction_of_gemm_peak']:.0%} | {p['peak_rss_mb']} |")
-    lines += ["", "| preset | update (batch 256) | median ms | p99 ms |", "|---|---|---|---|"]
+    lines += [""]
+    if "torch_gemm_peak_gflops" in r:  # since session 34
+        lines += [f"GEMM peak of the update (torch fp32 matrix product, {r['machine']['threads']} threads): "
+                  f"{r['torch_gemm_peak_gflops']} GFLOP/s", ""]
+    lines += ["| preset | update (batch 256) | median ms | p99 ms | GFLOP/update | GFLOP/s | of peak |", "|---|---|---|---|---|---|---|"]
     for u in r["update"]:
-        lines.append(f"| {u['preset']} | {u.get('mode', 'eager')} | {u['median_ms']} | {u['p99_ms']} |")
+        work = (f"{u['gflop']} | {u['achieved_gflops']} | {u['fraction_of_torch_gemm_peak']:.0%}" if "gflop" in u else "- | - | -")
+        lines.append(f"| {u['preset']} | {u.get('mode', 'eager')} | {u['median_ms']} | {u['p99_ms']} | {work} |")
     return "\n".join(lines + ["", *bar_lines(r)]) + "\n"
+
+
+def _verdict(median_ms: float, bar_ms: float, floor_ms: float | None) -> str:
+    if median_ms <= bar_ms:
+        return "met"
+    if floor_ms is not None and floor_ms > bar_ms:
+        return "not met; the floor is over the bar: out of reach on this CPU"
+    return "not met"
 
 
 def bar_lines(r: dict) -> list[str]:
     """The bars this run measured, each met or not. A plan's floor is its time if every multiply-add
     ran at the MatMul peak measured in the same run: where the floor is over the bar, no fp32 graph of
-    that budget meets it on this CPU, whatever its elementwise work costs."""
+    that budget meets it on this CPU, whatever its elementwise work costs. An update's floor is the
+    same with its matrix products at torch's peak (results since session 34)."""
     rows = []
     for p in r["planning"]:
         bar = PLAN_BARS_MS.get(p["preset"])
         if bar is None or p["planner"] != "mppi" or p.get("provider", "cpu") != "cpu":
             continue
         floor = p["gflop_executed"] / r["gemm_peak_gflops"] * 1e3
-        verdict = "met" if p["median_ms"] <= bar else (
-            "not met; the floor is over the bar: out of reach on this CPU" if floor > bar else "not met")
-        rows.append(f"| plan median, {p['preset']}, <= {bar:g} ms | {p['median_ms']} ms (floor {floor:.1f} ms) | {verdict} |")
+        rows.append(f"| plan median, {p['preset']}, <= {bar:g} ms | {p['median_ms']} ms (floor {floor:.1f} ms) | "
+                    f"{_verdict(p['median_ms'], bar, floor)} |")
     for preset, bar in UPDATE_BARS_MS.items():
         runs = [u for u in r["update"] if u["preset"] == preset]
         if runs:
             best = min(runs, key=lambda u: u["median_ms"])
-            rows.append(f"| update, {preset}, <= {bar:g} ms | {best['median_ms']} ms ({best.get('mode', 'eager')}) | "
-                        f"{'met' if best['median_ms'] <= bar else 'not met'} |")
+            floor = best["gflop"] / r["torch_gemm_peak_gflops"] * 1e3 if "gflop" in best else None
+            said = f"{best.get('mode', 'eager')}" + ("" if floor is None else f"; floor {floor:.1f} ms")
+            rows.append(f"| update, {preset}, <= {bar:g} ms | {best['median_ms']} ms ({said}) | "
+                        f"{_verdict(best['median_ms'], bar, floor)} |")
     for preset, bar in RSS_BARS_MB.items():
         rss = [p["peak_rss_mb"] for p in r["planning"] if p["preset"] == preset and p.get("provider", "cpu") == "cpu"]
         if rss:
