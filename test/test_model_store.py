@@ -16,9 +16,10 @@ from tdmpc2_ros.runtime.model_store import MANIFEST, Manifest, ModelStore, Store
 from tdmpc2_ros.runtime.transition import SegmentError, Transition, TransitionPairer, pack, unpack
 
 
-def step_msg(episode, step, obs, reward=math.nan, applied=(0.0,), last=False):
-    dims, data = pack([("obs", obs), ("reward", [reward]), ("applied_action", applied), ("episode", [episode]),
-                       ("step", [step]), ("last", [float(last)])])
+def step_msg(episode, step, obs, reward=math.nan, applied=(0.0,), last=False, commands=None):
+    segments = [("obs", obs), ("reward", [reward]), ("applied_action", applied), ("episode", [episode]),
+                ("step", [step]), ("last", [float(last)])]
+    dims, data = pack(segments + ([("commands", [commands])] if commands is not None else []))
     return unpack(dims, data)[0]
 
 
@@ -60,6 +61,21 @@ def test_pairer_pairs_exactly_and_never_bridges_a_gap():
     # After the final observation, a new episode starts from scratch.
     assert pairer.observe(step_msg(1, 0, o[5]), o[5], "v2") is None
     assert pairer.emitted == 2 and pairer.gaps == 1
+
+
+def test_a_step_that_applied_two_commands_makes_no_record_and_the_chain_goes_on():
+    """A sim taking each command at the next physics step says how many different commands a step
+    applied. A step under two was produced by no one action: its applied_action names only the
+    second, so it makes no record (counted as mixed, not as a gap), and the next step pairs again."""
+    pairer = TransitionPairer(lambda a: np.asarray(a))
+    o = [np.full(2, float(k), np.float32) for k in range(4)]
+    assert pairer.observe(step_msg(0, 0, o[0], commands=0), o[0], "v1") is None
+    assert pairer.observe(step_msg(0, 1, o[1], reward=0.5, applied=[0.3], commands=1), o[1], "v1").action.tolist() == [pytest.approx(0.3)]
+    assert pairer.observe(step_msg(0, 2, o[2], reward=0.6, applied=[0.9], commands=2), o[2], "v1") is None
+    t = pairer.observe(step_msg(0, 3, o[3], reward=0.7, applied=[0.9], commands=1), o[3], "v1")
+    assert (t.step, t.reward) == (2, pytest.approx(0.7))
+    np.testing.assert_array_equal(t.obs, o[2])
+    assert (pairer.emitted, pairer.mixed, pairer.gaps) == (2, 1, 0)
 
 
 def _fake_ladder(folder, payload=b"graph"):

@@ -920,3 +920,34 @@ def test_a_republished_step_is_not_answered_twice(ros, ladder):
     assert len(out["commands"]) == 1 and node.duplicate_observations == 1 and node.missed_deadlines == 0
     pub.publish(step_msg(1))  # the next step is answered as usual
     assert ros.spin_until(lambda: len(out["commands"]) >= 2, 10)
+
+
+def test_a_step_under_two_commands_publishes_no_transition_and_is_warned_of_once(ros, ladder):
+    """A sim that takes each command at the next physics step says, in a `commands` segment, how
+    many different commands a step applied. A step under two was produced by no one action: the
+    planner publishes no record of it, counts it on /diagnostics, and says why once."""
+    from tdmpc2_ros.ros.messages import segmented_array
+    from tdmpc2_ros.runtime.transition import Transition, pack
+
+    node = start_planner(ros, ladder)
+    warnings = record_warnings(node)
+    n, pub, out = peer(ros)
+    records = []
+    n.create_subscription(Float64MultiArray, topics.TRANSITION, lambda m: records.append(m), qos.EVENTS)
+    assert ros.spin_until(lambda: pub.get_subscription_count() > 0 and len(out["commands"]) >= 1, 10)
+
+    def step_msg(k, commands):
+        dims, data = pack([("obs", np.full(SMALL_OBS_DIM, 0.1 * k)), ("reward", [0.5 * k]), ("applied_action", [0.0]),
+                           ("episode", [0]), ("step", [k]), ("last", [0.0]), ("commands", [commands])])
+        return segmented_array(dims, data)
+
+    for k, commands in enumerate((0, 1, 2, 2, 1)):
+        pub.publish(step_msg(k, commands))
+        assert ros.spin_until(lambda: node.pairer.emitted + node.pairer.mixed >= k, 5)
+    assert ros.spin_until(lambda: len(records) >= 2, 5)
+    steps = [Transition.unpack([(d.label, d.size) for d in m.layout.dim], m.data).step for m in records]
+    assert steps == [0, 3] and (node.pairer.mixed, node.pairer.gaps) == (2, 0)
+    mixed = [w for w in warnings if "different commands" in w]
+    assert len(mixed) == 1 and "step 2 of episode 0 applied 2 different commands" in mixed[0], warnings
+    assert ros.spin_until(lambda: any(kv.key == "transitions_mixed" and kv.value == "2"
+                                      for d in out["diagnostics"] for kv in d.values), 5)

@@ -93,7 +93,8 @@ def test_seed_determinism():
 def test_physics_steps_make_the_control_step_and_a_new_command_acts_from_the_next_one():
     """A driver at the physics rate (sim_node's joint_states_rate: physics) steps one physics step at
     a time: action_repeat of them with one command are exactly step(); a command that changes between
-    them acts from the next physics step, and the control step reports the last one."""
+    them acts from the next physics step, and the control step reports the last one, and that it
+    applied two commands."""
     commands = np.random.default_rng(2).uniform(-1, 1, size=(30, 1))
     whole, split, changed = (SimEngine.from_task("cartpole-swingup", seed=5) for _ in range(3))
     for engine in (whole, split, changed):
@@ -103,6 +104,7 @@ def test_physics_steps_make_the_control_step_and_a_new_command_acts_from_the_nex
         assert not split.physics_step(c) and split.physics_step(c)  # the second completes it
         assert (obs.tolist(), reward, done) == tuple(x.tolist() if isinstance(x, np.ndarray) else x
                                                     for x in split.finish_step())
+        assert whole.last_step_commands == split.last_step_commands == 1
     assert split.time == whole.time and split.step_in_episode == whole.step_in_episode == 30
     with pytest.raises(RuntimeError, match="has 1 of 2 physics steps"):
         split.physics_step(commands[0])
@@ -113,6 +115,9 @@ def test_physics_steps_make_the_control_step_and_a_new_command_acts_from_the_nex
     reference = SimEngine.from_task("cartpole-swingup", seed=5)
     reference.reset()
     assert not np.allclose(obs, reference.step([1.0])[0]) and changed.last_command.tolist() == [-1.0]
+    assert changed.last_step_commands == 2 and reference.last_step_commands == 1
+    changed.reset()
+    assert changed.last_step_commands == 0  # no step yet in this episode
     for engine in (whole, split, changed, reference):
         engine.close()
 

@@ -230,6 +230,10 @@ def test_realtime_at_the_physics_rate_publishes_a_joint_state_per_physics_step()
         steps = sim.steps
         assert spin_until(ex, lambda: sim.steps >= steps + 5, 5.0)
         assert driver.steps[-1]["applied_action"].tolist() == [0.7]
+        # Each step message says how many different commands its step applied: one, but for the step
+        # that 0.7 reached mid-step, if it did (then no one command produced that step).
+        commands = [s["commands"][0] for s in driver.steps if s["step"][0] > 0]
+        assert set(commands) <= {1.0, 2.0} and commands.count(2.0) <= 1 and commands[-1] == 1.0, commands
 
 
 def test_realtime_holds_the_first_episode_until_the_first_command():

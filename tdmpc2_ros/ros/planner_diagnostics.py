@@ -33,6 +33,7 @@ def planner_values(node) -> dict:
         "ticks_over_limit": node.ticks_over_limit,  # plans over the rung's limit, and misses
         "duplicate_observations": node.duplicate_observations,
         "transitions_published": node.pairer.emitted, "transition_gaps": node.pairer.gaps,
+        "transitions_mixed": node.pairer.mixed,  # steps under two commands (a physics-rate sim): no record
         "model_version": node.model_version, "swaps": node.swaps,
         # The running version and those ~/rollback may return to: the trainer keeps them in its store
         # (VersionsInUse), as their other rungs are loaded from there.

@@ -124,6 +124,7 @@ class PlannerNode(Node):
         self.enabled = self.p.start_enabled  # ~/enable: false sends the stop command, then nothing
         self._init_statistics()
         self.pairer = TransitionPairer(self.shaper.normalised)
+        self._warned_mixed = False
         self.transition_pub = (self.create_publisher(Float64MultiArray, self.p.transition_topic, qos.EVENTS)
                                if self.p.transition_topic else None)
         self._start_swapper(first_standby, rung_p50)
@@ -345,6 +346,14 @@ class PlannerNode(Node):
         record = self.pairer.observe(step, model_input, self.model_version)
         if record is not None:
             self.transition_pub.publish(segmented_array(*record.pack()))
+        elif self.pairer.mixed == 1 and not self._warned_mixed:
+            self._warned_mixed = True
+            self.get_logger().warning(
+                f"step {int(step['step'][0])} of episode {int(step['episode'][0])} applied {int(step['commands'][0])} "
+                "different commands (the sim takes each command at the next physics step: joint_states_rate "
+                "physics), so no one action produced it: no transition record is published for such steps "
+                "(transitions_mixed on /diagnostics). To learn in this mode, record the robot's own topics "
+                "(config/learn_robot.yaml)")
 
     def _on_episode(self, msg: Int64):
         self.reset_requested = True  # new episode: plan from a zero warm start (the reference's t0)

@@ -18,7 +18,8 @@ joint_states_topic     sensor_msgs/JointState      SENSOR        with every obse
 observation_topic      std_msgs/Float64MultiArray  SENSOR        after each control step and at episode
                                                                  start: the step message, labelled
                                                                  segments obs | reward | applied_action |
-                                                                 episode | step | last (see
+                                                                 episode | step | last (| commands with
+                                                                 joint_states_rate: physics; see
                                                                  tdmpc2_ros/runtime/transition.py; obs
                                                                  names are logged at start). The final
                                                                  observation of an episode has last = 1
@@ -66,10 +67,12 @@ once per silence (``command_timeouts`` counts them).
 joint_state_broadcaster run faster than its controller: the sim steps one physics step per
 ``physics_dt`` of wall time, publishes ``/joint_states`` after each, and applies a new command from the
 next physics step on. The step message still comes once per control step (``action_repeat`` physics
-steps); its applied_action is the command of the step's last physics step, so where a command came
-mid-step, a transition record built from step messages names only the second half's command: learn
-from the robot's topics in this mode (config/learn_robot.yaml), with a planner on ``trigger: timer``,
-``pace: command`` in reward_node and ``raw_pace: command`` in the trainer.
+steps); its applied_action is the command of the step's last physics step, and a ``commands`` segment
+says how many different commands the step applied. Where a command came mid-step (2 or more), no one
+command produced the step: the planner publishes no transition record for it (``transitions_mixed``
+on /diagnostics) and warns once. Learn from the robot's topics in this mode (config/learn_robot.yaml),
+with a planner on ``trigger: timer``, ``pace: command`` in reward_node and ``raw_pace: command`` in the
+trainer.
 
 Run: ``python -m tdmpc2_ros.ros.sim_node --ros-args -p task:=cartpole-swingup -p mode:=lockstep``.
 """
@@ -314,8 +317,11 @@ class SimNode(Node):
         e = self.engine
         js = self._publish_joints()
         # One message carries o_t+1 with the r_t and a_t that led to it: transitions pair exactly.
-        dims, data = pack([("obs", obs), ("reward", [reward]), ("applied_action", e.last_command),
-                           ("episode", [e.episode]), ("step", [e.step_in_episode]), ("last", [float(last)])])
+        segments = [("obs", obs), ("reward", [reward]), ("applied_action", e.last_command),
+                    ("episode", [e.episode]), ("step", [e.step_in_episode]), ("last", [float(last)])]
+        if self.joint_states_rate == "physics":  # a command may change mid-step: say when one did
+            segments.append(("commands", [e.last_step_commands]))
+        dims, data = pack(segments)
         om = segmented_array(dims, data)
         self._joint_msg, self._obs_msg = js, om
         self._pub_obs.publish(om)

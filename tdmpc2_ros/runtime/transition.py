@@ -10,7 +10,10 @@ Step message (sim_node -> observation topic), modelled on dm_env's TimeStep:
   `reward` and `applied_action` are those of the control step that produced `obs` (NaN and the
   zero command at step 0), `step` counts control steps within `episode`, `last` is 1 on the final
   observation of an episode. Because o_{t+1}, r_t and a_t travel in one message, a transition is
-  paired exactly, never by arrival time.
+  paired exactly, never by arrival time. Optional segments: `terminated` [1] (a task that can fail),
+  and `commands` [1] from a sim that takes each command at the next physics step: how many different
+  commands the step applied. A step that applied 2 or more was produced by no single action, so it
+  makes no transition record.
 
 Transition record (planner_node -> transition topic), one per executed control step:
     episode [1] | step [1] | obs [n] | action [m] | reward [1] | next_obs [n] | terminated [1] | truncated [1]
@@ -107,13 +110,14 @@ class TransitionPairer:
     Step k's message holds o_k together with the reward and applied action of step k-1 -> k, so a
     record (o_{k-1}, a_{k-1}, r_{k-1}, o_k) is emitted exactly when the previous message of the same
     episode was step k-1. Anything else (a lost best-effort message, a new episode) breaks the chain
-    and is counted, never bridged.
+    and is counted, never bridged. A step that applied more than one command (a `commands` segment
+    over 1) is counted as mixed and makes no record; the chain goes on from it.
     """
 
     def __init__(self, normalise_action):
         self.normalise_action = normalise_action  # physical command -> [-1, 1]
         self.prev: tuple[int, int, np.ndarray, str] | None = None  # (episode, step, model input, version)
-        self.emitted = self.gaps = 0
+        self.emitted = self.gaps = self.mixed = 0
 
     def observe(self, segments: dict, model_input: np.ndarray, version: str) -> Transition | None:
         require(segments, ("reward", "applied_action", "episode", "step", "last"), "step message")
@@ -124,7 +128,10 @@ class TransitionPairer:
         # A task that can fail (not dm_control's time limits) may say so in a "terminated" segment.
         terminated = bool(segments["terminated"][0] >= 0.5) if "terminated" in segments else False
         out = None
-        if self.prev is not None and self.prev[0] == episode and step == self.prev[1] + 1:
+        follows = self.prev is not None and self.prev[0] == episode and step == self.prev[1] + 1
+        if follows and "commands" in segments and segments["commands"][0] > 1:
+            self.mixed += 1  # its applied_action names only the last command: not the step's action
+        elif follows:
             out = Transition(episode, self.prev[1], self.prev[2], np.asarray(self.normalise_action(segments["applied_action"]), np.float32),
                              float(segments["reward"][0]), np.asarray(model_input, np.float32), terminated, last and not terminated,
                              self.prev[3])

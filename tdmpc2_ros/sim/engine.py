@@ -43,7 +43,8 @@ Units and conventions
 * ``step`` applies one command for a control step of ``action_repeat`` physics steps. A driver that
   takes each new command at the next physics step (sim_node's ``joint_states_rate: physics``) calls
   ``physics_step(command)`` until it returns True, then ``finish_step()``: the same step, its command
-  free to change between its physics steps.
+  free to change between its physics steps. ``last_step_commands`` then says how many different
+  commands the finished step applied (more than 1: no one command produced it).
 * ``joint_names`` lists hinge and slide joints only, in model order; free and ball joints have no
   single position and are skipped (their state is still in the MJCF observation). Positions and
   velocities are in REP-103 units (rad, rad/s for hinges; m, m/s for slides).
@@ -311,6 +312,7 @@ class SimEngine:
         self.episode = -1  # index of the current episode; 0 after the first reset()
         self.step_in_episode = 0
         self.last_command = self.zero_command()
+        self.last_step_commands = 0  # different commands the last finished control step applied
         self.diverged = 0  # episodes ended by PhysicsDiverged
         self._physics_steps = 0
         self._begin_control_step()
@@ -404,6 +406,7 @@ class SimEngine:
         self.step_in_episode = 0
         self._needs_reset = False
         self.last_command = self.zero_command()
+        self.last_step_commands = 0
         return self.observation()
 
     def step(self, command) -> tuple[np.ndarray, float, bool]:
@@ -428,6 +431,8 @@ class SimEngine:
         if not ok:
             raise ValueError(reason)
         ctrl, _ = self.clip_command(command)
+        if self._step_substeps == 0 or not np.array_equal(ctrl, self.last_command):
+            self._step_commands += 1
         self.last_command = ctrl
         try:
             reward, done = self._b.substep(ctrl)
@@ -445,8 +450,9 @@ class SimEngine:
         return self._step_complete()
 
     def _begin_control_step(self) -> None:
-        """The running control step's reward so far, its physics steps, and whether the episode ended in it."""
-        self._step_reward, self._step_substeps, self._step_done = 0.0, 0, False
+        """The running control step's reward so far, its physics steps, the different commands they
+        applied, and whether the episode ended in it."""
+        self._step_reward, self._step_substeps, self._step_commands, self._step_done = 0.0, 0, 0, False
 
     def _step_complete(self) -> bool:
         return self._step_done or self._step_substeps >= self.action_repeat
@@ -456,6 +462,7 @@ class SimEngine:
         if not self._step_complete():
             raise RuntimeError(f"the control step has {self._step_substeps} of {self.action_repeat} physics steps")
         total, done = self._step_reward, self._step_done
+        self.last_step_commands = self._step_commands
         self._begin_control_step()
         self.step_in_episode += 1
         if self._end_by_count and self.step_in_episode >= self.episode_steps:
