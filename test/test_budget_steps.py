@@ -10,7 +10,7 @@ import pytest
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.budget_steps import BudgetSteps
 from tdmpc2_ros.runtime.candidate import Candidate
-from tdmpc2_ros.runtime.hot_swap import Request
+from tdmpc2_ros.runtime.swap_request import Request
 from tdmpc2_ros.runtime.ladder import Rung, write_ladder_index
 from tdmpc2_ros.runtime.standby import StandbySlot
 

@@ -32,7 +32,8 @@ from tdmpc2_ros.core.export import export_ladder
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.messages import segmented_array
 from tdmpc2_ros.runtime import PlanBudget
-from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
+from tdmpc2_ros.runtime.hot_swap import HotSwapper
+from tdmpc2_ros.runtime.swap_request import Request
 from tdmpc2_ros.runtime.swap_cost import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
 from tdmpc2_ros.runtime.ladder import LADDER_FILE
 from tdmpc2_ros.runtime.digest import file_sha256
@@ -751,7 +752,7 @@ def test_a_standby_that_no_longer_fits_is_retired_and_a_step_up_leaves_one_warm(
         # A new version runs: the old version's standby is retired (freed in a later slack) at once,
         # and the new version's is brought up.
         swapper.keep_standby(Request.standby(big, folder, "v2"))
-        assert swapper.waiting_to_free() == 1 and swapper._retired[0] is held
+        assert len(swapper.retired) == 1 and swapper.retired._held[0] is held
         assert _wait(lambda: swapper.standby.label() == small and swapper.standby.held().version == "v2")
         assert len(loads) == 2
         # The same wish again is no new load.
@@ -762,11 +763,11 @@ def test_a_standby_that_no_longer_fits_is_retired_and_a_step_up_leaves_one_warm(
         warm = held
         swapper.keep_standby(Request.standby(big, folder, "v3"), warm=warm)
         assert swapper.standby.held().planner is warm and swapper.standby.held().version == "v3" and len(loads) == 2
-        assert swapper.waiting_to_free() == 2  # v2's standby
+        assert len(swapper.retired) == 2  # v2's standby
         # The smallest rung has none below it: nothing is loaded, and the held one is retired.
         swapper.keep_standby(Request.standby(small, folder, "v3"))
         assert _wait(lambda: "has no rung smaller than" in swapper.standby.result), swapper.standby.result
-        assert swapper.standby.label() == "" and len(loads) == 2 and swapper.waiting_to_free() == 3
+        assert swapper.standby.label() == "" and len(loads) == 2 and len(swapper.retired) == 3
         swapper.keep_standby(None)  # standby off: nothing held, nothing asked for
         assert swapper.standby.label() == "" and swapper.requests.empty()
     finally:
@@ -792,7 +793,7 @@ def test_an_update_checked_at_a_budget_the_loop_left_meanwhile_is_checked_again(
             time.sleep(0.01)
         cand = swapper.take_ready()
         assert cand.version == "v2" and not cand.rung_change and cand.planner.contract.budget == rungs[1].budget
-        assert loads == [None, None] and swapper.freed + swapper.waiting_to_free() == 1  # the first, retired (and freed in a slack)
+        assert loads == [None, None] and swapper.retired.freed + len(swapper.retired) == 1  # the first, retired (and freed in a slack)
         assert any(f"was checked at {rungs[0].budget.label()}; the loop stepped to {rungs[1].budget.label()}" in text
                    for _, text in logs)
     finally:
@@ -923,19 +924,19 @@ def test_a_retired_model_is_freed_in_the_slack_after_a_tick(models, tmp_path):
         gate.set()
         worker.submit(lambda: None).result()
         assert len(freed_on) == 1 and freed_on[0].startswith("plan")  # on the control loop's worker
-        assert not swapper.wants_slack() and swapper.freed == 1 and swapper.waiting_to_free() == 0
+        assert not swapper.wants_slack() and swapper.retired.freed == 1 and len(swapper.retired) == 0
         # Frees are timed, and the next one needs room for what they take on this machine.
-        assert len(swapper._free_times) == 1 and swapper._free_times[0] > 0
-        swapper._free_times.clear()
-        swapper._free_times.append(0.04)  # as if a free had taken 40 ms here
-        assert swapper.free_estimate() == pytest.approx(0.048)
+        assert len(swapper.retired._times) == 1 and swapper.retired._times[0] > 0
+        swapper.retired._times.clear()
+        swapper.retired._times.append(0.04)  # as if a free had taken 40 ms here
+        assert swapper.retired.estimate() == pytest.approx(0.048)
         swapper.retire(OnnxPlanner(next(models["store"].path(models["v2"]).glob("*.onnx")), threads=1))
         swapper.offer_slack(obs, 0.045, worker.submit)  # room for the 5 ms default, not for 48 ms
         worker.submit(lambda: None).result()
-        assert swapper.wants_slack() and swapper.waiting_to_free() == 1 and swapper.freed == 1
+        assert swapper.wants_slack() and len(swapper.retired) == 1 and swapper.retired.freed == 1
         swapper.offer_slack(obs, 0.05, worker.submit)
         worker.submit(lambda: None).result()
-        assert not swapper.wants_slack() and len(swapper._free_times) == 2
+        assert not swapper.wants_slack() and len(swapper.retired._times) == 2
     finally:
         swapper.stop()
         worker.shutdown()

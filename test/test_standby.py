@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.candidate import Candidate
-from tdmpc2_ros.runtime.hot_swap import Request
+from tdmpc2_ros.runtime.swap_request import Request
 from tdmpc2_ros.runtime.standby import StandbySlot, stands_for
 
 BIG = PlanBudget(iterations=3, num_samples=64, num_elites=8, num_pi_trajs=4)

@@ -339,7 +339,8 @@ def bench_stepdown(model: str, reps: int = 5, warm_plans: tuple[int, ...] = (), 
     """Each adjacent pair of the ladder (larger running, smaller asked for), `reps` times per number
     of warm-up plans, the arms alternated so that a busy minute falls on both: the hot-swap thread's
     CPU for the request (HotSwapper.last_cpu_s) and its wall time."""
-    from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
+    from tdmpc2_ros.runtime.hot_swap import HotSwapper
+    from tdmpc2_ros.runtime.swap_request import Request
     from tdmpc2_ros.runtime.ladder import read_ladder
     from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
 
@@ -387,7 +388,8 @@ def bench_stepdown(model: str, reps: int = 5, warm_plans: tuple[int, ...] = (), 
 def _measure_standby(swapper, model: str, running: str, into: dict):
     """One standby as the planner keeps it: brought up below `running` (no loop offers slack here, so
     its warm-up plans run on the hot-swap thread), then taken as a step down would take it."""
-    from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
+    from tdmpc2_ros.runtime.hot_swap import HotSwapper
+    from tdmpc2_ros.runtime.swap_request import Request
 
     swapper.RUNG_WARM_PLANS = HotSwapper.RUNG_WARM_PLANS
     swapper.STANDBY_IDLE_S = swapper.IDLE_S  # this instance only: no loop will offer slack, so do not wait for one

@@ -40,7 +40,7 @@ def planner_values(node) -> dict:
         "model_versions_in_use": ",".join(dict.fromkeys([node.model_version, *(v for _, v, _ in list(node.previous))])),
         "swaps_rejected": node.swapper.rejected,
         "unmatched_qos": node.unmatched_announcers.why,  # an announcer whose QoS cannot reach model_update_topic
-        "models_freed": node.swapper.freed, "models_waiting_to_free": node.swapper.waiting_to_free(),
+        "models_freed": node.swapper.retired.freed, "models_waiting_to_free": len(node.swapper.retired),
         "last_swap_result": node.swapper.last_result,
         "last_swap_thread_cpu_ms": round(node.swapper.last_cpu_s * 1e3, 3),
         "model_sha256": node.planner.sha256[:16], "model_train_step": c.train_step, "model_task": c.task,

@@ -61,7 +61,8 @@ from tdmpc2_ros.runtime.host_steal import StealMeter
 from tdmpc2_ros.runtime.thread_usage import ThreadUsage
 from tdmpc2_ros.runtime.onnx_planner import set_execution_provider, share_thread_pool
 from tdmpc2_ros.runtime.candidate import SwapRejected, load_matching, warm_up
-from tdmpc2_ros.runtime.hot_swap import HotSwapper, Request
+from tdmpc2_ros.runtime.hot_swap import HotSwapper
+from tdmpc2_ros.runtime.swap_request import Request
 from tdmpc2_ros.runtime.budget_steps import BudgetSteps
 from tdmpc2_ros.runtime.ladder import describe_fit, fit_ladder, measure_latency, next_smaller_rung, read_ladder
 from tdmpc2_ros.runtime.priority import make_thread_realtime

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from tdmpc2_ros.runtime.budget import PlanBudget
 from tdmpc2_ros.runtime.candidate import Candidate
-from tdmpc2_ros.runtime.hot_swap import Request
+from tdmpc2_ros.runtime.swap_request import Request
 from tdmpc2_ros.runtime.ladder import RungGovernor, next_larger_rung, next_smaller_rung
 
 

@@ -51,18 +51,20 @@ step up leaves the rung it came from as the standby: neither loads anything besi
 The room gate (runtime/room_gate.py; `room`, `room_wait_s`): a load that can wait (a new version, a
 standby) waits until the loop shows room for it, at most `room_wait_s`, and meanwhile gives way to a
 request the loop waits for. A budget step is not gated: the loop waits for it.
+
+What the thread is asked is a runtime/swap_request.py Request. A model the loop lets go (replaced,
+rolled back from, a candidate that failed) is retired to runtime/retired_models.py and freed later in
+a tick's slack.
 """
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures as futures
 import contextlib
 import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,47 +75,12 @@ from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner, StopHandle
 from tdmpc2_ros.runtime.candidate import (Candidate, ShadowProbe, SwapRejected, checked_candidate, load_matching,
                                           quantile, warm_up)
 from tdmpc2_ros.runtime.priority import lower_thread_priority, pin_thread
+from tdmpc2_ros.runtime.retired_models import RetiredModels
 from tdmpc2_ros.runtime.room_gate import RoomGate
 from tdmpc2_ros.runtime.standby import StandbySlot
+from tdmpc2_ros.runtime.swap_request import Request
 # The names of this module's work beside the loop, as the loop's swap tallies count them.
 from tdmpc2_ros.runtime.swap_cost import BACKGROUND_PLANS, FREE, LOADING, SHADOW_PLAN
-
-
-@dataclass(frozen=True)
-class Request:
-    """What the background thread is asked to bring up: a new model version (an announcement from
-    the model store, or a path), or the running version at another budget (`rung`)."""
-
-    announcement: dict | None = None  # a model store announcement (files and their sha256)
-    path: str = ""  # a model folder or .onnx file
-    version: str = ""
-    rung: str = ""  # a budget label: the running version at that budget
-    up: bool = False  # the rung is the next larger one (a step up, shadow-checked against the limit)
-    expected_s: float | None = None  # what that rung's plans took at start-up, where known
-    below: str = ""  # a standby: bring up the next smaller rung below this budget label (keep_standby)
-
-    @classmethod
-    def update(cls, announcement: dict) -> Request:
-        return cls(announcement=announcement, version=str(announcement.get("version", "?")))
-
-    @classmethod
-    def model_path(cls, path: str, version: str = "") -> Request:
-        return cls(path=path, version=version or path)
-
-    @classmethod
-    def budget(cls, label: str, path: str, version: str, up: bool = False, expected_s: float | None = None) -> Request:
-        return cls(path=path, version=version, rung=label, up=up, expected_s=expected_s)
-
-    @classmethod
-    def standby(cls, below: str, path: str, version: str) -> Request:
-        return cls(path=path, version=version, below=below)
-
-    def describe(self) -> str:
-        if self.below:
-            return f"standby below {self.below}"
-        if self.rung:
-            return f"budget {'up to' if self.up else 'down to'} {self.rung}"
-        return f"model update {self.version}"
 
 
 def _ms(seconds: float) -> str:
@@ -125,7 +92,6 @@ class HotSwapper:
 
     IDLE_S = 0.5  # no slack that fits a plan for this long: probe from the background
     MAX_GAP = 8  # the most ticks between shadow plans, reached while they keep overrunning their slack
-    FREE_S = 0.005  # slack needed to free a retired model before one was timed (and at least a plan's time)
     # A step down is asked for by a loop that overruns: every warm-up plan beside it takes CPU from
     # a late loop. A fresh session's first plan is the slow one (1.02-1.05x its steady CPU time for
     # models/cartpole_swingup's rungs on AMD), the second is already at its steady cost: one plan on zeros and one on
@@ -160,9 +126,7 @@ class HotSwapper:
         # loop can tell which missed deadlines had a swap's work running beside them (worked_since).
         self._working = {LOADING: 0, BACKGROUND_PLANS: 0}
         self._work_ended = {LOADING: -math.inf, BACKGROUND_PLANS: -math.inf}
-        self._retired: collections.deque = collections.deque()
-        self._free_times: collections.deque = collections.deque(maxlen=20)  # seconds each free took
-        self.freed = 0  # retired models freed so far
+        self.retired = RetiredModels()  # freed one at a time in the slack after a tick (offer_slack)
         self._last_fit = 0.0  # when the loop last gave a shadow plan room
         # Plans this thread runs beside a ticking loop start just after a tick has published: offer_slack
         # sets this (every `spacing` ticks) where its slack could not hold the plan (_step_beside_loop).
@@ -199,14 +163,13 @@ class HotSwapper:
     def wants_slack(self) -> bool:
         """A candidate is waiting for shadow plans, or a retired model for freeing."""
         probe = self._probe
-        return bool(self._retired) or (probe is not None and not probe.done.is_set())
+        return bool(self.retired) or (probe is not None and not probe.done.is_set())
 
     def offer_slack(self, obs, slack_s: float, submit) -> str:
         """After a live tick, the loop can spare about `slack_s` (until the next tick). `submit(fn,
         *args)` (on the loop's slack thread) one job that is expected to end within it: a
-        candidate's shadow plan, else freeing one retired model (destroying a session took 3.7 ms
-        on 2 cores; that must not land inside a tick, and at any other time it would run beside
-        one). Returns which (SHADOW_PLAN or FREE), or "" for none."""
+        candidate's shadow plan, else freeing one retired model (runtime/retired_models.py).
+        Returns which (SHADOW_PLAN or FREE), or "" for none."""
         probe = self._probe  # one read: the background thread may replace it meanwhile
         live = self._live()
         now = self._last_offer = time.monotonic()
@@ -224,9 +187,9 @@ class HotSwapper:
             if self._unfit_offers >= self.spacing:
                 self._unfit_offers = 0
                 self._after_tick.set()
-        elif self._retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.free_estimate()):
+        elif self.retired and slack_s >= max(live if np.isfinite(live) else 0.0, self.retired.estimate()):
             # A free cannot be stopped; it is only started where it fits.
-            self._in_slack = (submit(self._free_one), None, now + slack_s, FREE)
+            self._in_slack = (submit(self.retired.free_one), None, now + slack_s, FREE)
             return FREE
         return ""
 
@@ -257,13 +220,6 @@ class HotSwapper:
         finally:
             self._work_ended[kind] = time.monotonic()
             self._working[kind] -= 1
-
-    def free_estimate(self) -> float:
-        """Slack a free needs: 1.2x the median of those timed here (on a busy 2-core machine they
-        took 5.7-10.8 ms, against 3.7 ms on a quiet one), FREE_S before the first."""
-        if not self._free_times:
-            return self.FREE_S
-        return max(self.FREE_S, 1.2 * float(np.median(self._free_times)))
 
     def reclaim_worker(self, latest=None) -> str:
         """Called by a tick before it plans: a shadow plan still running in the slack may go on until
@@ -307,17 +263,7 @@ class HotSwapper:
 
     def retire(self, planner: OnnxPlanner):
         """A model the loop no longer keeps; freed later in the slack after a tick (offer_slack)."""
-        self._retired.append(planner)
-
-    def _free_one(self):
-        t = time.perf_counter()
-        self._retired.popleft()  # the last reference: the session is destroyed here, on the slack thread
-        self._free_times.append(time.perf_counter() - t)
-        self.freed += 1
-
-    def waiting_to_free(self) -> int:
-        """Retired models not freed yet (each holds its session's memory until then)."""
-        return len(self._retired)
+        self.retired.add(planner)
 
     def stop(self):
         self._stop.set()

@@ -13,9 +13,9 @@ import threading
 from typing import TYPE_CHECKING
 
 from tdmpc2_ros.runtime.candidate import Candidate
+from tdmpc2_ros.runtime.swap_request import Request
 
-if TYPE_CHECKING:  # hot_swap imports this module
-    from tdmpc2_ros.runtime.hot_swap import Request
+if TYPE_CHECKING:
     from tdmpc2_ros.runtime.onnx_planner import OnnxPlanner
 
 
