@@ -125,7 +125,6 @@ class PlannerNode(Node):
         self.enabled = self.p.start_enabled  # ~/enable: false sends the stop command, then nothing
         self._init_statistics()
         self.pairer = TransitionPairer(self.shaper.normalised)
-        self._warned_mixed = False
         self.transition_pub = (self.create_publisher(Float64MultiArray, self.p.transition_topic, qos.EVENTS)
                                if self.p.transition_topic else None)
         self._start_swapper(first_standby, rung_p50)
@@ -344,11 +343,11 @@ class PlannerNode(Node):
         except (AdapterError, ValueError):
             self.pairer.prev = None  # an unusable observation breaks the chain
             return
+        mixed = self.pairer.mixed
         record = self.pairer.observe(step, model_input, self.model_version)
         if record is not None:
             self.transition_pub.publish(segmented_array(*record.pack()))
-        elif self.pairer.mixed == 1 and not self._warned_mixed:
-            self._warned_mixed = True
+        elif mixed == 0 and self.pairer.mixed == 1:  # the first step under two commands: said once
             self.get_logger().warning(
                 f"step {int(step['step'][0])} of episode {int(step['episode'][0])} applied {int(step['commands'][0])} "
                 "different commands (the sim takes each command at the next physics step: joint_states_rate "
