@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--record-topics", nargs="+", help="transition-record topics (default: any)")
     o.add_argument("--raw-obs-topic", help="raw mode: observation topic (with --raw-command-topic, --raw-reward-topic)")
     o.add_argument("--raw-command-topic", help="raw mode: command topic (Float64MultiArray, physical units)")
-    o.add_argument("--raw-reward-topic", help="raw mode: reward topic (Float64)")
+    o.add_argument("--raw-reward-topic", help="raw mode: reward topic (Float64, or reward_node's stamped Float64MultiArray)")
     o.add_argument("--raw-episode-topic", help="raw mode: episode topic (Int64), optional")
     o.add_argument("--raw-observation-sources", nargs="+", metavar="SOURCE",
                    help="raw mode: the planner's observation sources instead of --raw-obs-topic, e.g. "

@@ -681,6 +681,119 @@ def test_paced_by_commands_reward_nodes_rewards_are_matched_at_the_commands_besi
                           action_high=[10.0], reward_at="command")
 
 
+def test_header_stamps_of_either_byte_order_and_refusals():
+    from tdmpc2_ros.bags.cdr import header_stamps
+
+    store = typestore()
+    types = store.types
+
+    def joint_state(stamp_ns, little_endian=True):
+        stamp = types["builtin_interfaces/msg/Time"](sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
+        msg = types[JOINT_STATE](header=types["std_msgs/msg/Header"](stamp=stamp, frame_id="base"), name=["a"],
+                                 position=np.zeros(1), velocity=np.zeros(0), effort=np.zeros(0))
+        return bytes(store.serialize_cdr(msg, JOINT_STATE, little_endian=little_endian))
+
+    raws = [joint_state(T0 + 5), joint_state(T0 + 7, little_endian=False), b"\x00\x01\x00", joint_state(3 * 10**9)]
+    stamps, ok = header_stamps(raws)
+    assert ok.tolist() == [True, True, False, True]  # 3 bytes: not a message
+    assert stamps[ok].tolist() == [T0 + 5, T0 + 7, 3 * 10**9]
+
+
+def _stamped_reward(value: float, stamp_ns: int) -> bytes:
+    """reward_node's stamped reward (stamped: true): the reward and the stamp of the state it scored."""
+    return encode_float64_multiarray([("reward", 1), ("stamp", 2)], [value, stamp_ns // 10**9, stamp_ns % 10**9])
+
+
+def test_stamped_rewards_pick_the_state_reward_node_scored_where_two_processes_heard_the_topics_in_other_orders(
+        tmp_path):
+    """A 100 Hz broadcaster beside a 50 Hz controller whose commands come within 0.3 ms of a joint
+    state: the recorder hears that joint state before or after the command, and reward_node (another
+    process) scores the newest it heard, which half the time is the other one. Its plain rewards then
+    score a state one broadcast period away from the transition's o_{k+1} for those steps; stamped,
+    each transition's next observation is the state its reward scored, every step. A reward naming a
+    state the recorder lost is never paired with another state: that pair is skipped and counted. A
+    command superseded before the next (sharing its observation, as a resent one) is not the action of
+    the step before: it came after that step's end state."""
+    rng = np.random.default_rng(35)
+    commands, lost = 60, 63  # the recorder loses the joint state reward_node scored at command 31
+    sources = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:velocity:slider")
+    w = BagWriter(tmp_path)
+    w.write("/episode", INT64, encode_int64(0), T0 - MS)
+    state = rng.normal(size=(2 * commands + 4, 2))
+    for i in range(state.shape[0]):
+        t = T0 + i * 10 * MS
+        if i != lost:
+            w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["slider"], position=state[i, :1],
+                                                                 velocity=state[i, 1:], effort=np.zeros(0)), t)
+    action = rng.uniform(-1, 1, size=commands)
+    # k % 4: 0 the recorder hears the command first, reward_node the joint state; 1 the reverse; 2 and 3
+    # both hear them in the same order.
+    after = np.arange(commands) % 4 % 2 == 1  # the command reaches the recorder 0.3 ms after joint state 2k+1
+    scored = 2 * np.arange(commands) + np.isin(np.arange(commands) % 4, (0, 3))  # reward_node's newest state
+    for k in range(commands):
+        t = T0 + k * DT + 10 * MS + (300_000 if after[k] else -300_000)
+        stamp = T0 + int(scored[k]) * 10 * MS
+        sent = [(t - 37 * MS // 10, 0.5), (t, action[k])] if k == 46 else [(t, action[k])]  # 46: superseded at 6 ms
+        for at, value in sent:  # reward_node scores at each command
+            w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [10 * value]), at)
+            w.write("/reward", FLOAT64, encode_float64(float(scored[k])), at + 3 * MS // 2)
+            w.write("/reward_stamped", FLOAT64_MULTI_ARRAY, _stamped_reward(float(scored[k]), stamp), at + 3 * MS // 2)
+    bag = w.close()
+
+    def read(reward_topic):
+        return RawTopics("", "/cmd", reward_topic, "/episode", tolerance_s=0.002, reward_tolerance_s=0.009,
+                         observation_sources=sources, pace="command", reward_at="command").read(bag, [-10.0], [10.0])
+
+    newest = 2 * np.arange(commands) + after  # the newest state the recorder heard at each command
+    newest[newest == lost] = lost - 1
+    plain = read("/reward")
+    (ep,) = plain.episodes
+    np.testing.assert_array_equal(ep.obs, np.float32(state[newest]))
+    wrong = ep.reward != newest[1:]  # rewards of a state one broadcast period from o_{k+1}
+    assert wrong.sum() >= commands // 3, ep.reward
+
+    stamped = read("/reward_stamped")
+    assert stamped.counts["skipped_reward_of_another_observation"] == 1, stamped.counts
+    assert [e.action.shape[0] for e in stamped.episodes] == [30, commands - 32]  # pair 30 -> 31 skipped
+    for ep, ks in zip(stamped.episodes, (np.arange(0, 31), np.arange(31, commands))):
+        at = scored[ks].copy()
+        at[ks == 31] = lost - 1  # the recorder's newest at command 31: its reward named the lost state
+        np.testing.assert_array_equal(ep.obs, np.float32(state[at]))  # the state reward_node scored
+        np.testing.assert_allclose(ep.action[:, 0], np.float32(action[ks[:-1]]), atol=1e-6)
+        np.testing.assert_array_equal(ep.reward, np.float32(at[1:]))  # each step's reward scored its o_{k+1}
+
+    # A stamped reward needs a stamped first source: an array topic has no header to match.
+    w = BagWriter(tmp_path / "arrays")
+    for k in range(4):
+        w.write("/obs", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [float(k)]), T0 + k * DT)
+        w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [0.0]), T0 + k * DT + MS)
+        w.write("/reward", FLOAT64_MULTI_ARRAY, _stamped_reward(1.0, T0 + k * DT), T0 + k * DT + 2 * MS)
+    with pytest.raises(BagSkipped, match="the rewards on /reward are stamped, but the observations' first topic /obs "
+                                         "has no header stamp to match them to"):
+        episodes_from_raw(w.close(), "", "/cmd", "/reward", observation_sources=["array:/obs:all"], action_low=[-1.0],
+                          action_high=[1.0])
+
+
+def test_paced_by_observations_a_stamped_reward_must_name_the_step_s_next_observation(tmp_path):
+    """A reward per joint state, 1 ms after it: matched by time, and kept only where its stamp names
+    that joint state. One that names the state before (a stale score) is skipped, not kept."""
+    sources = ("joint_state:/joint_states:position:slider",)
+    w = BagWriter(tmp_path)
+    for k in range(20):
+        t = T0 + k * DT
+        w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["slider"], position=np.array([float(k)]),
+                                                             velocity=np.zeros(0), effort=np.zeros(0)), t)
+        w.write("/cmd", FLOAT64_MULTI_ARRAY, encode_float64_multiarray([], [0.1 * k]), t + 2 * MS)
+        named = t - DT if k == 12 else t
+        w.write("/reward", FLOAT64_MULTI_ARRAY, _stamped_reward(float(k), named), t + MS)
+    result = RawTopics("", "/cmd", "/reward", tolerance_s=0.002, observation_sources=sources).read(w.close(), [-1.0],
+                                                                                                    [1.0])
+    assert result.counts["skipped_reward_of_another_observation"] == 1, result.counts
+    assert [e.action.shape[0] for e in result.episodes] == [11, 7]  # pair 11 -> 12 skipped
+    for ep in result.episodes:
+        np.testing.assert_array_equal(ep.reward, ep.obs[1:, 0])  # each reward scored its step's next state
+
+
 def test_raw_commands_of_another_width_are_malformed_not_fatal(tmp_path):
     """Arrays without a layout differ only in length: commands of another width, empty ones included,
     are counted and dropped, and every transition the bag holds is still rebuilt."""
@@ -714,7 +827,10 @@ def test_bad_bags_are_skipped_with_a_reason(tmp_path):
     assert info.value.path == bag
     with pytest.raises(BagSkipped, match="no rewards: topic /rewards is not in the bag"):
         episodes_from_raw(bag, "/obs", "/cmd", "/rewards", action_low=low, action_high=high)
-    with pytest.raises(BagSkipped, match="expected std_msgs/msg/Float64"):
+    with pytest.raises(BagSkipped, match="expected std_msgs/msg/Float64 or std_msgs/msg/Float64MultiArray"):
+        episodes_from_raw(bag, "/obs", "/cmd", "/episode", action_low=low, action_high=high)
+    with pytest.raises(BagSkipped, match=r"rewards topic /obs is std_msgs/msg/Float64MultiArray, but none of its "
+                                         r"messages is a stamped reward \(segments reward \[1\], stamp \[2\]\)"):
         episodes_from_raw(bag, "/obs", "/cmd", "/obs", action_low=low, action_high=high)
 
     # truncated and missing files

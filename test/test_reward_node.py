@@ -59,20 +59,31 @@ def test_the_shipped_expression_is_dm_controls_cartpole_swingup_reward_per_50_hz
     assert mine[:20] == pytest.approx(2.0) and mine.min() < 0.5  # the whole range is exercised
 
 
-def joint_state(x, theta, xdot, thetadot) -> JointState:
+def joint_state(x, theta, xdot, thetadot, stamp_ns: int = 0) -> JointState:
     # The broadcaster's order need not be the model's: the sources read by joint name.
-    return JointState(name=["hinge_1", "slider"], position=[theta, x], velocity=[thetadot, xdot], effort=[0.0, 0.0])
+    msg = JointState(name=["hinge_1", "slider"], position=[theta, x], velocity=[thetadot, xdot], effort=[0.0, 0.0])
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 10**9)
+    return msg
 
 
-def robot(ros):
+def robot(ros, stamps: list | None = None):
     """The robot's side of reward_node, in this process: -> (node, joint state, command and episode
-    publishers, the rewards and returns heard, reward_node's newest /diagnostics values)."""
+    publishers, the rewards and returns heard, reward_node's newest /diagnostics values). With `stamps`,
+    the rewards are stamped (reward_node's stamped: true) and their stamps (ns) go there."""
     node = ros.node("robot")
     states_pub = node.create_publisher(JointState, topics.JOINT_STATES, qos.SENSOR)
     command_pub = node.create_publisher(Float64MultiArray, topics.COMMAND, qos.COMMAND)
     episode_pub = node.create_publisher(Int64, topics.EPISODE, qos.EVENTS)
     rewards, returns = [], []
-    node.create_subscription(Float64, topics.REWARD, lambda m: rewards.append(m.data), qos.EVENTS)
+    if stamps is None:
+        node.create_subscription(Float64, topics.REWARD, lambda m: rewards.append(m.data), qos.EVENTS)
+    else:
+        def on_stamped(m):  # segments reward [1], stamp [2] (sec, nanosec)
+            assert [(d.label, d.size) for d in m.layout.dim] == [("reward", 1), ("stamp", 2)], m.layout
+            stamps.append(int(m.data[1]) * 10**9 + int(m.data[2]))
+            rewards.append(m.data[0])
+
+        node.create_subscription(Float64MultiArray, topics.REWARD, on_stamped, qos.EVENTS)
     node.create_subscription(Float64, topics.EPISODE_RETURN, lambda m: returns.append(m.data), qos.EVENTS)
     return node, states_pub, command_pub, episode_pub, rewards, returns, reward_status(node)
 
@@ -132,15 +143,18 @@ def test_reward_node_answers_each_observation_after_the_first_command(tmp_path):
     assert "no reward for this step" in out and "nan" in out
 
 
-def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path):
+@pytest.mark.parametrize("stamped", [False, True])
+def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(stamped, tmp_path):
     """pace: command, as beside a joint_state_broadcaster faster than the controller: several
-    /joint_states per command, a reward only at each command, of the newest state and the command
-    before it (the one that acted in the step that led to that state), and an episode's return
-    sums one reward per command."""
+    /joint_states per command, a reward only at each command, of the newest state and the command in
+    force when it came (the one that acted in the step that led to that state: the command before,
+    also after a command superseded before the next state), and an episode's return sums one reward
+    per command. Stamped: each reward carries the stamp of the state it scored."""
     ros = Ros()
     proc = start_node_process("reward_node", ros.domain, tmp_path,
-                              **{**SHIPPED, "pace": "command", "command_reliability": "reliable"})
-    node, states_pub, command_pub, episode_pub, rewards, returns, diag = robot(ros)
+                              **{**SHIPPED, "pace": "command", "command_reliability": "reliable", "stamped": stamped})
+    stamps = [] if stamped else None
+    node, states_pub, command_pub, episode_pub, rewards, returns, diag = robot(ros, stamps)
     with cleaned_up(proc, ros=ros):
         assert ros.spin_until(lambda: command_pub.get_subscription_count() > 0 and states_pub.get_subscription_count() > 0
                               and node.count_publishers(topics.REWARD) > 0 or proc.poll() is not None, 60), \
@@ -159,17 +173,27 @@ def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path)
         episode_pub.publish(Int64(data=0))  # the warm-up's episode ends: its return, then a clean start
         assert ros.spin_until(lambda: returns, 5), "no episode return"
         rewards.clear(), returns.clear()
+        if stamped:
+            stamps.clear()
+        steps = []  # the step (its newest state) each reward scored
         for k in range(1, len(states)):
-            for x, theta, xdot, thetadot, _ in noise[4 * k : 4 * k + 4]:
-                states_pub.publish(joint_state(x, theta, xdot, thetadot))
-            states_pub.publish(joint_state(*states[k, :4]))  # the newest when the command comes
+            for i, (x, theta, xdot, thetadot, _) in enumerate(noise[4 * k : 4 * k + 4]):
+                states_pub.publish(joint_state(x, theta, xdot, thetadot, 1_700_000_000 * 10**9 + k * 10**7 + i))
+            states_pub.publish(joint_state(*states[k, :4], 1_700_000_000 * 10**9 + k * 10**7 + 5))  # the newest
             ros.spin_for(0.05)
-            assert len(rewards) == k - 1, "a reward at a /joint_states message"
-            command_pub.publish(Float64MultiArray(data=[float(states[k, 4])]))
-            assert ros.spin_until(lambda: len(rewards) == k, 5), f"no reward at command {k}"
+            assert len(rewards) == len(steps), "a reward at a /joint_states message"
+            # Command 6 is first sent as 9.0 and superseded before the next state came: a reward at each,
+            # both under command 5, in force when state 6 came.
+            for value in ([9.0] if k == 6 else []) + [float(states[k, 4])]:
+                command_pub.publish(Float64MultiArray(data=[value]))
+                steps.append(k)
+                assert ros.spin_until(lambda: len(rewards) == len(steps), 5), f"no reward at command {k}"
         # Step k: the state newest at command k, under command k-1.
-        scored = np.concatenate([states[1:, :4], states[:-1, 4:]], axis=1)
+        steps = np.array(steps)
+        scored = np.concatenate([states[steps, :4], states[steps - 1, 4:]], axis=1)
         np.testing.assert_allclose(rewards, 2 * dm_control_reward(scored), rtol=1e-9)
+        if stamped:  # the stamp of the state each reward scored
+            assert stamps == [1_700_000_000 * 10**9 + k * 10**7 + 5 for k in steps], stamps
         episode_pub.publish(Int64(data=1))
         assert ros.spin_until(lambda: returns, 5), "no episode return"
         assert returns == [pytest.approx(sum(rewards))]
@@ -193,6 +217,7 @@ def test_paced_by_commands_a_reward_per_command_for_a_fast_broadcaster(tmp_path)
     ({"pace": "tick"}, "pace"),
     ({"pace": "command", "command_topic": ""}, "pace"),  # paced by commands it never reads
     ({"command_reliability": "sometimes"}, "command_reliability"),
+    ({"stamped": True, "observation_sources": ["array:/obs:all"]}, "stamped"),  # an array has no header stamp
 ])
 def test_a_bad_configuration_is_refused_naming_the_parameter(params, name):
     from rclpy.parameter import Parameter

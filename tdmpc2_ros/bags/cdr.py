@@ -230,3 +230,25 @@ def decode_float64s(raws: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
 def decode_int64s(raws: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     """std_msgs/Int64 messages -> (values int64, decoded-ok mask)."""
     return _decode_scalars(raws, INT64, "<i8")
+
+
+def header_stamps(raws: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The ``header.stamp`` of messages that begin with a std_msgs/Header (JointState, Imu, Odometry,
+    ...) -> (stamps in ns int64, decoded-ok mask). The stamp is the first field: int32 sec and uint32
+    nanosec right after the encapsulation header, in either byte order."""
+    n = len(raws)
+    stamps, ok = np.zeros(n, np.int64), np.zeros(n, bool)
+    if n == 0:
+        return stamps, ok
+    lengths = np.fromiter(map(len, raws), np.int64, n)
+    have = np.flatnonzero(lengths >= 12)
+    if have.size:
+        mat = np.frombuffer(b"".join([bytes(raws[i][:12]) for i in have]), np.uint8).reshape(-1, 12)
+        for flag, order in ((1, "<"), (0, ">")):  # encapsulation 00 01: CDR little endian; 00 00: big
+            rows = (mat[:, 0] == 0) & (mat[:, 1] == flag)
+            sec = np.ascontiguousarray(mat[rows, 4:8]).view(order + "i4").reshape(-1).astype(np.int64)
+            nanosec = np.ascontiguousarray(mat[rows, 8:12]).view(order + "u4").reshape(-1).astype(np.int64)
+            good = nanosec < 10**9
+            stamps[have[rows][good]] = sec[good] * 10**9 + nanosec[good]
+            ok[have[rows][good]] = True
+    return stamps, ok

@@ -49,12 +49,25 @@ Two sources:
    observation at each command C_k instead, **the newest at or before C_k** (the state in which c_k
    began to act), and T_k = C_k above. It must be fresh (at most 1.5 x the median observation
    interval, or tol, old), else the command is counted in ``commands_without_observation``; of
-   commands that share one observation, the last is the one that acted. The reward r_k is the one
+   commands that share one observation, the last is the one that acted, and it is the step's action
+   a_k: the commands after it share o_{k+1}, so came after o_{k+1} was measured and played no part in
+   it (the window rule above would take one of them where it came more than tol before C_{k+1}).
+   The reward r_k is the one
    nearest the time o_{k+1} was measured (``reward_at="observation"``: a reward published with each
    observation), or nearest C_{k+1}, the command that ends the step (``reward_at="command"``:
    reward_node's ``pace: command`` scores o_{k+1} when that command arrives). With a broadcaster at
    twice the control rate o_{k+1} can be up to a whole broadcast period older than C_{k+1}, too far
    from reward_node's reward to match it by the observation's time.
+
+   **Stamped rewards** (reward_node's ``stamped: true``: a Float64MultiArray holding the reward and the
+   header stamp of the first source's message it scored, ``runtime/observations.py: STAMPED_REWARD``):
+   a pair's reward, matched by time as above, must name o_{k+1}'s stamp, else the pair is skipped
+   (``skipped_reward_of_another_observation``): never the reward of a neighbouring state. Paced by
+   commands with ``reward_at="command"``, the observation at each command is the one its reward names
+   (where the bag holds it and it is as fresh as above) instead of the newest the recorder heard
+   before the command: where a joint state and a command come within a millisecond, reward_node and
+   the recorder, two processes, may hear them in opposite orders, and the stamp says which one
+   reward_node scored.
 
    A robot's own topics are read the way the planner reads them live: ``observation_sources`` takes
    the planner's sources (``runtime/observations.py``: JointState by joint name, Imu, Odometry,
@@ -87,9 +100,17 @@ from tdmpc2_ros.bags.cdr import (
     decode_float64_multiarrays,
     decode_float64s,
     decode_int64s,
+    header_stamps,
 )
 from tdmpc2_ros.bags.fields import MessageColumns, array_source_blocks, command_columns, source_column
-from tdmpc2_ros.runtime.observations import PACES, REWARD_TIMES, AdapterError, parse_source
+from tdmpc2_ros.runtime.observations import (
+    PACES,
+    REWARD_TIMES,
+    STAMPED_REWARD,
+    STAMPED_SOURCES,
+    AdapterError,
+    parse_source,
+)
 from tdmpc2_ros.runtime.transition import RECORD_SEGMENTS, SegmentError, Transition
 from tdmpc2_ros.runtime.transition import offsets as layout_offsets
 
@@ -442,8 +463,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     one at a tick;
     commands: `command` (Float64MultiArray by default, or JointTrajectory / JointState by joint name)
     in physical units within [action_low, action_high];
-    rewards: std_msgs/Float64, matched within `reward_tolerance_s` (None = tolerance_s); episode_topic:
-    std_msgs/Int64 (optional). Rule: module docstring. return_topic (optional, std_msgs/Float64): the
+    rewards: std_msgs/Float64, or reward_node's stamped Float64MultiArray (module docstring), matched
+    within `reward_tolerance_s` (None = tolerance_s); episode_topic: std_msgs/Int64 (optional). Rule: module docstring. return_topic (optional, std_msgs/Float64): the
     robot's episode returns (reward_node's), placed among the transitions for a learning curve
     (RawEpisodes.returns); a bag without them is read all the same. pace: "observation" (a transition
     per pair of observations) or "command" (per pair of commands, for observations faster than them).
@@ -472,7 +493,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     names = {s.topic: "observations" for s in sources} or {obs_topic: "observations"}
     expected = {s.topic: SOURCE_MSGTYPES[s.kind] for s in sources} or {obs_topic: FLOAT64_MULTI_ARRAY}
     names.update({command_topic: "commands", reward_topic: "rewards"})
-    expected.update({command_topic: COMMAND_MSGTYPES[command.kind], reward_topic: FLOAT64})
+    expected.update({command_topic: COMMAND_MSGTYPES[command.kind], reward_topic: (FLOAT64, FLOAT64_MULTI_ARRAY)})
     if episode_topic:
         expected[episode_topic] = INT64
         names[episode_topic] = "episodes"
@@ -481,15 +502,25 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     counts: dict[str, int] = {}
 
     if sources:
-        obs, t_obs, counts["malformed_observations"] = _source_observations(data, sources, counts)
+        obs, kept, counts["malformed_observations"] = _source_observations(data, sources, counts)
         obs_ep = obs_step = np.full(obs.shape[0], np.nan)
     else:
-        _, t_obs_all, obs_raws = data[obs_topic]
-        obs, obs_ep, obs_step, kept, counts["malformed_observations"] = _observation_columns(obs_raws)
-        t_obs = t_obs_all[kept]
+        obs, obs_ep, obs_step, kept, counts["malformed_observations"] = _observation_columns(data[obs_topic][2])
+    first_topic = sources[0].topic if sources else obs_topic
+    t_obs = data[first_topic][1][kept]
     counts["observations"] = obs.shape[0]
     actions, t_cmd = _command_columns(data[command_topic], low, high, counts, command)
-    rew, t_rew = _reward_columns(data[reward_topic], counts)
+    rew, t_rew, rew_stamps = _reward_columns(data[reward_topic], counts)
+    obs_stamps = None
+    if rew_stamps is not None:
+        if not rew.size:
+            raise BagSkipped(path, f"rewards topic {reward_topic} is {FLOAT64_MULTI_ARRAY}, but none of its messages is "
+                                   f"a stamped reward (segments {', '.join(f'{n} [{k}]' for n, k in STAMPED_REWARD)})")
+        if not sources or sources[0].kind not in STAMPED_SOURCES:
+            raise BagSkipped(path, f"the rewards on {reward_topic} are stamped, but the observations' first topic "
+                                   f"{first_topic} has no header stamp to match them to")
+        stamps, ok = header_stamps(data[first_topic][2])
+        obs_stamps = np.where(ok, stamps, -1)[kept]  # -1: no stamp, matched by no reward
     if t_obs.size > 2 and t_cmd.size > 2:
         # A transition per observation assumes observations at the control rate. A first source that
         # is faster (a joint_state_broadcaster at the controller manager's 500 Hz) gives pairs a few
@@ -507,14 +538,25 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     else:
         episode = np.zeros(obs.shape[0])
     t_measured = t_obs  # when each observation was taken: its rewards are matched to it
+    tol_rew = int(round(reward_tolerance_s * 1e9))
     if pace == "command":
-        obs, t_obs, t_measured, episode, obs_step = _observations_at_commands(obs, t_obs, episode, obs_step, t_cmd,
-                                                                              tol, counts)
+        named = None  # with stamped rewards at the commands: the observation each command's reward scored
+        if obs_stamps is not None and reward_at == "command":
+            named = _observations_named(obs_stamps, t_cmd, t_rew, rew_stamps, tol_rew)
+        rows, at = _observations_at_commands(t_obs, t_cmd, tol, counts, named)
+        t_measured, t_obs = t_obs[rows], t_cmd[at]
+        obs, episode, obs_step = obs[rows], episode[rows], obs_step[rows]
+        obs_stamps = None if obs_stamps is None else obs_stamps[rows]
         if reward_at == "command":
             t_measured = t_obs  # each pair's end: the command that ends the step, when reward_node scored it
 
-    valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, int(round(reward_tolerance_s * 1e9)),
-                                 max_obs_gap_s, counts, t_measured)
+    valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, tol_rew, max_obs_gap_s, counts,
+                                 t_measured, at if pace == "command" else None)
+    if obs_stamps is not None:
+        other = valid & (rew_stamps[ri] != obs_stamps[1:])  # a reward of another state than o_{k+1}
+        counts["skipped_reward_of_another_observation"] = int(other.sum())
+        counts["transitions"] -= int(other.sum())
+        valid &= ~other
     terminated = _terminations(termination, obs, valid, counts)
     _count_unused(valid, ci, ri, t_cmd.size, t_rew.size, counts)
     if not counts["transitions"]:
@@ -523,7 +565,7 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     episodes, kept = _fragments(obs, actions, rew, valid, ci, ri, min_transitions, terminated)
     returns = []
     if return_topic and return_topic in data and data[return_topic][0] == FLOAT64:
-        values, t_ret = _reward_columns(data[return_topic], {})
+        values, t_ret, _ = _reward_columns(data[return_topic], {})
         ends = t_obs[1:][kept]  # when each kept transition's next observation came, in episode order
         returns = list(zip(np.searchsorted(ends, t_ret, side="right").tolist(), values.astype(float).tolist()))
     counts["episode_returns"] = len(returns)
@@ -539,8 +581,9 @@ def _read_expected_topics(path: Path, expected: dict, names: dict, optional: str
         what = names[topic]
         if topic not in all_topics:
             raise BagSkipped(path, f"no {what}: topic {topic} is not in the bag (it has: {_describe(all_topics)})")
-        if all_topics[topic] != msgtype:
-            raise BagSkipped(path, f"{what} topic {topic} is {all_topics[topic]}, expected {msgtype}")
+        allowed = (msgtype,) if isinstance(msgtype, str) else msgtype
+        if all_topics[topic] not in allowed:
+            raise BagSkipped(path, f"{what} topic {topic} is {all_topics[topic]}, expected {' or '.join(allowed)}")
         if (topic not in data or not data[topic][2]) and topic != optional:
             raise BagSkipped(path, f"no {what}: topic {topic} holds no messages")
     return data
@@ -548,7 +591,8 @@ def _read_expected_topics(path: Path, expected: dict, names: dict, optional: str
 
 def _source_observations(data, sources, counts: dict) -> tuple[np.ndarray, np.ndarray, int]:
     """Observations from the planner's sources: one at each message of the first source's topic, from
-    the latest message of each source topic at or before it -> (obs [K, n], times [K], malformed).
+    the latest message of each source topic at or before it -> (obs [K, n], index of each one's first
+    source message [K], malformed).
     An observation before every topic has spoken is counted in `observations_before_all_topics`."""
     topics = list(dict.fromkeys(s.topic for s in sources))
     times = data[sources[0].topic][1]
@@ -564,7 +608,7 @@ def _source_observations(data, sources, counts: dict) -> tuple[np.ndarray, np.nd
     rows = np.concatenate(parts, axis=1)
     good = ~early & _finite32(rows).all(axis=1)
     counts["observations_before_all_topics"] = int(early.sum())
-    return rows[good], times[good], int((~early).sum() - good.sum())
+    return rows[good], np.flatnonzero(good), int((~early).sum() - good.sum())
 
 
 def _array_source(topic_data, source, used: np.ndarray) -> np.ndarray:
@@ -624,35 +668,84 @@ def _command_columns(topic_data, low: np.ndarray, high: np.ndarray, counts: dict
     return np.clip(actions, -1.0, 1.0), t_cmd_all[cidx]
 
 
-def _reward_columns(topic_data, counts: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Reward messages -> (rewards [R], times [R]); malformed or non-finite ones are counted and dropped."""
-    _, t_rew_all, rew_raws = topic_data
-    rew, ok = decode_float64s(rew_raws)
+def _reward_columns(topic_data, counts: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Reward messages -> (rewards [R], times [R], stamps [R] in ns or None): std_msgs/Float64, or the
+    stamped Float64MultiArray (STAMPED_REWARD). Malformed or non-finite ones are counted and dropped."""
+    msgtype, t_rew_all, rew_raws = topic_data
+    stamps = None
+    if msgtype == FLOAT64:
+        rew, ok = decode_float64s(rew_raws)
+    else:
+        rew, stamps = np.zeros(len(rew_raws)), np.full(len(rew_raws), -1, np.int64)
+        ok = np.zeros(len(rew_raws), bool)
+        blocks, _ = decode_float64_multiarrays(rew_raws)
+        for (dims, _), (values, index) in blocks.items():
+            offsets, _, width = layout_offsets(list(dims))
+            if width != values.shape[1] or any(offsets.get(n, (0, 0))[1] - offsets.get(n, (0, 0))[0] != size
+                                               for n, size in STAMPED_REWARD):
+                continue  # not a stamped reward: malformed
+            (r, _), (at, _) = offsets["reward"], offsets["stamp"]
+            sec, nanosec = values[:, at], values[:, at + 1]
+            whole = (np.isfinite(sec) & (sec == np.round(sec)) & (nanosec >= 0) & (nanosec < 1e9)
+                     & (nanosec == np.round(nanosec)))
+            sec, nanosec = np.where(whole, sec, 0).astype(np.int64), np.where(whole, nanosec, 0).astype(np.int64)
+            rew[index], ok[index] = values[:, r], whole
+            stamps[index] = np.where(whole, sec * 10**9 + nanosec, -1)
     ok &= _finite32(rew)
     counts["malformed_rewards"] = int((~ok).sum())
-    return rew[ok], t_rew_all[ok]
+    return rew[ok], t_rew_all[ok], None if stamps is None else stamps[ok]
 
 
 SKIP_REASONS = ("episode_boundary", "gap", "no_command", "no_reward", "ambiguous_reward")
 
 
-def _observations_at_commands(obs, t_obs, episode, obs_step, t_cmd, tol: int, counts: dict):
-    """Command pace (module docstring): an observation at each command, the newest at or before it.
-    -> (obs, times = the commands', times the observations were taken, episode, step), one row per
-    command kept; commands without a fresh observation are counted."""
+def _observations_at_commands(t_obs, t_cmd, tol: int, counts: dict, named=None) -> tuple[np.ndarray, np.ndarray]:
+    """Command pace (module docstring): an observation at each command, the newest at or before it, or
+    the one `named` [C] (-1 = none) by its stamped reward. -> (observation rows, command indices), one
+    per command kept; commands without a fresh observation are counted."""
     newest = np.searchsorted(t_obs, t_cmd, side="right") - 1
+    if named is not None:
+        newest = np.where(named >= 0, named, newest)
     period = float(np.median(np.diff(t_obs))) if t_obs.size > 1 else 0.0
+    limit = max(1.5 * period, tol)
     age = t_cmd - t_obs[np.maximum(newest, 0)] if t_obs.size else np.zeros(t_cmd.size)
-    fresh = np.flatnonzero((newest >= 0) & (age <= max(1.5 * period, tol)))
+    # A named observation may reach the recorder a little after the command; never one older than the
+    # previous command's (a step does not go back in time).
+    fresh = np.flatnonzero((newest >= 0) & (np.abs(age) <= limit))
+    fresh = fresh[newest[fresh] >= np.maximum.accumulate(newest[fresh])] if fresh.size else fresh
     counts["commands_without_observation"] = int(t_cmd.size - fresh.size)
     shared = newest[fresh]
     keep = fresh[np.append(shared[1:] != shared[:-1], True)]  # of commands sharing an observation, the last acted
-    j = newest[keep]
-    return obs[j], t_cmd[keep], t_obs[j], episode[j], obs_step[j]
+    return newest[keep], keep
+
+
+def _nearest(times: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of `at`, the index of the nearest of the sorted, non-empty `times` (the earlier on a
+    tie) and how far it is."""
+    hi = np.clip(np.searchsorted(times, at, side="left"), 0, times.size - 1)
+    lo = np.maximum(hi - 1, 0)
+    d_lo, d_hi = np.abs(times[lo] - at), np.abs(times[hi] - at)
+    return np.where(d_hi < d_lo, hi, lo), np.minimum(d_lo, d_hi)
+
+
+def _observations_named(obs_stamps, t_cmd, t_rew, rew_stamps, tol_rew: int) -> np.ndarray:
+    """Stamped rewards at the commands: the observation row each command's reward (the nearest, within
+    tol_rew) names by its stamp, -1 where none does. Of observations sharing a stamp (a republished
+    state), the first."""
+    named = np.full(t_cmd.size, -1, np.int64)
+    if not (t_rew.size and obs_stamps.size):
+        return named
+    ri, distance = _nearest(t_rew, t_cmd)
+    near = distance <= tol_rew
+    stamps, first = np.unique(obs_stamps, return_index=True)
+    at = np.clip(np.searchsorted(stamps, rew_stamps[ri]), 0, stamps.size - 1)
+    found = near & (stamps[at] == rew_stamps[ri]) & (rew_stamps[ri] >= 0)
+    named[found] = first[at[found]]
+    return named
 
 
 def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int, max_obs_gap_s: float | None,
-                 counts: dict, t_measured=None):
+                 counts: dict, t_measured=None, commands=None):
     """The alignment rule of the module docstring, over every pair of consecutive observations
     (o_j, o_j+1). Returns (valid [K-1] bool, command index, reward index per pair) and counts every
     pair skipped, by reason (_count_unused counts the commands and rewards left over, once every reason
@@ -678,14 +771,13 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int,
         # command: the last one in [T_j - tol, T_{j+1} - tol)
         ci = np.searchsorted(t_cmd, t1 - tol, side="left") - 1
         has_cmd = (ci >= 0) & (t_cmd[np.maximum(ci, 0)] >= t0 - tol) if t_cmd.size else np.zeros(pairs, bool)
+        if commands is not None:  # paced by commands: each step's own, c_k (module docstring)
+            ci, has_cmd = commands[:-1], np.ones(pairs, bool)
         # reward: nearest to when o_{j+1} was taken, within tol_rew
         taken = t1 if t_measured is None else t_measured[1:]
         if t_rew.size:
-            ri = np.searchsorted(t_rew, taken, side="left")
-            lo_i, hi_i = np.clip(ri - 1, 0, t_rew.size - 1), np.clip(ri, 0, t_rew.size - 1)
-            d_lo, d_hi = np.abs(t_rew[lo_i] - taken), np.abs(t_rew[hi_i] - taken)
-            ri = np.where(d_hi < d_lo, hi_i, lo_i)
-            has_rew = np.minimum(d_lo, d_hi) <= tol_rew
+            ri, distance = _nearest(t_rew, taken)
+            has_rew = distance <= tol_rew
         else:
             ri, has_rew = np.zeros(pairs, np.int64), np.zeros(pairs, bool)
 

@@ -11,8 +11,9 @@ reward nearest T_{k+1}, within tolerance_s"). Record it beside the observation a
 
 Paced by commands (``pace: command``), for a first source faster than the control rate (a
 joint_state_broadcaster at 500 Hz beside a 50 Hz controller): a reward at each command instead, of
-the newest observation and the command before this one (the one that acted in the step that led to
-it). That is the reward of the trainer's ``raw_pace: command`` transitions, one per step, so an
+the newest observation and the command in force when it came (the one that acted in the step that led
+to it; usually the command before this one, but not after a command superseded before the next
+observation, as the trainer's transitions count it). That is the reward of the trainer's ``raw_pace: command`` transitions, one per step, so an
 episode's return sums one reward per step at either pace. It is published at the command, so the
 trainer matches it there: ``raw_reward_at: command``.
 
@@ -20,10 +21,18 @@ The expression (runtime/expressions.py: numpy, ``cos``, ``tolerance``, ... and n
 
 ==========  ========================================================================================
 ``obs``     the observation vector (float64), the sources concatenated in order, in their units
-``action``  the newest command (float64, physical units, in command_joints order); only with
-            ``command_topic``, and no reward is published before the first command arrives (paced
-            by commands: the command before the one that paces)
+``action``  the command in force when the first source's newest message came (float64, physical
+            units, in command_joints order; paced by observations, the newest); only with
+            ``command_topic``, and no reward is published for an observation that came before any command
 ==========  ========================================================================================
+
+Stamped (``stamped: true``): each reward goes out as a ``std_msgs/Float64MultiArray`` with the segments
+``reward`` [1] and ``stamp`` [2] (sec, nanosec): the header stamp of the first source's message it
+scored (a JointState, Imu or Odometry source). The trainer then pairs each reward with the very
+observation it scored (bags/reader.py, "Stamped rewards"), where otherwise, paced by commands beside a
+fast broadcaster, 2-15% of rewards score a joint state one broadcast period from the transition's: the
+recorder and this node, two processes, can hear a joint state and a command in opposite orders.
+Record the topic as ``Float64MultiArray`` (recorder_node's ``topics``).
 
 Episodes: when the robot's episode topic (``episode_topic``, std_msgs/Int64: whoever resets the robot
 announces the episode that starts) announces a new episode, the sum of the rewards published since
@@ -48,6 +57,7 @@ command_joints         []                        joint_trajectory / joint_state:
 command_interface      effort                    position, velocity or effort
 command_reliability    best_effort               the command subscription: best_effort or reliable (pace command)
 reward_topic           /tdmpc2/reward            where the reward goes (std_msgs/Float64, reliable, keep last 100)
+stamped                false                     the reward with the stamp of the state it scored (Float64MultiArray)
 episode_topic          /tdmpc2/episode           the robot's episode announcements (std_msgs/Int64; "" = none)
 episode_return_topic   /tdmpc2/episode_return    the finished episode's return, at the next announcement
 diagnostics_period_s   1.0
@@ -72,24 +82,30 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from std_msgs.msg import Float64, Int64
+from std_msgs.msg import Float64, Float64MultiArray, Int64
 
 from tdmpc2_ros.ros import qos, topics
 from tdmpc2_ros.ros.commands import COMMAND_TYPES
 from tdmpc2_ros.ros.diagnostics import OK, WARN, status_array
 from tdmpc2_ros.ros.graph import UnmatchedPublishers
-from tdmpc2_ros.ros.messages import SOURCE_MESSAGES
+from tdmpc2_ros.ros.messages import SOURCE_MESSAGES, segmented_array
 from tdmpc2_ros.ros.params import ParameterError, declare_table
 from tdmpc2_ros.ros.run import run_node, set_up_or_destroy
 from tdmpc2_ros.runtime.command_fields import check_command_parameters, command_vector
 from tdmpc2_ros.runtime.expressions import Expression
-from tdmpc2_ros.runtime.observations import PACES, AdapterError, ObservationAssembler
+from tdmpc2_ros.runtime.observations import (
+    PACES,
+    STAMPED_REWARD,
+    STAMPED_SOURCES,
+    AdapterError,
+    ObservationAssembler,
+)
 
 PARAMETERS = {  # name: (default, description)
     "observation_sources": ([], "observation sources '<type>:<topic>:<field>[:<joint>]', as the planner's; a reward "
                                 "is published at each message of the first one's topic"),
     "pace": ("observation", "'observation': a reward at each message of the first source; 'command': at each "
-                            "command, of the newest observation and the command before (observations faster than "
+                            "command, of the newest observation and the command then in force (observations faster than "
                             "the control rate); needs command_topic"),
     "reward_expression": ("", "the reward of a step: a numpy expression of obs (and action, with command_topic)"),
     "command_topic": ("", "the robot's command topic, for the name action ('' = none)"),
@@ -100,6 +116,8 @@ PARAMETERS = {  # name: (default, description)
                                            "'reliable' misses none of a reliable one's (the planner's), as pace "
                                            "'command' wants, but hears nothing of a best-effort one"),
     "reward_topic": (topics.REWARD, "where the reward is published (std_msgs/Float64)"),
+    "stamped": (False, "publish each reward as a std_msgs/Float64MultiArray [reward, sec, nanosec] with the header "
+                       "stamp of the first source's message it scored, for the trainer's exact pairing"),
     "episode_topic": (topics.EPISODE, "episode announcements (std_msgs/Int64) that end the running episode ('' = none)"),
     "episode_return_topic": (topics.EPISODE_RETURN, "where a finished episode's return is published (std_msgs/Float64)"),
     "diagnostics_period_s": (1.0, "period of the /diagnostics status"),
@@ -116,7 +134,11 @@ class RewardNode(Node):
         self.last_reward, self.problem = math.nan, ""
         self.unmatched_commanders: UnmatchedPublishers | None = None  # with a command_topic
         self.episode_sum, self.episode_rewards, self.last_return = 0.0, 0, math.nan  # the running episode
-        self.action: np.ndarray | None = None
+        self.action: np.ndarray | None = None  # the newest command
+        # When the first source's newest message came: the command then in force (the one that acted
+        # in the step that led to it) and, stamped, the message's header stamp.
+        self.scored_action: np.ndarray | None = None
+        self.scored_stamp = (0, 0)
         set_up_or_destroy(self, self._set_up)
 
     def _set_up(self):
@@ -133,11 +155,15 @@ class RewardNode(Node):
         if p["pace"] not in PACES or (p["pace"] == "command" and not p["command_topic"]):
             raise ParameterError("pace", p["pace"], f"pace must be one of {', '.join(PACES)}; command needs "
                                                     f"command_topic")
-        first = self.assembler.sources[0].topic
+        first = self.assembler.sources[0]
+        if p["stamped"] and first.kind not in STAMPED_SOURCES:
+            raise ParameterError("stamped", p["stamped"], f"the first observation source ({first.kind} on {first.topic}) "
+                                                          f"has no header stamp; stamped needs one of "
+                                                          f"{', '.join(STAMPED_SOURCES)}")
         by_observation = p["pace"] == "observation"
         for topic, kind in kinds.items():
-            self.create_subscription(SOURCE_MESSAGES[kind], topic, self._on_source(topic, by_observation and topic == first),
-                                     qos.SENSOR)
+            self.create_subscription(SOURCE_MESSAGES[kind], topic, self._on_source(topic, topic == first.topic,
+                                                                                   by_observation), qos.SENSOR)
         if p["command_topic"]:
             problems = check_command_parameters(p["command_type"], p["command_joints"], p["command_interface"])
             if problems:
@@ -154,14 +180,14 @@ class RewardNode(Node):
                 self.get_logger().error)
             self.create_subscription(COMMAND_TYPES[p["command_type"]], p["command_topic"], self._on_command, heard,
                                      event_callbacks=self.unmatched_commanders.events)
-        self.pub = self.create_publisher(Float64, p["reward_topic"], qos.EVENTS)
+        self.pub = self.create_publisher(Float64MultiArray if p["stamped"] else Float64, p["reward_topic"], qos.EVENTS)
         if p["episode_topic"]:
             self.return_pub = self.create_publisher(Float64, p["episode_return_topic"], qos.EVENTS)
             self.create_subscription(Int64, p["episode_topic"], self._on_episode, qos.EVENTS)
         self.diag_pub = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, 10)
         self.create_timer(float(p["diagnostics_period_s"]), self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
-        pacer = first if by_observation else p["command_topic"]
+        pacer = first.topic if by_observation else p["command_topic"]
         self.get_logger().info(f"publishing {p['reward_expression']!r} on {p['reward_topic']} at each message of {pacer}")
 
     def _on_command(self, msg):
@@ -172,24 +198,28 @@ class RewardNode(Node):
             self._refuse(f"command on {p['command_topic']} not read: {e}")
             return
         if p["pace"] == "command":
-            self._publish_reward()  # the step that ends here: the command before this one acted in it
+            self._publish_reward()  # the step that ends here, at the newest observation
         self.action = action
 
-    def _on_source(self, topic: str, paces: bool):
+    def _on_source(self, topic: str, first: bool, by_observation: bool):
         def callback(msg):
             self.assembler.update(topic, msg, time.monotonic())
-            if paces:
-                self._publish_reward()
+            if first:
+                self.scored_action = self.action
+                if self.p["stamped"]:
+                    self.scored_stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                if by_observation:
+                    self._publish_reward()
 
         return callback
 
     def _publish_reward(self):
         names = {}
         if self.p["command_topic"]:
-            if self.action is None:
-                self.waiting += 1  # no command yet: no step to reward
+            if self.scored_action is None:
+                self.waiting += 1  # no command before the observation: no step to reward
                 return
-            names["action"] = self.action
+            names["action"] = self.scored_action
         try:
             names["obs"] = np.asarray(self.assembler.assemble(), np.float64)
         except AdapterError:
@@ -200,7 +230,10 @@ class RewardNode(Node):
         except Exception as e:  # noqa: BLE001 — the expression is the user's: anything it raises is reported
             self._refuse(f"no reward for this step: {type(e).__name__}: {e}")
             return
-        self.pub.publish(Float64(data=reward))
+        if self.p["stamped"]:
+            self.pub.publish(segmented_array(STAMPED_REWARD, [reward, *self.scored_stamp]))
+        else:
+            self.pub.publish(Float64(data=reward))
         self.published, self.last_reward, self.problem = self.published + 1, reward, ""
         self.episode_sum, self.episode_rewards = self.episode_sum + reward, self.episode_rewards + 1
 

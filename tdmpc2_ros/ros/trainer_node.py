@@ -208,7 +208,7 @@ PARAMETERS = {  # name: (default, description); [] = an untyped list (its type c
     "record_topics": ([], "transition-record topics to read ([] = any record topic in the bag)"),
     "raw_obs_topic": ("", "raw mode: observation topic (Float64MultiArray); '' = record mode"),
     "raw_command_topic": ("", "raw mode: command topic (Float64MultiArray, physical units)"),
-    "raw_reward_topic": ("", "raw mode: reward topic (Float64)"),
+    "raw_reward_topic": ("", "raw mode: reward topic (Float64, or reward_node's stamped Float64MultiArray)"),
     "raw_episode_topic": ("", "raw mode: episode topic (Int64), optional"),
     "raw_observation_sources": ([], "raw mode: the planner's observation_sources (<type>:<topic>:<field>[:<joint>]), "
                                     "instead of raw_obs_topic"),

@@ -41,6 +41,12 @@ PACES = ("observation", "command")
 # Paced by commands, where a step's reward comes: with the observation it scores (a reward published
 # with each observation), or at the command that ends the step (reward_node's pace "command").
 REWARD_TIMES = ("observation", "command")
+# reward_node's stamped reward (``stamped: true``), a std_msgs/Float64MultiArray with these labelled
+# segments: the reward and the header stamp (sec, nanosec) of the first source's message it scored, so
+# the trainer pairs it with that observation exactly, whatever order two processes heard the topics in.
+STAMPED_REWARD = (("reward", 1), ("stamp", 2))
+# The source types whose messages carry a std_msgs/Header, and so a stamp a reward can name.
+STAMPED_SOURCES = ("joint_state", "imu", "odometry")
 _XYZ, _QUATERNION = ("x", "y", "z"), ("x", "y", "z", "w")
 # The scalar float64 fields a source may name: the same set the planner reads live (extract) and the
 # trainer reads from raw bags (bags/fields.py), so a bag can never train on what the robot cannot read.

@@ -498,7 +498,8 @@ class OfflineTrainer:
     def _check_reward_times(self, bag: Path, counts: dict) -> None:
         """Paced by commands, rewards matched to their observations' times, but a reward at each command
         (reward_node's pace "command"): where that costs steps, say what to set."""
-        lost = counts.get("skipped_no_reward", 0) + counts.get("skipped_ambiguous_reward", 0)
+        lost = sum(counts.get(f"skipped_{why}", 0) for why in ("no_reward", "ambiguous_reward",
+                                                              "reward_of_another_observation"))
         if (self.raw.pace == "command" and self.raw.reward_at == "observation" and lost > 0.05 * counts.get("pairs", 0)
                 and abs(counts.get("rewards_per_command", 0.0) - 1.0) <= 0.2):
             self.log.warning(f"bag {bag}: a reward per command (reward_node's pace 'command'?), but {lost} of "
