@@ -634,22 +634,31 @@ def test_raw_paced_by_commands_beside_a_500_hz_joint_state_broadcaster(tmp_path)
         RawTopics("", "/cmd", "/reward", observation_sources=sources, pace="tick")
 
 
+BROADCAST = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:velocity:slider")
+
+
+def _broadcaster_at_100_hz(directory, rng, n: int, lost: int | None = None) -> tuple[BagWriter, np.ndarray]:
+    """A bag with episode 0 and n random states [n, 2] on /joint_states (the BROADCAST sources) every
+    10 ms, stamped with their time; the recorder loses state `lost`. -> (the open writer, states)."""
+    w = BagWriter(directory)
+    w.write("/episode", INT64, encode_int64(0), T0 - MS)
+    state = rng.normal(size=(n, 2))
+    for i in range(n):
+        t = T0 + i * 10 * MS
+        if i != lost:
+            w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["slider"], position=state[i, :1],
+                                                                 velocity=state[i, 1:], effort=np.zeros(0)), t)
+    return w, state
+
+
 def test_paced_by_commands_reward_nodes_rewards_are_matched_at_the_commands_beside_a_100_hz_broadcaster(tmp_path):
     """ros2_control's default controller manager rate, 100 Hz, beside a 50 Hz controller: the newest
     /joint_states at a command is 0-10 ms old, and reward_node (pace command) publishes its reward
     1.5 ms after the command. Matched to the observation's time (within 9 ms), a fifth of those rewards
     are too late or claimed twice; matched to the command that ends the step (reward_at "command"),
     every step has its own reward."""
-    rng = np.random.default_rng(33)
-    commands = 80
-    sources = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:velocity:slider")
-    w = BagWriter(tmp_path)
-    w.write("/episode", INT64, encode_int64(0), T0 - MS)
-    state = rng.normal(size=(2 * commands + 4, 2))
-    for i in range(state.shape[0]):
-        t = T0 + i * 10 * MS
-        w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["slider"], position=state[i, :1],
-                                                             velocity=state[i, 1:], effort=np.zeros(0)), t)
+    rng, commands = np.random.default_rng(33), 80
+    w, state = _broadcaster_at_100_hz(tmp_path, rng, 2 * commands + 4)
     action = rng.uniform(-1, 1, size=commands)
     phase = np.linspace(MS, 19 * MS, commands).astype(np.int64)  # the planner's timer drifts against the broadcaster
     newest = (np.arange(commands) * DT + phase) // (10 * MS)  # index of the newest /joint_states at each command
@@ -661,7 +670,7 @@ def test_paced_by_commands_reward_nodes_rewards_are_matched_at_the_commands_besi
 
     def read(reward_at):
         return RawTopics("", "/cmd", "/reward", "/episode", tolerance_s=0.002, reward_tolerance_s=0.009,
-                         observation_sources=sources, pace="command", reward_at=reward_at).read(bag, [-10.0], [10.0])
+                         observation_sources=BROADCAST, pace="command", reward_at=reward_at).read(bag, [-10.0], [10.0])
 
     at_commands = read("command")
     assert at_commands.counts["observations_per_command"] == 2.0
@@ -674,10 +683,10 @@ def test_paced_by_commands_reward_nodes_rewards_are_matched_at_the_commands_besi
     lost = at_observations.counts["skipped_no_reward"] + at_observations.counts["skipped_ambiguous_reward"]
     assert lost >= (commands - 1) // 5 and at_observations.transitions == commands - 1 - lost, at_observations.counts
     with pytest.raises(RawSettingError, match="needs raw_pace 'command'") as refused:
-        RawTopics("", "/cmd", "/reward", observation_sources=sources, reward_at="command")  # paced by observations
+        RawTopics("", "/cmd", "/reward", observation_sources=BROADCAST, reward_at="command")  # paced by observations
     assert refused.value.name == "raw_reward_at"
     with pytest.raises(ValueError, match="reward_at 'command'"):
-        episodes_from_raw(bag, "", "/cmd", "/reward", observation_sources=sources, action_low=[-10.0],
+        episodes_from_raw(bag, "", "/cmd", "/reward", observation_sources=BROADCAST, action_low=[-10.0],
                           action_high=[10.0], reward_at="command")
 
 
@@ -716,15 +725,7 @@ def test_stamped_rewards_pick_the_state_reward_node_scored_where_two_processes_h
     the step before: it came after that step's end state."""
     rng = np.random.default_rng(35)
     commands, lost = 60, 63  # the recorder loses the joint state reward_node scored at command 31
-    sources = ("joint_state:/joint_states:position:slider", "joint_state:/joint_states:velocity:slider")
-    w = BagWriter(tmp_path)
-    w.write("/episode", INT64, encode_int64(0), T0 - MS)
-    state = rng.normal(size=(2 * commands + 4, 2))
-    for i in range(state.shape[0]):
-        t = T0 + i * 10 * MS
-        if i != lost:
-            w.write("/joint_states", JOINT_STATE, _robot_message(JOINT_STATE, t, name=["slider"], position=state[i, :1],
-                                                                 velocity=state[i, 1:], effort=np.zeros(0)), t)
+    w, state = _broadcaster_at_100_hz(tmp_path, rng, 2 * commands + 4, lost=lost)
     action = rng.uniform(-1, 1, size=commands)
     # k % 4: 0 the recorder hears the command first, reward_node the joint state; 1 the reverse; 2 and 3
     # both hear them in the same order.
@@ -742,7 +743,7 @@ def test_stamped_rewards_pick_the_state_reward_node_scored_where_two_processes_h
 
     def read(reward_topic):
         return RawTopics("", "/cmd", reward_topic, "/episode", tolerance_s=0.002, reward_tolerance_s=0.009,
-                         observation_sources=sources, pace="command", reward_at="command").read(bag, [-10.0], [10.0])
+                         observation_sources=BROADCAST, pace="command", reward_at="command").read(bag, [-10.0], [10.0])
 
     newest = 2 * np.arange(commands) + after  # the newest state the recorder heard at each command
     newest[newest == lost] = lost - 1
