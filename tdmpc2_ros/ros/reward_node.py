@@ -11,11 +11,11 @@ reward nearest T_{k+1}, within tolerance_s"). Record it beside the observation a
 
 Paced by commands (``pace: command``), for a first source faster than the control rate (a
 joint_state_broadcaster at 500 Hz beside a 50 Hz controller): a reward at each command instead, of
-the newest observation and the command in force when it came (the one that acted in the step that led
-to it; usually the command before this one, but not after a command superseded before the next
-observation, as the trainer's transitions count it). That is the reward of the trainer's ``raw_pace: command`` transitions, one per step, so an
-episode's return sums one reward per step at either pace. It is published at the command, so the
-trainer matches it there: ``raw_reward_at: command``.
+the newest observation and the command in force when it came (the one that acted in the step that
+led to it; usually the command before this one, but not after a command superseded before the next
+observation, as the trainer's transitions count it). That is the reward of the trainer's
+``raw_pace: command`` transitions, one per step, so an episode's return sums one reward per step at
+either pace. It is published at the command, so the trainer matches it there: ``raw_reward_at: command``.
 
 The expression (runtime/expressions.py: numpy, ``cos``, ``tolerance``, ... and no builtins) sees:
 
@@ -105,8 +105,8 @@ PARAMETERS = {  # name: (default, description)
     "observation_sources": ([], "observation sources '<type>:<topic>:<field>[:<joint>]', as the planner's; a reward "
                                 "is published at each message of the first one's topic"),
     "pace": ("observation", "'observation': a reward at each message of the first source; 'command': at each "
-                            "command, of the newest observation and the command then in force (observations faster than "
-                            "the control rate); needs command_topic"),
+                            "command, of the newest observation and the command then in force (observations "
+                            "faster than the control rate); needs command_topic"),
     "reward_expression": ("", "the reward of a step: a numpy expression of obs (and action, with command_topic)"),
     "command_topic": ("", "the robot's command topic, for the name action ('' = none)"),
     "command_type": ("array", "the command topic's type: array, joint_trajectory or joint_state"),
