@@ -503,7 +503,8 @@ class OfflineTrainer:
         if (self.raw.pace == "command" and self.raw.reward_at == "observation" and lost > 0.05 * counts.get("pairs", 0)
                 and abs(counts.get("rewards_per_command", 0.0) - 1.0) <= 0.2):
             self.log.warning(f"bag {bag}: a reward per command (reward_node's pace 'command'?), but {lost} of "
-                             f"{counts['pairs']} steps found none near their observation's time, or one claimed twice: "
+                             f"{counts['pairs']} steps found none near their observation's time, one claimed twice or "
+                             f"(stamped) one of another state: "
                              f"set raw_reward_at to 'command' to match each reward to the command that ends its step")
 
     def _read(self, bag: Path) -> tuple[list[Episode], object]:
