@@ -464,7 +464,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
     commands: `command` (Float64MultiArray by default, or JointTrajectory / JointState by joint name)
     in physical units within [action_low, action_high];
     rewards: std_msgs/Float64, or reward_node's stamped Float64MultiArray (module docstring), matched
-    within `reward_tolerance_s` (None = tolerance_s); episode_topic: std_msgs/Int64 (optional). Rule: module docstring. return_topic (optional, std_msgs/Float64): the
+    within `reward_tolerance_s` (None = tolerance_s); episode_topic: std_msgs/Int64 (optional). Rule:
+    module docstring. return_topic (optional, std_msgs/Float64): the
     robot's episode returns (reward_node's), placed among the transitions for a learning curve
     (RawEpisodes.returns); a bag without them is read all the same. pace: "observation" (a transition
     per pair of observations) or "command" (per pair of commands, for observations faster than them).
@@ -551,12 +552,8 @@ def episodes_from_raw(bag_path, obs_topic: str, command_topic: str, reward_topic
             t_measured = t_obs  # each pair's end: the command that ends the step, when reward_node scored it
 
     valid, ci, ri = _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol, tol_rew, max_obs_gap_s, counts,
-                                 t_measured, at if pace == "command" else None)
-    if obs_stamps is not None:
-        other = valid & (rew_stamps[ri] != obs_stamps[1:])  # a reward of another state than o_{k+1}
-        counts["skipped_reward_of_another_observation"] = int(other.sum())
-        counts["transitions"] -= int(other.sum())
-        valid &= ~other
+                                 t_measured, at if pace == "command" else None,
+                                 None if obs_stamps is None else (obs_stamps, rew_stamps))
     terminated = _terminations(termination, obs, valid, counts)
     _count_unused(valid, ci, ri, t_cmd.size, t_rew.size, counts)
     if not counts["transitions"]:
@@ -745,11 +742,13 @@ def _observations_named(obs_stamps, t_cmd, t_rew, rew_stamps, tol_rew: int) -> n
 
 
 def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int, max_obs_gap_s: float | None,
-                 counts: dict, t_measured=None, commands=None):
+                 counts: dict, t_measured=None, commands=None, stamps=None):
     """The alignment rule of the module docstring, over every pair of consecutive observations
     (o_j, o_j+1). Returns (valid [K-1] bool, command index, reward index per pair) and counts every
     pair skipped, by reason (_count_unused counts the commands and rewards left over, once every reason
-    is in). Times in ns; rewards are matched to t_measured (default t_obs), when the observations were taken."""
+    is in). Times in ns; rewards are matched to t_measured (default t_obs), when the observations were taken.
+    commands: paced by commands, each pair's own command index. stamps: (observation stamps, reward
+    stamps) of stamped rewards, each pair's reward must name its o_{j+1}."""
     pairs = max(t_obs.size - 1, 0)
     counts["pairs"] = pairs
     if not pairs:
@@ -785,6 +784,10 @@ def _align_pairs(t_obs, episode, obs_step, t_cmd, t_rew, tol: int, tol_rew: int,
         uses = np.bincount(ri[valid], minlength=max(t_rew.size, 1))
         ambiguous = valid & (uses[ri] > 1)  # one reward claimed by two pairs: neither is guessed
         valid &= ~ambiguous
+        if stamps is not None:
+            other = valid & (stamps[1][ri] != stamps[0][1:])  # a reward of another state than o_{j+1}
+            counts["skipped_reward_of_another_observation"] = int(other.sum())
+            valid &= ~other
         counts["skipped_episode_boundary"] = int((~same).sum())
         counts["skipped_gap"] = int((same & ~in_time).sum())
         counts["skipped_no_command"] = int((same & in_time & ~has_cmd).sum())
