@@ -436,7 +436,7 @@ def test_learn_loop_on_a_robots_own_topics(pace, tmp_path):
             assert transitions <= kept <= raw.counts["pairs"] < commands, (transitions, raw.counts)
             assert on_time >= 0.5 * commands and kept >= 0.85 * on_time, raw.counts
             # Each step's reward is reward_node's score of the transition's own next observation and action
-            # (the joint state its stamp names, and the command before the one that ends the step): all of
+            # (the joint state its stamp names, and the command in force when it came, c_k): all of
             # them, although reward_node and the recorder (two processes) may hear a joint state and a
             # command within a millisecond in opposite orders.
             expression = Expression(yaml.safe_load((REPO / "config" / "reward.yaml").read_text())["reward_node"]
